@@ -1,0 +1,214 @@
+"""p2pctl: the command line on the daemon's JSON-RPC socket.
+
+Each command is one call of the method table (rpc/table.py), whose help text it shows.
+Exit codes: 0 success, 1 an error the daemon reported (message on stderr), 2 bad usage,
+3 no daemon answers on the socket. Standard library only, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gossipchat.rpc.client import Connection, ConnectionLost, DaemonNotRunning, RpcError
+from gossipchat.rpc.paths import socket_path
+from gossipchat.rpc.table import METHODS
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
+
+
+def _ago(ms: int) -> str:
+    delta = max(0.0, time.time() - ms / 1000)
+    if delta < 60:
+        return f"{delta:.0f}s ago"
+    if delta < 3600:
+        return f"{delta / 60:.0f}m ago"
+    return f"{delta / 3600:.1f}h ago"
+
+
+def _clock(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+def _who(msg: dict[str, Any]) -> str:
+    short = msg["author"][-8:]
+    return f"{msg['nick']} ({short})" if msg.get("nick") else short
+
+
+def format_message(msg: dict[str, Any]) -> str:
+    """One line for a person: time, room, author, text (and image summary)."""
+    line = f"{_clock(msg['ts'])} #{msg['room']} <{_who(msg)}> {msg.get('text', '')}"
+    image = msg.get("image")
+    if image:
+        line += (f" [image {image['filename']} {image['width']}x{image['height']} "
+                 f"{image['size']} B cid={image['cid']}]")
+    return line.rstrip()
+
+
+def _print_human(command: str, result: Any) -> None:
+    if command == "id":
+        print(f"peer_id  {result['peer_id']}")
+        print(f"nick     {result['nick'] or '-'}")
+        for addr in result["addrs"]:
+            print(f"addr     {addr}")
+    elif command == "status":
+        for key in ("version", "peer_id", "uptime_s", "peers", "rooms", "messages", "blocks"):
+            if key in result:
+                print(f"{key:<10}{result[key]}")
+        if result.get("rejected"):
+            print(f"{'rejected':<10}{json.dumps(result['rejected'], sort_keys=True)}")
+    elif command == "peers":
+        if not result:
+            print("no peers connected")
+        for peer in result:
+            print(f"{peer['peer_id']}  {' '.join(peer['addrs']) or '-'}  "
+                  f"rooms: {', '.join(peer['rooms']) or '-'}")
+    elif command == "rooms":
+        if not result:
+            print("not in any room; join one with 'p2pctl join ROOM'")
+        for room in result:
+            print(f"{room['room']:<24} {room['members']:>4} members {room['messages']:>7} messages")
+    elif command == "members":
+        for m in result:
+            print(f"{m['peer_id']}  {m['nick'] or '-':<20} {_ago(m['last_seen'])}")
+    elif command == "send":
+        print(result["id"])
+        if result.get("image"):
+            print(result["image"]["cid"])
+    elif command == "history":
+        for msg in result:
+            print(format_message(msg))
+    elif command == "blocked":
+        for peer in result:
+            print(peer)
+    elif command in ("join", "leave"):
+        print(f"{command} {result['room']}: ok")
+    elif command in ("block", "unblock"):
+        print(f"{command} {result['peer']}: ok")
+    elif command == "nick":
+        print(f"nick is now {result['nick']}")
+    elif command == "connect":
+        print(f"connected to {result['peer_id']}")
+    elif command == "shutdown":
+        print("daemon stopping")
+    else:
+        print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def _watch(conn: Connection, args: argparse.Namespace) -> int:
+    params = {"rooms": args.rooms} if args.rooms else None
+    sub = conn.call("subscribe", params)["subscription"]
+    for note in conn.notifications():
+        p = note.get("params", {})
+        if p.get("subscription") != sub:
+            continue
+        if note["method"] == "subscription_end":
+            print(f"p2pctl: watch ended: {p.get('reason')}", file=sys.stderr)
+            return EXIT_ERROR
+        if note["method"] == "message":
+            msg = p["message"]
+            print(json.dumps(msg, ensure_ascii=False) if args.json else format_message(msg),
+                  flush=True)
+    return EXIT_OK
+
+
+# command -> (method, function from parsed args to params)
+_Params = Callable[[argparse.Namespace], dict[str, Any]]
+COMMANDS: dict[str, tuple[str, _Params]] = {
+    "id": ("id", lambda a: {}),
+    "status": ("status", lambda a: {}),
+    "peers": ("peers", lambda a: {}),
+    "connect": ("connect", lambda a: {"addr": a.addr}),
+    "nick": ("nick", lambda a: {"name": " ".join(a.name)}),
+    "join": ("join", lambda a: {"room": a.room}),
+    "leave": ("leave", lambda a: {"room": a.room}),
+    "rooms": ("rooms", lambda a: {}),
+    "members": ("members", lambda a: {"room": a.room}),
+    "send": ("send", lambda a: {"room": a.room, "text": " ".join(a.text)}),
+    "history": ("history", lambda a: {"room": a.room, "limit": a.limit, "before": a.before}),
+    "watch": ("subscribe", lambda a: {}),
+    "block": ("block", lambda a: {"peer": a.peer}),
+    "unblock": ("unblock", lambda a: {"peer": a.peer}),
+    "blocked": ("blocked", lambda a: {}),
+    "shutdown": ("shutdown", lambda a: {}),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand's help comes from the method table."""
+    parser = argparse.ArgumentParser(
+        prog="p2pctl", description="Control a gossipchat daemon over its RPC socket.")
+    parser.add_argument("--rpc", metavar="PATH", help="the daemon's socket")
+    parser.add_argument("--home", metavar="DIR", help="the daemon's home (socket inside)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="give up on a call after S seconds")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str) -> argparse.ArgumentParser:
+        method = COMMANDS[name][0]
+        text = METHODS[method].help if name != "watch" else (
+            "stream new messages until interrupted (all joined rooms by default)")
+        return sub.add_parser(name, help=text, description=text)
+
+    for name in ("id", "status", "peers", "rooms", "blocked", "shutdown"):
+        add(name)
+    add("connect").add_argument("addr", metavar="MULTIADDR")
+    add("nick").add_argument("name", metavar="NAME", nargs="+")
+    for name in ("join", "leave", "members"):
+        add(name).add_argument("room", metavar="ROOM")
+    send = add("send")
+    send.add_argument("room", metavar="ROOM")
+    send.add_argument("text", metavar="TEXT", nargs="+")
+    history = add("history")
+    history.add_argument("room", metavar="ROOM")
+    history.add_argument("--limit", type=int, metavar="N")
+    history.add_argument("--before", metavar="ID")
+    add("watch").add_argument("rooms", metavar="ROOM", nargs="*")
+    for name in ("block", "unblock"):
+        add(name).add_argument("peer", metavar="PEER")
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse, call, print; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    path = socket_path(args.rpc, args.home)
+    method, params_of = COMMANDS[args.command]
+    try:
+        with Connection(path, timeout=args.timeout) as conn:
+            if args.command == "watch":
+                return _watch(conn, args)
+            params = {k: v for k, v in params_of(args).items() if v is not None}
+            result = conn.call(method, params)
+    except DaemonNotRunning as exc:
+        print(f"p2pctl: {exc}", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except RpcError as exc:
+        print(f"p2pctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (ConnectionLost, TimeoutError, OSError) as exc:
+        print(f"p2pctl: lost the daemon at {path}: {exc}", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except KeyboardInterrupt:
+        return EXIT_OK
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_human(args.command, result)
+    return EXIT_OK
+
+
+def main() -> None:
+    """Entry point of the p2pctl executable."""
+    try:
+        code = run()
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    except BrokenPipeError:
+        code = EXIT_OK
+    sys.exit(code)

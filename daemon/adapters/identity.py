@@ -1,0 +1,76 @@
+"""The node's Ed25519 identity key, kept in the home.
+
+The file holds a libp2p protobuf PrivateKey (Type Ed25519, Data = 32-byte seed plus
+32-byte public key, as go-libp2p and Kubo write it), mode 0600. It is created once on
+first start, so the peer id stays the same across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..core import peerid
+
+KEY_FILE = "identity.key"
+_PREFIX = b"\x08\x01\x12\x40"
+
+
+class IdentityError(Exception):
+    """The key file exists but cannot be used."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An Ed25519 key pair and the peer id derived from it."""
+
+    seed: bytes
+    public_key: bytes
+
+    @property
+    def peer_id(self) -> bytes:
+        """The binary libp2p peer id."""
+        return peerid.from_public_key(self.public_key)
+
+    @property
+    def peer_id_text(self) -> str:
+        """The base58 peer id."""
+        return peerid.to_text(self.peer_id)
+
+    def sign(self, data: bytes) -> bytes:
+        """An Ed25519 signature over data."""
+        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(data)
+
+
+def _from_seed(seed: bytes) -> Identity:
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return Identity(seed, public)
+
+
+def load_or_create(home: Path) -> Identity:
+    """Read the home's key, or make one (0600) if there is none."""
+    path = home / KEY_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        seed = os.urandom(32)
+        identity = _from_seed(seed)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(_PREFIX + seed + identity.public_key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return identity
+    if len(raw) != 68 or not raw.startswith(_PREFIX):
+        raise IdentityError(f"{path} is not an Ed25519 libp2p private key")
+    identity = _from_seed(raw[4:36])
+    if identity.public_key != raw[36:]:
+        raise IdentityError(f"{path}: public key does not match the seed")
+    return identity

@@ -1,0 +1,459 @@
+"""The libp2p adapter: host, GossipSub, peer events, streams and the block list.
+
+Only this module (and the block-exchange adapter) imports libp2p. Everything it hands
+out uses the project's own types: peer ids and multiaddrs as text, `Stream` with
+`StreamClosedError`, `GossipMessage` for what arrives on a topic. A py-libp2p upgrade
+or replacement touches this file.
+
+py-libp2p 0.8.1 drops silently in two places (DESIGN.md): a peer's outbound RPC queue
+rejects past 32 entries, and a subscription channel of 32 drops when unread. So
+`publish` waits while any peer's queue is over half full, and one reader task per
+topic drains its subscription into our own larger channel at once. Anything still
+lost, history sync repairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee, ISubscriptionAPI
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
+
+log = logging.getLogger(__name__)
+
+GOSSIPSUB_PROTOCOLS = (TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0"))
+
+# Our own inbound buffer per node; py-libp2p's per-topic channel holds only 32.
+INBOUND_BUFFER = 8192
+# publish() waits while any peer's outbound queue (capacity 32) holds this many RPCs.
+QUEUE_HIGH_WATER = 16
+QUEUE_POLL_S = 0.002
+DIAL_TIMEOUT_S = 10.0
+
+
+class StreamClosedError(Exception):
+    """The remote side reset or closed the stream, or the connection died."""
+
+
+@dataclass(frozen=True)
+class GossipMessage:
+    """A message heard on a topic, after GossipSub's own signature check."""
+
+    topic: str
+    data: bytes
+    origin: str  # the peer that signed the gossipsub message
+    forwarder: str  # the peer it arrived from (may be the origin)
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """A connection to a peer came up (connected=True) or went away."""
+
+    peer_id: str
+    connected: bool
+
+
+@dataclass(frozen=True)
+class PeerSnapshot:
+    """A connected peer, for `peers` and `status`."""
+
+    peer_id: str
+    addrs: list[str]
+    topics: list[str]
+
+
+@dataclass
+class GossipStats:
+    """Counters the node reports in `status`."""
+
+    published: int = 0
+    publish_waits: int = 0
+    received: int = 0
+    inbound_dropped: int = 0
+
+
+class Stream:
+    """A libp2p stream with the project's errors."""
+
+    def __init__(self, raw: INetStream, peer_id: str) -> None:
+        self._raw = raw
+        self.peer_id = peer_id
+
+    async def read(self, max_bytes: int) -> bytes:
+        """Up to max_bytes; b"" at end of stream."""
+        try:
+            return bytes(await self._raw.read(max_bytes))
+        except EOFError:
+            return b""
+        except (StreamError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise StreamClosedError(f"stream with {self.peer_id} closed: {exc}") from exc
+
+    async def write(self, data: bytes) -> None:
+        """Write all of data."""
+        try:
+            await self._raw.write(data)
+        except (StreamError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise StreamClosedError(f"stream with {self.peer_id} closed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close our half; errors mean it is closed already."""
+        try:
+            await self._raw.close()
+        except Exception as exc:  # closing a dead stream raises a spread of types
+            log.debug("close of stream with %s: %s", self.peer_id, exc)
+
+    async def reset(self) -> None:
+        """Abort the stream."""
+        try:
+            await self._raw.reset()
+        except Exception as exc:  # resetting a dead stream raises a spread of types
+            log.debug("reset of stream with %s: %s", self.peer_id, exc)
+
+
+StreamHandler = Callable[[Stream], Awaitable[None]]
+
+
+class _Notifee(INotifee):
+    """Turns swarm callbacks into PeerEvents without ever blocking the swarm."""
+
+    def __init__(self, send: trio.MemorySendChannel[PeerEvent]) -> None:
+        self._send = send
+
+    def _emit(self, conn: INetConn, connected: bool) -> None:
+        peer = conn.muxed_conn.peer_id
+        try:
+            self._send.send_nowait(PeerEvent(peer.to_base58(), connected))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            # Periodic sync covers a missed connect; never stall the swarm for it.
+            log.warning("peer event for %s dropped", peer)
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._emit(conn, True)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._emit(conn, False)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+def parse_multiaddr(text: str, *, need_peer: bool) -> multiaddr.Multiaddr:
+    """Parse a multiaddr, raising InvalidArgument with the reason."""
+    try:
+        addr = multiaddr.Multiaddr(text)
+    except Exception as exc:  # multiaddr raises several unrelated types on bad input
+        raise InvalidArgument(f"invalid multiaddr {text!r}: {exc}") from None
+    if need_peer and "/p2p/" not in str(addr):
+        raise InvalidArgument(f"multiaddr {text!r} has no /p2p/<peer id> part")
+    return addr
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def resolve_listen_addrs(addrs: Sequence[str], *, fallback: bool) -> list[multiaddr.Multiaddr]:
+    """Parse listen addresses; with fallback, a taken TCP port becomes port 0."""
+    out: list[multiaddr.Multiaddr] = []
+    for text in addrs:
+        addr = parse_multiaddr(text, need_peer=False)
+        if fallback:
+            parts = str(addr).split("/")
+            if len(parts) >= 5 and parts[1] in ("ip4", "ip6") and parts[3] == "tcp":
+                if parts[4] != "0" and not _port_is_free(parts[2], int(parts[4])):
+                    log.warning("port %s is taken; listening on a free port instead", parts[4])
+                    parts[4] = "0"
+                    addr = multiaddr.Multiaddr("/".join(parts))
+        out.append(addr)
+    return out
+
+
+class P2PNetwork:
+    """A libp2p host with GossipSub, owned by one `run` task."""
+
+    def __init__(self, seed: bytes, listen_addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        key_pair = create_new_key_pair(seed)
+        self._listen_addrs = list(listen_addrs)
+        # Noise only: TLS in 0.8.1 cannot do mutual auth well and secio is obsolete.
+        security = {
+            NOISE_PROTOCOL_ID: NoiseTransport(
+                key_pair, noise_privkey=create_x25519_key_pair().private_key
+            )
+        }
+        self.host: IHost = new_host(
+            key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX"
+        )
+        self.router = GossipSub(
+            protocols=list(GOSSIPSUB_PROTOCOLS),
+            # D, D_lo, D_hi as in go-libp2p-pubsub.
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            # The 0.8.1 default of 120 s leaves meshes unrepaired for minutes; go uses 1 s.
+            heartbeat_interval=1,
+            heartbeat_initial_delay=0.1,
+            # Adaptive gossip stretches the heartbeat to 30-60 s under load, exactly when
+            # mesh repair matters most.
+            adaptive_gossip_enabled=False,
+            # The built-in limit of 10 msg/s per peer per topic silently drops ordinary
+            # chat bursts and penalises honest relays; our own publish pacing and the
+            # 64 KiB envelope cap bound what a peer can send.
+            spam_protection_enabled=False,
+            # Eclipse protection wants 3 distinct IPs in a mesh; on loopback or a LAN
+            # behind one NAT every peer shares one IP and the mesh would never form.
+            eclipse_protection_enabled=False,
+            # Short backoffs so a restarted peer rejoins meshes quickly.
+            prune_back_off=10,
+            unsubscribe_back_off=5,
+        )
+        # StrictSign: every gossipsub message is signed by its origin (INTERFACE.md).
+        self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
+        self.peer_id = self.host.get_id().to_base58()
+        self.stats = GossipStats()
+        self._blocked: set[str] = set()
+        self._subscriptions: dict[str, trio.CancelScope] = {}
+        self._inbound_send, self.inbound = trio.open_memory_channel[GossipMessage](
+            INBOUND_BUFFER
+        )
+        self._events_send, self.peer_events = trio.open_memory_channel[PeerEvent](1024)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, start GossipSub, and report started; runs until cancelled."""
+        self.host.get_network().register_notifee(_Notifee(self._events_send))
+        try:
+            async with (
+                self.host.run(listen_addrs=self._listen_addrs),
+                trio.open_nursery() as nursery,
+                background_trio_service(self.pubsub),
+                background_trio_service(self.router),
+            ):
+                await self.pubsub.wait_until_ready()
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    def listen_addrs(self) -> list[str]:
+        """The addresses peers can dial, each ending in /p2p/<our id>."""
+        out = []
+        for addr in self.host.get_addrs():
+            text = str(addr)
+            out.append(text if "/p2p/" in text else f"{text}/p2p/{self.peer_id}")
+        return out
+
+    # peers
+
+    def connected_peers(self) -> list[str]:
+        """Peer ids with a live connection."""
+        return [p.to_base58() for p in self.host.get_network().get_connections_map()]
+
+    def is_connected(self, peer_id: str) -> bool:
+        """True while at least one connection to the peer is open."""
+        return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+
+    def snapshot(self) -> list[PeerSnapshot]:
+        """Connected peers with their addresses and the topics they subscribe to."""
+        network = self.host.get_network()
+        out = []
+        for peer, conns in network.get_connections_map().items():
+            addrs: list[str] = []
+            for conn in conns:
+                remote = getattr(conn.muxed_conn, "get_remote_address", lambda: None)()
+                if remote:
+                    addrs.append(f"/ip4/{remote[0]}/tcp/{remote[1]}")
+            if not addrs:
+                addrs = [str(a) for a in self.host.get_peerstore().addrs(peer)]
+            topics = sorted(t for t, peers in self.pubsub.peer_topics.items() if peer in peers)
+            out.append(PeerSnapshot(peer.to_base58(), addrs, topics))
+        return out
+
+    def peer_addrs(self, peer_id: str) -> list[str]:
+        """Addresses the peerstore holds for a peer, for redial after restart."""
+        try:
+            return [str(a) for a in self.host.get_peerstore().addrs(ID.from_base58(peer_id))]
+        except Exception:  # the peerstore raises PeerStoreError for unknown peers
+            return []
+
+    async def connect(self, addr_text: str) -> str:
+        """Dial a multiaddr with /p2p/<id>; return the peer id."""
+        addr = parse_multiaddr(addr_text, need_peer=True)
+        try:
+            info = info_from_p2p_addr(addr)
+        except Exception as exc:  # malformed /p2p/ part
+            raise InvalidArgument(f"invalid peer address {addr_text!r}: {exc}") from None
+        return await self._dial(info)
+
+    async def dial_known(self, peer_id: str, addrs: Sequence[str]) -> str:
+        """Dial a peer at remembered addresses."""
+        parsed = []
+        for text in addrs:
+            try:
+                parsed.append(multiaddr.Multiaddr(text.split("/p2p/")[0]))
+            except Exception:  # a remembered address that no longer parses
+                continue
+        if not parsed:
+            raise PeerUnreachable(f"no usable address for {peer_id}")
+        return await self._dial(PeerInfo(ID.from_base58(peer_id), parsed))
+
+    async def _dial(self, info: PeerInfo) -> str:
+        peer_id = info.peer_id.to_base58()
+        if peer_id == self.peer_id:
+            raise InvalidArgument("that address is this node itself")
+        if peer_id in self._blocked:
+            raise PeerBlocked(f"peer {peer_id} is blocked; unblock it first")
+        # A failed dial leaves the peer in the swarm's negative cache for a minute;
+        # an explicit connect should try again now.
+        self.host.get_network().unblock_peer(info.peer_id)  # type: ignore[attr-defined]
+        try:
+            with trio.fail_after(DIAL_TIMEOUT_S):
+                await self.host.connect(info)
+        except trio.TooSlowError:
+            raise PeerUnreachable(
+                f"peer unreachable: no answer from {peer_id} within {DIAL_TIMEOUT_S:.0f} s"
+            ) from None
+        except Exception as exc:  # the swarm raises SwarmException, OSError, noise errors
+            raise PeerUnreachable(f"peer unreachable: {peer_id}: {exc}") from None
+        return peer_id
+
+    async def hang_up(self, peer_id: str) -> None:
+        """Close every connection to a peer."""
+        await self.host.get_network().close_peer(ID.from_base58(peer_id))
+
+    # block list
+
+    async def block(self, peer_id: str) -> None:
+        """Drop a peer now and refuse it from now on."""
+        self._blocked.add(peer_id)
+        peer = ID.from_base58(peer_id)
+        self.pubsub.add_to_blacklist(peer)
+        await self.hang_up(peer_id)
+
+    def unblock(self, peer_id: str) -> None:
+        """Accept a peer again."""
+        self._blocked.discard(peer_id)
+        self.pubsub.remove_from_blacklist(ID.from_base58(peer_id))
+
+    def is_blocked(self, peer_id: str) -> bool:
+        """True for a peer on the block list."""
+        return peer_id in self._blocked
+
+    # gossip
+
+    async def subscribe(self, topic: str) -> None:
+        """Join a topic's mesh and start draining it into `inbound`."""
+        if topic in self._subscriptions or self._nursery is None:
+            return
+        subscription = await self.pubsub.subscribe(topic)
+        scope = trio.CancelScope()
+        self._subscriptions[topic] = scope
+        self._nursery.start_soon(self._drain, topic, subscription, scope)
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Leave a topic's mesh."""
+        scope = self._subscriptions.pop(topic, None)
+        if scope is None:
+            return
+        scope.cancel()
+        await self.pubsub.unsubscribe(topic)
+
+    def topic_peers(self, topic: str) -> list[str]:
+        """Peers that announced a subscription to a topic."""
+        return [p.to_base58() for p in self.pubsub.peer_topics.get(topic, ())]
+
+    async def _drain(
+        self, topic: str, subscription: ISubscriptionAPI, scope: trio.CancelScope
+    ) -> None:
+        with scope:
+            while True:
+                msg = await subscription.get()
+                self.stats.received += 1
+                origin = ID(msg.from_id).to_base58() if msg.from_id else ""
+                item = GossipMessage(topic, bytes(msg.data), origin, origin)
+                try:
+                    self._inbound_send.send_nowait(item)
+                except trio.WouldBlock:
+                    # The node is far behind; history sync fetches what we drop here.
+                    self.stats.inbound_dropped += 1
+
+    def _max_queue_depth(self) -> int:
+        queues = self.pubsub.peer_queues.values()
+        return max((len(q) for q in queues), default=0)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish, first waiting while a peer's outbound queue is near full."""
+        if self._max_queue_depth() >= QUEUE_HIGH_WATER:
+            self.stats.publish_waits += 1
+            # A bounded wait: a stuck peer must not stall our sends for ever; whatever
+            # it misses reaches it through sync.
+            with trio.move_on_after(2.0):
+                while self._max_queue_depth() >= QUEUE_HIGH_WATER:
+                    await trio.sleep(QUEUE_POLL_S)
+        await self.pubsub.publish(topic, data)
+        self.stats.published += 1
+
+    # streams
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve a stream protocol; blocked peers are reset before the handler runs."""
+
+        async def _handle(raw: INetStream) -> None:
+            peer_id = raw.muxed_conn.peer_id.to_base58()
+            stream = Stream(raw, peer_id)
+            if peer_id in self._blocked:
+                await stream.reset()
+                return
+            try:
+                await handler(stream)
+            except StreamClosedError as exc:
+                log.debug("%s stream with %s ended: %s", protocol, peer_id, exc)
+            finally:
+                await stream.close()
+
+        self.host.set_stream_handler(TProtocol(protocol), _handle)
+
+    async def open_stream(self, peer_id: str, protocol: str) -> Stream:
+        """Open a stream to a connected peer."""
+        if peer_id in self._blocked:
+            raise PeerBlocked(f"peer {peer_id} is blocked")
+        try:
+            raw = await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
+        except Exception as exc:  # the swarm and multiselect raise a spread of types
+            raise StreamClosedError(f"cannot open {protocol} to {peer_id}: {exc}") from None
+        return Stream(raw, peer_id)

@@ -1,0 +1,104 @@
+"""Daemon configuration: defaults, then config.toml, then command-line flags.
+
+Every key of the TOML file is a field of `Config` with the same name; deploy/config.toml
+documents each one. Unknown keys and wrong types are errors that name the key, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gossipchat.rpc.paths import default_home
+
+DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A config file or flag that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the daemon can be told; see deploy/config.toml for each key."""
+
+    home: Path = field(default_factory=default_home)
+    listen: list[str] = field(default_factory=lambda: list(DEFAULT_LISTEN))
+    bootstrap: list[str] = field(default_factory=list)
+    rpc: Path | None = None
+    log_level: str = "info"
+    nick: str = ""
+    durability: str = "normal"
+    history_default_limit: int = 50
+    history_max_limit: int = 10_000
+    subscriber_buffer: int = 1024
+
+    @property
+    def rpc_path(self) -> Path:
+        """The socket path: the rpc key, else <home>/rpc.sock."""
+        return self.rpc if self.rpc is not None else self.home / "rpc.sock"
+
+    @property
+    def listen_is_default(self) -> bool:
+        """True when nobody chose the listen addresses (port fallback allowed)."""
+        return self.listen == DEFAULT_LISTEN
+
+
+_PATH_KEYS = {"home", "rpc"}
+_LIST_KEYS = {"listen", "bootstrap"}
+
+
+def _coerce(key: str, value: Any, expected: type | None) -> Any:
+    if key in _PATH_KEYS:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"config key {key!r} must be a non-empty path string")
+        return Path(value).expanduser()
+    if key in _LIST_KEYS:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {key!r} must be a list of multiaddr strings")
+        return list(value)
+    if expected is not None and (type(value) is not expected):
+        raise ConfigError(
+            f"config key {key!r} must be {expected.__name__}, not {type(value).__name__}"
+        )
+    return value
+
+
+def _validate(config: Config) -> Config:
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    if config.durability not in ("normal", "full"):
+        raise ConfigError("durability must be 'normal' or 'full'")
+    for key in ("history_default_limit", "history_max_limit", "subscriber_buffer"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be at least 1")
+    if not config.listen:
+        raise ConfigError("at least one listen address is needed")
+    return config
+
+
+def load(path: Path | None, overrides: dict[str, Any]) -> Config:
+    """Defaults, then the TOML file (if any), then the non-None overrides."""
+    base = Config(home=overrides["home"]) if overrides.get("home") else Config()
+    values: dict[str, Any] = {}
+    config_path = path if path is not None else base.home / "config.toml"
+    if path is not None or config_path.exists():
+        try:
+            with open(config_path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config_path} does not exist") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {config_path}: {exc}") from None
+        types = {f.name: f.type for f in fields(Config)}
+        simple = {"str": str, "int": int, "bool": bool}
+        for key, value in data.items():
+            if key not in types:
+                raise ConfigError(f"config file {config_path}: unknown key {key!r}")
+            values[key] = _coerce(key, value, simple.get(str(types[key])))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return _validate(replace(base, **values))

@@ -1,0 +1,235 @@
+"""The signed envelope: what is gossiped, stored and synced.
+
+Rules:
+- Wire bytes are canonical CBOR (RFC 8949 core deterministic encoding) of the array
+  [version, room, author, lamport, ts_ms, kind, body, signature].
+- The author signs DOMAIN + canonical CBOR of the first seven fields with the Ed25519
+  identity key behind its peer id, so any peer can relay or sync it and every receiver
+  can still check it came from the author unchanged.
+- The message id is sha256 of the wire bytes. Decoding re-encodes and insists on the
+  same bytes, so one message has exactly one id.
+- Anything that fails to decode or validate raises EnvelopeError with a short reason
+  the caller counts; it is never stored.
+- Pure: no I/O and no clock; `now_ms` comes in as an argument.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import peerid
+from .rooms import _ROOM_RE
+
+VERSION = 1
+DOMAIN = b"gossipchat/envelope/1\n"
+KINDS = frozenset({"text", "image", "join", "leave", "nick"})
+CHAT_KINDS = frozenset({"text", "image"})
+
+MAX_TEXT_BYTES = 64 * 1024
+MAX_NICK_CHARS = 64
+MAX_THUMBNAIL_BYTES = 16 * 1024
+MAX_FILENAME_BYTES = 255
+MAX_ENVELOPE_BYTES = 128 * 1024
+# Lamport counters and timestamps stay exact in JSON numbers (2**53).
+MAX_COUNTER = 2**53 - 1
+# A message stamped further ahead than this is from a broken clock or an attack.
+MAX_FUTURE_SKEW_MS = 60 * 60 * 1000
+
+Signer = Callable[[bytes], bytes]
+
+
+class EnvelopeError(ValueError):
+    """An envelope rejected on decode or validation; `reason` names the counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded, verified envelope together with its exact wire bytes."""
+
+    room: str
+    author: bytes
+    lamport: int
+    ts_ms: int
+    kind: str
+    body: Mapping[str, Any]
+    signature: bytes
+    wire: bytes = field(repr=False)
+    version: int = VERSION
+
+    @property
+    def id(self) -> bytes:
+        """sha256 of the wire bytes."""
+        return message_id(self.wire)
+
+    @property
+    def author_text(self) -> str:
+        """The author's peer id in base58."""
+        return peerid.to_text(self.author)
+
+    @property
+    def nick(self) -> str:
+        """The display name the author put on this message, or ''."""
+        nick = self.body.get("nick", "")
+        return nick if isinstance(nick, str) else ""
+
+
+def message_id(wire: bytes) -> bytes:
+    """The id of an envelope: sha256 of its wire bytes."""
+    return hashlib.sha256(wire).digest()
+
+
+def _signed_part(
+    room: str, author: bytes, lamport: int, ts_ms: int, kind: str, body: Mapping[str, Any]
+) -> bytes:
+    return DOMAIN + cbor2.dumps(
+        [VERSION, room, author, lamport, ts_ms, kind, dict(body)], canonical=True
+    )
+
+
+def create(
+    *,
+    room: str,
+    author: bytes,
+    lamport: int,
+    ts_ms: int,
+    kind: str,
+    body: Mapping[str, Any],
+    sign: Signer,
+) -> Envelope:
+    """Build and sign an envelope; the result passes `validate_body` or this raises."""
+    validate_body(kind, body)
+    if not _ROOM_RE.fullmatch(room):
+        raise EnvelopeError("bad_field", f"room name {room!r}")
+    signature = sign(_signed_part(room, author, lamport, ts_ms, kind, body))
+    wire = cbor2.dumps(
+        [VERSION, room, author, lamport, ts_ms, kind, dict(body), signature], canonical=True
+    )
+    if len(wire) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("too_large", f"{len(wire)} bytes, limit {MAX_ENVELOPE_BYTES}")
+    return Envelope(room, author, lamport, ts_ms, kind, dict(body), signature, wire)
+
+
+def decode(wire: bytes, *, now_ms: int) -> Envelope:
+    """Decode, check canonical form, limits and the author's signature."""
+    if len(wire) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("too_large", f"{len(wire)} bytes, limit {MAX_ENVELOPE_BYTES}")
+    try:
+        items = cbor2.loads(wire)
+    # Untrusted bytes: cbor2 raises a spread of types (CBORDecodeError, ValueError,
+    # OverflowError, RecursionError ...); every one of them means "undecodable".
+    except Exception as exc:
+        raise EnvelopeError("undecodable", type(exc).__name__) from None
+    if not isinstance(items, list) or len(items) != 8:
+        raise EnvelopeError("undecodable", "not an 8-element array")
+    version, room, author, lamport, ts_ms, kind, body, signature = items
+    if version != VERSION or type(version) is not int:
+        raise EnvelopeError("unknown_version", repr(version))
+    if not isinstance(room, str) or not _ROOM_RE.fullmatch(room):
+        raise EnvelopeError("bad_field", "room")
+    if not isinstance(author, bytes) or not isinstance(signature, bytes):
+        raise EnvelopeError("bad_field", "author or signature")
+    for name, value in (("lamport", lamport), ("ts", ts_ms)):
+        if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+            raise EnvelopeError("bad_field", name)
+    if ts_ms > now_ms + MAX_FUTURE_SKEW_MS:
+        raise EnvelopeError("future", f"ts {ts_ms} is more than an hour ahead of {now_ms}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise EnvelopeError("unknown_kind", repr(kind)[:40])
+    if not isinstance(body, dict):
+        raise EnvelopeError("bad_field", "body")
+    validate_body(kind, body)
+    if cbor2.dumps(items, canonical=True) != wire:
+        raise EnvelopeError("non_canonical", "bytes are not canonical CBOR")
+    try:
+        key = Ed25519PublicKey.from_public_bytes(peerid.public_key(author))
+        key.verify(signature, _signed_part(room, author, lamport, ts_ms, kind, body))
+    except (peerid.PeerIdError, InvalidSignature, ValueError):
+        raise EnvelopeError("bad_signature", "signature does not match the author") from None
+    return Envelope(room, author, lamport, ts_ms, kind, body, signature, wire)
+
+
+def from_trusted_wire(wire: bytes) -> Envelope:
+    """Decode bytes this node verified before (its own store) without re-checking.
+
+    Signature checks cost about 100 us each; history reads skip them because only
+    verified envelopes are ever written to the store.
+    """
+    version, room, author, lamport, ts_ms, kind, body, signature = cbor2.loads(wire)
+    return Envelope(room, author, lamport, ts_ms, kind, body, signature, wire, version)
+
+
+def _check_str(body: Mapping[str, Any], key: str, *, required: bool, max_bytes: int) -> None:
+    value = body.get(key)
+    if value is None and key not in body:
+        if required:
+            raise EnvelopeError("bad_field", f"missing {key}")
+        return
+    if not isinstance(value, str):
+        raise EnvelopeError("bad_field", f"{key} is not a string")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        limit = "64 KiB" if max_bytes == MAX_TEXT_BYTES else f"{max_bytes} bytes"
+        raise EnvelopeError("too_large", f"{key} has {size} bytes, limit {limit}")
+
+
+def _check_int(body: Mapping[str, Any], key: str) -> None:
+    value = body.get(key)
+    if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+        raise EnvelopeError("bad_field", f"{key} is not a non-negative integer")
+
+
+_BODY_KEYS: dict[str, frozenset[str]] = {
+    "text": frozenset({"text", "nick"}),
+    "image": frozenset(
+        {"cid", "filename", "mime", "size", "width", "height", "thumbnail", "caption", "nick"}
+    ),
+    "join": frozenset({"nick"}),
+    "leave": frozenset({"nick"}),
+    "nick": frozenset({"nick"}),
+}
+
+
+def validate_body(kind: str, body: Mapping[str, Any]) -> None:
+    """Check a body's keys, types and sizes for its kind."""
+    allowed = _BODY_KEYS.get(kind)
+    if allowed is None:
+        raise EnvelopeError("unknown_kind", repr(kind)[:40])
+    extra = set(body) - allowed
+    if extra:
+        raise EnvelopeError("bad_field", f"unexpected {sorted(map(str, extra))[:3]}")
+    _check_str(body, "nick", required=kind == "nick", max_bytes=MAX_NICK_CHARS * 4)
+    nick = body.get("nick")
+    if isinstance(nick, str) and len(nick) > MAX_NICK_CHARS:
+        raise EnvelopeError("too_large", f"nick has {len(nick)} characters, limit 64")
+    if kind == "text":
+        _check_str(body, "text", required=True, max_bytes=MAX_TEXT_BYTES)
+    elif kind == "image":
+        _check_str(body, "cid", required=True, max_bytes=128)
+        _check_str(body, "filename", required=True, max_bytes=MAX_FILENAME_BYTES)
+        _check_str(body, "mime", required=True, max_bytes=64)
+        _check_str(body, "caption", required=False, max_bytes=MAX_TEXT_BYTES)
+        for key in ("size", "width", "height"):
+            _check_int(body, key)
+        thumbnail = body.get("thumbnail")
+        if not isinstance(thumbnail, bytes) or len(thumbnail) > MAX_THUMBNAIL_BYTES:
+            raise EnvelopeError("bad_field", "thumbnail missing or over 16 KiB")
+
+
+def order_key(env: Envelope) -> tuple[int, str, bytes]:
+    """History order: Lamport counter, then author (base58 text), then id bytes.
+
+    The store sorts by the same columns, so every node lists a room identically.
+    """
+    return (env.lamport, env.author_text, env.id)

@@ -1,0 +1,93 @@
+"""The project's own error types, one JSON-RPC application code each.
+
+Library exceptions (trio's, libp2p's, sqlite3's) are translated into these at the
+adapter's edge, so the RPC server maps exactly one family of errors. Codes count down
+from -32001 and are part of the contract with scripts: never renumber one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GossipchatError(Exception):
+    """Base of every error a caller of the node API can act on."""
+
+    code = -32000
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class InvalidRoomName(GossipchatError):
+    """A room name outside 1-64 characters of [a-z0-9._-]."""
+
+    code = -32001
+
+
+class NotInRoom(GossipchatError):
+    """An operation on a room this node has not joined."""
+
+    code = -32002
+
+
+class MessageTooLarge(GossipchatError):
+    """A text or envelope over the size limits."""
+
+    code = -32003
+
+
+class InvalidArgument(GossipchatError):
+    """A parameter with the right type but an unusable value."""
+
+    code = -32004
+
+
+class PeerUnreachable(GossipchatError):
+    """A dial that failed or timed out."""
+
+    code = -32005
+
+
+class NotFound(GossipchatError):
+    """An unknown message id, CID or subscription."""
+
+    code = -32006
+
+
+class ImageTooLarge(GossipchatError):
+    """An image over the byte or pixel limits."""
+
+    code = -32007
+
+
+class NotAnImage(GossipchatError):
+    """Bytes that do not decode as an allowed image format."""
+
+    code = -32008
+
+
+class PeerBlocked(GossipchatError):
+    """An attempt to reach a peer on the block list."""
+
+    code = -32009
+
+
+class ShuttingDown(GossipchatError):
+    """A call that arrived while the node stops."""
+
+    code = -32010
+
+
+class PathError(GossipchatError):
+    """A file path that cannot be read or written as asked."""
+
+    code = -32011
+
+
+class FetchTimeout(GossipchatError):
+    """No peer delivered the content before the deadline."""
+
+    code = -32012

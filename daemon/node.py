@@ -1,0 +1,532 @@
+"""The node's service API: the one facade that the RPC server and the tests call.
+
+Rules:
+- `Node.run` owns the node's state: room states, subscriptions, the outbound queue.
+  It starts the network and its own tasks in its nursery and nothing else spawns.
+- Every state change happens in synchronous code between awaits, so the trio tasks
+  of one node never see half an update.
+- `send` returns only after its message is committed to the store; getting it out
+  to the room is the node's job from then on.
+- Everything from the network is decoded and verified before it is stored; what
+  fails is dropped and counted by reason in `status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from . import __version__
+from .adapters.identity import Identity
+from .adapters.p2p import GossipMessage, P2PNetwork, PeerEvent
+from .adapters.store import Store
+from .config import Config
+from .core import envelope as env_codec
+from .core import peerid
+from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
+from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
+from .errors import InvalidArgument, MessageTooLarge, NotFound, NotInRoom, ShuttingDown
+
+log = logging.getLogger(__name__)
+
+# How many inbound gossip messages one store transaction takes at most.
+INBOUND_BATCH = 256
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def message_view(env: Envelope) -> dict[str, Any]:
+    """The JSON message object of INTERFACE.md."""
+    view: dict[str, Any] = {
+        "id": env.id.hex(),
+        "room": env.room,
+        "author": env.author_text,
+        "nick": env.nick,
+        "ts": env.ts_ms,
+        "lamport": env.lamport,
+        "kind": env.kind,
+        "text": env.body.get("text", env.body.get("caption", "")),
+    }
+    if env.kind == "image":
+        import base64
+
+        body = env.body
+        view["image"] = {
+            "cid": body["cid"],
+            "filename": body["filename"],
+            "mime": body["mime"],
+            "size": body["size"],
+            "width": body["width"],
+            "height": body["height"],
+            "thumbnail": base64.b64encode(body["thumbnail"]).decode("ascii"),
+        }
+    return view
+
+
+@dataclass
+class Subscription:
+    """A live feed of new chat messages for one RPC client."""
+
+    id: str
+    rooms: frozenset[str] | None  # None: every room the node is in, now or later
+    send: trio.MemorySendChannel[dict[str, Any]]
+    receive: trio.MemoryReceiveChannel[dict[str, Any]]
+    overflowed: bool = False
+
+    def wants(self, room: str) -> bool:
+        """True if messages of the room belong in this feed."""
+        return self.rooms is None or room in self.rooms
+
+
+@dataclass
+class NodeStats:
+    """Counters for `status`."""
+
+    rejected: Counter[str] = field(default_factory=Counter)
+    received_new: int = 0
+    received_duplicate: int = 0
+    sent: int = 0
+    subscriptions_overflowed: int = 0
+
+
+class Node:
+    """One gossipchat peer: identity, store, network and rooms."""
+
+    def __init__(self, config: Config, identity: Identity, store: Store,
+                 network: P2PNetwork) -> None:
+        self.config = config
+        self.identity = identity
+        self.store = store
+        self.network = network
+        self.stats = NodeStats()
+        self.started_at = time.monotonic()
+        self._rooms: dict[str, RoomState] = {}
+        self._joined_set: set[str] = set(store.joined_rooms())
+        self._nicks: dict[str, str] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._next_subscription = 1
+        self._outbound: deque[tuple[str, bytes]] = deque()
+        self._outbound_ready = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self.stop_requested = trio.Event()
+        self.nick_name = store.get_setting("nick") or config.nick
+
+    # lifecycle
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start the network, rejoin rooms, and serve until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.network.run)
+            for peer in self.store.blocked():
+                await self.network.block(peer)
+            for room in self.store.joined_rooms():
+                self._room_state(room)
+                await self.network.subscribe(topic_for(room))
+            nursery.start_soon(self._process_inbound)
+            nursery.start_soon(self._process_peer_events)
+            nursery.start_soon(self._publish_outbound)
+            for addr in self.config.bootstrap:
+                nursery.start_soon(self._bootstrap, addr)
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._stopping = True
+                self._nursery = None
+                for sub in list(self._subscriptions.values()):
+                    sub.send.close()
+                nursery.cancel_scope.cancel()
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop (the `shutdown` method)."""
+        self._stopping = True
+        self.stop_requested.set()
+
+    def _check_running(self) -> None:
+        if self._stopping:
+            raise ShuttingDown("the daemon is shutting down")
+
+    async def _bootstrap(self, addr: str) -> None:
+        delay = 0.5
+        for _attempt in range(8):
+            try:
+                await self.network.connect(addr)
+                return
+            except Exception as exc:  # keep trying: a bootstrap peer may start later
+                log.info("bootstrap %s: %s; retrying in %.1f s", addr, exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    # rooms
+
+    def _room_state(self, room: str) -> RoomState:
+        state = self._rooms.get(room)
+        if state is None:
+            state = RoomState(room)
+            state.clock.observe(self.store.max_lamport(room))
+            self._rooms[room] = state
+        return state
+
+    def _joined(self, room: object) -> RoomState:
+        name = check_room_name(room)
+        state = self._rooms.get(name)
+        if state is None or name not in self._joined_set:
+            raise NotInRoom(f"not in room {name!r}; join it first (p2pctl join {name})")
+        return state
+
+    # the service API
+
+    def id(self) -> dict[str, Any]:
+        """Peer id, listen addresses and nickname."""
+        return {
+            "peer_id": self.identity.peer_id_text,
+            "addrs": self.network.listen_addrs(),
+            "nick": self.nick_name,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Version, uptime, peers, rooms and store counts."""
+        gossip = self.network.stats
+        return {
+            "version": __version__,
+            "peer_id": self.identity.peer_id_text,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "peers": len(self.network.connected_peers()),
+            "rooms": len(self.store.joined_rooms()),
+            "messages": self.store.count_messages(),
+            "blocks": 0,
+            "gossip": {
+                "published": gossip.published,
+                "publish_waits": gossip.publish_waits,
+                "received": gossip.received,
+                "inbound_dropped": gossip.inbound_dropped,
+                "outbound_queued": len(self._outbound),
+            },
+            "received_new": self.stats.received_new,
+            "received_duplicate": self.stats.received_duplicate,
+            "rejected": dict(self.stats.rejected),
+            "subscriptions": len(self._subscriptions),
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Connected peers with address and shared rooms."""
+        out = []
+        for snap in self.network.snapshot():
+            rooms = sorted(r for t in snap.topics if (r := room_of_topic(t)) is not None)
+            out.append({"peer_id": snap.peer_id, "addrs": snap.addrs, "rooms": rooms})
+        return sorted(out, key=lambda p: p["peer_id"])
+
+    async def connect(self, addr: object) -> dict[str, Any]:
+        """Dial a peer by multiaddr."""
+        self._check_running()
+        if not isinstance(addr, str):
+            raise InvalidArgument("addr must be a multiaddr string")
+        return {"peer_id": await self.network.connect(addr)}
+
+    async def set_nick(self, name: object) -> dict[str, Any]:
+        """Set the display name and announce it to every joined room."""
+        self._check_running()
+        if not isinstance(name, str):
+            raise InvalidArgument("name must be a string")
+        nick = name.strip()
+        if not 1 <= len(nick) <= env_codec.MAX_NICK_CHARS:
+            raise InvalidArgument("nick must be 1-64 characters")
+        if any(ord(c) < 32 or ord(c) == 127 for c in nick):
+            raise InvalidArgument("nick must not contain control characters")
+        self.store.set_setting("nick", nick)
+        self.nick_name = nick
+        for room in self.store.joined_rooms():
+            self._publish_local(room, "nick", {"nick": nick})
+        return {"nick": nick}
+
+    async def join(self, room: object) -> dict[str, Any]:
+        """Join a room (persisted) and announce ourselves in it."""
+        self._check_running()
+        name = check_room_name(room)
+        already = name in self._joined_set
+        self.store.join_room(name, now_ms())
+        self._joined_set.add(name)
+        self._room_state(name)
+        await self.network.subscribe(topic_for(name))
+        if not already:
+            self._publish_local(name, "join", self._nick_body())
+        return {"room": name}
+
+    async def leave(self, room: object) -> dict[str, Any]:
+        """Leave a room; its history stays in the store."""
+        self._check_running()
+        state = self._joined(room)
+        self._publish_local(state.name, "leave", self._nick_body())
+        self.store.leave_room(state.name)
+        self._joined_set.discard(state.name)
+        await self.network.unsubscribe(topic_for(state.name))
+        return {"room": state.name}
+
+    def rooms(self) -> list[dict[str, Any]]:
+        """Joined rooms with member and message counts."""
+        return [
+            {
+                "room": room,
+                "members": len(self._members(room)),
+                "messages": self.store.count_messages(room),
+            }
+            for room in self.store.joined_rooms()
+        ]
+
+    def members(self, room: object) -> list[dict[str, Any]]:
+        """Peers known in a room, with nick and when they were last seen (ms)."""
+        state = self._joined(room)
+        return sorted(self._members(state.name).values(), key=lambda m: m["peer_id"])
+
+    def _members(self, room: str) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+
+        def saw(peer: str, nick: str, seen: int) -> None:
+            entry = found.setdefault(peer, {"peer_id": peer, "nick": "", "last_seen": 0})
+            entry["last_seen"] = max(entry["last_seen"], seen)
+            entry["nick"] = self._nicks.get(peer) or nick or entry["nick"]
+
+        for author, nick, seen in self.store.authors(room):
+            saw(author, nick, seen)
+        state = self._rooms.get(room)
+        if state is not None:
+            for member in state.members.values():
+                saw(member.peer_id, member.nick, member.last_seen_ms)
+        now = now_ms()
+        for peer in self.network.topic_peers(topic_for(room)):
+            saw(peer, "", now)
+        saw(self.identity.peer_id_text, self.nick_name, now)
+        return found
+
+    async def send(self, room: object, text: object) -> dict[str, Any]:
+        """Post a text message; returns it once it is committed locally."""
+        self._check_running()
+        state = self._joined(room)
+        if not isinstance(text, str):
+            raise InvalidArgument("text must be a string")
+        if not text.strip():
+            raise InvalidArgument("text is empty")
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > env_codec.MAX_TEXT_BYTES:
+            raise MessageTooLarge(f"text too large: {size} bytes, limit 65536 (64 KiB)")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument("text is not valid Unicode (lone surrogate)") from None
+        env = self._publish_local(state.name, "text", {**self._nick_body(), "text": text})
+        return message_view(env)
+
+    def history(self, room: object, limit: object = None,
+                before: object = None) -> list[dict[str, Any]]:
+        """The newest `limit` messages of a room (before a message id), oldest first."""
+        state = self._joined(room)
+        if limit is None:
+            count = self.config.history_default_limit
+        elif type(limit) is int and 1 <= limit <= self.config.history_max_limit:
+            count = limit
+        else:
+            raise InvalidArgument(
+                f"limit must be an integer from 1 to {self.config.history_max_limit}"
+            )
+        position = None
+        if before is not None:
+            if not isinstance(before, str):
+                raise InvalidArgument("before must be a message id")
+            try:
+                raw = bytes.fromhex(before)
+            except ValueError:
+                raise InvalidArgument(f"before: {before!r} is not a message id") from None
+            position = self.store.position(raw)
+            if position is None:
+                raise NotFound(f"unknown message id {before}")
+        return [message_view(e) for e in self.store.history(state.name, count, position)]
+
+    # subscriptions
+
+    def subscribe(self, rooms: object = None) -> Subscription:
+        """A feed of new messages in the given rooms (default: all joined rooms)."""
+        self._check_running()
+        chosen: frozenset[str] | None = None
+        if rooms is not None:
+            if not isinstance(rooms, list) or not rooms:
+                raise InvalidArgument("rooms must be a non-empty list of room names")
+            chosen = frozenset(self._joined(r).name for r in rooms)
+        send, receive = trio.open_memory_channel[dict[str, Any]](self.config.subscriber_buffer)
+        sub = Subscription(str(self._next_subscription), chosen, send, receive)
+        self._next_subscription += 1
+        self._subscriptions[sub.id] = sub
+        return sub
+
+    def unsubscribe(self, subscription: object) -> bool:
+        """End a feed."""
+        sub = self._subscriptions.pop(str(subscription), None)
+        if sub is None:
+            raise NotFound(f"unknown subscription {subscription!r}")
+        sub.send.close()
+        return True
+
+    def _deliver(self, envelopes: Iterable[Envelope]) -> None:
+        for env in envelopes:
+            if env.kind not in CHAT_KINDS:
+                continue
+            view: dict[str, Any] | None = None
+            for sub in list(self._subscriptions.values()):
+                if not sub.wants(env.room):
+                    continue
+                if sub.rooms is None and env.room not in self._joined_set:
+                    continue
+                view = view or message_view(env)
+                try:
+                    sub.send.send_nowait(view)
+                except trio.WouldBlock:
+                    # A slow reader must never hold up the node: end its feed and say
+                    # so; it can catch up with `history`.
+                    sub.overflowed = True
+                    self.stats.subscriptions_overflowed += 1
+                    self._subscriptions.pop(sub.id, None)
+                    sub.send.close()
+                except trio.ClosedResourceError:
+                    self._subscriptions.pop(sub.id, None)
+
+    # block list
+
+    async def block(self, peer: object) -> dict[str, Any]:
+        """Drop a peer and refuse it from now on (persisted)."""
+        peer_id = self._check_peer(peer)
+        if peer_id == self.identity.peer_id_text:
+            raise InvalidArgument("cannot block this node itself")
+        self.store.block(peer_id, now_ms())
+        await self.network.block(peer_id)
+        return {"peer": peer_id}
+
+    def unblock(self, peer: object) -> dict[str, Any]:
+        """Accept a peer again."""
+        peer_id = self._check_peer(peer)
+        self.store.unblock(peer_id)
+        self.network.unblock(peer_id)
+        return {"peer": peer_id}
+
+    def blocked(self) -> list[str]:
+        """The blocked peer ids."""
+        return self.store.blocked()
+
+    @staticmethod
+    def _check_peer(peer: object) -> str:
+        if not isinstance(peer, str) or not peerid.is_valid_text(peer):
+            raise InvalidArgument(f"not a peer id: {peer!r}")
+        return peer
+
+    # outbound
+
+    def _nick_body(self) -> dict[str, Any]:
+        return {"nick": self.nick_name} if self.nick_name else {}
+
+    def _publish_local(self, room: str, kind: str, body: dict[str, Any]) -> Envelope:
+        state = self._room_state(room)
+        ts = now_ms()
+        try:
+            env = env_codec.create(
+                room=room, author=self.identity.peer_id, lamport=state.clock.tick(),
+                ts_ms=ts, kind=kind, body=body, sign=self.identity.sign,
+            )
+        except EnvelopeError as exc:
+            raise MessageTooLarge(f"message rejected: {exc.detail}") from None
+        self.store.add_messages([env], ts)
+        state.saw(self.identity.peer_id_text, self.nick_name, ts)
+        self.stats.sent += 1
+        self._deliver([env])
+        self._outbound.append((topic_for(room), env.wire))
+        self._outbound_ready.set()
+        return env
+
+    async def _publish_outbound(self) -> None:
+        while True:
+            while not self._outbound:
+                self._outbound_ready = trio.Event()
+                await self._outbound_ready.wait()
+            topic, wire = self._outbound.popleft()
+            try:
+                await self.network.publish(topic, wire)
+            except Exception as exc:  # py-libp2p raises assorted errors mid-teardown
+                log.warning("publish to %s failed: %s", topic, exc)
+
+    # inbound
+
+    async def _process_inbound(self) -> None:
+        receive = self.network.inbound
+        while True:
+            batch = [await receive.receive()]
+            while len(batch) < INBOUND_BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self.accept_gossip(batch)
+            await trio.lowlevel.checkpoint()
+
+    def accept_gossip(self, batch: list[GossipMessage]) -> None:
+        """Verify, store and deliver gossip; count and drop what fails."""
+        now = now_ms()
+        valid: list[Envelope] = []
+        for msg in batch:
+            room = room_of_topic(msg.topic)
+            if room is None:
+                self.stats.rejected["unknown_topic"] += 1
+                continue
+            try:
+                env = env_codec.decode(msg.data, now_ms=now)
+            except EnvelopeError as exc:
+                self.stats.rejected[exc.reason] += 1
+                log.debug("dropped envelope from %s: %s", msg.forwarder, exc)
+                continue
+            if env.room != room:
+                self.stats.rejected["room_mismatch"] += 1
+                continue
+            valid.append(env)
+        self.accept_envelopes(valid, now)
+
+    def accept_envelopes(self, envelopes: list[Envelope], now: int) -> list[Envelope]:
+        """Store verified envelopes; update rooms and feeds with those that are new."""
+        wanted = [
+            e for e in envelopes
+            if e.room in self._joined_set and not self.network.is_blocked(e.author_text)
+        ]
+        if not wanted:
+            return []
+        added = self.store.add_messages(wanted, now)
+        self.stats.received_new += len(added)
+        self.stats.received_duplicate += len(wanted) - len(added)
+        for env in added:
+            state = self._room_state(env.room)
+            state.clock.observe(env.lamport)
+            state.saw(env.author_text, env.nick, env.ts_ms)
+            if env.nick:
+                self._nicks[env.author_text] = env.nick
+        self._deliver(added)
+        return added
+
+    async def _process_peer_events(self) -> None:
+        async for event in self.network.peer_events:
+            self.on_peer_event(event)
+
+    def on_peer_event(self, event: PeerEvent) -> None:
+        """React to a connection coming up or going down."""
+        if not event.connected:
+            return
+        if self.network.is_blocked(event.peer_id) and self._nursery is not None:
+            self._nursery.start_soon(self.network.hang_up, event.peer_id)
+            return
+        addrs = self.network.peer_addrs(event.peer_id)
+        if addrs:
+            self.store.remember_peer(event.peer_id, addrs, now_ms())

@@ -1,0 +1,107 @@
+"""Wires the daemon's services together under one root nursery.
+
+The root nursery owns the node (and through it the network) and the RPC server.
+A stop, from a signal or the `shutdown` method, cancels them under a deadline and
+closes the store last, after the final commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from gossipchat.rpc.server import RpcServer, SocketInUse
+
+from .adapters import identity as identity_store
+from .adapters.p2p import P2PNetwork, resolve_listen_addrs
+from .adapters.store import Store, StoreError
+from .config import Config
+from .errors import GossipchatError
+from .node import Node
+
+log = logging.getLogger("gossipchat")
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def _notify_systemd(state: str) -> None:
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    try:
+        import sdnotify
+
+        sdnotify.SystemdNotifier().notify(state)
+    except Exception as exc:  # a notify failure must never stop the daemon
+        log.warning("sd_notify %s failed: %s", state, exc)
+
+
+class Daemon:
+    """One gossipchatd process: identity, store, network, node and RPC server."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.clean_exit = False
+        try:
+            self.identity = identity_store.load_or_create(config.home)
+        except (OSError, identity_store.IdentityError) as exc:
+            raise StartupError(f"cannot load the identity key: {exc}") from exc
+        try:
+            listen = resolve_listen_addrs(config.listen, fallback=config.listen_is_default)
+        except GossipchatError as exc:
+            raise StartupError(f"--listen: {exc.message}") from exc
+        try:
+            self.store = Store(config.home / "store.sqlite", durability=config.durability)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from exc
+        self.network = P2PNetwork(self.identity.seed, listen)
+        self.node = Node(config, self.identity, self.store, self.network)
+        self.rpc = RpcServer(self.node, config.rpc_path)
+        try:
+            self.rpc.bind()
+        except SocketInUse as exc:
+            self.store.close()
+            raise StartupError(f"{exc}; is another gossipchatd using it?") from exc
+        except OSError as exc:
+            self.store.close()
+            raise StartupError(f"cannot create the RPC socket {config.rpc_path}: {exc}") from exc
+
+    async def serve(self) -> None:
+        """Run until a signal or `shutdown`, then stop cleanly."""
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.node.run)
+                    await nursery.start(self.rpc.run)
+                    self._announce_ready()
+                    nursery.start_soon(self._stop_on_request, nursery)
+                    async for signum in signals:
+                        log.info("received %s; stopping", signal.Signals(signum).name)
+                        break
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.rpc.remove_socket()
+            self.store.close()
+            _notify_systemd("STOPPING=1")
+        self.clean_exit = True
+        log.info("stopped")
+
+    async def _stop_on_request(self, nursery: trio.Nursery) -> None:
+        await self.node.stop_requested.wait()
+        log.info("shutdown requested over RPC; stopping")
+        nursery.cancel_scope.cancel()
+
+
+    def _announce_ready(self) -> None:
+        addrs = ",".join(self.network.listen_addrs())
+        line = (f"gossipchatd ready peer={self.identity.peer_id_text} "
+                f"rpc={self.config.rpc_path} listen={addrs}")
+        print(line, flush=True)
+        sys.stdout.flush()
+        _notify_systemd("READY=1")
+        log.info("ready: peer %s", self.identity.peer_id_text)

@@ -1,0 +1,127 @@
+"""The client half of the JSON-RPC connection: blocking, standard library only.
+
+`p2pctl` and scripts use this; it must stay light (no trio, no libp2p) so that a
+command starts in about a tenth of a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+class RpcError(Exception):
+    """An error the daemon answered with: its JSON-RPC code, message and data."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{message}" + (f": {data}" if data not in (None, "") else ""))
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class DaemonNotRunning(Exception):
+    """Nothing answers on the socket."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"no gossipchat daemon answers on {path} ({reason}); "
+            f"start one with 'gossipchatd' (or 'systemctl --user start gossipchatd')"
+        )
+        self.path = path
+
+
+class ConnectionLost(Exception):
+    """The daemon closed the connection before answering."""
+
+
+class Connection:
+    """One JSON-RPC connection to the daemon's unix socket."""
+
+    def __init__(self, path: Path | str, *, timeout: float | None = None) -> None:
+        self.path = Path(path)
+        self._ids = itertools.count(1)
+        self._buffer = bytearray()
+        self._pending: deque[dict[str, Any]] = deque()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(str(self.path))
+        except FileNotFoundError:
+            self._sock.close()
+            raise DaemonNotRunning(self.path, "no socket file") from None
+        except (ConnectionRefusedError, socket.timeout) as exc:
+            self._sock.close()
+            raise DaemonNotRunning(self.path, type(exc).__name__) from None
+        except OSError as exc:
+            self._sock.close()
+            raise DaemonNotRunning(self.path, exc.strerror or str(exc)) from None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
+
+    def send_raw(self, line: bytes) -> None:
+        """Write one raw line (tests use it to send malformed input)."""
+        self._sock.sendall(line if line.endswith(b"\n") else line + b"\n")
+
+    def read_value(self) -> Any:
+        """The next JSON value the daemon writes."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            chunk = self._sock.recv(256 * 1024)
+            if not chunk:
+                raise ConnectionLost("the daemon closed the connection")
+            self._buffer += chunk
+            if len(self._buffer) > MAX_LINE_BYTES:
+                raise ConnectionLost("the daemon sent an over-long line")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return json.loads(line)
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> int:
+        """Send a request without waiting; returns its id."""
+        rid = next(self._ids)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": rid}
+        if params:
+            message["params"] = params
+        self.send_raw(json.dumps(message, separators=(",", ":")).encode())
+        return rid
+
+    def response(self, rid: int) -> Any:
+        """Wait for the response to request rid; notifications meanwhile are kept."""
+        while True:
+            value = self.read_value()
+            if isinstance(value, dict) and "method" in value and "id" not in value:
+                self._pending.append(value)
+                continue
+            if isinstance(value, dict) and value.get("id") == rid:
+                if "error" in value:
+                    err = value["error"]
+                    raise RpcError(err.get("code", 0), err.get("message", ""), err.get("data"))
+                return value.get("result")
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Call a method and return its result, or raise RpcError."""
+        return self.response(self.request(method, params))
+
+    def notifications(self) -> Iterator[dict[str, Any]]:
+        """Notifications as they arrive, for ever (until the connection ends)."""
+        while True:
+            while self._pending:
+                yield self._pending.popleft()
+            value = self.read_value()
+            if isinstance(value, dict) and "method" in value and "id" not in value:
+                yield value
