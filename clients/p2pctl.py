@@ -148,12 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="give up on a call after S seconds")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # --json may also come after the command; SUPPRESS keeps the top-level value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON")
 
     def add(name: str) -> argparse.ArgumentParser:
         method = COMMANDS[name][0]
         text = METHODS[method].help if name != "watch" else (
             "stream new messages until interrupted (all joined rooms by default)")
-        return sub.add_parser(name, help=text, description=text)
+        return sub.add_parser(name, help=text, description=text, parents=[common])
 
     for name in ("id", "status", "peers", "rooms", "blocked", "shutdown"):
         add(name)
