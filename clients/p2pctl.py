@@ -71,7 +71,8 @@ def _print_human(command: str, result: Any) -> None:
         if not result:
             print("not in any room; join one with 'p2pctl join ROOM'")
         for room in result:
-            print(f"{room['room']:<24} {room['members']:>4} members {room['messages']:>7} messages")
+            print(f"{room['room']:<24} {room['members']:>4} members "
+                  f"{room['messages']:>7} messages")
     elif command == "members":
         for m in result:
             print(f"{m['peer_id']}  {m['nick'] or '-':<20} {_ago(m['last_seen'])}")

@@ -56,7 +56,8 @@ class HomeLocked(Exception):
 
 def lock_home(home: Path) -> IO[str]:
     """Take an exclusive lock on <home>/lock for the life of the process."""
-    lock = open(home / "lock", "a+")  # noqa: SIM115 - held open until exit on purpose
+    # Held open (and locked) for the life of the process, so no `with` here.
+    lock = open(home / "lock", "a+")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -57,7 +57,7 @@ class Connection:
         except FileNotFoundError:
             self._sock.close()
             raise DaemonNotRunning(self.path, "no socket file") from None
-        except (ConnectionRefusedError, socket.timeout) as exc:
+        except (ConnectionRefusedError, TimeoutError) as exc:
             self._sock.close()
             raise DaemonNotRunning(self.path, type(exc).__name__) from None
         except OSError as exc:

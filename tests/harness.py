@@ -91,14 +91,16 @@ class DaemonProcess:
         got_ready = threading.Event()
 
         def read_stdout() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
+            assert self.proc is not None
+            assert self.proc.stdout is not None
             for line in self.proc.stdout:
                 if line.startswith("gossipchatd ready ") and not got_ready.is_set():
                     ready.append(line.strip())
                     got_ready.set()
 
         def read_stderr() -> None:
-            assert self.proc is not None and self.proc.stderr is not None
+            assert self.proc is not None
+            assert self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.stderr_lines.append(line.rstrip())
 

@@ -1,0 +1,60 @@
+# gossipchat: build the venv, run the demo, run the tests.
+# Works on a fresh machine with Python 3.11 and access to the package registries.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all venv demo run test lint typecheck unit integration bench bench-quick clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: start three local daemons that chat (and swap an image), then stop them
+demo: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash deploy/demo.sh
+
+## run: run one daemon in the foreground with the default home
+run: $(STAMP)
+	$(BIN)/gossipchatd
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon rpc clients tests bench
+
+# mypy resolves gossipchat.* through a symlink tree, because the package maps
+# top-level folders (daemon/, rpc/, clients/) to gossipchat.daemon and so on.
+typecheck: $(STAMP)
+	rm -rf .typecheck && mkdir -p .typecheck/gossipchat
+	for d in daemon rpc clients; do ln -s ../../$$d .typecheck/gossipchat/$$d; done
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml \
+		-p gossipchat.daemon -p gossipchat.rpc -p gossipchat.clients
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration tests/upstream $(PYTEST_ARGS)
+
+## test: lint, type-check and the whole test suite
+# pytest exits 5 when it collects no tests: report it, do not fail on it.
+test: lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS); code=$$?; \
+	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$code
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --full
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .typecheck .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,56 @@
+"""Config loading: defaults, file, flags, and the documented example."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from gossipchat.daemon.config import Config, ConfigError, load
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.toml"
+
+
+def test_example_config_documents_every_key_and_loads(tmp_path: Path) -> None:
+    documented = set(tomllib.loads(EXAMPLE.read_text()))
+    text = EXAMPLE.read_text()
+    for f in fields(Config):
+        if f.name in ("home",):
+            continue
+        assert f.name in documented or f"# {f.name} =" in text, f"{f.name} undocumented"
+    config = load(EXAMPLE, {"home": tmp_path})
+    assert config.listen == ["/ip4/0.0.0.0/tcp/4001"]
+
+
+def test_flags_override_file_override_defaults(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('nick = "file"\nlog_level = "debug"\n')
+    config = load(None, {"home": tmp_path, "log_level": "error"})
+    assert config.nick == "file"
+    assert config.log_level == "error"
+    assert config.rpc_path == tmp_path / "rpc.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nope = 1", "unknown key 'nope'"),
+        ('listen = "x"', "list of multiaddr"),
+        ('history_max_limit = "many"', "must be int"),
+        ('log_level = "loud"', "log_level"),
+        ('durability = "maybe"', "durability"),
+        ("subscriber_buffer = 0", "at least 1"),
+        ("= broken", "config file"),
+    ],
+)
+def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load(path, {"home": tmp_path})
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.toml", {"home": tmp_path})
