@@ -1,0 +1,52 @@
+"""Two bare py-libp2p hosts with GossipSub, for showing upstream behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+
+
+def make_node(**gossip: Any) -> tuple[Any, GossipSub, Pubsub]:
+    kp = create_new_key_pair()
+    host = new_host(key_pair=kp, muxer_preference="YAMUX", sec_opt={
+        NOISE_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)})
+    settings: dict[str, Any] = {
+        "protocols": [TProtocol("/meshsub/1.1.0")], "degree": 6, "degree_low": 4,
+        "degree_high": 12, "heartbeat_interval": 1, "adaptive_gossip_enabled": False,
+        "spam_protection_enabled": False, "eclipse_protection_enabled": False,
+    }
+    settings.update(gossip)
+    router = GossipSub(**settings)
+    return host, router, Pubsub(host, router)
+
+
+@asynccontextmanager
+async def connected_pair(**gossip: Any) -> AsyncIterator[list[tuple[Any, GossipSub, Pubsub]]]:
+    """Two GossipSub nodes, the second dialled to the first."""
+    nodes = [make_node(**gossip), make_node(**gossip)]
+    async with AsyncExitStack() as stack:
+        for host, router, pubsub in nodes:
+            await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
+            await stack.enter_async_context(background_trio_service(pubsub))
+            await stack.enter_async_context(background_trio_service(router))
+            await pubsub.wait_until_ready()
+        a, b = nodes[0][0], nodes[1][0]
+        await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
+        yield nodes
+        await trio.lowlevel.checkpoint()
