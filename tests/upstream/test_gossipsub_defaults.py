@@ -34,19 +34,20 @@ async def test_burst_beyond_the_outbound_queue_is_dropped_silently() -> None:
     assert OutBoundQueueSize == 32
     burst = 500
     async with connected_pair() as nodes:
-        (_, _, pub_a), (_, _, pub_b) = nodes
+        (_, _, pub_a), (host_b, _, pub_b) = nodes
         sub_b = await pub_b.subscribe("t")
         await pub_a.subscribe("t")
-        with trio.fail_after(10):
-            while not pub_a.peer_topics.get("t"):
-                await trio.sleep(0.05)
+        await pub_a.wait_for_subscription(host_b.get_id(), "t", timeout=10)
         received = 0
+        all_in = trio.Event()
 
         async def count() -> None:
             nonlocal received
             while True:
                 await sub_b.get()
                 received += 1
+                if received == burst:
+                    all_in.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(count)
@@ -54,8 +55,7 @@ async def test_burst_beyond_the_outbound_queue_is_dropped_silently() -> None:
                 await pub_a.publish("t", f"m{i}".encode())  # no error for any of them
             # Give delivery ample time to finish; what is missing by then is lost.
             with trio.move_on_after(5):
-                while received < burst:
-                    await trio.sleep(0.05)
+                await all_in.wait()
             nursery.cancel_scope.cancel()
     print(f"unpaced burst: {received} of {burst} delivered")
     assert received < burst
