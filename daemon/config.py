@@ -36,6 +36,8 @@ class Config:
     history_default_limit: int = 50
     history_max_limit: int = 10_000
     subscriber_buffer: int = 1024
+    sync_interval_s: float = 10.0
+    sync_depth: int = 10_000
 
     @property
     def rpc_path(self) -> Path:
@@ -61,6 +63,8 @@ def _coerce(key: str, value: Any, expected: type | None) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"config key {key!r} must be a list of multiaddr strings")
         return list(value)
+    if expected is float and type(value) is int:
+        value = float(value)
     if expected is not None and (type(value) is not expected):
         raise ConfigError(
             f"config key {key!r} must be {expected.__name__}, not {type(value).__name__}"
@@ -73,9 +77,12 @@ def _validate(config: Config) -> Config:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if config.durability not in ("normal", "full"):
         raise ConfigError("durability must be 'normal' or 'full'")
-    for key in ("history_default_limit", "history_max_limit", "subscriber_buffer"):
+    for key in ("history_default_limit", "history_max_limit", "subscriber_buffer",
+                "sync_depth"):
         if getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1")
+    if config.sync_interval_s < 1:
+        raise ConfigError("config key 'sync_interval_s' must be at least 1 second")
     if not config.listen:
         raise ConfigError("at least one listen address is needed")
     return config
@@ -95,7 +102,7 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {config_path}: {exc}") from None
         types = {f.name: f.type for f in fields(Config)}
-        simple = {"str": str, "int": int, "bool": bool}
+        simple = {"str": str, "int": int, "bool": bool, "float": float}
         for key, value in data.items():
             if key not in types:
                 raise ConfigError(f"config file {config_path}: unknown key {key!r}")

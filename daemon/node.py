@@ -32,6 +32,8 @@ from .core import peerid
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
 from .errors import InvalidArgument, MessageTooLarge, NotFound, NotInRoom, ShuttingDown
+from .redial import Redialer
+from .sync import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class NodeStats:
     received_duplicate: int = 0
     sent: int = 0
     subscriptions_overflowed: int = 0
+    gaps_suspected: int = 0
 
 
 class Node:
@@ -120,6 +123,9 @@ class Node:
         self._stopping = False
         self.stop_requested = trio.Event()
         self.nick_name = store.get_setting("nick") or config.nick
+        self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
+                                depth=config.sync_depth)
+        self.redialer = Redialer(network, store)
 
     # lifecycle
 
@@ -135,6 +141,8 @@ class Node:
             nursery.start_soon(self._process_inbound)
             nursery.start_soon(self._process_peer_events)
             nursery.start_soon(self._publish_outbound)
+            await nursery.start(self.sync.run)
+            await nursery.start(self.redialer.run)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._bootstrap, addr)
             self._nursery = nursery
@@ -152,6 +160,10 @@ class Node:
         """Ask the daemon to stop (the `shutdown` method)."""
         self._stopping = True
         self.stop_requested.set()
+
+    def joined_rooms(self) -> list[str]:
+        """Rooms this node is in."""
+        return sorted(self._joined_set)
 
     def _check_running(self) -> None:
         if self._stopping:
@@ -214,9 +226,13 @@ class Node:
                 "outbound_queued": len(self._outbound),
             },
             "received_new": self.stats.received_new,
+            "gaps_suspected": self.stats.gaps_suspected,
             "received_duplicate": self.stats.received_duplicate,
             "rejected": dict(self.stats.rejected),
             "subscriptions": len(self._subscriptions),
+            "sync": self.sync.view(),
+            "redial": {"attempts": self.redialer.attempts,
+                       "reconnected": self.redialer.reconnected},
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -261,6 +277,7 @@ class Node:
         await self.network.subscribe(topic_for(name))
         if not already:
             self._publish_local(name, "join", self._nick_body())
+            self.sync.sync_now(name)
         return {"room": name}
 
     async def leave(self, room: object) -> dict[str, Any]:
@@ -275,14 +292,17 @@ class Node:
 
     def rooms(self) -> list[dict[str, Any]]:
         """Joined rooms with member and message counts."""
-        return [
-            {
+        out = []
+        for room in self.store.joined_rooms():
+            sync = self.sync.rooms.get(room)
+            out.append({
                 "room": room,
                 "members": len(self._members(room)),
                 "messages": self.store.count_messages(room),
-            }
-            for room in self.store.joined_rooms()
-        ]
+                "last_sync": sync.last_sync_ms if sync else 0,
+                "repaired": sync.repaired if sync else 0,
+            })
+        return out
 
     def members(self, room: object) -> list[dict[str, Any]]:
         """Peers known in a room, with nick and when they were last seen (ms)."""
@@ -415,6 +435,7 @@ class Node:
         peer_id = self._check_peer(peer)
         self.store.unblock(peer_id)
         self.network.unblock(peer_id)
+        self.redialer.lost(peer_id)
         return {"peer": peer_id}
 
     def blocked(self) -> list[str]:
@@ -496,7 +517,8 @@ class Node:
             valid.append(env)
         self.accept_envelopes(valid, now)
 
-    def accept_envelopes(self, envelopes: list[Envelope], now: int) -> list[Envelope]:
+    def accept_envelopes(self, envelopes: list[Envelope], now: int, *, live: bool = True
+                         ) -> list[Envelope]:
         """Store verified envelopes; update rooms and feeds with those that are new."""
         wanted = [
             e for e in envelopes
@@ -509,12 +531,43 @@ class Node:
         self.stats.received_duplicate += len(wanted) - len(added)
         for env in added:
             state = self._room_state(env.room)
+            if live and env.lamport > state.clock.value + 1:
+                # The author had seen messages we have not: fetch them soon.
+                self.stats.gaps_suspected += 1
+                source = env.author_text if self.network.is_connected(env.author_text) \
+                    else self._any_room_peer(env.room)
+                if source:
+                    self.sync.suspect_gap(env.room, source)
             state.clock.observe(env.lamport)
             state.saw(env.author_text, env.nick, env.ts_ms)
             if env.nick:
                 self._nicks[env.author_text] = env.nick
         self._deliver(added)
         return added
+
+    def _any_room_peer(self, room: str) -> str | None:
+        peers = self.network.topic_peers(topic_for(room))
+        return peers[0] if peers else None
+
+    def accept_synced(self, room: str, wires: Iterable[bytes],
+                      allowed_ids: set[bytes] | None) -> int:
+        """Verify envelopes a sync peer sent for `room`; store them; return how many new."""
+        now = now_ms()
+        valid: list[Envelope] = []
+        for wire in wires:
+            try:
+                env = env_codec.decode(wire, now_ms=now)
+            except EnvelopeError as exc:
+                self.stats.rejected[f"sync_{exc.reason}"] += 1
+                continue
+            if env.room != room:
+                self.stats.rejected["sync_room_mismatch"] += 1
+                continue
+            if allowed_ids is not None and env.id not in allowed_ids:
+                self.stats.rejected["sync_unrequested"] += 1
+                continue
+            valid.append(env)
+        return len(self.accept_envelopes(valid, now, live=False))
 
     async def _process_peer_events(self) -> None:
         async for event in self.network.peer_events:
@@ -523,6 +576,10 @@ class Node:
     def on_peer_event(self, event: PeerEvent) -> None:
         """React to a connection coming up or going down."""
         if not event.connected:
+            if not self.network.is_connected(event.peer_id):
+                self.sync.forget_peer(event.peer_id)
+                if not self._stopping:
+                    self.redialer.lost(event.peer_id)
             return
         if self.network.is_blocked(event.peer_id) and self._nursery is not None:
             self._nursery.start_soon(self.network.hang_up, event.peer_id)

@@ -91,8 +91,9 @@ class Store:
             if version == 0:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
-                raise StoreError(f"store {path} has schema {version}; this build reads "
-                                 f"{SCHEMA_VERSION}")
+                raise StoreError(
+                    f"store {path} has schema {version}; this build reads {SCHEMA_VERSION}"
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
 
@@ -124,8 +125,17 @@ class Store:
                     "INSERT OR IGNORE INTO messages"
                     " (id, room, author, lamport, ts, kind, nick, wire, received_ms)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (env.id, env.room, env.author_text, env.lamport, env.ts_ms, env.kind,
-                     env.nick, env.wire, received_ms),
+                    (
+                        env.id,
+                        env.room,
+                        env.author_text,
+                        env.lamport,
+                        env.ts_ms,
+                        env.kind,
+                        env.nick,
+                        env.wire,
+                        received_ms,
+                    ),
                 )
                 if cur.rowcount:
                     added.append(env)
@@ -182,13 +192,22 @@ class Store:
         ).fetchall()
         return [(r[0], r[1], int(r[2])) for r in rows]
 
-    def sync_items(self, room: str, limit: int) -> list[tuple[int, bytes]]:
-        """The newest `limit` (ts, id) pairs of a room, for set reconciliation."""
+    def window_start(self, room: str, depth: int) -> int:
+        """The ts of the oldest of a room's newest `depth` messages; 0 if it has fewer."""
+        row = self._db.execute(
+            "SELECT ts FROM messages WHERE room = ? ORDER BY ts DESC, id DESC"
+            " LIMIT 1 OFFSET ?",
+            (room, depth - 1),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def sync_items(self, room: str, since: int) -> list[tuple[int, bytes]]:
+        """(ts, id) of a room's messages with ts >= since, for set reconciliation."""
         rows = self._db.execute(
-            "SELECT ts, id FROM messages WHERE room = ? ORDER BY ts DESC, id DESC LIMIT ?",
-            (room, limit),
+            "SELECT ts, id FROM messages WHERE room = ? AND ts >= ? ORDER BY ts, id",
+            (room, since),
         ).fetchall()
-        return [(int(r[0]), bytes(r[1])) for r in reversed(rows)]
+        return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def wires(self, ids: Iterable[bytes]) -> list[bytes]:
         """The wire bytes of stored messages, skipping unknown ids."""
@@ -210,8 +229,9 @@ class Store:
     def join_room(self, room: str, now_ms: int) -> None:
         """Record membership (idempotent)."""
         with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO rooms (name, joined_ms) VALUES (?, ?)",
-                       (room, now_ms))
+            db.execute(
+                "INSERT OR IGNORE INTO rooms (name, joined_ms) VALUES (?, ?)", (room, now_ms)
+            )
 
     def leave_room(self, room: str) -> None:
         """Forget membership; the room's history stays."""
@@ -228,16 +248,17 @@ class Store:
     def set_setting(self, key: str, value: str) -> None:
         """Store a setting."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                       (key, value))
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
 
     # peers
 
     def remember_peer(self, peer_id: str, addrs: list[str], now_ms: int) -> None:
         """Keep a peer's addresses so a restart can redial it."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO peers (peer_id, addrs, last_seen_ms)"
-                       " VALUES (?, ?, ?)", (peer_id, json.dumps(addrs), now_ms))
+            db.execute(
+                "INSERT OR REPLACE INTO peers (peer_id, addrs, last_seen_ms) VALUES (?, ?, ?)",
+                (peer_id, json.dumps(addrs), now_ms),
+            )
 
     def known_peers(self, limit: int = 64) -> list[tuple[str, list[str]]]:
         """The most recently seen peers and their addresses."""
@@ -251,8 +272,10 @@ class Store:
     def block(self, peer_id: str, now_ms: int) -> None:
         """Add a peer to the block list (idempotent)."""
         with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO blocked (peer_id, blocked_ms) VALUES (?, ?)",
-                       (peer_id, now_ms))
+            db.execute(
+                "INSERT OR IGNORE INTO blocked (peer_id, blocked_ms) VALUES (?, ?)",
+                (peer_id, now_ms),
+            )
 
     def unblock(self, peer_id: str) -> None:
         """Remove a peer from the block list."""

@@ -1,0 +1,353 @@
+"""History sync: reconcile each room with each peer in it, and repair what gossip lost.
+
+Rules:
+- One session reconciles one room with one peer over /gossipchat/sync/1.0.0
+  (core/syncwire.py has the frames, core/reconcile.py the set reconciliation).
+- Sessions start when a peer first shows up in a room's topic (connect, reconnect,
+  late join), every `interval` seconds with jitter after that, and about a second
+  after a gap is suspected (a Lamport jump on a live message).
+- Every envelope a peer pushes or returns is decoded and verified exactly like a live
+  one, and must belong to the session's room; a peer breaking the protocol has its
+  stream reset and the error counted.
+- The scheduler task owns the schedule; session tasks only report their outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
+from .core import reconcile, syncwire
+from .core.reconcile import ItemSet, ReconcileError
+from .core.rooms import topic_for
+from .core.syncwire import (
+    Done,
+    Envelopes,
+    Frame,
+    Hello,
+    Push,
+    Reconcile,
+    Refuse,
+    SyncWireError,
+    Want,
+    Welcome,
+)
+from .errors import GossipchatError
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+FRAME_TIMEOUT_S = 30.0
+SESSION_TIMEOUT_S = 300.0
+GAP_DEBOUNCE_S = 1.0
+MAX_CONCURRENT_SESSIONS = 4
+MAX_BACKOFF_S = 60.0
+
+
+class SyncProtocolError(Exception):
+    """The peer sent something the protocol does not allow at that point."""
+
+
+@dataclass
+class RoomSyncState:
+    """What `rooms` and `status` report for one room."""
+
+    last_sync_ms: int = 0
+    last_peer: str = ""
+    repaired: int = 0
+    pushed: int = 0
+
+
+@dataclass
+class SyncStats:
+    """Counters over all sessions."""
+
+    sessions_ok: int = 0
+    sessions_failed: int = 0
+    sessions_served: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    repaired: int = 0
+    pushed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    last_session: dict[str, Any] = field(default_factory=dict)
+
+
+class FramedStream:
+    """Frames over a libp2p stream, with byte counts and per-frame deadlines."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.sent = 0
+        self.received = 0
+        self._buffer = bytearray()
+
+    async def send(self, frame: Frame) -> None:
+        data = syncwire.encode(frame)
+        self.sent += len(data)
+        await self.stream.write(data)
+
+    async def _fill(self, n: int) -> None:
+        while len(self._buffer) < n:
+            chunk = await self.stream.read(max(65536, n - len(self._buffer)))
+            if not chunk:
+                raise StreamClosedError("peer closed the sync stream")
+            self._buffer += chunk
+
+    async def recv(self) -> Frame:
+        with trio.fail_after(FRAME_TIMEOUT_S):
+            while (length := syncwire.read_length(bytes(self._buffer[:5]))) is None:
+                if len(self._buffer) >= 5:
+                    raise SyncWireError("bad length prefix")
+                await self._fill(len(self._buffer) + 1)
+            header = _varint_len(length)
+            await self._fill(header + length)
+            body = bytes(self._buffer[header : header + length])
+            del self._buffer[: header + length]
+        self.received += header + length
+        return syncwire.decode(body)
+
+
+def _varint_len(n: int) -> int:
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+class SyncService:
+    """Schedules and runs sync sessions for a node; serves the peers' sessions."""
+
+    def __init__(self, node: Node, network: P2PNetwork, *, interval_s: float, depth: int,
+                 rng: random.Random | None = None) -> None:
+        self.node = node
+        self.network = network
+        self.interval_s = interval_s
+        self.depth = depth
+        self.stats = SyncStats()
+        self.rooms: dict[str, RoomSyncState] = {}
+        self._rng = rng or random.Random()
+        self._next_due: dict[tuple[str, str], float] = {}
+        self._failures: Counter[tuple[str, str]] = Counter()
+        self._running: set[tuple[str, str]] = set()
+        self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_SESSIONS)
+        self._nursery: trio.Nursery | None = None
+
+    # scheduling
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the protocol and run the schedule until cancelled."""
+        self.network.set_stream_handler(syncwire.PROTOCOL, self._serve)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                self._start_due_sessions()
+                await trio.sleep(TICK_S)
+
+    def _start_due_sessions(self) -> None:
+        assert self._nursery is not None
+        now = trio.current_time()
+        connected = set(self.network.connected_peers())
+        for room in self.node.joined_rooms():
+            for peer in self.network.topic_peers(topic_for(room)):
+                key = (room, peer)
+                if peer not in connected or key in self._running:
+                    continue
+                if self.network.is_blocked(peer):
+                    continue
+                due = self._next_due.get(key)
+                if due is None or now >= due:
+                    self._running.add(key)
+                    self._nursery.start_soon(self._session_task, room, peer)
+
+    def suspect_gap(self, room: str, peer: str) -> None:
+        """A live message showed we may lack earlier ones: sync with peer soon."""
+        key = (room, peer)
+        soon = trio.current_time() + GAP_DEBOUNCE_S
+        if self._next_due.get(key, soon + 1) > soon:
+            self._next_due[key] = soon
+
+    def forget_peer(self, peer: str) -> None:
+        """A peer went away: sync again as soon as it is back."""
+        for key in [k for k in self._next_due if k[1] == peer]:
+            del self._next_due[key]
+            self._failures.pop(key, None)
+
+    def sync_now(self, room: str) -> None:
+        """Sync a room with every peer in it at the next tick."""
+        for key in [k for k in self._next_due if k[0] == room]:
+            del self._next_due[key]
+
+    async def _session_task(self, room: str, peer: str) -> None:
+        key = (room, peer)
+        try:
+            async with self._limiter:
+                ok = await self._initiate(room, peer)
+        finally:
+            self._running.discard(key)
+        now = trio.current_time()
+        if ok:
+            self._failures.pop(key, None)
+            jitter = self._rng.uniform(0.75, 1.25)
+            self._next_due[key] = now + self.interval_s * jitter
+        else:
+            self._failures[key] += 1
+            self._next_due[key] = now + min(MAX_BACKOFF_S, 2.0 ** self._failures[key])
+
+    # the initiator
+
+    async def _initiate(self, room: str, peer: str) -> bool:
+        started = trio.current_time()
+        try:
+            stream = await self.network.open_stream(peer, syncwire.PROTOCOL)
+        except (StreamClosedError, GossipchatError) as exc:
+            self._fail("open", room, peer, exc)
+            return False
+        framed = FramedStream(stream)
+        try:
+            with trio.fail_after(SESSION_TIMEOUT_S):
+                have, need, repaired = await self._run_initiator(framed, room)
+        except (StreamClosedError, trio.TooSlowError, SyncWireError, ReconcileError,
+                SyncProtocolError) as exc:
+            await stream.reset()
+            self._fail(type(exc).__name__, room, peer, exc)
+            return False
+        finally:
+            self.stats.bytes_sent += framed.sent
+            self.stats.bytes_received += framed.received
+        await stream.close()
+        self.stats.sessions_ok += 1
+        state = self.rooms.setdefault(room, RoomSyncState())
+        state.last_sync_ms = _now_ms()
+        state.last_peer = peer
+        state.repaired += repaired
+        state.pushed += have
+        self.stats.repaired += repaired
+        self.stats.pushed += have
+        self.stats.last_session = {
+            "room": room, "peer": peer, "role": "initiator", "have": have, "need": need,
+            "repaired": repaired, "bytes_sent": framed.sent,
+            "bytes_received": framed.received,
+            "ms": round(1000 * (trio.current_time() - started), 1),
+        }
+        if have or need:
+            log.info("sync %s with %s: pushed %d, fetched %d (%d new), %d bytes", room,
+                     peer, have, need, repaired, framed.sent + framed.received)
+        return True
+
+    async def _run_initiator(self, framed: FramedStream, room: str) -> tuple[int, int, int]:
+        await framed.send(Hello(room, self.node.store.window_start(room, self.depth)))
+        reply = await framed.recv()
+        if isinstance(reply, Refuse):
+            raise SyncProtocolError(f"refused: {reply.reason}")
+        if not isinstance(reply, Welcome):
+            raise SyncProtocolError(f"expected Welcome, got {type(reply).__name__}")
+        items = ItemSet.from_items(self.node.store.sync_items(room, reply.since))
+        initiator = reconcile.Initiator(items)
+        message: bytes | None = initiator.initial_message()
+        while message is not None:
+            await framed.send(Reconcile(message))
+            answer = await framed.recv()
+            if not isinstance(answer, Reconcile):
+                raise SyncProtocolError(f"expected Reconcile, got {type(answer).__name__}")
+            message = initiator.receive(answer.data)
+        have, need = sorted(initiator.have), sorted(initiator.need)
+        for batch in syncwire.batches(self.node.store.wires(have)):
+            await framed.send(Push(batch))
+        repaired = 0
+        for start in range(0, len(need), syncwire.MAX_IDS_PER_WANT):
+            chunk = tuple(need[start : start + syncwire.MAX_IDS_PER_WANT])
+            await framed.send(Want(chunk))
+            wanted = set(chunk)
+            while True:
+                answer = await framed.recv()
+                if not isinstance(answer, Envelopes):
+                    raise SyncProtocolError(
+                        f"expected Envelopes, got {type(answer).__name__}")
+                repaired += self.node.accept_synced(room, answer.envelopes, wanted)
+                if answer.last:
+                    break
+        await framed.send(Done())
+        return len(have), len(need), repaired
+
+    # the responder
+
+    async def _serve(self, stream: Stream) -> None:
+        framed = FramedStream(stream)
+        try:
+            with trio.fail_after(SESSION_TIMEOUT_S):
+                await self._run_responder(framed, stream.peer_id)
+            self.stats.sessions_served += 1
+        except (trio.TooSlowError, SyncWireError, ReconcileError, SyncProtocolError) as exc:
+            self.stats.errors[f"serve_{type(exc).__name__}"] += 1
+            log.info("sync session from %s failed: %s", stream.peer_id, exc)
+            await stream.reset()
+        finally:
+            self.stats.bytes_sent += framed.sent
+            self.stats.bytes_received += framed.received
+
+    async def _run_responder(self, framed: FramedStream, peer: str) -> None:
+        hello = await framed.recv()
+        if not isinstance(hello, Hello):
+            raise SyncProtocolError(f"expected Hello, got {type(hello).__name__}")
+        room = hello.room
+        if room not in self.node.joined_rooms():
+            await framed.send(Refuse(f"not in room {room!r}"))
+            return
+        since = max(hello.since, self.node.store.window_start(room, self.depth))
+        await framed.send(Welcome(since))
+        responder = reconcile.Responder(
+            ItemSet.from_items(self.node.store.sync_items(room, since)))
+        while True:
+            frame = await framed.recv()
+            match frame:
+                case Reconcile(data):
+                    await framed.send(Reconcile(responder.receive(data)))
+                case Push(envelopes):
+                    added = self.node.accept_synced(room, envelopes, None)
+                    state = self.rooms.setdefault(room, RoomSyncState())
+                    state.repaired += added
+                    self.stats.repaired += added
+                case Want(ids):
+                    parts = syncwire.batches(self.node.store.wires(ids)) or [()]
+                    for i, batch in enumerate(parts):
+                        await framed.send(Envelopes(batch, last=i == len(parts) - 1))
+                case Done():
+                    return
+                case _:
+                    raise SyncProtocolError(f"unexpected {type(frame).__name__}")
+
+    def _fail(self, what: str, room: str, peer: str, exc: BaseException) -> None:
+        self.stats.sessions_failed += 1
+        self.stats.errors[what] += 1
+        log.info("sync %s with %s failed (%s): %s", room, peer, what, exc)
+
+    def view(self) -> dict[str, Any]:
+        """The sync part of `status`."""
+        return {
+            "sessions_ok": self.stats.sessions_ok,
+            "sessions_failed": self.stats.sessions_failed,
+            "sessions_served": self.stats.sessions_served,
+            "repaired": self.stats.repaired,
+            "pushed": self.stats.pushed,
+            "bytes_sent": self.stats.bytes_sent,
+            "bytes_received": self.stats.bytes_received,
+            "errors": dict(self.stats.errors),
+            "last_session": self.stats.last_session,
+        }
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
