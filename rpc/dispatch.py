@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from jsonrpcserver.codes import (
@@ -44,7 +45,22 @@ from .table import METHODS, MethodSpec
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+async def _no_notify(method: str, params: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a handler may know of its call: the request id and a notification sink."""
+
+    request_id: Any = None
+    notify: Notify = _no_notify
+
+
+Handler = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
 
 _JSON_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
@@ -107,13 +123,14 @@ def _bind_params(spec: MethodSpec, params: Any) -> dict[str, Any]:
 class Dispatcher:
     """Maps parsed JSON-RPC requests to async handlers, one per method of the table."""
 
-    def __init__(self, handlers: dict[str, Handler]) -> None:
+    def __init__(self, handlers: dict[str, Handler], notify: Notify = _no_notify) -> None:
         missing = set(METHODS) - set(handlers)
         extra = set(handlers) - set(METHODS)
         if missing or extra:
             raise ValueError(f"handlers do not match the method table: "
                              f"missing {sorted(missing)}, extra {sorted(extra)}")
         self._handlers = handlers
+        self._notify = notify
 
     async def dispatch_line(self, line: bytes) -> Any:
         """Answer one line: a response dict, a list for a batch, or None."""
@@ -147,7 +164,7 @@ class Dispatcher:
         except _InvalidParams as exc:
             return _error(ERROR_INVALID_PARAMS, "Invalid params", str(exc), rid)
         try:
-            value = await self._handlers[method](bound)
+            value = await self._handlers[method](bound, CallContext(rid, self._notify))
         except GossipchatError as exc:
             return _error(exc.code, exc.message, exc.data, rid)
         except Exception as exc:

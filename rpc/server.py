@@ -27,7 +27,7 @@ import trio
 from gossipchat.daemon.errors import GossipchatError, NotFound
 from gossipchat.daemon.node import Node, Subscription
 
-from .dispatch import Dispatcher, Handler
+from .dispatch import CallContext, Dispatcher, Handler
 
 log = logging.getLogger(__name__)
 
@@ -82,34 +82,34 @@ class _Connection:
         self.write_lock = trio.Lock()
         self.subscriptions: dict[str, Subscription] = {}
         self.stop_after_reply = False
-        self.dispatcher = Dispatcher(self._handlers())
+        self.dispatcher = Dispatcher(self._handlers(), self._notify)
 
     def _handlers(self) -> dict[str, Handler]:
         node = self.node
 
-        async def shutdown(_: dict[str, Any]) -> bool:
+        async def shutdown(_: dict[str, Any], ctx: CallContext) -> bool:
             self.stop_after_reply = True
             return True
 
-        async def subscribe(p: dict[str, Any]) -> dict[str, Any]:
+        async def subscribe(p: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
             sub = node.subscribe(p.get("rooms"))
             self.subscriptions[sub.id] = sub
             self.nursery.start_soon(self._pump, sub)
             return {"subscription": sub.id}
 
-        async def unsubscribe(p: dict[str, Any]) -> bool:
+        async def unsubscribe(p: dict[str, Any], ctx: CallContext) -> bool:
             if p["subscription"] not in self.subscriptions:
                 raise NotFound(f"unknown subscription {p['subscription']!r}")
             self.subscriptions.pop(p["subscription"])
             return node.unsubscribe(p["subscription"])
 
         def sync(fn: Any) -> Handler:
-            async def call(p: dict[str, Any]) -> Any:
+            async def call(p: dict[str, Any], ctx: CallContext) -> Any:
                 return fn(**p)
             return call
 
         def asynchronous(fn: Any) -> Handler:
-            async def call(p: dict[str, Any]) -> Any:
+            async def call(p: dict[str, Any], ctx: CallContext) -> Any:
                 return await fn(**p)
             return call
 
@@ -132,6 +132,12 @@ class _Connection:
             "blocked": sync(node.blocked),
             "shutdown": shutdown,
         }
+
+    async def _notify(self, method: str, params: dict[str, Any]) -> None:
+        try:
+            await self.write({"jsonrpc": "2.0", "method": method, "params": params})
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away; its call still completes
 
     async def write(self, value: Any) -> None:
         data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

@@ -215,9 +215,7 @@ class P2PNetwork:
                 key_pair, noise_privkey=create_x25519_key_pair().private_key
             )
         }
-        self.host: IHost = new_host(
-            key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX"
-        )
+        self.host: IHost = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX")
         self.router = GossipSub(
             protocols=list(GOSSIPSUB_PROTOCOLS),
             # D, D_lo, D_hi as in go-libp2p-pubsub.
@@ -247,9 +245,7 @@ class P2PNetwork:
         self.stats = GossipStats()
         self._blocked: set[str] = set()
         self._subscriptions: dict[str, trio.CancelScope] = {}
-        self._inbound_send, self.inbound = trio.open_memory_channel[GossipMessage](
-            INBOUND_BUFFER
-        )
+        self._inbound_send, self.inbound = trio.open_memory_channel[GossipMessage](INBOUND_BUFFER)
         self._events_send, self.peer_events = trio.open_memory_channel[PeerEvent](1024)
         self._nursery: trio.Nursery | None = None
 

@@ -67,7 +67,7 @@ def test_fast_validation_agrees_with_jsonrpcserver_schema(value: Any) -> None:
 
 def _dispatcher(calls: list[tuple[str, dict[str, Any]]]) -> Dispatcher:
     def handler(name: str) -> Any:
-        async def run(params: dict[str, Any]) -> Any:
+        async def run(params: dict[str, Any], ctx: Any) -> Any:
             calls.append((name, params))
             if name == "send" and params["room"] == "nope":
                 raise NotInRoom("not in room 'nope'")

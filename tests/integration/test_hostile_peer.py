@@ -1,0 +1,92 @@
+"""A hostile raw py-libp2p peer against a real daemon: nothing bad is stored."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import cbor2
+import multiaddr
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
+
+from gossipchat.daemon.core import envelope, peerid
+from tests.harness import Cluster, wait_for
+from tests.upstream.libp2p_pair import LOOPBACK, make_node
+
+
+def _author() -> tuple[Ed25519PrivateKey, bytes]:
+    key = Ed25519PrivateKey.from_private_bytes(os.urandom(32))
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key, peerid.from_public_key(public)
+
+
+def _hostile_payloads(ts: int) -> dict[str, bytes]:
+    key, author = _author()
+    good = envelope.create(room="den", author=author, lamport=1, ts_ms=ts, kind="text",
+                           body={"text": "honest"}, sign=key.sign)
+    other_room = envelope.create(room="elsewhere", author=author, lamport=2, ts_ms=ts,
+                                 kind="text", body={"text": "wrong room"}, sign=key.sign)
+    items = cbor2.loads(good.wire)
+    items[6] = {"text": "tampered"}
+    tampered = cbor2.dumps(items, canonical=True)
+    big_text = "x" * (envelope.MAX_TEXT_BYTES + 10)
+    unsigned = [1, "den", author, 3, ts, "text", {"text": big_text}]
+    oversize = cbor2.dumps([*unsigned, key.sign(envelope.DOMAIN + cbor2.dumps(
+        unsigned, canonical=True))], canonical=True)
+    poke = [1, "den", author, 4, ts, "poke", {}]
+    unknown_kind = cbor2.dumps([*poke, key.sign(envelope.DOMAIN + cbor2.dumps(
+        poke, canonical=True))], canonical=True)
+    return {"garbage": b"\x00\xffnot cbor", "room_mismatch": other_room.wire,
+            "bad_signature": tampered, "too_large": oversize, "unknown_kind": unknown_kind,
+            "good": good.wire}
+
+
+async def test_bad_envelopes_and_frames_are_dropped_and_counted(cluster: Cluster) -> None:
+    d = cluster.start("d")
+    d.call("join", room="den")
+    host, router, pubsub = make_node()
+    topic = "/gossipchat/1/room/den"
+    async with (host.run(listen_addrs=LOOPBACK), background_trio_service(pubsub),
+                background_trio_service(router)):
+        await pubsub.wait_until_ready()
+        info = info_from_p2p_addr(multiaddr.Multiaddr(d.addr))
+        await host.connect(info)
+        await pubsub.subscribe(topic)
+        await pubsub.wait_for_subscription(info.peer_id, topic, timeout=20)
+        ts = time.time_ns() // 1_000_000
+        payloads = _hostile_payloads(ts)
+        for name, data in payloads.items():
+            if name != "good":
+                await pubsub.publish(topic, data)
+        await pubsub.publish(topic, payloads["good"])
+
+        def settled() -> bool:
+            status = d.call("status")
+            return status["messages"] == 1 and sum(status["rejected"].values()) >= 5
+
+        await trio.to_thread.run_sync(lambda: wait_for(settled, message="all judged"))
+        # A sync stream that speaks garbage is reset; the daemon carries on.
+        stream = await host.new_stream(info.peer_id, [TProtocol("/gossipchat/sync/1.0.0")])
+        await stream.write(b"\x05\xff\xff\xff\xff\xff")
+        with trio.move_on_after(10):
+            try:
+                while await stream.read(1024):
+                    pass
+            except StreamError:
+                pass  # reset or closed by the daemon: what we expect
+    status = d.call("status")
+    rejected = status["rejected"]
+    for reason in ("undecodable", "room_mismatch", "bad_signature", "too_large",
+                   "unknown_kind"):
+        assert rejected.get(reason) == 1, (reason, rejected)
+    history = d.call("history", room="den")
+    assert [m["text"] for m in history] == ["honest"]
+    wait_for(lambda: sum(d.call("status")["sync"]["errors"].values()) >= 1,
+             message="the garbage sync session counted")
+    assert d.call("id")["peer_id"] == d.peer_id
