@@ -6,7 +6,8 @@ nor libp2p, so a script starts as fast as Python does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,41 @@ class Client:
     def send(self, room: str, text: str) -> dict[str, Any]:
         """Post a text message; returns the message once it is committed."""
         return dict(self.call("send", room=room, text=text))
+
+    def send_image(self, room: str, path: str | Path | None = None, *,
+                   data: bytes | None = None, caption: str | None = None,
+                   filename: str | None = None, keep_metadata: bool = False
+                   ) -> dict[str, Any]:
+        """Post an image from a file (path) or from bytes (data)."""
+        params: dict[str, Any] = {"room": room, "caption": caption, "filename": filename}
+        if path is not None:
+            params["path"] = str(Path(path).resolve())
+        if data is not None:
+            params["data"] = base64.b64encode(data).decode("ascii")
+        if keep_metadata:
+            params["keep_metadata"] = True
+        return dict(self.call("send_image", **params))
+
+    def fetch(self, cid: str, path: str | Path | None = None, *,
+              directory: str | Path | None = None, force: bool = False,
+              timeout: float | None = None,
+              on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Fetch an image by CID; write it to path, or by its name into directory."""
+        params: dict[str, Any] = {"cid": cid, "timeout": timeout}
+        if path is not None:
+            params["path"] = str(Path(path).resolve())
+        if directory is not None:
+            params["dir"] = str(Path(directory).resolve())
+        if force:
+            params["force"] = True
+
+        def notified(note: dict[str, Any]) -> None:
+            if on_progress is not None and note.get("method") == "progress":
+                p = note.get("params", {})
+                on_progress(int(p.get("done", 0)), int(p.get("total", 0)))
+
+        clean = {k: v for k, v in params.items() if v is not None}
+        return dict(self._conn.call("fetch", clean, on_notification=notified))
 
     def history(self, room: str, limit: int | None = None,
                 before: str | None = None) -> list[dict[str, Any]]:

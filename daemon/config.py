@@ -38,6 +38,11 @@ class Config:
     subscriber_buffer: int = 1024
     sync_interval_s: float = 10.0
     sync_depth: int = 10_000
+    image_max_bytes: int = 25 * 1024 * 1024
+    image_max_pixels: int = 64_000_000
+    auto_fetch_max: int = 10 * 1024 * 1024
+    block_quota: int = 2 * 1024 * 1024 * 1024
+    fetch_timeout_s: float = 60.0
 
     @property
     def rpc_path(self) -> Path:
@@ -81,6 +86,13 @@ def _validate(config: Config) -> Config:
                 "sync_depth"):
         if getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1")
+    for key in ("image_max_bytes", "image_max_pixels", "block_quota"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be at least 1")
+    if config.auto_fetch_max < 0:
+        raise ConfigError("config key 'auto_fetch_max' must be 0 (off) or more")
+    if not 0 < config.fetch_timeout_s <= 3600:
+        raise ConfigError("config key 'fetch_timeout_s' must be in (0, 3600]")
     if config.sync_interval_s < 1:
         raise ConfigError("config key 'sync_interval_s' must be at least 1 second")
     if not config.listen:

@@ -23,6 +23,8 @@ from typing import Any
 import trio
 
 from . import __version__
+from .adapters.blockstore import BlockStore
+from .adapters.exchange import BlockExchange
 from .adapters.identity import Identity
 from .adapters.p2p import GossipMessage, P2PNetwork, PeerEvent
 from .adapters.store import Store
@@ -32,6 +34,7 @@ from .core import peerid
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
 from .errors import InvalidArgument, MessageTooLarge, NotFound, NotInRoom, ShuttingDown
+from .images import ImageService, Progress
 from .redial import Redialer
 from .sync import SyncService
 
@@ -105,7 +108,7 @@ class Node:
     """One gossipchat peer: identity, store, network and rooms."""
 
     def __init__(self, config: Config, identity: Identity, store: Store,
-                 network: P2PNetwork) -> None:
+                 network: P2PNetwork, blocks: BlockStore) -> None:
         self.config = config
         self.identity = identity
         self.store = store
@@ -126,6 +129,7 @@ class Node:
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
         self.redialer = Redialer(network, store)
+        self.images = ImageService(self, config, blocks, BlockExchange(network, blocks))
 
     # lifecycle
 
@@ -143,6 +147,7 @@ class Node:
             nursery.start_soon(self._publish_outbound)
             await nursery.start(self.sync.run)
             await nursery.start(self.redialer.run)
+            await nursery.start(self.images.run)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._bootstrap, addr)
             self._nursery = nursery
@@ -217,7 +222,8 @@ class Node:
             "peers": len(self.network.connected_peers()),
             "rooms": len(self.store.joined_rooms()),
             "messages": self.store.count_messages(),
-            "blocks": 0,
+            "blocks": self.images.blocks.count,
+            "images": self.images.view(),
             "gossip": {
                 "published": gossip.published,
                 "publish_waits": gossip.publish_waits,
@@ -286,6 +292,7 @@ class Node:
         state = self._joined(room)
         self._publish_local(state.name, "leave", self._nick_body())
         self.store.leave_room(state.name)
+        self.images.unpin_room(state.name)
         self._joined_set.discard(state.name)
         await self.network.unsubscribe(topic_for(state.name))
         return {"room": state.name}
@@ -346,6 +353,47 @@ class Node:
             raise InvalidArgument("text is not valid Unicode (lone surrogate)") from None
         env = self._publish_local(state.name, "text", {**self._nick_body(), "text": text})
         return message_view(env)
+
+    async def send_image(self, room: object, path: object = None, data: object = None,
+                         caption: object = None, filename: object = None,
+                         keep_metadata: object = False) -> dict[str, Any]:
+        """Post an image (a file path or base64 data) with an optional caption."""
+        self._check_running()
+        state = self._joined(room)
+        for name, value in (("path", path), ("data", data), ("caption", caption),
+                            ("filename", filename)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument(f"{name} must be a string")
+        if not isinstance(keep_metadata, bool):
+            raise InvalidArgument("keep_metadata must be true or false")
+        env = await self.images.send_image(
+            state.name, path=path, data=data, caption=caption, filename=filename,  # type: ignore[arg-type]
+            keep_metadata=keep_metadata)
+        return message_view(env)
+
+    async def fetch(self, cid: object, path: object = None, dir: object = None,
+                    force: object = False, timeout: object = None,  # noqa: ASYNC109 - RPC name
+                    progress: Progress | None = None) -> dict[str, Any]:
+        """Fetch an image by CID from the peers that hold it; optionally write it out."""
+        self._check_running()
+        if not isinstance(cid, str):
+            raise InvalidArgument("cid must be a string")
+        for name, value in (("path", path), ("dir", dir)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument(f"{name} must be a string")
+        if not isinstance(force, bool):
+            raise InvalidArgument("force must be true or false")
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float)):
+            raise InvalidArgument("timeout must be a number of seconds")
+        return await self.images.fetch(
+            cid, path=path, directory=dir, force=force,  # type: ignore[arg-type]
+            timeout_s=float(timeout) if timeout is not None else None, progress=progress)
+
+    def post(self, room: str, kind: str, body: dict[str, Any]) -> Envelope:
+        """Commit and publish a message of ours in a joined room."""
+        state = self._joined(room)
+        return self._publish_local(state.name, kind, {**self._nick_body(), **body})
 
     def history(self, room: object, limit: object = None,
                 before: object = None) -> list[dict[str, Any]]:
@@ -542,6 +590,8 @@ class Node:
             state.saw(env.author_text, env.nick, env.ts_ms)
             if env.nick:
                 self._nicks[env.author_text] = env.nick
+            if env.kind == "image":
+                self.images.on_image(env)
         self._deliver(added)
         return added
 

@@ -17,6 +17,7 @@ import trio
 from gossipchat.rpc.server import RpcServer, SocketInUse
 
 from .adapters import identity as identity_store
+from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.p2p import P2PNetwork, resolve_listen_addrs
 from .adapters.store import Store, StoreError
 from .config import Config
@@ -59,8 +60,13 @@ class Daemon:
             self.store = Store(config.home / "store.sqlite", durability=config.durability)
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
+        try:
+            blocks = BlockStore(config.home / "blocks", quota_bytes=config.block_quota)
+        except BlockStoreError as exc:
+            self.store.close()
+            raise StartupError(str(exc)) from exc
         self.network = P2PNetwork(self.identity.seed, listen)
-        self.node = Node(config, self.identity, self.store, self.network)
+        self.node = Node(config, self.identity, self.store, self.network, blocks)
         self.rpc = RpcServer(self.node, config.rpc_path)
         try:
             self.rpc.bind()

@@ -10,7 +10,7 @@ import itertools
 import json
 import socket
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +100,20 @@ class Connection:
         self.send_raw(json.dumps(message, separators=(",", ":")).encode())
         return rid
 
-    def response(self, rid: int) -> Any:
-        """Wait for the response to request rid; notifications meanwhile are kept."""
+    def response(self, rid: int,
+                 on_notification: Callable[[dict[str, Any]], None] | None = None) -> Any:
+        """Wait for the response to request rid.
+
+        Notifications that arrive meanwhile go to on_notification, or are kept for
+        `notifications()` when there is none.
+        """
         while True:
             value = self.read_value()
             if isinstance(value, dict) and "method" in value and "id" not in value:
-                self._pending.append(value)
+                if on_notification is not None:
+                    on_notification(value)
+                else:
+                    self._pending.append(value)
                 continue
             if isinstance(value, dict) and value.get("id") == rid:
                 if "error" in value:
@@ -113,9 +121,10 @@ class Connection:
                     raise RpcError(err.get("code", 0), err.get("message", ""), err.get("data"))
                 return value.get("result")
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    def call(self, method: str, params: dict[str, Any] | None = None, *,
+             on_notification: Callable[[dict[str, Any]], None] | None = None) -> Any:
         """Call a method and return its result, or raise RpcError."""
-        return self.response(self.request(method, params))
+        return self.response(self.request(method, params), on_notification)
 
     def notifications(self) -> Iterator[dict[str, Any]]:
         """Notifications as they arrive, for ever (until the connection ends)."""

@@ -65,6 +65,7 @@ Handler = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
 _JSON_TYPE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: type(v) is int,
+    "number": lambda v: type(v) in (int, float),
     "boolean": lambda v: type(v) is bool,
     "array": lambda v: isinstance(v, list),
     "object": lambda v: isinstance(v, dict),

@@ -113,6 +113,12 @@ class _Connection:
                 return await fn(**p)
             return call
 
+        async def fetch(p: dict[str, Any], ctx: CallContext) -> Any:
+            async def progress(done: int, total: int) -> None:
+                await ctx.notify("progress", {"id": ctx.request_id, "done": done,
+                                              "total": total})
+            return await node.fetch(**p, progress=progress)
+
         return {
             "id": sync(node.id),
             "status": sync(node.status),
@@ -124,6 +130,8 @@ class _Connection:
             "rooms": sync(node.rooms),
             "members": sync(node.members),
             "send": asynchronous(node.send),
+            "send_image": asynchronous(node.send_image),
+            "fetch": fetch,
             "history": sync(node.history),
             "subscribe": subscribe,
             "unsubscribe": unsubscribe,

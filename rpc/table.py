@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # JSON types a parameter may have, as named in error messages.
-JSON_TYPES = ("string", "integer", "boolean", "array", "object")
+JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object")
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,28 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("send", "post a text message",
                    (_ROOM, Param("text", "string", help="up to 64 KiB of UTF-8"))),
         MethodSpec(
+            "send_image", "post an image (a file or base64 data) with an optional caption",
+            (_ROOM, Param("path", "string", required=False, help="absolute path of the file"),
+             Param("data", "string", required=False, help="the image as base64"),
+             Param("caption", "string", required=False),
+             Param("filename", "string", required=False, help="name to show"),
+             Param("keep_metadata", "boolean", required=False,
+                   help="send EXIF/XMP (location!) untouched")),
+        ),
+        MethodSpec(
             "history", "messages of a room, oldest first, newest `limit` by default",
             (_ROOM, Param("limit", "integer", required=False),
              Param("before", "string", required=False, help="message id")),
+        ),
+        MethodSpec(
+            "fetch", "fetch an image by CID from the peers that hold it",
+            (Param("cid", "string"),
+             Param("path", "string", required=False, help="absolute file to write"),
+             Param("dir", "string", required=False,
+                   help="write the sanitised original name inside this directory"),
+             Param("force", "boolean", required=False, help="overwrite an existing file"),
+             Param("timeout", "number", required=False, help="seconds; default 60")),
+            streams=True,
         ),
         MethodSpec(
             "subscribe", "stream new messages as `message` notifications",

@@ -34,12 +34,14 @@ CREATE TABLE IF NOT EXISTS messages (
     ts INTEGER NOT NULL,
     kind TEXT NOT NULL,
     nick TEXT NOT NULL,
+    cid TEXT,
     wire BLOB NOT NULL,
     received_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_order ON messages (room, lamport, author, id);
 CREATE INDEX IF NOT EXISTS messages_sync ON messages (room, ts, id);
 CREATE INDEX IF NOT EXISTS messages_author ON messages (author, ts);
+CREATE INDEX IF NOT EXISTS messages_cid ON messages (cid) WHERE cid IS NOT NULL;
 CREATE TABLE IF NOT EXISTS rooms (
     name TEXT PRIMARY KEY,
     joined_ms INTEGER NOT NULL
@@ -123,8 +125,8 @@ class Store:
             for env in envelopes:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO messages"
-                    " (id, room, author, lamport, ts, kind, nick, wire, received_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " (id, room, author, lamport, ts, kind, nick, cid, wire, received_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         env.id,
                         env.room,
@@ -133,6 +135,7 @@ class Store:
                         env.ts_ms,
                         env.kind,
                         env.nick,
+                        env.body.get("cid") if env.kind == "image" else None,
                         env.wire,
                         received_ms,
                     ),
@@ -218,6 +221,29 @@ class Store:
             if found is not None:
                 out.append(bytes(found[0]))
         return out
+
+    # images
+
+    def image_by_cid(self, cid: str) -> tuple[str, str] | None:
+        """(room, filename) of the latest image message with this CID, if any."""
+        row = self._db.execute(
+            "SELECT wire FROM messages WHERE cid = ? ORDER BY ts DESC LIMIT 1", (cid,)
+        ).fetchone()
+        if row is None:
+            return None
+        env = env_codec.from_trusted_wire(row[0])
+        return env.room, str(env.body.get("filename", ""))
+
+    def rooms_with_image(self, cid: str) -> set[str]:
+        """Rooms in which an image with this CID was posted."""
+        rows = self._db.execute("SELECT DISTINCT room FROM messages WHERE cid = ?", (cid,))
+        return {r[0] for r in rows.fetchall()}
+
+    def image_cids(self, room: str) -> list[str]:
+        """CIDs of the images posted in a room."""
+        rows = self._db.execute(
+            "SELECT DISTINCT cid FROM messages WHERE room = ? AND cid IS NOT NULL", (room,))
+        return [r[0] for r in rows.fetchall()]
 
     # rooms
 

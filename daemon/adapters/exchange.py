@@ -1,0 +1,82 @@
+"""The block-exchange edge: bitswap with text peer ids and the project's errors.
+
+The node speaks peer ids as text and catches only GossipchatError; the bitswap
+adapter speaks libp2p IDs and raises its own and the unixfs module's errors. This
+module translates once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+
+from ..core import unixfs
+from ..errors import FetchTimeout, GossipchatError, ImageTooLarge, NotFound, PathError
+from .bitswap import (
+    Bitswap,
+    BitswapStoppedError,
+    FetchTimeoutError,
+    NotFoundError,
+)
+from .blockstore import BlockStore, BlockStoreError, QuotaExceededError
+from .p2p import P2PNetwork
+
+
+class BlockExchange:
+    """Fetch and serve UnixFS files over bitswap on the node's host."""
+
+    def __init__(self, network: P2PNetwork, store: BlockStore) -> None:
+        self.store = store
+        self.bitswap = Bitswap(network.host, store)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve bitswap until cancelled."""
+        await self.bitswap.run(task_status=task_status)
+
+    async def announce(self, cids: Iterable[bytes]) -> None:
+        """Tell peers that asked earlier that these blocks are here now."""
+        try:
+            await self.bitswap.announce(cids)
+        except BitswapStoppedError:
+            return
+
+    async def fetch(
+        self, root: bytes, peers: Sequence[str], *, max_size: int, timeout_s: float,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> bytes:
+        """The file under root, from the peers (verified, stored, served from now on)."""
+        cid = unixfs.cid_to_str(root)
+        try:
+            return await self.bitswap.fetch(
+                root, [ID.from_base58(p) for p in peers], max_size=max_size,
+                timeout=timeout_s, on_progress=on_progress,
+            )
+        except FetchTimeoutError as exc:
+            raise FetchTimeout(
+                f"not found: no peer delivered {cid} within {timeout_s:g} s ({exc})"
+            ) from None
+        except NotFoundError as exc:
+            raise NotFound(f"not found: {cid}: {exc}") from None
+        except BitswapStoppedError:
+            raise GossipchatError("the block exchange is stopping") from None
+        except unixfs.FileTooLargeError as exc:
+            raise ImageTooLarge(f"image too large: {cid}: {exc}") from None
+        except unixfs.InvalidDagError as exc:
+            raise NotFound(f"not found: {cid} is not a usable UnixFS file: {exc}") from None
+        except QuotaExceededError as exc:
+            raise PathError(f"block store full: {exc}") from None
+        except BlockStoreError as exc:
+            raise PathError(f"block store error: {exc}") from None
+
+    def view(self) -> dict[str, Any]:
+        """Counters for `status`."""
+        s = self.bitswap.stats
+        return {
+            "blocks_sent": s.blocks_sent, "bytes_sent": s.bytes_sent,
+            "blocks_received": s.blocks_received, "bytes_received": s.bytes_received,
+            "duplicate_blocks": s.duplicate_blocks, "bad_blocks": s.bad_blocks,
+            "peers_dropped": s.peers_dropped,
+        }

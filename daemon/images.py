@@ -1,0 +1,361 @@
+"""Images: posting, fetching, spreading them across the room, and keeping them.
+
+Rules:
+- An image is checked with Pillow (PNG, JPEG, GIF, WebP; byte and pixel limits),
+  stripped of location and identity metadata without re-encoding (unless the sender
+  keeps it), thumbnailed, and stored as a UnixFS DAG whose root CID the message
+  carries. Pillow work runs in a worker thread, one call at a time.
+- Every member that holds an image serves it over bitswap. Members fetch the images
+  of their rooms by themselves up to `auto_fetch_max` bytes, so a room keeps its
+  images after the sender leaves.
+- Images of joined rooms are pinned; the rest of the block store is evicted least
+  recently used within `block_quota`.
+- `fetch` writes only where it is told: an explicit path, or the sanitised original
+  name inside a given directory, never outside it, and never over an existing file
+  unless forced.
+- The service task owns the auto-fetch queue; `fetch` calls run in RPC tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .adapters.blockstore import BlockStore, BlockStoreError
+from .adapters.exchange import BlockExchange
+from .config import Config
+from .core import imaging, unixfs
+from .core.envelope import Envelope
+from .core.rooms import topic_for
+from .errors import (
+    GossipchatError,
+    ImageTooLarge,
+    InvalidArgument,
+    NotAnImage,
+    PathError,
+)
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+AUTO_FETCH_WORKERS = 2
+AUTO_FETCH_QUEUE = 256
+AUTO_FETCH_TIMEOUT_S = 120.0
+PROGRESS_EVERY_S = 0.1
+
+Progress = Callable[[int, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready to post: the bytes to share and what the message says of them."""
+
+    data: bytes
+    info: imaging.ImageInfo
+    thumbnail: bytes
+
+
+def prepare(data: bytes, limits: imaging.ImageLimits, keep_metadata: bool) -> PreparedImage:
+    """Check, strip and thumbnail (CPU-bound: run it in a worker thread)."""
+    info = imaging.inspect(data, limits)
+    shared = data if keep_metadata else imaging.strip_metadata(data, info)
+    thumbnail, _mime = imaging.make_thumbnail(shared, limits=limits)
+    return PreparedImage(shared, info, thumbnail)
+
+
+def _image_error(exc: imaging.ImageError) -> GossipchatError:
+    if isinstance(exc, imaging.ImageTooLarge):
+        return ImageTooLarge(str(exc))
+    return NotAnImage(str(exc))
+
+
+class ImageService:
+    """The node's images: post, fetch, auto-fetch, pin."""
+
+    def __init__(self, node: Node, config: Config, blocks: BlockStore,
+                 exchange: BlockExchange) -> None:
+        self.node = node
+        self.config = config
+        self.blocks = blocks
+        self.exchange = exchange
+        self.limits = imaging.ImageLimits(max_bytes=config.image_max_bytes,
+                                          max_pixels=config.image_max_pixels)
+        self._pillow = trio.CapacityLimiter(1)
+        self._queue_send, self._queue = trio.open_memory_channel[Envelope](AUTO_FETCH_QUEUE)
+        self._queued: set[str] = set()
+        self.auto_fetched = 0
+        self.auto_fetch_failed = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve bitswap and work the auto-fetch queue until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.exchange.run)
+            for _ in range(AUTO_FETCH_WORKERS):
+                nursery.start_soon(self._auto_fetch_worker)
+            task_status.started()
+
+    # posting
+
+    async def send_image(self, room: str, *, path: str | None, data: str | None,
+                         caption: str | None, filename: str | None,
+                         keep_metadata: bool) -> Envelope:
+        """Check, store and post an image; returns the committed envelope."""
+        if (path is None) == (data is None):
+            raise InvalidArgument("give exactly one of path or data")
+        if path is not None:
+            raw = self._read_image_file(path)
+            name = filename or Path(path).name
+        else:
+            assert data is not None
+            if len(data) > (self.limits.max_bytes * 4) // 3 + 4:
+                raise ImageTooLarge(
+                    f"image too large: over {self.limits.max_bytes} bytes, "
+                    f"limit {self.limits.max_bytes}")
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArgument("data is not valid base64") from None
+            name = filename or "image"
+        if caption is not None and not isinstance(caption, str):
+            raise InvalidArgument("caption must be a string")
+        try:
+            prepared = await trio.to_thread.run_sync(
+                prepare, raw, self.limits, keep_metadata, limiter=self._pillow)
+        except imaging.ImageError as exc:
+            raise _image_error(exc) from None
+        safe_name = imaging.sanitize_filename(name)
+        result = await trio.to_thread.run_sync(unixfs.import_file, prepared.data)
+        try:
+            self.blocks.pin(result.root)
+            await self.blocks.put_many_async(
+                [(b.cid, b.data) for b in result.blocks], verified=True)
+        except BlockStoreError as exc:
+            raise PathError(f"cannot store the image: {exc}") from None
+        body: dict[str, Any] = {
+            "cid": unixfs.cid_to_str(result.root), "filename": safe_name,
+            "mime": prepared.info.mime, "size": len(prepared.data),
+            "width": prepared.info.width, "height": prepared.info.height,
+            "thumbnail": prepared.thumbnail,
+        }
+        if caption:
+            body["caption"] = caption
+        env = self.node.post(room, "image", body)
+        await self.exchange.announce(b.cid for b in result.blocks)
+        return env
+
+    def _read_image_file(self, path: str) -> bytes:
+        p = Path(path)
+        if not p.is_absolute():
+            raise InvalidArgument(f"path must be absolute: {path!r}")
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise PathError(f"cannot read {path}: no such file") from None
+        except OSError as exc:
+            raise PathError(f"cannot read {path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise PathError(f"cannot read {path}: not a regular file")
+        with os.fdopen(fd, "rb") as fh:
+            if st.st_size > self.limits.max_bytes:
+                raise ImageTooLarge(
+                    f"image too large: {st.st_size} bytes, limit {self.limits.max_bytes}")
+            data = fh.read(self.limits.max_bytes + 1)
+        if len(data) > self.limits.max_bytes:
+            raise ImageTooLarge(f"image too large: over {self.limits.max_bytes} bytes")
+        return data
+
+    # fetching
+
+    def _target(self, cid: str, path: str | None, directory: str | None,
+                force: bool) -> Path | None:
+        if path is not None and directory is not None:
+            raise InvalidArgument("give path or dir, not both")
+        if path is not None:
+            target = Path(path)
+            if not target.is_absolute():
+                raise InvalidArgument(f"path must be absolute: {path!r}")
+        elif directory is not None:
+            base = Path(directory)
+            if not base.is_absolute() or not base.is_dir():
+                raise PathError(f"dir must be an existing absolute directory: {directory!r}")
+            found = self.node.store.image_by_cid(cid)
+            name = imaging.sanitize_filename(found[1] if found else cid)
+            target = base / name
+            # sanitize_filename gives a bare name; resolving proves it stays inside.
+            if target.resolve().parent != base.resolve():
+                raise PathError(f"refusing to write outside {directory}")
+        else:
+            return None
+        if target.is_symlink() or (target.exists() and not force):
+            raise PathError(f"{target} exists; pass force to overwrite it")
+        if not target.parent.is_dir():
+            raise PathError(f"no such directory: {target.parent}")
+        return target
+
+    def _peers_for(self, cid: str) -> list[str]:
+        """Connected peers most likely to hold an image first, then everyone else."""
+        connected = self.node.network.connected_peers()
+        likely: list[str] = []
+        for room in self.node.store.rooms_with_image(cid):
+            for peer in self.node.network.topic_peers(topic_for(room)):
+                if peer in connected and peer not in likely:
+                    likely.append(peer)
+        return likely + [p for p in connected if p not in likely]
+
+    async def fetch(self, cid: str, *, path: str | None, directory: str | None, force: bool,
+                    timeout_s: float | None, progress: Progress | None) -> dict[str, Any]:
+        """Fetch an image by CID (and write it out if asked)."""
+        try:
+            root = unixfs.cid_from_str(cid)
+        except unixfs.CidError as exc:
+            raise InvalidArgument(f"not a CID: {cid!r}: {exc}") from None
+        text = unixfs.cid_to_str(root)
+        target = self._target(text, path, directory, force)
+        timeout = self.config.fetch_timeout_s if timeout_s is None else timeout_s
+        if not 0 < timeout <= 3600:
+            raise InvalidArgument("timeout must be between 0 and 3600 seconds")
+        data = await self._fetch_with_progress(root, timeout, progress)
+        if self.node.store.rooms_with_image(text) & set(self.node.joined_rooms()):
+            self.blocks.pin(root)
+        written = None
+        if target is not None:
+            written = await trio.to_thread.run_sync(_write_out, target, data, force)
+        return {"cid": text, "path": written, "size": len(data)}
+
+    async def _fetch_with_progress(self, root: bytes, timeout_s: float,
+                                   progress: Progress | None) -> bytes:
+        peers = self._peers_for(unixfs.cid_to_str(root))
+        if progress is None:
+            return await self.exchange.fetch(root, peers, max_size=self.limits.max_bytes,
+                                             timeout_s=timeout_s)
+        latest: list[tuple[int, int]] = []
+        changed = trio.Event()
+
+        def on_progress(have: int, total: int) -> None:
+            latest.append((have, total))
+            changed.set()
+
+        async def report() -> None:
+            nonlocal changed
+            while True:
+                await changed.wait()
+                changed = trio.Event()
+                have, total = latest[-1]
+                latest.clear()
+                await progress(have, total)
+                await trio.sleep(PROGRESS_EVERY_S)
+
+        failure: GossipchatError | None = None
+        data = b""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(report)
+            try:
+                data = await self.exchange.fetch(
+                    root, peers, max_size=self.limits.max_bytes, timeout_s=timeout_s,
+                    on_progress=on_progress)
+            except GossipchatError as exc:
+                # Raised outside the nursery, so callers see it and not an ExceptionGroup.
+                failure = exc
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        await progress(len(data), len(data))
+        return data
+
+    # spreading
+
+    def on_image(self, env: Envelope) -> None:
+        """A new image message in a joined room: fetch it in the background if small."""
+        size = env.body.get("size", 0)
+        cid = env.body.get("cid", "")
+        if self.config.auto_fetch_max <= 0 or size > self.config.auto_fetch_max:
+            return
+        if cid in self._queued:
+            return
+        try:
+            root = unixfs.cid_from_str(cid)
+        except unixfs.CidError:
+            return
+        if not self.blocks.missing(root):
+            self.blocks.pin(root)
+            return
+        try:
+            self._queue_send.send_nowait(env)
+            self._queued.add(cid)
+        except trio.WouldBlock:
+            log.warning("auto-fetch queue full; %s will be fetched on demand", cid)
+
+    async def _auto_fetch_worker(self) -> None:
+        async for env in self._queue:
+            cid = env.body["cid"]
+            try:
+                root = unixfs.cid_from_str(cid)
+                self.blocks.pin(root)
+                peers = self._peers_for(cid)
+                author = env.author_text
+                if author in peers:
+                    peers.remove(author)
+                    peers.insert(0, author)
+                await self.exchange.fetch(root, peers, max_size=self.limits.max_bytes,
+                                          timeout_s=AUTO_FETCH_TIMEOUT_S)
+                self.auto_fetched += 1
+            except (GossipchatError, unixfs.CidError, BlockStoreError) as exc:
+                self.auto_fetch_failed += 1
+                log.info("auto-fetch of %s failed: %s", cid, exc)
+            finally:
+                self._queued.discard(cid)
+
+    def unpin_room(self, room: str) -> None:
+        """Leaving a room: its images become evictable unless another room has them."""
+        keep = set(self.node.joined_rooms()) - {room}
+        for cid in self.node.store.image_cids(room):
+            if self.node.store.rooms_with_image(cid) & keep:
+                continue
+            try:
+                self.blocks.unpin(unixfs.cid_from_str(cid))
+            except (unixfs.CidError, BlockStoreError) as exc:
+                log.warning("unpin %s: %s", cid, exc)
+
+    def view(self) -> dict[str, Any]:
+        """Counters for `status`."""
+        return {
+            "blocks": self.blocks.count, "bytes": self.blocks.total_bytes,
+            "quota": self.blocks.quota_bytes, "pinned_images": len(self.blocks.pinned_roots()),
+            "auto_fetched": self.auto_fetched, "auto_fetch_failed": self.auto_fetch_failed,
+            "exchange": self.exchange.view(),
+        }
+
+
+def _write_out(target: Path, data: bytes, force: bool) -> str:
+    """Write atomically next to the target; refuse to replace unless forced."""
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        if force:
+            os.replace(tmp, target)
+        else:
+            # link() fails if the target appeared meanwhile: never clobber it.
+            os.link(tmp, target)
+            os.unlink(tmp)
+    except FileExistsError:
+        os.unlink(tmp)
+        raise PathError(f"{target} exists; pass force to overwrite it") from None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PathError(f"cannot write {target}: {exc.strerror}") from None
+    return str(target)
