@@ -1,0 +1,236 @@
+"""Tests for the on-disk block store: real files under tmp_path, no mocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gossipchat.daemon.adapters.blockstore import (
+    BlockNotFoundError,
+    BlockStore,
+    BlockStoreError,
+    QuotaExceededError,
+)
+from gossipchat.daemon.core import unixfs
+from gossipchat.daemon.core.unixfs import CHUNK_SIZE
+
+
+def pattern(period: int, size: int) -> bytes:
+    return (bytes(range(period)) * (size // period + 1))[:size]
+
+
+def raw_block(text: bytes) -> tuple[bytes, bytes]:
+    return unixfs.cid_v1(unixfs.CODEC_RAW, text), text
+
+
+def test_put_get_has_delete(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "blocks")
+    cid, data = raw_block(b"hello")
+    assert not store.has(cid)
+    store.put(cid, data)
+    assert store.has(cid)
+    assert store.get(cid) == data
+    assert (store.count, store.total_bytes) == (1, 5)
+    store.put(cid, data)  # idempotent
+    assert (store.count, store.total_bytes) == (1, 5)
+    assert store.delete(cid)
+    assert not store.delete(cid)
+    assert not store.has(cid)
+    assert (store.count, store.total_bytes) == (0, 0)
+    with pytest.raises(BlockNotFoundError):
+        store.get(cid)
+
+
+def test_files_are_named_by_cid_in_two_level_fanout(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid, data = raw_block(b"fan out")
+    store.put(cid, data)
+    name = unixfs.cid_to_str(cid)
+    path = tmp_path / name[-3] / name[-2] / name
+    assert path.read_bytes() == data
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary file was renamed
+
+
+def test_put_refuses_bytes_that_do_not_match(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid, _ = raw_block(b"hello")
+    with pytest.raises(unixfs.BlockError):
+        store.put(cid, b"HELLO")
+    assert store.count == 0
+    with pytest.raises(unixfs.CidError):
+        store.put(b"\x01\x55\x13\x40" + bytes(64), b"x")
+
+
+def test_cidv0_and_cidv1_name_the_same_block(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    node = unixfs.import_file(pattern(251, CHUNK_SIZE + 1))
+    root_block = {b.cid: b.data for b in node.blocks}[node.root]
+    v0 = unixfs.parse_cid(node.root).digest
+    v0_cid = bytes((0x12, 0x20)) + v0
+    store.put(v0_cid, root_block)
+    assert store.has(node.root)
+    assert store.get(node.root) == root_block
+
+
+def test_state_survives_reopen_and_tmp_leftovers_are_removed(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    data = pattern(251, 3 * CHUNK_SIZE + 5)
+    root = store.import_file(data, pin=True)
+    count, total = store.count, store.total_bytes
+    (tmp_path / "tmp" / "crashed.tmp").write_bytes(b"half a block")
+    (tmp_path / "a" / "b").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "a" / "b" / "not-a-cid").write_bytes(b"left alone")
+    reopened = BlockStore(tmp_path)
+    assert (reopened.count, reopened.total_bytes) == (count, total)
+    assert reopened.pinned_roots() == {root}
+    assert reopened.read_file(root, max_size=len(data)) == data
+    assert not (tmp_path / "tmp" / "crashed.tmp").exists()
+    assert (tmp_path / "a" / "b" / "not-a-cid").exists()
+    doc = json.loads((tmp_path / "pins.json").read_text())
+    assert doc == {"version": 1, "roots": [unixfs.cid_to_str(root)]}
+
+
+def test_corrupt_block_on_disk_is_dropped_not_served(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid, data = raw_block(b"precious bytes")
+    store.put(cid, data)
+    name = unixfs.cid_to_str(cid)
+    (tmp_path / name[-3] / name[-2] / name).write_bytes(b"rotten bytes!!")
+    with pytest.raises(BlockNotFoundError, match="corrupt"):
+        store.get(cid)
+    assert not store.has(cid)
+    assert store.total_bytes == 0
+
+
+def test_vanished_file_is_forgotten(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid, data = raw_block(b"here today")
+    store.put(cid, data)
+    name = unixfs.cid_to_str(cid)
+    (tmp_path / name[-3] / name[-2] / name).unlink()
+    with pytest.raises(BlockNotFoundError, match="vanished"):
+        store.get(cid)
+    assert store.count == 0
+
+
+def test_import_file_stores_every_block_and_reads_back(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    data = pattern(251, 5 * CHUNK_SIZE)
+    root = store.import_file(data)
+    expected = unixfs.import_file(data)
+    assert root == expected.root
+    assert store.count == len(expected.blocks)
+    assert store.total_bytes == sum(len(b.data) for b in expected.blocks)
+    assert store.read_file(root, max_size=len(data)) == data
+    assert store.missing(root) == []
+
+
+def test_missing_lists_what_a_partial_dag_lacks(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    result = unixfs.import_file(pattern(251, 3 * CHUNK_SIZE))
+    assert store.missing(result.root) == [result.root]
+    blocks = {b.cid: b.data for b in result.blocks}
+    store.put(result.root, blocks[result.root])
+    leaves = [cid for cid in blocks if cid != result.root]
+    assert sorted(store.missing(result.root)) == sorted(leaves)
+    with pytest.raises(BlockNotFoundError):
+        store.read_file(result.root, max_size=10**9)
+
+
+def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path, quota_bytes=300)
+    blocks = [raw_block(bytes([i]) * 100) for i in range(3)]
+    for cid, data in blocks:
+        store.put(cid, data)
+    assert store.total_bytes == 300
+    store.get(blocks[0][0])  # block 0 is now the most recently used
+    newcomer = raw_block(b"n" * 100)
+    store.put(*newcomer)
+    assert store.has(blocks[0][0])
+    assert not store.has(blocks[1][0])  # least recently used goes first
+    assert store.has(blocks[2][0])
+    assert store.has(newcomer[0])
+    assert store.total_bytes == 300
+
+
+def test_pinned_dag_is_never_evicted(tmp_path: Path) -> None:
+    data = pattern(251, 3 * CHUNK_SIZE)
+    dag = unixfs.import_file(data)
+    dag_bytes = sum(len(b.data) for b in dag.blocks)
+    store = BlockStore(tmp_path, quota_bytes=dag_bytes + CHUNK_SIZE)
+    root = store.import_file(data, pin=True)
+    assert all(store.is_pinned(b.cid) for b in dag.blocks)
+    filler = raw_block(b"f" * CHUNK_SIZE)
+    store.put(*filler)
+    other = raw_block(b"o" * CHUNK_SIZE)
+    store.put(*other)  # evicts the unpinned filler, not the image
+    assert not store.has(filler[0])
+    assert store.read_file(root, max_size=len(data)) == data
+    with pytest.raises(QuotaExceededError):
+        store.put(*raw_block(b"x" * (CHUNK_SIZE + 1)))
+    store.unpin(root)
+    assert not store.is_pinned(root)
+    store.put(*raw_block(b"x" * (CHUNK_SIZE + 1)))  # now the image may go
+    assert store.total_bytes <= dag_bytes + CHUNK_SIZE
+
+
+def test_pin_before_the_blocks_arrive_covers_them(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path, quota_bytes=10 * CHUNK_SIZE)
+    result = unixfs.import_file(pattern(251, 2 * CHUNK_SIZE + 1))
+    store.pin(result.root)
+    for block in reversed(result.blocks):  # root first, as a fetch delivers them
+        store.put(block.cid, block.data)
+    assert all(store.is_pinned(b.cid) for b in result.blocks)
+    other = BlockStore(tmp_path / "other")
+    other.pin(result.root)
+    for block in result.blocks:  # leaves first, as an import writes them
+        other.put(block.cid, block.data)
+    assert all(other.is_pinned(b.cid) for b in result.blocks)
+
+
+def test_shared_blocks_stay_pinned_by_the_other_root(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    first = store.import_file(pattern(251, 2 * CHUNK_SIZE), pin=True)
+    second = store.import_file(pattern(251, 3 * CHUNK_SIZE), pin=True)  # same first chunks
+    shared_leaf = unixfs.import_file(pattern(251, CHUNK_SIZE)).root
+    store.unpin(first)
+    assert store.is_pinned(shared_leaf)
+    assert store.pinned_roots() == {second}
+    store.unpin(second)
+    assert not store.is_pinned(shared_leaf)
+
+
+def test_block_larger_than_quota_is_refused(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path, quota_bytes=10)
+    with pytest.raises(QuotaExceededError, match="exceeds"):
+        store.put(*raw_block(b"x" * 11))
+    assert store.count == 0
+
+
+def test_bad_pins_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "pins.json").write_text('{"roots": ["not a cid"]}')
+    with pytest.raises(BlockStoreError, match="bad CID"):
+        BlockStore(tmp_path)
+    (tmp_path / "pins.json").write_text("{{{")
+    with pytest.raises(BlockStoreError, match="cannot read pins"):
+        BlockStore(tmp_path)
+
+
+def test_disk_errors_become_block_store_errors(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    # Replace the temporary directory by a plain file: writes fail even for root.
+    (tmp_path / "tmp").rmdir()
+    (tmp_path / "tmp").write_bytes(b"")
+    with pytest.raises(BlockStoreError, match="cannot write"):
+        store.put(*raw_block(b"hello"))
+    with pytest.raises(BlockStoreError, match="cannot save pins"):
+        store.pin(raw_block(b"hello")[0])
+    assert store.pinned_roots() == frozenset()
+
+
+def test_unopenable_directory_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(BlockStoreError, match="cannot open"):
+        BlockStore(tmp_path / "file" / "blocks")
