@@ -259,6 +259,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             params = {k: v for k, v in params_of(args).items() if v is not None}
             if method == "fetch":
                 result = _call_with_progress(conn, method, params, f"fetch {args.cid[:16]}")
+            elif method == "send_image":
+                result = _call_with_progress(conn, method, params, "posting image")
             else:
                 result = conn.call(method, params)
     except DaemonNotRunning as exc:
