@@ -33,7 +33,14 @@ from .core import envelope as env_codec
 from .core import peerid
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
-from .errors import InvalidArgument, MessageTooLarge, NotFound, NotInRoom, ShuttingDown
+from .errors import (
+    GossipchatError,
+    InvalidArgument,
+    MessageTooLarge,
+    NotFound,
+    NotInRoom,
+    ShuttingDown,
+)
 from .images import ImageService, Progress
 from .redial import Redialer
 from .sync import SyncService
@@ -180,8 +187,8 @@ class Node:
             try:
                 await self.network.connect(addr)
                 return
-            except Exception as exc:  # keep trying: a bootstrap peer may start later
-                log.info("bootstrap %s: %s; retrying in %.1f s", addr, exc, delay)
+            except GossipchatError as exc:  # keep trying: a bootstrap peer may start later
+                log.info("bootstrap %s: %s; retrying in %.1f s", addr, exc.message, delay)
             await trio.sleep(delay)
             delay = min(delay * 2, 30.0)
 

@@ -140,3 +140,10 @@ def test_slow_subscriber_is_cut_off_without_blocking_the_node(cluster: Cluster) 
         assert ended is not None
         assert ended["subscription"] == sub["subscription"]
         assert "overflow" in ended["reason"]
+
+
+def test_bootstrap_flag_dials_at_start(cluster: Cluster) -> None:
+    a = cluster.start("a")
+    b = cluster.start("b", "--bootstrap", a.addr)
+    wait_for(lambda: [p["peer_id"] for p in b.call("peers")] == [a.peer_id],
+             message="b connected to its bootstrap peer")
