@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ INBOUND_BUFFER = 8192
 QUEUE_HIGH_WATER = 16
 QUEUE_POLL_S = 0.002
 DIAL_TIMEOUT_S = 10.0
+ADDRS_CACHE_S = 5.0
 
 
 class StreamClosedError(Exception):
@@ -248,6 +250,7 @@ class P2PNetwork:
         self._inbound_send, self.inbound = trio.open_memory_channel[GossipMessage](INBOUND_BUFFER)
         self._events_send, self.peer_events = trio.open_memory_channel[PeerEvent](1024)
         self._nursery: trio.Nursery | None = None
+        self._addrs_cache: tuple[float, list[str]] | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, start GossipSub, and report started; runs until cancelled."""
@@ -268,11 +271,16 @@ class P2PNetwork:
 
     def listen_addrs(self) -> list[str]:
         """The addresses peers can dial, each ending in /p2p/<our id>."""
-        out = []
-        for addr in self.host.get_addrs():
-            text = str(addr)
-            out.append(text if "/p2p/" in text else f"{text}/p2p/{self.peer_id}")
-        return out
+        # host.get_addrs() rebuilds the list from every transport and costs ~250 us;
+        # `id` is called often, and the addresses change rarely.
+        now = time.monotonic()
+        if self._addrs_cache is None or now - self._addrs_cache[0] > ADDRS_CACHE_S:
+            out = []
+            for addr in self.host.get_addrs():
+                text = str(addr)
+                out.append(text if "/p2p/" in text else f"{text}/p2p/{self.peer_id}")
+            self._addrs_cache = (now, out)
+        return list(self._addrs_cache[1])
 
     # peers
 

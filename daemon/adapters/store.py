@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class Store:
     """A gossipchat home's SQLite database."""
 
     def __init__(self, path: Path, *, durability: str = "normal") -> None:
+        self._counts: Counter[str] | None = None
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
         try:
@@ -142,6 +144,10 @@ class Store:
                 )
                 if cur.rowcount:
                     added.append(env)
+        if self._counts is not None:
+            for env in added:
+                if env.kind in CHAT_KINDS:
+                    self._counts[env.room] += 1
         return added
 
     def has_message(self, message_id: bytes) -> bool:
@@ -181,11 +187,16 @@ class Store:
 
     def count_messages(self, room: str | None = None) -> int:
         """Chat messages stored, in one room or in all."""
+        # COUNT(*) walks the index; status and rooms ask often, so count once and
+        # keep the counts up to date in add_messages.
+        if self._counts is None:
+            rows = self._db.execute(
+                f"SELECT room, COUNT(*) FROM messages WHERE kind IN {_CHAT_KINDS_SQL}"
+                " GROUP BY room").fetchall()
+            self._counts = Counter({r[0]: int(r[1]) for r in rows})
         if room is None:
-            query = f"SELECT COUNT(*) FROM messages WHERE kind IN {_CHAT_KINDS_SQL}"
-            return int(self._db.execute(query).fetchone()[0])
-        query = f"SELECT COUNT(*) FROM messages WHERE room = ? AND kind IN {_CHAT_KINDS_SQL}"
-        return int(self._db.execute(query, (room,)).fetchone()[0])
+            return sum(self._counts.values())
+        return self._counts[room]
 
     def authors(self, room: str) -> list[tuple[str, str, int]]:
         """(author, latest nick, last ts) of everyone who wrote in a room."""
