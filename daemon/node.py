@@ -84,6 +84,18 @@ def message_view(env: Envelope) -> dict[str, Any]:
     return view
 
 
+def _opt_str(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string")
+    return value
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false")
+    return value
+
+
 @dataclass
 class Subscription:
     """A live feed of new chat messages for one RPC client."""
@@ -367,15 +379,10 @@ class Node:
         """Post an image (a file path or base64 data) with an optional caption."""
         self._check_running()
         state = self._joined(room)
-        for name, value in (("path", path), ("data", data), ("caption", caption),
-                            ("filename", filename)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidArgument(f"{name} must be a string")
-        if not isinstance(keep_metadata, bool):
-            raise InvalidArgument("keep_metadata must be true or false")
         env = await self.images.send_image(
-            state.name, path=path, data=data, caption=caption, filename=filename,  # type: ignore[arg-type]
-            keep_metadata=keep_metadata)
+            state.name, path=_opt_str("path", path), data=_opt_str("data", data),
+            caption=_opt_str("caption", caption), filename=_opt_str("filename", filename),
+            keep_metadata=_flag("keep_metadata", keep_metadata))
         return message_view(env)
 
     async def fetch(self, cid: object, path: object = None, dir: object = None,
@@ -383,18 +390,15 @@ class Node:
                     progress: Progress | None = None) -> dict[str, Any]:
         """Fetch an image by CID from the peers that hold it; optionally write it out."""
         self._check_running()
-        if not isinstance(cid, str):
-            raise InvalidArgument("cid must be a string")
-        for name, value in (("path", path), ("dir", dir)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidArgument(f"{name} must be a string")
-        if not isinstance(force, bool):
-            raise InvalidArgument("force must be true or false")
+        cid_text = _opt_str("cid", cid)
+        if cid_text is None:
+            raise InvalidArgument("cid is required")
         if timeout is not None and (isinstance(timeout, bool)
                                     or not isinstance(timeout, int | float)):
             raise InvalidArgument("timeout must be a number of seconds")
         return await self.images.fetch(
-            cid, path=path, directory=dir, force=force,  # type: ignore[arg-type]
+            cid_text, path=_opt_str("path", path), directory=_opt_str("dir", dir),
+            force=_flag("force", force),
             timeout_s=float(timeout) if timeout is not None else None, progress=progress)
 
     def post(self, room: str, kind: str, body: dict[str, Any]) -> Envelope:
