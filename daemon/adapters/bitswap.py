@@ -17,16 +17,20 @@ Rules of this module:
   for, which is the verification (a 1.1 payload's prefix is not believed, the hash is
   recomputed). A peer that sends a block we never asked for (a corrupt or forged
   block looks exactly like that) is dropped for `ban_seconds` and counted in
-  `stats.bad_blocks`; its pending wants go to the other peers.
+  `stats.bad_blocks`; its pending wants go to the other peers. A late duplicate of a
+  block we did ask for is only counted. A peer's wantlist is bounded and is forgotten
+  when its connection closes.
 - One trio task owns each piece of mutable state. The engine task owns the wants and
   the routing of blocks to fetches; each peer's link task owns that peer's outbound
   stream and its wantlist (what we owe it); each `fetch` call owns its
   `unixfs.FileAssembler` and decides which peer gets which want. They talk over memory
   channels; the only shared object is the `stats` counters.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
-  at every peer, spreads the wants over the peers by load, and the server packs
-  several blocks into each message (up to `target_message_size`), reading large
-  chunks off the stream. Block bytes are hashed once, with hashlib, on a memoryview.
+  at every peer and spreads the wants over the peers by load; the server packs several
+  blocks into each message (up to `target_message_size`) and reads the next message's
+  blocks off disk while the current one is written; the reader takes large chunks off
+  the stream. Disk I/O runs in worker threads, beside the network work rather than in
+  its way, so a slow disk never stalls the event loop.
 - libp2p exceptions stop here: callers see `FetchError` and its subclasses,
   `unixfs.InvalidDagError` (the DAG itself is bad or too large) and
   `blockstore.BlockStoreError` (the local disk failed).
@@ -37,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,10 +48,11 @@ from itertools import count
 from typing import Any, TypeAlias
 
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
+from multiaddr import Multiaddr
 
 from ..core import unixfs
 from .blockstore import BlockStore, BlockStoreError
@@ -91,7 +95,6 @@ _READ_SIZE = 1024 * 1024  # yamux hands out what it has buffered, up to this
 _NEW_STREAM_TIMEOUT = 10.0
 _MAX_PEER_WANTLIST = 4096  # entries we remember per peer; the rest is dropped
 _RECENT_DIGESTS = 65536  # digests we asked for lately: late duplicates are not "bad"
-_THREAD_HASH_MIN = 128 * 1024  # below this, a thread hop costs more than the hash
 
 _NET_ERRORS = (BaseLibp2pError, OSError, EOFError, trio.BrokenResourceError)
 
@@ -276,19 +279,19 @@ def _decode_wantlist(buf: memoryview, msg: Message) -> None:
 
 
 class _FrameReader:
-    """Reads length-prefixed frames off a stream, in large reads, bounded in size."""
+    """Reads length-prefixed messages off a stream, in large reads, bounded in size."""
 
     def __init__(self, stream: INetStream, max_frame: int) -> None:
         self._stream = stream
         self._max = max_frame
         self._buf = bytearray()
 
-    async def next_frame(self) -> bytes | None:
-        """The next frame's body, or None at a clean end of stream."""
+    async def next_message(self) -> Message | None:
+        """The next message, or None at a clean end of stream; `ProtocolError` if bad."""
         while True:
-            frame = self._take()
-            if frame is not None:
-                return frame
+            msg = self._take()
+            if msg is not None:
+                return msg
             try:
                 chunk = await self._stream.read(_READ_SIZE)
             except EOFError:
@@ -299,7 +302,7 @@ class _FrameReader:
                 return None
             self._buf += chunk
 
-    def _take(self) -> bytes | None:
+    def _take(self) -> Message | None:
         buf = self._buf
         length = 0
         shift = 0
@@ -319,10 +322,14 @@ class _FrameReader:
         end = start + length
         if len(buf) < end:
             return None
+        # Decoded in place: only the block bytes are copied out of the buffer.
         with memoryview(buf) as view:
-            frame = bytes(view[start:end])  # one copy, not two
-        del buf[:end]
-        return frame
+            msg = decode_message(view[start:end])
+        try:
+            del buf[:end]
+        except BufferError:  # a view outlived the decode; never seen, but stay correct
+            self._buf = bytearray(buf[end:])
+        return msg
 
 
 # --------------------------------------------------------------------------------------
@@ -430,8 +437,13 @@ class _Announce:
     cids: list[bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class _Disconnected:
+    peer: ID
+
+
 _Command: TypeAlias = (
-    _Inbound | _SessionOpen | _SessionClose | _SessionWant | _LinkDown | _Announce
+    _Inbound | _SessionOpen | _SessionClose | _SessionWant | _LinkDown | _Announce | _Disconnected
 )
 
 
@@ -509,6 +521,7 @@ class Bitswap:
         self._banned: dict[ID, float] = {}
         self._inbound_streams: set[INetStream] = set()
         self._session_ids = count(1)
+        self._notifee = _DisconnectNotifee(self)
 
     # ----------------------------------------------------------------------------------
     # Service lifecycle
@@ -523,6 +536,7 @@ class Bitswap:
                 self._commands_send = commands_send
                 for protocol in PROTOCOLS:
                     self._host.set_stream_handler(protocol, self._handle_inbound)
+                self._host.get_network().register_notifee(self._notifee)
                 task_status.started()
                 async with commands_recv:
                     async for command in commands_recv:
@@ -532,6 +546,7 @@ class Bitswap:
             self._nursery = None
             for protocol in PROTOCOLS:
                 self._host.remove_stream_handler(protocol)
+            self._host.get_network().remove_notifee(self._notifee)
             for events in self._sessions.values():
                 events.close()
             self._sessions.clear()
@@ -646,12 +661,20 @@ class Bitswap:
         elif isinstance(command, _Announce):
             for link in self._links.values():
                 link.send(_NewBlocks(command.cids))
+        elif isinstance(command, _Disconnected):
+            if not self._host.get_network().get_connections(command.peer):
+                # Its wantlist dies with the connection (as in boxo); our wants at it
+                # go to other peers now rather than after a stall.
+                gone = self._links.pop(command.peer, None)
+                if gone is not None:
+                    gone.stop()
+                self._peer_gone(command.peer, "disconnected")
 
     def _is_banned(self, peer: ID) -> bool:
         until = self._banned.get(peer)
         if until is None:
             return False
-        if time.monotonic() >= until:
+        if trio.current_time() >= until:
             del self._banned[peer]
             return False
         return True
@@ -760,7 +783,7 @@ class Bitswap:
     def _drop_peer(self, peer: ID, reason: str) -> None:
         logger.warning("bitswap: dropping peer %s: %s", peer, reason)
         self.stats.peers_dropped += 1
-        self._banned[peer] = time.monotonic() + self._ban_seconds
+        self._banned[peer] = trio.current_time() + self._ban_seconds
         link = self._links.pop(peer, None)
         if link is not None:
             link.stop()
@@ -809,10 +832,9 @@ class Bitswap:
         reader = _FrameReader(stream, self._max_message)
         while True:
             try:
-                frame = await reader.next_frame()
-                if frame is None:
+                msg = await reader.next_message()
+                if msg is None:
                     return
-                msg = decode_message(frame)
             except ProtocolError as exc:
                 logger.info("bitswap: bad message from %s: %s", peer, exc)
                 self.stats.protocol_errors += 1
@@ -822,12 +844,9 @@ class Bitswap:
             except _NET_ERRORS:
                 return
             # Verification starts here: one sha2-256 per block, before the engine sees it.
-            # hashlib drops the GIL on large buffers, so a worker thread hashes on the
-            # other core while this one goes on with the network.
-            if sum(len(data) for _, data in msg.blocks) >= _THREAD_HASH_MIN:
-                digests = await trio.to_thread.run_sync(_digests, msg.blocks)
-            else:
-                digests = _digests(msg.blocks)
+            # Inline, not in a thread: the reader must not wait for a thread to be
+            # scheduled before it reads on (hashing costs ~0.7 ms per MB).
+            digests = [hashlib.sha256(data).digest() for _, data in msg.blocks]
             try:
                 await self._command(_Inbound(peer, msg, digests))
             except BitswapStoppedError:
@@ -835,8 +854,36 @@ class Bitswap:
                 return
 
 
-def _digests(blocks: list[tuple[bytes | None, bytes]]) -> list[bytes]:
-    return [hashlib.sha256(data).digest() for _, data in blocks]
+class _DisconnectNotifee(INotifee):
+    """Tells the engine when a connection closes; ignores every other network event."""
+
+    def __init__(self, engine: Bitswap) -> None:
+        self._engine = engine
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        channel = self._engine._commands_send
+        if channel is None:
+            return
+        with trio.move_on_after(1.0):
+            try:
+                await channel.send(_Disconnected(conn.muxed_conn.peer_id))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        pass
 
 
 def _prefix_ok(prefix: bytes | None) -> bool:
@@ -929,30 +976,55 @@ class _PeerLink:
             pass
 
     async def _loop(self) -> None:
+        ready: _Outgoing | None = None  # composed while the previous message went out
         while True:
-            if not self._has_work():
+            if ready is None and not self._has_work():
                 # Close an idle stream before the peer times it out (see module rules).
-                with trio.move_on_after(self._engine._idle if self._stream else math.inf):
-                    item = await self._recv.receive()
-                    self._apply(item)
-                if not self._has_work():
+                with trio.move_on_after(self._engine._idle if self._stream else math.inf) as idle:
+                    self._apply(await self._recv.receive())
+                if idle.cancelled_caught:
                     await self._close_stream(reset=False)
+                if not self._has_work():
                     continue
-            while True:
-                try:
-                    self._apply(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            frame, blocks = await self._compose()
-            if frame is not None:
-                await self._write(frame)
-                stats = self._engine.stats
-                peer_stats = stats.peer(self.peer)
-                for size in blocks:
-                    stats.blocks_sent += 1
-                    stats.bytes_sent += size
-                    peer_stats.blocks_sent += 1
-                    peer_stats.bytes_sent += size
+            self._drain()
+            await self._open_stream()  # the negotiated version shapes the message
+            outgoing = ready if ready is not None else await self._compose()
+            ready = None
+            if outgoing is None:
+                continue
+            # Read the next message's blocks off disk while this one is written, so
+            # the stream never waits for the disk.
+            failure: list[_LinkFailed] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_counted, outgoing, failure)
+                self._drain()
+                if self._has_work():
+                    ready = await self._compose()
+            if failure:
+                raise failure[0]
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._apply(self._recv.receive_nowait())
+            except trio.WouldBlock:
+                return
+
+    async def _send_counted(self, outgoing: _Outgoing, failure: list[_LinkFailed]) -> None:
+        # Failures are handed back rather than raised, so that they do not arrive
+        # wrapped in the nursery's ExceptionGroup.
+        try:
+            await self._write(outgoing)
+        except _LinkFailed as exc:
+            failure.append(exc)
+            return
+        stats = self._engine.stats
+        peer_stats = stats.peer(self.peer)
+        for _, data in outgoing.blocks:
+            stats.blocks_sent += 1
+            stats.bytes_sent += len(data)
+            peer_stats.blocks_sent += 1
+            peer_stats.bytes_sent += len(data)
 
     def _has_work(self) -> bool:
         return bool(self._our_wants or self._todo)
@@ -980,7 +1052,7 @@ class _PeerLink:
                     if alias is not None and alias in self._ledger:
                         self._todo.append(alias)
 
-    async def _compose(self) -> tuple[bytes | None, list[int]]:
+    async def _compose(self) -> _Outgoing | None:
         """Build the next message: our wants first, then presences and blocks we owe.
 
         The blocks are chosen by the sizes the store's index knows, then read (and
@@ -1027,15 +1099,21 @@ class _PeerLink:
             found = await store.get_many_async(chosen)
             blocks = [(cid, data) for cid, data in zip(chosen, found, strict=True) if data]
         if not (wants or presences or blocks):
-            return None, []
-        frame = encode_frame(self._protocol, wants=wants, blocks=blocks, presences=presences)
-        return frame, [len(data) for _, data in blocks]
+            return None
+        return _Outgoing(wants, blocks, presences)
 
-    async def _write(self, frame: bytes) -> None:
+    async def _write(self, outgoing: _Outgoing) -> None:
         # One retry on a fresh stream: the old one may have been closed by the peer
-        # between two messages, which is normal, not a failure.
+        # between two messages, which is normal, not a failure. The encoding depends
+        # on the protocol version the stream negotiated, so it happens here.
         for attempt in (1, 2):
             stream = await self._open_stream()
+            frame = encode_frame(
+                self._protocol,
+                wants=outgoing.wants,
+                blocks=outgoing.blocks,
+                presences=outgoing.presences,
+            )
             try:
                 await stream.write(frame)
                 return
@@ -1072,6 +1150,13 @@ class _PeerLink:
                 await _quiet_reset(stream)
             else:
                 await _quiet_close(stream)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    wants: list[WantEntry]
+    blocks: list[tuple[bytes, bytes]]
+    presences: list[Presence]
 
 
 class _LinkFailed(Exception):
@@ -1121,34 +1206,63 @@ class _Fetcher:
         self._on_progress = on_progress
         self._peers: dict[ID, _PeerState] = {peer: _PeerState() for peer in dict.fromkeys(peers)}
         self._asked: dict[bytes, tuple[float, list[ID]]] = {}  # cid -> (first ask, peers)
+        self._store_slots = trio.Semaphore(2)
+        self._store_failure: BlockStoreError | BitswapStoppedError | None = None
 
     async def run(self) -> None:
         if not self._peers:
             raise NotFoundError(f"no peers to fetch {unixfs.cid_to_str(self._asm.root)} from")
+        # Storing runs beside the fetch loop (a worker thread writes each batch) so that
+        # wants keep going out while the disk works; at most two batches at a time.
+        # The loop's own error is raised after the nursery, unwrapped.
+        failure: Exception | None = None
+        async with self._events, trio.open_nursery() as storing:
+            try:
+                await self._loop(storing)
+            except Exception as exc:
+                failure = exc
+                storing.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        self._check_store()  # the nursery waited for the last batches
+
+    async def _loop(self, storing: trio.Nursery) -> None:
         last_progress = (-1, -1)
-        store = self._engine._store
-        async with self._events:
-            while not self._asm.done:
-                await self._send_wants()
-                accepted: list[tuple[bytes, bytes]] = []
-                with trio.move_on_after(self._engine._stall / 2):
-                    try:
-                        self._handle(await self._events.receive(), accepted)
-                        while True:
-                            self._handle(self._events.receive_nowait(), accepted)
-                    except trio.WouldBlock:
-                        pass
-                    except trio.EndOfChannel:
-                        raise BitswapStoppedError("bitswap stopped during the fetch") from None
-                if accepted:
-                    # One worker-thread hop per batch writes the blocks while the event
-                    # loop keeps receiving; then peers that want them hear about it.
-                    await store.put_many_async(accepted, verified=True)
-                    await self._engine._command(_Announce([cid for cid, _ in accepted]))
-                progress = self._asm.progress
-                if self._on_progress is not None and progress != last_progress:
-                    last_progress = progress
-                    self._on_progress(*progress)
+        while not self._asm.done:
+            self._check_store()
+            await self._send_wants()
+            accepted: list[tuple[bytes, bytes]] = []
+            with trio.move_on_after(self._engine._stall / 2):
+                try:
+                    self._handle(await self._events.receive(), accepted)
+                    while True:
+                        self._handle(self._events.receive_nowait(), accepted)
+                except trio.WouldBlock:
+                    pass
+                except trio.EndOfChannel:
+                    raise BitswapStoppedError("bitswap stopped during the fetch") from None
+            if accepted:
+                await self._store_slots.acquire()
+                storing.start_soon(self._store, accepted)
+            progress = self._asm.progress
+            if self._on_progress is not None and progress != last_progress:
+                last_progress = progress
+                self._on_progress(*progress)
+
+    async def _store(self, blocks: list[tuple[bytes, bytes]]) -> None:
+        # Failures are kept for the fetch loop to raise, not raised here, so that they
+        # do not arrive wrapped in the nursery's ExceptionGroup.
+        try:
+            await self._engine._store.put_many_async(blocks, verified=True)
+            await self._engine._command(_Announce([cid for cid, _ in blocks]))
+        except (BlockStoreError, BitswapStoppedError) as exc:
+            self._store_failure = self._store_failure or exc
+        finally:
+            self._store_slots.release()
+
+    def _check_store(self) -> None:
+        if self._store_failure is not None:
+            raise self._store_failure
 
     def _handle(self, event: _SessionEvent, accepted: list[tuple[bytes, bytes]]) -> None:
         if isinstance(event, _GotBlock):

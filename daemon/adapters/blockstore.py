@@ -385,8 +385,9 @@ class BlockStore:
             victims.append(key)
             freed += block_size
         if used - freed + size > self._quota:
+            busy = " and writes in progress" if self._reserved else ""
             raise QuotaExceededError(
-                f"block store quota of {self._quota} bytes is full of pinned blocks"
+                f"block store quota of {self._quota} bytes is full of pinned blocks{busy}"
             )
         for key in victims:
             self._drop(key)

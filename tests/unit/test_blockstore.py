@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import trio
 
 from gossipchat.daemon.adapters.blockstore import (
     BlockNotFoundError,
@@ -234,3 +235,79 @@ def test_unopenable_directory_is_reported(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(BlockStoreError, match="cannot open"):
         BlockStore(tmp_path / "file" / "blocks")
+
+
+# --------------------------------------------------------------------------------------
+# The async variants: file work in worker threads, index work in the trio thread
+
+
+async def test_put_async_and_get_async_round_trip(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid, data = raw_block(b"through a worker thread")
+    await store.put_async(cid, data)
+    assert store.has(cid)
+    assert await store.get_async(cid) == data
+    with pytest.raises(unixfs.BlockError):
+        await store.put_async(raw_block(b"one")[0], b"two")
+    with pytest.raises(BlockNotFoundError):
+        await store.get_async(raw_block(b"absent")[0])
+
+
+async def test_concurrent_puts_of_one_block_count_it_once(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    cid, data = raw_block(b"x" * 1000)
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(store.put_async, cid, data)
+    assert (store.count, store.total_bytes) == (1, 1000)
+    assert store._reserved == 0
+
+
+async def test_writes_in_flight_count_against_the_quota(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path, quota_bytes=2500)
+    blocks = [raw_block(bytes([i]) * 1000) for i in range(3)]
+    refused: list[QuotaExceededError] = []
+
+    async def put(cid: bytes, data: bytes) -> None:
+        try:
+            await store.put_async(cid, data)
+        except QuotaExceededError as exc:
+            refused.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for cid, data in blocks:
+            nursery.start_soon(put, cid, data)
+    # All three reserve room before any write finishes: the third does not fit beside
+    # the two in flight, and nothing is indexed yet that could be evicted.
+    assert len(refused) == 1
+    assert "writes in progress" in str(refused[0])
+    assert (store.count, store.total_bytes, store._reserved) == (2, 2000, 0)
+
+
+async def test_put_many_and_get_many(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    result = unixfs.import_file(pattern(251, 3 * CHUNK_SIZE + 1))
+    await store.put_many_async([(b.cid, b.data) for b in result.blocks], verified=True)
+    assert store.count == len(result.blocks)
+    victim = result.blocks[0].cid
+    name = unixfs.cid_to_str(victim)
+    (tmp_path / name[-3] / name[-2] / name).write_bytes(b"rot")
+    absent = raw_block(b"never stored")[0]
+    found = await store.get_many_async([b.cid for b in result.blocks] + [absent])
+    assert found[0] is None  # corrupt: dropped, not served
+    assert found[1:-1] == [b.data for b in result.blocks[1:]]
+    assert found[-1] is None
+    assert not store.has(victim)
+    assert store.size_of(result.root) == len(result.blocks[-1].data)
+    assert store.size_of(absent) is None
+
+
+async def test_put_many_keeps_what_it_wrote_before_a_failure(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    good = raw_block(b"good")
+    bad = (raw_block(b"claimed")[0], b"actual")
+    with pytest.raises(unixfs.BlockError):
+        await store.put_many_async([good, bad])
+    assert store.has(good[0])
+    assert not store.has(bad[0])
+    assert store._reserved == 0

@@ -1,0 +1,464 @@
+"""The bitswap adapter between real py-libp2p hosts on 127.0.0.1 (one process, one trio
+loop): fetching, serving, hostile peers, and the wire protocol as the spec says."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from gossipchat.daemon.adapters import bitswap
+from gossipchat.daemon.adapters.bitswap import (
+    PROTOCOL_ID_100,
+    PROTOCOL_ID_110,
+    PROTOCOL_ID_120,
+    Bitswap,
+    FetchTimeoutError,
+    NotFoundError,
+    WantEntry,
+)
+from gossipchat.daemon.adapters.blockstore import BlockStore
+from gossipchat.daemon.core import unixfs
+
+LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+MB = 1_000_000
+
+
+def pattern(size: int, period: int = 251) -> bytes:
+    return (bytes(range(period)) * (size // period + 1))[:size]
+
+
+def make_host() -> IHost:
+    key_pair = create_new_key_pair()
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
+
+
+async def _run_host(host: IHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async with host.run(listen_addrs=LOOPBACK):
+        task_status.started()
+        await trio.sleep_forever()
+
+
+class Node:
+    """A host with a block store and a running bitswap service."""
+
+    def __init__(self, host: IHost, store: BlockStore, service: Bitswap) -> None:
+        self.host = host
+        self.store = store
+        self.bitswap = service
+
+    @property
+    def id(self) -> Any:
+        return self.host.get_id()
+
+    async def connect(self, other: Node | IHost) -> None:
+        host = other.host if isinstance(other, Node) else other
+        await self.host.connect(PeerInfo(host.get_id(), host.get_addrs()))
+
+
+async def start_node(
+    nursery: trio.Nursery,
+    directory: Path,
+    *,
+    store_class: type[BlockStore] = BlockStore,
+    **options: Any,
+) -> Node:
+    host = make_host()
+    await nursery.start(_run_host, host)
+    store = store_class(directory)
+    service = Bitswap(host, store, **options)
+    await nursery.start(service.run)
+    return Node(host, store, service)
+
+
+async def start_bare_host(nursery: trio.Nursery) -> IHost:
+    host = make_host()
+    await nursery.start(_run_host, host)
+    return host
+
+
+async def wait_for(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
+    """Poll a condition until it holds; fail after `within` seconds."""
+    with trio.fail_after(within):
+        # Polling, not an Event: the state belongs to other tasks (and other libraries).
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+class TamperingStore(BlockStore):
+    """A block store that serves every block with one bit flipped: a lying peer."""
+
+    @staticmethod
+    def _tamper(data: bytes) -> bytes:
+        return bytes((data[0] ^ 1,)) + data[1:] if data else b"x"
+
+    def get(self, cid: bytes) -> bytes:
+        return self._tamper(super().get(cid))
+
+    async def get_many_async(self, cids: Sequence[bytes]) -> list[bytes | None]:
+        found = await super().get_many_async(cids)
+        return [None if data is None else self._tamper(data) for data in found]
+
+
+# --------------------------------------------------------------------------------------
+# Fetching
+
+
+async def test_fetch_5mb_from_one_peer(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_node(nursery, tmp_path / "server")
+    client = await start_node(nursery, tmp_path / "client")
+    data = pattern(5 * MB)
+    root = server.store.import_file(data)
+    await client.connect(server)
+    seen: list[tuple[int, int]] = []
+    with trio.fail_after(30):
+        got = await client.bitswap.fetch(
+            root,
+            [server.id],
+            max_size=len(data),
+            timeout=20,
+            on_progress=lambda *p: seen.append(p),
+        )
+    assert got == data
+    # Verified blocks are stored, so this node serves the file from now on.
+    assert client.store.read_file(root, max_size=len(data)) == data
+    assert seen[-1] == (len(data), len(data))
+    assert [have for have, _ in seen] == sorted(have for have, _ in seen)
+    stats = client.bitswap.stats
+    assert stats.blocks_received == server.bitswap.stats.blocks_sent == client.store.count
+    assert stats.bad_blocks == 0
+    assert stats.peers[server.id.to_base58()].bytes_received == stats.bytes_received
+
+
+async def test_fetch_spreads_wants_over_two_peers(nursery: trio.Nursery, tmp_path: Path) -> None:
+    first = await start_node(nursery, tmp_path / "first")
+    second = await start_node(nursery, tmp_path / "second")
+    client = await start_node(nursery, tmp_path / "client")
+    data = pattern(5 * MB)
+    root = first.store.import_file(data)
+    assert second.store.import_file(data) == root
+    await client.connect(first)
+    await client.connect(second)
+    with trio.fail_after(30):
+        got = await client.bitswap.fetch(
+            root, [first.id, second.id], max_size=len(data), timeout=20
+        )
+    assert got == data
+    per_peer = client.bitswap.stats.peers
+    from_first = per_peer[first.id.to_base58()].blocks_received
+    from_second = per_peer[second.id.to_base58()].blocks_received
+    assert from_first > 0
+    assert from_second > 0
+    assert from_first + from_second == client.store.count  # no block came twice
+
+
+async def test_corrupting_peer_is_dropped_and_honest_peer_completes(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    liar = await start_node(nursery, tmp_path / "liar", store_class=TamperingStore)
+    honest = await start_node(nursery, tmp_path / "honest")
+    client = await start_node(nursery, tmp_path / "client")
+    data = pattern(3 * MB)
+    root = honest.store.import_file(data)
+    liar.store.import_file(data)
+    await client.connect(liar)
+    await client.connect(honest)
+    with trio.fail_after(30):
+        # The liar comes first, so it gets the first wants (the root among them).
+        got = await client.bitswap.fetch(
+            root, [liar.id, honest.id], max_size=len(data), timeout=20
+        )
+    assert got == data
+    stats = client.bitswap.stats
+    assert stats.bad_blocks >= 1
+    assert stats.peers[liar.id.to_base58()].bad_blocks >= 1
+    assert stats.peers[honest.id.to_base58()].bad_blocks == 0
+    assert stats.peers_dropped == 1
+    # Nothing the liar sent was stored.
+    assert all(unixfs.verify_block(cid, client.store.get(cid)) for cid in client.store.cids())
+    # The liar stays dropped: asking it alone fails at once instead of timing out.
+    other = honest.store.import_file(pattern(1000, period=7))
+    with trio.fail_after(5), pytest.raises(NotFoundError, match="dropped"):
+        await client.bitswap.fetch(other, [liar.id], max_size=10_000, timeout=20)
+
+
+async def test_unknown_cid_fails_promptly(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_node(nursery, tmp_path / "server")
+    client = await start_node(nursery, tmp_path / "client")
+    await client.connect(server)
+    unknown = unixfs.import_file(b"nobody has this").root
+    # The peer answers DontHave, so there is no need to wait for the timeout.
+    with trio.fail_after(5), pytest.raises(NotFoundError, match="does not have it"):
+        await client.bitswap.fetch(unknown, [server.id], max_size=1000, timeout=60)
+
+
+async def test_silent_peer_times_out(nursery: trio.Nursery, tmp_path: Path) -> None:
+    client = await start_node(nursery, tmp_path / "client")
+    silent = await start_bare_host(nursery)
+
+    async def swallow(stream: INetStream) -> None:
+        while await stream.read(65536):
+            pass
+
+    silent.set_stream_handler(PROTOCOL_ID_120, swallow)
+    await client.connect(silent)
+    unknown = unixfs.import_file(b"never answered").root
+    with trio.fail_after(10), pytest.raises(FetchTimeoutError, match=r"timed out after 0\.5 s"):
+        await client.bitswap.fetch(unknown, [silent.get_id()], max_size=1000, timeout=0.5)
+
+
+async def test_unreachable_peer_is_not_found(nursery: trio.Nursery, tmp_path: Path) -> None:
+    client = await start_node(nursery, tmp_path / "client")
+    other = await start_bare_host(nursery)  # speaks no bitswap at all
+    await client.connect(other)
+    root = unixfs.import_file(b"somewhere").root
+    with trio.fail_after(15), pytest.raises(NotFoundError, match="cannot open"):
+        await client.bitswap.fetch(root, [other.get_id()], max_size=1000, timeout=30)
+
+
+async def test_local_blocks_need_no_peer(nursery: trio.Nursery, tmp_path: Path) -> None:
+    client = await start_node(nursery, tmp_path / "client")
+    data = pattern(2 * MB)
+    root = client.store.import_file(data)
+    assert await client.bitswap.fetch(root, [], max_size=len(data), timeout=1) == data
+    missing = unixfs.import_file(b"elsewhere").root
+    with pytest.raises(NotFoundError, match="no peers"):
+        await client.bitswap.fetch(missing, [], max_size=100, timeout=1)
+
+
+async def test_too_large_file_is_refused(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_node(nursery, tmp_path / "server")
+    client = await start_node(nursery, tmp_path / "client")
+    root = server.store.import_file(pattern(2 * MB))
+    await client.connect(server)
+    with trio.fail_after(10), pytest.raises(unixfs.FileTooLargeError):
+        await client.bitswap.fetch(root, [server.id], max_size=MB, timeout=10)
+
+
+async def test_stream_closed_when_idle_is_reopened(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_node(nursery, tmp_path / "server", idle_stream_timeout=0.05)
+    client = await start_node(nursery, tmp_path / "client", idle_stream_timeout=0.05)
+    await client.connect(server)
+    for size in (300_000, 700_000):
+        data = pattern(size, period=size % 97 + 3)
+        root = server.store.import_file(data)
+        with trio.fail_after(15):
+            assert await client.bitswap.fetch(root, [server.id], max_size=size, timeout=10) == data
+        link = server.bitswap._links[client.id]
+        await wait_for(lambda link=link: link._stream is None)  # idle close happened
+
+
+async def test_disconnect_forgets_the_peer(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_node(nursery, tmp_path / "server")
+    client = await start_node(nursery, tmp_path / "client")
+    root = server.store.import_file(pattern(300_000))
+    await client.connect(server)
+    with trio.fail_after(15):
+        await client.bitswap.fetch(root, [server.id], max_size=300_000, timeout=10)
+    assert client.id in server.bitswap._links
+    await client.host.disconnect(server.id)
+    # Both sides drop their link (and the server the client's wantlist) with it.
+    await wait_for(lambda: client.id not in server.bitswap._links)
+    await wait_for(lambda: server.id not in client.bitswap._links)
+
+
+async def test_stopped_service_refuses_fetches(tmp_path: Path) -> None:
+    service = Bitswap(make_host(), BlockStore(tmp_path))
+    root = unixfs.import_file(b"x").root
+    with pytest.raises(bitswap.BitswapStoppedError):
+        await service.fetch(root, [make_host().get_id()], max_size=10, timeout=1)
+
+
+# --------------------------------------------------------------------------------------
+# The wire, as a standard peer sees it
+
+
+class RawPeer:
+    """A bare host that speaks bitswap by hand: it opens its own stream to send, and
+    collects every message the node sends on the streams the node opens."""
+
+    def __init__(self, host: IHost) -> None:
+        self.host = host
+        self.received: list[bitswap.Message] = []
+        self.inbound_protocols: list[str] = []
+        self.replies_on_our_stream = 0
+
+    async def handle(self, stream: INetStream) -> None:
+        self.inbound_protocols.append(str(stream.get_protocol()))
+        reader = bitswap._FrameReader(stream, bitswap.MAX_MESSAGE_SIZE)
+        while (msg := await reader.next_message()) is not None:
+            self.received.append(msg)
+
+    async def watch_own_stream(self, stream: INetStream) -> None:
+        reader = bitswap._FrameReader(stream, bitswap.MAX_MESSAGE_SIZE)
+        try:
+            while await reader.next_message() is not None:
+                self.replies_on_our_stream += 1
+        except Exception:
+            return
+
+    def blocks(self) -> list[tuple[bytes | None, bytes]]:
+        return [block for msg in self.received for block in msg.blocks]
+
+    def presences(self) -> list[bitswap.Presence]:
+        return [presence for msg in self.received for presence in msg.presences]
+
+
+async def start_raw_peer(nursery: trio.Nursery, protocol: Any) -> RawPeer:
+    host = await start_bare_host(nursery)
+    peer = RawPeer(host)
+    host.set_stream_handler(protocol, peer.handle)
+    return peer
+
+
+async def send_wants(
+    nursery: trio.Nursery, peer: RawPeer, node: Node, protocol: Any, wants: list[WantEntry]
+) -> INetStream:
+    stream = await peer.host.new_stream(node.id, [protocol])
+    assert stream.get_protocol() == protocol
+    nursery.start_soon(peer.watch_own_stream, stream)
+    await stream.write(bitswap.encode_frame(protocol, wants=wants))
+    return stream
+
+
+async def test_replies_come_on_a_stream_the_node_opens(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    node = await start_node(nursery, tmp_path / "node")
+    data = pattern(unixfs.CHUNK_SIZE + 10)  # a root node and two leaves
+    root = node.store.import_file(data)
+    held = node.store.cids()
+    leaf = next(cid for cid in held if cid != root)
+    missing = unixfs.import_file(b"not here").root
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    wants = [
+        WantEntry(root, send_dont_have=True),
+        WantEntry(leaf, want_have=True),
+        WantEntry(missing, send_dont_have=True),
+    ]
+    await send_wants(nursery, peer, node, PROTOCOL_ID_120, wants)
+    await wait_for(lambda: len(peer.blocks()) == 1 and len(peer.presences()) == 2)
+    prefix, block = peer.blocks()[0]
+    assert prefix == unixfs.cid_prefix(root)
+    assert unixfs.cid_from_prefix(prefix, block) == root
+    assert {(p.cid, p.have) for p in peer.presences()} == {(leaf, True), (missing, False)}
+    assert peer.inbound_protocols == [str(PROTOCOL_ID_120)]
+    assert peer.replies_on_our_stream == 0  # never on the stream the peer opened
+
+
+async def test_missing_block_is_sent_once_it_arrives(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    node = await start_node(nursery, tmp_path / "node")
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    later = unixfs.import_file(b"arrives later")
+    await send_wants(
+        nursery, peer, node, PROTOCOL_ID_120, [WantEntry(later.root, send_dont_have=True)]
+    )
+    await wait_for(lambda: peer.presences() == [bitswap.Presence(later.root, have=False)])
+    node.store.import_file(b"arrives later")
+    await node.bitswap.announce([later.root])
+    await wait_for(lambda: len(peer.blocks()) == 1)
+    assert peer.blocks()[0][1] == b"arrives later"
+
+
+async def test_cancelled_want_is_not_served(nursery: trio.Nursery, tmp_path: Path) -> None:
+    node = await start_node(nursery, tmp_path / "node")
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    later = unixfs.import_file(b"cancelled before it arrived")
+    want = WantEntry(later.root, send_dont_have=True)
+    stream = await send_wants(nursery, peer, node, PROTOCOL_ID_120, [want])
+    await wait_for(lambda: len(peer.presences()) == 1)  # the want is on the node's books
+    probe = node.store.import_file(b"probe")
+    cancel = WantEntry(later.root, cancel=True)
+    # The probe goes after the cancel on the same stream: once it is answered, the
+    # cancel has been applied.
+    await stream.write(bitswap.encode_frame(PROTOCOL_ID_120, wants=[cancel, WantEntry(probe)]))
+    await wait_for(lambda: len(peer.blocks()) == 1)
+    node.store.import_file(b"cancelled before it arrived")
+    await node.bitswap.announce([later.root])
+    # Announcements and wants reach the peer's link in order, so this second probe is
+    # answered after the announcement would have sent the cancelled block.
+    await stream.write(bitswap.encode_frame(PROTOCOL_ID_120, wants=[WantEntry(probe)]))
+    await wait_for(lambda: len(peer.blocks()) == 2)
+    assert [data for _, data in peer.blocks()] == [b"probe", b"probe"]
+
+
+@pytest.mark.parametrize("protocol", [PROTOCOL_ID_110, PROTOCOL_ID_100])
+async def test_older_protocol_versions_are_served(
+    nursery: trio.Nursery, tmp_path: Path, protocol: Any
+) -> None:
+    node = await start_node(nursery, tmp_path / "node")
+    root = node.store.import_file(b"for an older peer")
+    peer = await start_raw_peer(nursery, protocol)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    await send_wants(nursery, peer, node, protocol, [WantEntry(root)])
+    await wait_for(lambda: len(peer.blocks()) == 1)
+    prefix, data = peer.blocks()[0]
+    assert data == b"for an older peer"
+    if protocol == PROTOCOL_ID_100:
+        assert prefix is None  # 1.0.0 carries raw blocks, no CID prefix
+    else:
+        assert prefix == unixfs.cid_prefix(root)
+    assert peer.inbound_protocols == [str(protocol)]
+
+
+async def test_oversized_frame_resets_the_stream(nursery: trio.Nursery, tmp_path: Path) -> None:
+    node = await start_node(nursery, tmp_path / "node")
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    stream = await peer.host.new_stream(node.id, [PROTOCOL_ID_120])
+    await stream.write(unixfs.varint_encode(bitswap.MAX_MESSAGE_SIZE + 1) + b"\0" * 100)
+    await wait_for(lambda: node.bitswap.stats.protocol_errors == 1)
+    assert node.bitswap.stats.peers[peer.host.get_id().to_base58()].protocol_errors == 1
+    # The node still serves the peer on a new stream.
+    root = node.store.import_file(b"still friends")
+    await send_wants(nursery, peer, node, PROTOCOL_ID_120, [WantEntry(root)])
+    await wait_for(lambda: len(peer.blocks()) == 1)
+
+
+def test_message_codec_round_trip() -> None:
+    cid = unixfs.import_file(b"abc").root
+    frame = bitswap.encode_frame(
+        PROTOCOL_ID_120,
+        wants=[WantEntry(cid, priority=7, want_have=True, send_dont_have=True)],
+        full=True,
+        blocks=[(cid, b"abc")],
+        presences=[bitswap.Presence(cid, have=False)],
+    )
+    length, start = unixfs.varint_decode(frame, 0)
+    assert length == len(frame) - start
+    msg = bitswap.decode_message(frame[start:])
+    assert msg.wants == [WantEntry(cid, priority=7, want_have=True, send_dont_have=True)]
+    assert msg.full
+    assert msg.blocks == [(unixfs.cid_prefix(cid), b"abc")]
+    assert msg.presences == [bitswap.Presence(cid, have=False)]
+    with pytest.raises(bitswap.ProtocolError):
+        bitswap.decode_message(b"\x0a\x05ab")  # truncated wantlist
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300))
+def test_message_decoder_fuzz(data: bytes) -> None:
+    try:
+        msg = bitswap.decode_message(data)
+    except bitswap.ProtocolError:
+        return
+    assert isinstance(msg, bitswap.Message)
