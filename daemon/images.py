@@ -22,6 +22,7 @@ import base64
 import binascii
 import logging
 import os
+import random
 import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 AUTO_FETCH_WORKERS = 2
 AUTO_FETCH_QUEUE = 256
 AUTO_FETCH_TIMEOUT_S = 120.0
+AUTO_FETCH_SPREAD_S = 1.0
 PROGRESS_EVERY_S = 0.1
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -96,6 +98,7 @@ class ImageService:
         self._queued: set[str] = set()
         self.auto_fetched = 0
         self.auto_fetch_failed = 0
+        self._rng = random.Random()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve bitswap and work the auto-fetch queue until cancelled."""
@@ -304,13 +307,19 @@ class ImageService:
             try:
                 root = unixfs.cid_from_str(cid)
                 self.blocks.pin(root)
+                # Members hear of an image at the same moment. Spreading their starts
+                # lets later ones fetch from earlier ones instead of all from the
+                # sender, which is what keeps the sender's upload flat as rooms grow.
+                await trio.sleep(self._rng.uniform(0, AUTO_FETCH_SPREAD_S))
                 peers = self._peers_for(cid)
                 author = env.author_text
+                fallback: list[str] = []
                 if author in peers:
+                    # The author serves only blocks no other member has yet.
                     peers.remove(author)
-                    peers.insert(0, author)
+                    fallback.append(author)
                 await self.exchange.fetch(root, peers, max_size=self.limits.max_bytes,
-                                          timeout_s=AUTO_FETCH_TIMEOUT_S)
+                                          timeout_s=AUTO_FETCH_TIMEOUT_S, fallback=fallback)
                 self.auto_fetched += 1
             except (GossipchatError, unixfs.CidError, BlockStoreError) as exc:
                 self.auto_fetch_failed += 1

@@ -580,12 +580,15 @@ class Bitswap:
         max_size: int,
         timeout: float,  # noqa: ASYNC109 - part of the API; becomes FetchTimeoutError
         on_progress: Callable[[int, int], None] | None = None,
+        fallback: Sequence[ID] = (),
     ) -> bytes:
         """Fetch the UnixFS file under `root` from `peers` and return its bytes.
 
         Every block is verified and stored in the block store as it arrives, so this
         node serves the file afterwards. Blocks already stored are not fetched again.
-        `on_progress(bytes_have, bytes_total)` is called as blocks arrive.
+        `on_progress(bytes_have, bytes_total)` is called as blocks arrive. `fallback`
+        peers are asked for a block only once no peer of `peers` can supply it, so a
+        room's sender serves only what no other member has yet.
 
         Raises `FetchTimeoutError` after `timeout` seconds, `NotFoundError` as soon as
         no peer can supply a needed block, `BitswapStoppedError` if the service is not
@@ -601,7 +604,8 @@ class Bitswap:
         session = next(self._session_ids)
         events_send, events_recv = trio.open_memory_channel[_SessionEvent](math.inf)
         await self._command(_SessionOpen(session, events_send))
-        fetcher = _Fetcher(self, session, assembler, peers, events_recv, on_progress)
+        fetcher = _Fetcher(self, session, assembler, [*peers, *fallback], events_recv,
+                           on_progress, fallback=fallback)
         try:
             with trio.move_on_after(timeout) as scope:
                 await fetcher.run()
@@ -1198,8 +1202,11 @@ class _Fetcher:
         peers: Sequence[ID],
         events: trio.MemoryReceiveChannel[_SessionEvent],
         on_progress: Callable[[int, int], None] | None,
+        *,
+        fallback: Sequence[ID] = (),
     ) -> None:
         self._engine = engine
+        self._fallback = set(fallback)
         self._session = session
         self._asm = assembler
         self._events = events
@@ -1308,6 +1315,9 @@ class _Fetcher:
                 and cid not in state.dont_have
                 and (asked is None or peer not in asked[1])
             ]
+            preferred = [c for c in candidates if c[2] not in self._fallback]
+            if preferred:
+                candidates = preferred
             if not candidates:
                 if asked is None:
                     raise NotFoundError(self._why_not_found(cid))

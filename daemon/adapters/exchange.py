@@ -46,13 +46,18 @@ class BlockExchange:
     async def fetch(
         self, root: bytes, peers: Sequence[str], *, max_size: int, timeout_s: float,
         on_progress: Callable[[int, int], None] | None = None,
+        fallback: Sequence[str] = (),
     ) -> bytes:
-        """The file under root, from the peers (verified, stored, served from now on)."""
+        """The file under root, from the peers (verified, stored, served from now on).
+
+        Fallback peers are asked only for blocks none of `peers` can supply.
+        """
         cid = unixfs.cid_to_str(root)
         try:
             return await self.bitswap.fetch(
                 root, [ID.from_base58(p) for p in peers], max_size=max_size,
                 timeout=timeout_s, on_progress=on_progress,
+                fallback=[ID.from_base58(p) for p in fallback],
             )
         except FetchTimeoutError as exc:
             raise FetchTimeout(
