@@ -50,10 +50,17 @@ test: lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$code
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: the full benchmark suite (at most 15 minutes); bench-quick: about 3
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --full
 
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --quick
 
 clean:

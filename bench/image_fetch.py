@@ -15,8 +15,9 @@ by default) from one peer to another over 127.0.0.1, in MB/s (10^6 bytes per sec
 Every transfer goes server to client, as a fetch does, and the clock runs from the
 request to the last byte. Connections are set up before; the bitswap clients get a
 fresh host and an empty store for every run, so each run is a first fetch. The
-headline figures use two processes, server and client each in its own, as two daemons
-run; the same four measured with both peers in one trio loop are under "in_process"
+headline figures use two processes, server and client each in its own, as two
+daemons run; the same four measured with both peers in one trio loop are under
+"in_process"
 (both ends then share one core). Targets: mb_s >= 40 and at least twice
 baseline_bitswap_mb_s.
 

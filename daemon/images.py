@@ -54,6 +54,7 @@ AUTO_FETCH_WORKERS = 2
 AUTO_FETCH_QUEUE = 256
 AUTO_FETCH_TIMEOUT_S = 120.0
 AUTO_FETCH_SPREAD_S = 1.0
+AUTO_FETCH_RETRIES = 4
 PROGRESS_EVERY_S = 0.1
 
 Progress = Callable[[int, int], Awaitable[None]]
@@ -99,10 +100,13 @@ class ImageService:
         self.auto_fetched = 0
         self.auto_fetch_failed = 0
         self._rng = random.Random()
+        self._attempts: dict[str, int] = {}
+        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve bitswap and work the auto-fetch queue until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await nursery.start(self.exchange.run)
             for _ in range(AUTO_FETCH_WORKERS):
                 nursery.start_soon(self._auto_fetch_worker)
@@ -321,11 +325,31 @@ class ImageService:
                 await self.exchange.fetch(root, peers, max_size=self.limits.max_bytes,
                                           timeout_s=AUTO_FETCH_TIMEOUT_S, fallback=fallback)
                 self.auto_fetched += 1
-            except (GossipchatError, unixfs.CidError, BlockStoreError) as exc:
-                self.auto_fetch_failed += 1
-                log.info("auto-fetch of %s failed: %s", cid, exc)
-            finally:
+                self._attempts.pop(cid, None)
                 self._queued.discard(cid)
+            except (GossipchatError, unixfs.CidError, BlockStoreError) as exc:
+                self._retry_later(env, exc)
+
+    def _retry_later(self, env: Envelope, exc: Exception) -> None:
+        # Neighbours may not hold the image yet (it spreads hop by hop): try again a
+        # few times with growing pauses before leaving it to an explicit fetch.
+        cid = env.body["cid"]
+        attempt = self._attempts.get(cid, 0) + 1
+        if attempt > AUTO_FETCH_RETRIES or self._nursery is None:
+            self.auto_fetch_failed += 1
+            self._attempts.pop(cid, None)
+            self._queued.discard(cid)
+            log.info("auto-fetch of %s failed: %s", cid, exc)
+            return
+        self._attempts[cid] = attempt
+        self._nursery.start_soon(self._requeue, env, 2.0 ** attempt)
+
+    async def _requeue(self, env: Envelope, delay_s: float) -> None:
+        await trio.sleep(delay_s * self._rng.uniform(0.8, 1.2))
+        try:
+            self._queue_send.send_nowait(env)
+        except trio.WouldBlock:
+            self._queued.discard(env.body["cid"])
 
     def unpin_room(self, room: str) -> None:
         """Leaving a room: its images become evictable unless another room has them."""

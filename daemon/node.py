@@ -239,7 +239,7 @@ class Node:
             "peer_id": self.identity.peer_id_text,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "peers": len(self.network.connected_peers()),
-            "rooms": len(self.store.joined_rooms()),
+            "rooms": len(self._joined_set),
             "messages": self.store.count_messages(),
             "blocks": self.images.blocks.count,
             "images": self.images.view(),

@@ -6,6 +6,8 @@ Rules:
 - Sessions start when a peer first shows up in a room's topic (connect, reconnect,
   late join), every `interval` seconds with jitter after that, and about a second
   after a gap is suspected (a Lamport jump on a live message).
+- Routine re-syncs back off while a pair keeps matching (up to 8x the interval) and
+  are run by the lower peer id only; first meetings and gaps are either side's.
 - Every envelope a peer pushes or returns is decoded and verified exactly like a live
   one, and must belong to the session's room; a peer breaking the protocol has its
   stream reset and the error counted.
@@ -52,6 +54,7 @@ SESSION_TIMEOUT_S = 300.0
 GAP_DEBOUNCE_S = 1.0
 MAX_CONCURRENT_SESSIONS = 4
 MAX_BACKOFF_S = 60.0
+MAX_QUIET_DOUBLINGS = 3
 
 
 class SyncProtocolError(Exception):
@@ -140,6 +143,8 @@ class SyncService:
         self._rng = rng or random.Random()
         self._next_due: dict[tuple[str, str], float] = {}
         self._failures: Counter[tuple[str, str]] = Counter()
+        self._quiet: Counter[tuple[str, str]] = Counter()
+        self._periodic: set[tuple[str, str]] = set()
         self._running: set[tuple[str, str]] = set()
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_SESSIONS)
         self._nursery: trio.Nursery | None = None
@@ -168,6 +173,10 @@ class SyncService:
                 if self.network.is_blocked(peer):
                     continue
                 due = self._next_due.get(key)
+                if key in self._periodic and self.network.peer_id > peer:
+                    # Routine re-syncs of a pair are the lower peer id's job, so each
+                    # pair runs one session per round, not two.
+                    continue
                 if due is None or now >= due:
                     self._running.add(key)
                     self._nursery.start_soon(self._session_task, room, peer)
@@ -176,6 +185,8 @@ class SyncService:
         """A live message showed we may lack earlier ones: sync with peer soon."""
         key = (room, peer)
         soon = trio.current_time() + GAP_DEBOUNCE_S
+        self._periodic.discard(key)
+        self._quiet.pop(key, None)
         if self._next_due.get(key, soon + 1) > soon:
             self._next_due[key] = soon
 
@@ -184,37 +195,47 @@ class SyncService:
         for key in [k for k in self._next_due if k[1] == peer]:
             del self._next_due[key]
             self._failures.pop(key, None)
+            self._periodic.discard(key)
+            self._quiet.pop(key, None)
 
     def sync_now(self, room: str) -> None:
         """Sync a room with every peer in it at the next tick."""
         for key in [k for k in self._next_due if k[0] == room]:
             del self._next_due[key]
+            self._periodic.discard(key)
+            self._quiet.pop(key, None)
 
     async def _session_task(self, room: str, peer: str) -> None:
         key = (room, peer)
         try:
             async with self._limiter:
-                ok = await self._initiate(room, peer)
+                differences = await self._initiate(room, peer)
         finally:
             self._running.discard(key)
         now = trio.current_time()
-        if ok:
-            self._failures.pop(key, None)
-            jitter = self._rng.uniform(0.75, 1.25)
-            self._next_due[key] = now + self.interval_s * jitter
-        else:
+        if differences is None:
             self._failures[key] += 1
+            self._periodic.discard(key)
             self._next_due[key] = now + min(MAX_BACKOFF_S, 2.0 ** self._failures[key])
+            return
+        self._failures.pop(key, None)
+        # A room that keeps matching is checked less and less often (up to 8x the
+        # interval); any difference, gap or reconnect brings it back to the interval.
+        self._quiet[key] = self._quiet[key] + 1 if differences == 0 else 0
+        factor = 2 ** min(self._quiet[key], MAX_QUIET_DOUBLINGS)
+        self._next_due[key] = now + self.interval_s * factor * self._rng.uniform(0.75, 1.25)
+        self._periodic.add(key)
 
     # the initiator
 
-    async def _initiate(self, room: str, peer: str) -> bool:
+    async def _initiate(self, room: str, peer: str) -> int | None:
+        """One session; the number of differences found, or None if it failed."""
         started = trio.current_time()
         try:
             stream = await self.network.open_stream(peer, syncwire.PROTOCOL)
         except (StreamClosedError, GossipchatError) as exc:
             self._fail("open", room, peer, exc)
-            return False
+            return None
         framed = FramedStream(stream)
         try:
             with trio.fail_after(SESSION_TIMEOUT_S):
@@ -223,7 +244,7 @@ class SyncService:
                 SyncProtocolError) as exc:
             await stream.reset()
             self._fail(type(exc).__name__, room, peer, exc)
-            return False
+            return None
         finally:
             self.stats.bytes_sent += framed.sent
             self.stats.bytes_received += framed.received
@@ -245,7 +266,7 @@ class SyncService:
         if have or need:
             log.info("sync %s with %s: pushed %d, fetched %d (%d new), %d bytes", room,
                      peer, have, need, repaired, framed.sent + framed.received)
-        return True
+        return have + need
 
     async def _run_initiator(self, framed: FramedStream, room: str) -> tuple[int, int, int]:
         await framed.send(Hello(room, self.node.store.window_start(room, self.depth)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,9 +42,13 @@ class Identity:
         """The base58 peer id."""
         return peerid.to_text(self.peer_id)
 
+    @cached_property
+    def _key(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.seed)
+
     def sign(self, data: bytes) -> bytes:
         """An Ed25519 signature over data."""
-        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(data)
+        return self._key.sign(data)
 
 
 def _from_seed(seed: bytes) -> Identity:

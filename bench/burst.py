@@ -1,0 +1,337 @@
+"""Burst: a thousand messages as fast as three members can post them; does every member
+end up with all of them, and how soon?
+
+What: `daemons` gossipchatd processes in a sparse seeded topology, one room. Three of
+them (spread over the node numbers) each get one Client connection on its own thread
+and call `send` back to back until the burst of `messages` is out.
+- delivered_ratio: the fraction of the burst present in every member's history at
+  the end (converged, or the 60 s deadline).
+- converge_s: first send until every member's history holds the whole burst; None
+  if that never happened before the deadline.
+- delivery over time, for the plot: the fraction of (message, member) pairs present,
+  sampled about every 100 ms from each member's per-room message count (`rooms`).
+
+How: before the burst each sender posts one warm-up message and every member must
+count all of them, so the meshes carry the room and the per-room chat count minus
+that base is the number of burst messages a member holds. When every count says
+"all", each member's history is fetched and checked id by id; only then is the burst
+converged. The sampling itself costs each daemon about ten `rooms` calls a second.
+Like propagation, each run first waits (up to SETTLE_TIMEOUT_S) for the processes to
+fall under a quarter of a core, so the join storm does not run into the burst.
+
+Baseline: the same number of bench/raw_node.py processes (bare py-libp2p GossipSub,
+same parameters, topology and seed, the same warm-up once the meshes are formed);
+three of them get their share of the burst as `pub` lines written as fast as the
+pipe takes them. Raw gossip has no history and no
+repair, so what it drops stays lost: the run ends when every node has everything, or
+nothing new arrived for `raw_quiet_s` after the last publish, or at the deadline.
+Its delivery curve comes from the arrival stamps inside the raw nodes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .daemons import BenchTimeout, Caller, Cluster, sparse_topology, wait_for, wait_quiet
+from .raw_cluster import RawCluster, RawNode
+from .stats import aggregate, rounded
+
+WARMUP_TIMEOUT_S = 20.0
+SETTLE_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class BurstConfig:
+    """Sizes of the burst scenario."""
+
+    daemons: int
+    messages: int
+    rounds: int
+    senders: int = 3
+    dials: int = 2
+    seed: int = 20240602
+    deadline_s: float = 60.0
+    sample_s: float = 0.1
+    raw_quiet_s: float = 1.0
+
+
+@dataclass
+class BurstRound:
+    """One run of the burst."""
+
+    delivered_ratio: float = 0.0
+    pair_ratio: float = 0.0
+    converge_s: float | None = None
+    send_s: float | None = None
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "delivered_ratio": rounded(self.delivered_ratio, 4),
+            "pair_ratio": rounded(self.pair_ratio, 4),
+            "converge_s": rounded(self.converge_s),
+            "send_s": rounded(self.send_s),
+            "send_rate_msg_s": rounded(self.send_rate(), 1),
+            **self.extra,
+        }
+
+    def send_rate(self) -> float | None:
+        """Messages per second of sending, None if sending never finished."""
+        messages = self.extra.get("messages")
+        if not self.send_s or not messages:
+            return None
+        return float(messages) / self.send_s
+
+
+def sender_indexes(n: int, senders: int) -> list[int]:
+    """Senders spread over the node numbers: 0, n/3, 2n/3 for three."""
+    return sorted({(k * n) // senders for k in range(senders)})
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """Split total into parts that differ by at most one."""
+    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+
+
+def _room_count(caller: Caller, room: str) -> int:
+    for entry in caller.call("rooms"):
+        if entry["room"] == room:
+            return int(entry["messages"])
+    return 0
+
+
+def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
+                      samplers: list[Caller]) -> BurstRound:
+    daemons = cluster.daemons
+    n = len(daemons)
+    room = f"burst-{r}"
+    cluster.join_all(room)
+    missing = cluster.wait_room_known(room)
+    senders = sender_indexes(n, cfg.senders)
+    # One warm-up message per sender, which every member must count: the meshes
+    # carry the room before the burst starts. Counts cover chat messages only.
+    for k in senders:
+        samplers[k].call("send", room=room, text=f"warm{r}s{k}")
+    try:
+        wait_for(lambda: all(_room_count(c, room) >= len(senders) for c in samplers),
+                 timeout=WARMUP_TIMEOUT_S, interval=0.05, what="every warm-up message")
+    except BenchTimeout:
+        pass  # a late warm-up only makes a count run ahead; history decides
+    base = [_room_count(c, room) for c in samplers]
+    settle_s, settle_load = wait_quiet([d.pid for d in daemons], timeout=SETTLE_TIMEOUT_S)
+    counts = shares(cfg.messages, len(senders))
+    sent_ids: list[list[str]] = [[] for _ in senders]
+    done_at: list[float | None] = [None] * len(senders)
+    errors: list[str] = []
+    barrier = threading.Barrier(len(senders) + 1)
+
+    def send_share(k: int) -> None:
+        with daemons[senders[k]].client() as client:
+            barrier.wait()
+            try:
+                for i in range(counts[k]):
+                    sent_ids[k].append(client.send(room, f"b{r}s{k}m{i}")["id"])
+            except Exception as exc:  # reported in the result, the run goes on
+                errors.append(f"sender {k}: {type(exc).__name__}: {exc}")
+            done_at[k] = time.time()
+
+    threads = [threading.Thread(target=send_share, args=(k,), daemon=True)
+               for k in range(len(senders))]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.time()
+    total = cfg.messages
+    result = BurstRound(extra={"messages": total, "settle_s": rounded(settle_s),
+                               "settle_load_cores": rounded(settle_load),
+                               "subscriptions_unseen": len(missing)})
+
+    def histories() -> list[set[str]]:
+        return [{m["id"] for m in c.call("history", room=room, limit=total + n + 100)}
+                for c in samplers]
+
+    next_tick = time.monotonic()
+    while True:
+        now = time.time()
+        present = [max(0, _room_count(c, room) - b) for c, b in zip(samplers, base, strict=True)]
+        result.curve.append((now - t0, sum(min(p, total) for p in present) / (total * n)))
+        senders_done = all(d is not None for d in done_at)
+        if senders_done and all(p >= total for p in present):
+            burst_ids = {i for share in sent_ids for i in share}
+            if all(burst_ids <= held for held in histories()):
+                result.converge_s = now - t0
+                break
+        if now - t0 > cfg.deadline_s:
+            break
+        next_tick += cfg.sample_s
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+    for t in threads:
+        t.join(timeout=30)
+    ids = [i for share in sent_ids for i in share]
+    held = histories()
+    result.delivered_ratio = (sum(all(i in h for h in held) for i in ids) / len(ids)
+                              if ids else 0.0)
+    result.pair_ratio = (sum(i in h for i in ids for h in held) / (len(ids) * n)
+                         if ids else 0.0)
+    finished = [d for d in done_at if d is not None]
+    result.send_s = (max(finished) - t0) if finished else None
+    gossip = [c.call("status") for c in samplers]
+    result.extra.update({
+        "sent": len(ids),
+        "sender_errors": errors,
+        "publish_waits": sum(s["gossip"]["publish_waits"] for s in gossip),
+        "inbound_dropped": sum(s["gossip"]["inbound_dropped"] for s in gossip),
+        "received_duplicate": sum(s.get("received_duplicate", 0) for s in gossip),
+        "sync_repaired": sum(s.get("sync", {}).get("repaired", 0) for s in gossip),
+    })
+    return result
+
+
+def _run_gossipchat(cfg: BurstConfig, edges: list[tuple[int, int]]) -> list[BurstRound]:
+    results = []
+    with Cluster("burst") as cluster:
+        cluster.start(cfg.daemons)
+        cluster.connect(edges)
+        samplers = [Caller(d) for d in cluster.daemons]
+        try:
+            for r in range(cfg.rounds):
+                results.append(_gossipchat_round(cluster, cfg, r, samplers))
+        finally:
+            for c in samplers:
+                c.close()
+    return results
+
+
+def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,
+               edges: list[tuple[int, int]]) -> BurstRound:
+    nodes: list[RawNode] = cluster.nodes
+    n = len(nodes)
+    topic = f"/gossipchat/1/room/burst-{r}"
+    cluster.subscribe(topic)
+    cluster.wait_mesh(topic, edges)
+    senders = sender_indexes(n, cfg.senders)
+    for k in senders:
+        nodes[k].send(f"pub {topic} warm{r}s{k}")
+    try:
+        wait_for(lambda: all(f"warm{r}s{k}" in node.arrivals
+                             for k in senders for node in nodes),
+                 timeout=WARMUP_TIMEOUT_S, interval=0.05, what="every warm-up message")
+    except BenchTimeout:
+        pass
+    settle_s, settle_load = wait_quiet([node.proc.pid for node in nodes],
+                                       timeout=SETTLE_TIMEOUT_S)
+    counts = shares(cfg.messages, len(senders))
+    tags = [f"b{r}s{k}m{i}" for k in range(len(senders)) for i in range(counts[k])]
+    done_at: list[float | None] = [None] * len(senders)
+    barrier = threading.Barrier(len(senders) + 1)
+
+    def publish_share(k: int) -> None:
+        node = nodes[senders[k]]
+        barrier.wait()
+        for i in range(counts[k]):
+            node.send(f"pub {topic} b{r}s{k}m{i}")
+        # The node handles lines in order: `synced` means every publish call returned.
+        node.command("sync", "synced", timeout=cfg.deadline_s)
+        done_at[k] = time.time()
+
+    threads = [threading.Thread(target=publish_share, args=(k,), daemon=True)
+               for k in range(len(senders))]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.time()
+
+    # A sender holds what it published even when its own subscription (32 slots,
+    # unread while it publishes) dropped the copy py-libp2p delivers to itself.
+    origin = {f"b{r}s{k}m{i}": senders[k] for k in range(len(senders)) for i in range(counts[k])}
+
+    def holders(tag: str) -> int:
+        return sum(1 for j, node in enumerate(nodes)
+                   if j == origin[tag] or tag in node.arrivals)
+
+    def arrivals() -> int:
+        return sum(holders(tag) for tag in tags)
+
+    last_total, last_change = -1, time.monotonic()
+    while time.time() - t0 <= cfg.deadline_s:
+        now_total = arrivals()
+        if now_total == len(tags) * n:
+            break
+        if now_total != last_total:
+            last_total, last_change = now_total, time.monotonic()
+        elif all(d is not None for d in done_at) and \
+                time.monotonic() - last_change > cfg.raw_quiet_s:
+            break
+        time.sleep(cfg.sample_s)
+    for t in threads:
+        t.join(timeout=30)
+    result = BurstRound(extra={"messages": len(tags), "settle_s": rounded(settle_s),
+                               "settle_load_cores": rounded(settle_load)})
+    stamps = [node.arrivals[tag] - t0 for j, node in enumerate(nodes) for tag in tags
+              if tag in node.arrivals and j != origin[tag]]
+    result.pair_ratio = (len(stamps) + len(tags)) / (len(tags) * n)
+    # For the curve, a sender holds its message when its own copy came back, or,
+    # where py-libp2p dropped that copy, once its publish calls had all returned.
+    sender_done = {senders[k]: (d if d is not None else time.time()) - t0
+                   for k, d in enumerate(done_at)}
+    for tag in tags:
+        j = origin[tag]
+        stamps.append(nodes[j].arrivals[tag] - t0 if tag in nodes[j].arrivals
+                      else sender_done[j])
+    stamps.sort()
+    result.delivered_ratio = sum(holders(tag) == n for tag in tags) / len(tags)
+    if result.delivered_ratio == 1.0 and stamps:
+        result.converge_s = stamps[-1]
+    finished = [d for d in done_at if d is not None]
+    if len(finished) == len(done_at):
+        result.send_s = max(finished) - t0
+    horizon = max(stamps[-1] if stamps else 0.0, 1.0)
+    index, steps = 0, int(horizon / cfg.sample_s) + 2
+    for step in range(steps):
+        at = step * cfg.sample_s
+        while index < len(stamps) and stamps[index] <= at:
+            index += 1
+        result.curve.append((at, index / (len(tags) * n)))
+    return result
+
+
+def _run_raw(cfg: BurstConfig, edges: list[tuple[int, int]]) -> list[BurstRound]:
+    with RawCluster() as cluster:
+        cluster.start(cfg.daemons)
+        cluster.connect(edges)
+        return [_raw_round(cluster, cfg, r, edges) for r in range(cfg.rounds)]
+
+
+KEYS = ("delivered_ratio", "pair_ratio", "converge_s", "send_s", "send_rate_msg_s")
+
+
+def run(cfg: BurstConfig) -> tuple[dict[str, Any], dict[str, list[list[tuple[float, float]]]]]:
+    """Run ours and the baseline; returns the JSON section and the delivery curves."""
+    edges = sparse_topology(cfg.daemons, cfg.dials, cfg.seed)
+    ours = _run_gossipchat(cfg, edges)
+    raw = _run_raw(cfg, edges)
+    ours_runs = [r.summary() for r in ours]
+    raw_runs = [r.summary() for r in raw]
+    worst = frozenset({"converge_s"})
+    section: dict[str, Any] = {
+        "daemons": cfg.daemons,
+        "messages": cfg.messages,
+        "senders": len(sender_indexes(cfg.daemons, cfg.senders)),
+        "rounds": cfg.rounds,
+        "topology": {"dials_per_node": cfg.dials, "seed": cfg.seed, "edges": len(edges)},
+        "deadline_s": cfg.deadline_s,
+        "sending": "one Client connection per sender thread, `send` calls back to back",
+        **aggregate(ours_runs, KEYS, none_is_worst=worst),
+        "runs": ours_runs,
+        "baseline": {
+            "what": "bench/raw_node.py: bare py-libp2p 0.8.1 GossipSub, no repair",
+            **aggregate(raw_runs, KEYS, none_is_worst=worst),
+            "runs": raw_runs,
+        },
+    }
+    curves = {"gossipchat": [r.curve for r in ours], "raw py-libp2p": [r.curve for r in raw]}
+    return section, curves

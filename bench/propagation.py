@@ -1,0 +1,250 @@
+"""Propagation: how fast one chat message reaches every other member, at a steady rate.
+
+What: `daemons` gossipchatd processes in a sparse random topology (each dials `dials`
+random others, seeded, so every run of the suite has the same graph), all in one room.
+One message per 1/rate seconds, from rotating senders, `messages` per run. Latency is
+the arrival time on each other daemon minus the send time; delivered_ratio is the
+arrivals within the deadline over messages x (daemons - 1).
+
+How:
+- Send time is `time.time()` just before the `send` call. Arrival is `time.time()` in
+  a thread per daemon that holds a `watch` subscription (one Client each), so our
+  figure includes the daemon's verify-store-notify path and the RPC hop to a client:
+  what a chat program would see.
+- The daemons start once per suite run; each of the `rounds` runs uses a fresh room
+  (join, wait until every daemon sees its neighbours in the room, one warm-up message
+  that must reach everyone, then the measured messages). Starting 20 daemons costs
+  about 20 s of both cores, which a full run cannot spend three times per scenario.
+- After the warm-up, the round waits (up to SETTLE_TIMEOUT_S) until the processes
+  together use under a quarter of a core: joining a room sets off a storm of join
+  messages and history-sync sessions that is not steady-state chat. How long that
+  took (settle_s) and the load left (settle_load_cores) are in each run, and
+  idle_load_cores is the cluster's CPU use, in cores, idle after the last round.
+- The deadline is `grace_s` after the last send; later arrivals count as lost.
+- self_p50_ms is the sender's own feed: send to the message showing up in the
+  sender's `watch`, no network involved (for the baseline: publish to the raw
+  node's own subscription), the fixed cost under every other figure.
+
+Baseline: the same number of bench/raw_node.py processes (bare py-libp2p GossipSub,
+the daemon's parameters), the same topology and seed, the same rate and rotation,
+the same warm-up and settling; arrival is stamped inside the raw node as its
+subscription yields.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from .daemons import (
+    BenchTimeout,
+    Cluster,
+    cluster_load,
+    sparse_topology,
+    start_watchers,
+    wait_for,
+    wait_quiet,
+)
+from .raw_cluster import RawCluster, RawNode
+from .stats import aggregate, percentile, rounded
+
+WARMUP_TIMEOUT_S = 20.0
+SETTLE_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """Sizes of the propagation scenario."""
+
+    daemons: int
+    messages: int
+    rounds: int
+    rate_msg_s: float = 1.0
+    dials: int = 3
+    seed: int = 20240601
+    grace_s: float = 5.0
+    idle_window_s: float = 2.0
+
+
+@dataclass
+class RoundResult:
+    """One run: per-pair latencies and how many pairs arrived."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    self_ms: list[float] = field(default_factory=list)
+    expected: int = 0
+    late_or_lost: int = 0
+    warmup_s: float = 0.0
+    settle_s: float = 0.0
+    settle_load_cores: float = 0.0
+    subscriptions_unseen: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "p50_ms": rounded(percentile(self.latencies_ms, 50)),
+            "p90_ms": rounded(percentile(self.latencies_ms, 90)),
+            "p99_ms": rounded(percentile(self.latencies_ms, 99)),
+            "max_ms": rounded(max(self.latencies_ms, default=0.0)),
+            "self_p50_ms": rounded(percentile(self.self_ms, 50)),
+            "delivered_ratio": rounded(len(self.latencies_ms) / self.expected, 4)
+            if self.expected else None,
+            "warmup_s": rounded(self.warmup_s),
+            "settle_s": rounded(self.settle_s),
+            "settle_load_cores": rounded(self.settle_load_cores),
+            "subscriptions_unseen": self.subscriptions_unseen,
+        }
+
+
+def all_have(arrivals: list[dict[str, float]], tag: str) -> bool:
+    """True once every arrival record holds tag."""
+    return all(tag in record for record in arrivals)
+
+
+def _paced_round(n: int, cfg: PropagationConfig, round_no: int,
+                 send: Callable[[int, str], None],
+                 arrived: Callable[[int, str], float | None]) -> RoundResult:
+    """Send cfg.messages at cfg.rate from rotating senders; collect latencies."""
+    sent: list[tuple[str, int, float]] = []
+    start = time.monotonic() + 0.2
+    for i in range(cfg.messages):
+        due = start + i / cfg.rate_msg_s
+        # Pacing at a fixed rate is the scenario itself, not waiting for a condition.
+        time.sleep(max(0.0, due - time.monotonic()))
+        sender = (i + round_no) % n
+        tag = f"p{round_no}m{i}"
+        sent_at = time.time()
+        send(sender, tag)
+        sent.append((tag, sender, sent_at))
+    deadline_wall = time.time() + cfg.grace_s
+
+    def all_arrived() -> bool:
+        return all(arrived(j, tag) is not None
+                   for tag, sender, _ in sent for j in range(n) if j != sender)
+
+    try:
+        wait_for(all_arrived, timeout=cfg.grace_s, interval=0.1, what="every arrival")
+    except BenchTimeout:
+        pass  # what is missing at the deadline counts as lost
+    result = RoundResult(expected=len(sent) * (n - 1))
+    for tag, sender, sent_at in sent:
+        own = arrived(sender, tag)
+        if own is not None:
+            result.self_ms.append((own - sent_at) * 1000.0)
+        for j in range(n):
+            if j == sender:
+                continue
+            at = arrived(j, tag)
+            if at is None or at > deadline_wall:
+                result.late_or_lost += 1
+            else:
+                result.latencies_ms.append((at - sent_at) * 1000.0)
+    return result
+
+
+def _run_gossipchat(cfg: PropagationConfig, edges: list[tuple[int, int]]
+                    ) -> tuple[list[RoundResult], float]:
+    results = []
+    with Cluster("prop") as cluster:
+        daemons = cluster.start(cfg.daemons)
+        cluster.connect(edges)
+        watchers = start_watchers(daemons)
+        clients = [d.client() for d in daemons]
+        try:
+            for r in range(cfg.rounds):
+                room = f"prop-{r}"
+                cluster.join_all(room)
+                missing = cluster.wait_room_known(room)
+                warm = time.monotonic()
+                clients[0].send(room, f"warm{r}")
+                wait_for(partial(all_have, [w.arrivals for w in watchers], f"warm{r}"),
+                         timeout=WARMUP_TIMEOUT_S, interval=0.05, what="the warm-up message")
+                warmup_s = time.monotonic() - warm
+                settle_s, load = wait_quiet([d.pid for d in daemons], timeout=SETTLE_TIMEOUT_S)
+
+                def send(i: int, tag: str, room: str = room) -> None:
+                    clients[i].send(room, tag)
+
+                def arrived(j: int, tag: str) -> float | None:
+                    return watchers[j].arrivals.get(tag)
+
+                result = _paced_round(cfg.daemons, cfg, r, send, arrived)
+                result.warmup_s, result.settle_s, result.settle_load_cores = (
+                    warmup_s, settle_s, load)
+                result.subscriptions_unseen = len(missing)
+                results.append(result)
+            idle = cluster_load([d.pid for d in daemons], cfg.idle_window_s)
+        finally:
+            for c in clients:
+                c.close()
+    return results, idle
+
+
+def _run_raw(cfg: PropagationConfig, edges: list[tuple[int, int]]
+             ) -> tuple[list[RoundResult], float]:
+    results = []
+    with RawCluster() as cluster:
+        nodes: list[RawNode] = cluster.start(cfg.daemons)
+        cluster.connect(edges)
+        for r in range(cfg.rounds):
+            topic = f"/gossipchat/1/room/prop-{r}"
+            cluster.subscribe(topic)
+            cluster.wait_mesh(topic, edges)
+            warm = time.monotonic()
+            nodes[0].send(f"pub {topic} warm{r}")
+            wait_for(partial(all_have, [n.arrivals for n in nodes], f"warm{r}"),
+                     timeout=WARMUP_TIMEOUT_S, interval=0.05, what="the warm-up message")
+            warmup_s = time.monotonic() - warm
+            settle_s, load = wait_quiet([n.proc.pid for n in nodes], timeout=SETTLE_TIMEOUT_S)
+
+            def send(i: int, tag: str, topic: str = topic) -> None:
+                nodes[i].send(f"pub {topic} {tag}")
+
+            def arrived(j: int, tag: str) -> float | None:
+                return nodes[j].arrivals.get(tag)
+
+            result = _paced_round(cfg.daemons, cfg, r, send, arrived)
+            result.warmup_s, result.settle_s, result.settle_load_cores = (
+                warmup_s, settle_s, load)
+            results.append(result)
+        idle = cluster_load([n.proc.pid for n in nodes], cfg.idle_window_s)
+    return results, idle
+
+
+KEYS = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "delivered_ratio", "self_p50_ms")
+
+
+def run(cfg: PropagationConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Run ours and the baseline; returns the JSON section and latency samples to plot."""
+    edges = sparse_topology(cfg.daemons, cfg.dials, cfg.seed)
+    ours, ours_idle = _run_gossipchat(cfg, edges)
+    raw, raw_idle = _run_raw(cfg, edges)
+    ours_runs = [r.summary() for r in ours]
+    raw_runs = [r.summary() for r in raw]
+    section: dict[str, Any] = {
+        "daemons": cfg.daemons,
+        "rate_msg_s": cfg.rate_msg_s,
+        "messages": cfg.messages,
+        "rounds": cfg.rounds,
+        "topology": {"dials_per_node": cfg.dials, "seed": cfg.seed, "edges": len(edges)},
+        "deadline_s_after_last_send": cfg.grace_s,
+        "measured_at": "watch subscription per daemon (Client in a thread), time.time()",
+        **aggregate(ours_runs, KEYS),
+        "idle_load_cores": rounded(ours_idle),
+        "runs": ours_runs,
+        "baseline": {
+            "what": "bench/raw_node.py: bare py-libp2p 0.8.1 GossipSub, one process each",
+            "measured_at": "inside the raw node as its subscription yields, time.time()",
+            **aggregate(raw_runs, KEYS),
+            "idle_load_cores": rounded(raw_idle),
+            "runs": raw_runs,
+        },
+    }
+    samples = {
+        "gossipchat": [x for r in ours for x in r.latencies_ms],
+        "raw py-libp2p": [x for r in raw for x in r.latencies_ms],
+    }
+    return section, samples
+
