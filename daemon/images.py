@@ -10,6 +10,7 @@ Rules:
   images after the sender leaves.
 - Images of joined rooms are pinned; the rest of the block store is evicted least
   recently used within `block_quota`.
+- `fetch` keeps asking until its timeout: "no peer has it" usually means "not yet".
 - `fetch` writes only where it is told: an explicit path, or the sanitised original
   name inside a given directory, never outside it, and never over an existing file
   unless forced.
@@ -42,6 +43,7 @@ from .errors import (
     ImageTooLarge,
     InvalidArgument,
     NotAnImage,
+    NotFound,
     PathError,
 )
 
@@ -234,13 +236,28 @@ class ImageService:
         timeout = self.config.fetch_timeout_s if timeout_s is None else timeout_s
         if not 0 < timeout <= 3600:
             raise InvalidArgument("timeout must be between 0 and 3600 seconds")
-        data = await self._fetch_with_progress(root, timeout, progress)
+        data = await self._fetch_until(root, trio.current_time() + timeout, progress)
         if self.node.store.rooms_with_image(text) & set(self.node.joined_rooms()):
             self.blocks.pin(root)
         written = None
         if target is not None:
             written = await trio.to_thread.run_sync(_write_out, target, data, force)
         return {"cid": text, "path": written, "size": len(data)}
+
+    async def _fetch_until(self, root: bytes, deadline: float,
+                           progress: Progress | None) -> bytes:
+        # "Nobody has it" is often "nobody has it yet": an image spreads hop by hop
+        # and a neighbour may be fetching it right now. Ask again until the deadline.
+        delay = 0.25
+        while True:
+            remaining = deadline - trio.current_time()
+            try:
+                return await self._fetch_with_progress(root, max(remaining, 0.01), progress)
+            except NotFound:
+                if deadline - trio.current_time() <= delay:
+                    raise
+            await trio.sleep(delay)
+            delay = min(delay * 2, 4.0)
 
     async def _fetch_with_progress(self, root: bytes, timeout_s: float,
                                    progress: Progress | None) -> bytes:

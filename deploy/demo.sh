@@ -50,6 +50,22 @@ echo
 echo "== alice's history =="
 ctl alice history lobby
 echo
+# Swap an image: alice posts one, carol (two hops away) fetches it by CID.
+python - "$root/sunset.png" <<'PY'
+import random, sys
+from PIL import Image
+rng = random.Random(7)
+Image.frombytes("RGB", (800, 600), rng.randbytes(800 * 600 * 3)).save(sys.argv[1])
+PY
+cid=$(ctl alice send lobby --image "$root/sunset.png" a picture for carol | tail -n 1)
+mkdir -p "$root/carol-downloads"
+(cd "$root/carol-downloads" && ctl carol fetch "$cid" --timeout 30)
+if cmp -s "$root/sunset.png" "$root/carol-downloads/sunset.png"; then
+  echo "carol's copy of sunset.png is byte for byte alice's ($(wc -c <"$root/sunset.png") bytes)"
+else
+  echo "image copies differ" >&2; exit 1
+fi
+echo
 ctl carol members lobby
 ctl alice status
 for who in alice bob carol; do ctl "$who" shutdown >/dev/null; done

@@ -267,3 +267,17 @@ def test_image_from_base64_data_over_rpc(cluster: Cluster) -> None:
         with pytest.raises(RpcError) as err:
             c.call("send_image", room="b64")
         assert "exactly one of path or data" in err.value.message
+
+
+def test_fetch_two_hops_away_waits_for_the_image_to_spread(cluster: Cluster) -> None:
+    a, b, c = (cluster.start(n) for n in "abc")
+    connect(a, b)
+    connect(b, c)  # c's only neighbour is b, which does not hold the image yet
+    for d in (a, b, c):
+        d.call("join", room="far")
+    wait_mesh(b, "far", 2)
+    original = noisy_png(cluster.root / "far.png", 800, 600, seed=5)
+    cid = a.call("send_image", room="far", path=str(cluster.root / "far.png"))["image"]["cid"]
+    got = c.call("fetch", cid=cid, path=str(cluster.root / "at-c.png"), timeout=30)
+    assert got["size"] == len(original)
+    assert sha((cluster.root / "at-c.png").read_bytes()) == sha(original)
