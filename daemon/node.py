@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections import Counter, deque
@@ -69,8 +70,6 @@ def message_view(env: Envelope) -> dict[str, Any]:
         "text": env.body.get("text", env.body.get("caption", "")),
     }
     if env.kind == "image":
-        import base64
-
         body = env.body
         view["image"] = {
             "cid": body["cid"],

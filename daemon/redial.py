@@ -65,7 +65,7 @@ class Redialer:
             for _ in range(MAX_ATTEMPTS):
                 if self.network.is_connected(peer_id) or self.network.is_blocked(peer_id):
                     return
-                addrs = dict(self.store.known_peers(limit=1000)).get(peer_id, [])
+                addrs = self.store.peer_addrs(peer_id)
                 if not addrs:
                     return
                 self.attempts += 1

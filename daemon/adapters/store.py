@@ -225,12 +225,15 @@ class Store:
 
     def wires(self, ids: Iterable[bytes]) -> list[bytes]:
         """The wire bytes of stored messages, skipping unknown ids."""
+        wanted = list(ids)
         out: list[bytes] = []
-        for message_id in ids:
-            row = self._db.execute("SELECT wire FROM messages WHERE id = ?", (message_id,))
-            found = row.fetchone()
-            if found is not None:
-                out.append(bytes(found[0]))
+        # One query per chunk, not per id: a sync Want carries up to 2,048 ids.
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT wire FROM messages WHERE id IN ({marks})", chunk).fetchall()
+            out.extend(bytes(r[0]) for r in rows)
         return out
 
     # images
@@ -296,6 +299,12 @@ class Store:
                 "INSERT OR REPLACE INTO peers (peer_id, addrs, last_seen_ms) VALUES (?, ?, ?)",
                 (peer_id, json.dumps(addrs), now_ms),
             )
+
+    def peer_addrs(self, peer_id: str) -> list[str]:
+        """The remembered addresses of one peer (empty if unknown)."""
+        row = self._db.execute("SELECT addrs FROM peers WHERE peer_id = ?",
+                               (peer_id,)).fetchone()
+        return list(json.loads(row[0])) if row else []
 
     def known_peers(self, limit: int = 64) -> list[tuple[str, list[str]]]:
         """The most recently seen peers and their addresses."""

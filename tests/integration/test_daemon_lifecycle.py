@@ -7,7 +7,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 
 from tests.harness import BIN, Cluster, run_p2pctl, wait_for
 
@@ -94,20 +93,21 @@ def test_p2pctl_finds_socket_from_environment(cluster: Cluster) -> None:
     assert a.peer_id in by_home.stdout
 
 
-def test_p2pctl_starts_fast() -> None:
-    def best_of(cmd: list[str], n: int = 5) -> float:
-        times = []
-        for _ in range(n):
-            t = time.monotonic()
-            subprocess.run(cmd, capture_output=True, check=True)
-            times.append(time.monotonic() - t)
-        return min(times)
-
-    bare = best_of([sys.executable, "-c", "pass"])
-    ctl = best_of([str(BIN / "p2pctl"), "--help"])
-    print(f"python -c pass {bare * 1000:.0f} ms, p2pctl --help {ctl * 1000:.0f} ms")
-    # Importing trio or libp2p would cost 10-20x; 6x is the budget of the issue.
-    assert ctl <= 6 * bare + 0.05
+def test_p2pctl_stays_thin() -> None:
+    """p2pctl must not pull in trio, libp2p or the daemon (its start time, measured in
+    bench/rpc_calls.py, depends on it); checked on the modules it loads, not on a clock."""
+    probe = (
+        "import sys; sys.argv = ['p2pctl', '--help']\n"
+        "from gossipchat.clients import p2pctl\n"
+        "try:\n    p2pctl.run()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('trio', 'libp2p', 'rich', 'PIL', 'cbor2') or m.startswith('gossipchat.daemon'))\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert "p2pctl" in done.stdout  # the help really ran
+    assert done.stdout.splitlines()[-1] == "HEAVY="
 
 
 def test_config_file_and_bad_config(cluster: Cluster) -> None:
