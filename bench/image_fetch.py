@@ -58,6 +58,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from gossipchat.daemon.adapters.bitswap import Bitswap
+from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.core import unixfs
 
@@ -82,9 +83,15 @@ def payload(size: int) -> bytes:
 
 
 def make_host() -> IHost:
+    """A stock py-libp2p 0.8.1 host (Noise, its own yamux): the baselines run on it."""
     key_pair = create_new_key_pair()
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
+
+
+def make_our_host() -> IHost:
+    """A host as gossipchatd builds it (Noise, our yamux): `ours` runs on it."""
+    return new_libp2p_host(create_new_key_pair())
 
 
 def mb_s(size: int, seconds: float) -> float:
@@ -96,7 +103,7 @@ def mb_s(size: int, seconds: float) -> float:
 
 
 async def serve_ours(size: int, scratch: Path, *, task_status: Any) -> None:
-    host = make_host()
+    host = make_our_host()
     store = BlockStore(scratch / "server-blocks")  # creates the directories
     root = store.import_file(payload(size))
     async with host.run(listen_addrs=LOOPBACK), trio.open_nursery() as nursery:
@@ -177,7 +184,7 @@ async def fetch_ours(address: str, cid: str, size: int, repeat: int, scratch: Pa
     rates = []
     for _ in range(repeat):
         # A fresh host, service and empty store each time: every run is a first fetch.
-        host = make_host()
+        host = make_our_host()
         service = Bitswap(host, BlockStore(tempfile.mkdtemp(prefix="client-", dir=scratch)))
         async with host.run(listen_addrs=LOOPBACK), trio.open_nursery() as nursery:
             await nursery.start(service.run)

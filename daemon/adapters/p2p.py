@@ -26,6 +26,7 @@ import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee, ISubscriptionAPI
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
@@ -38,6 +39,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
+from . import yamux
 
 log = logging.getLogger(__name__)
 
@@ -205,19 +207,29 @@ def resolve_listen_addrs(addrs: Sequence[str], *, fallback: bool) -> list[multia
     return out
 
 
+def new_libp2p_host(key_pair: KeyPair) -> IHost:
+    """A py-libp2p host as a daemon runs it: Noise only, and our own yamux.
+
+    Noise only: TLS in 0.8.1 cannot do mutual auth well and secio is obsolete. The
+    yamux is `adapters.yamux`, the same protocol at a fraction of py-libp2p's CPU.
+    """
+    security = {
+        NOISE_PROTOCOL_ID: NoiseTransport(
+            key_pair, noise_privkey=create_x25519_key_pair().private_key
+        )
+    }
+    host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX")
+    yamux.install(host)
+    return host
+
+
 class P2PNetwork:
     """A libp2p host with GossipSub, owned by one `run` task."""
 
     def __init__(self, seed: bytes, listen_addrs: Sequence[multiaddr.Multiaddr]) -> None:
         key_pair = create_new_key_pair(seed)
         self._listen_addrs = list(listen_addrs)
-        # Noise only: TLS in 0.8.1 cannot do mutual auth well and secio is obsolete.
-        security = {
-            NOISE_PROTOCOL_ID: NoiseTransport(
-                key_pair, noise_privkey=create_x25519_key_pair().private_key
-            )
-        }
-        self.host: IHost = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX")
+        self.host: IHost = new_libp2p_host(key_pair)
         self.router = GossipSub(
             protocols=list(GOSSIPSUB_PROTOCOLS),
             # D, D_lo, D_hi as in go-libp2p-pubsub.

@@ -1,0 +1,617 @@
+"""Yamux for our py-libp2p hosts: the same `/yamux/1.0.0` on the wire, far less CPU.
+
+py-libp2p 0.8.1's muxer is where a daemon's CPU goes whenever bytes flow (the bench
+profiles put yamux and Noise at ~90% of a fetching client), and a bare py-libp2p
+stream tops out near 55-70 MB/s on this machine, below what an image fetch needs:
+
+- it sends a WINDOW_UPDATE on nearly every read (1,553 for 1,584 reads over 100 MB);
+  gossipsub reads its length prefixes one byte at a time, so a message costs a
+  dozen window updates;
+- it formats debug f-strings for every frame, whether or not debug is on;
+- every 64 KiB frame is read as a 12-byte header and a body, through a
+  `SecureSession` that reads each Noise message as a 2-byte length and a body:
+  three `recv` calls and several lock round trips per frame;
+- a 64 KiB frame plus its header is larger than one Noise message, so every data
+  frame goes out as two Noise messages and two `send` calls.
+
+And `MuxerMultistream.new_conn` ignores the class given for `/yamux/1.0.0` in
+`muxer_opt` (it always builds its own `Yamux`), so `install()` replaces the host's
+muxer selector with one that uses the class it negotiated.
+
+This module keeps the protocol (hashicorp's yamux spec, with go-yamux's habits) and
+changes the mechanics:
+
+- The reading side is one task (`Yamux.start`). On a Noise session it reads the TCP
+  socket in 256 KiB gulps, decrypts every whole Noise message in them with the
+  session's own cipher state (py-libp2p keeps the keys and did the handshake), and
+  parses every whole frame in the plaintext before reading again. Other secure
+  sessions are read a message at a time through their own `read`.
+- Writes are serialized by one lock (which also keeps the Noise nonces in order). A
+  write of many frames is encrypted as a few Noise messages of at most 65,519
+  plaintext bytes and handed to the socket in one `send_all`.
+- Each stream announces a 1 MiB receive window in its SYN or ACK (go-yamux grows to
+  16 MiB; 1 MiB keeps a loopback pipe full with bounded memory per stream) and
+  returns credit once half of it has been read, not on every read.
+- A peer that overruns its window, sends an unknown frame type or a bad version, or
+  fails Noise authentication loses the connection (GO_AWAY protocol error).
+
+Stream semantics match py-libp2p's `YamuxStream` where callers can tell:
+`read(n)` returns up to n buffered bytes (all of them for n None or -1) as soon as
+any are there and raises `MuxedStreamEOF` after the peer's FIN and `MuxedStreamReset`
+after a reset; `write` after `close` raises `MuxedStreamClosed`; `close` half-closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, IMuxedConn, IMuxedStream, ISecureConn
+from libp2p.connection_types import ConnectionType
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.stream_muxer.exceptions import (
+    MuxedConnUnavailable,
+    MuxedStreamClosed,
+    MuxedStreamEOF,
+    MuxedStreamError,
+    MuxedStreamReset,
+)
+from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_ID = TProtocol("/yamux/1.0.0")
+
+VERSION = 0
+TYPE_DATA = 0
+TYPE_WINDOW_UPDATE = 1
+TYPE_PING = 2
+TYPE_GO_AWAY = 3
+FLAG_SYN = 1
+FLAG_ACK = 2
+FLAG_FIN = 4
+FLAG_RST = 8
+GO_AWAY_NORMAL = 0
+GO_AWAY_PROTOCOL_ERROR = 1
+
+HEADER = struct.Struct("!BBHII")
+HEADER_SIZE = HEADER.size  # 12
+INITIAL_WINDOW = 256 * 1024  # the spec's starting window, assumed by both sides
+RECEIVE_WINDOW = 1024 * 1024  # what we let a peer have in flight per stream
+
+# Noise transport messages: 2-byte length, at most 65,535 bytes of ciphertext, of
+# which 16 are the Poly1305 tag.
+NOISE_MAX_PLAINTEXT = 65535 - 16
+MAX_FRAME_PAYLOAD = NOISE_MAX_PLAINTEXT - HEADER_SIZE  # one frame, one Noise message
+WRITE_BATCH = 256 * 1024  # bytes of one stream write framed and sent in one go
+SOCKET_READ = 256 * 1024
+ACCEPT_BACKLOG = 256  # inbound streams not yet accepted; beyond that they are reset
+MAX_CONTROL_QUEUE = 4096  # our ACKs, pongs and resets the peer has not let us send
+
+
+def header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
+    return HEADER.pack(VERSION, kind, flags, stream_id, length)
+
+
+class ProtocolError(Exception):
+    """The peer broke the yamux protocol; the connection is closed with GO_AWAY."""
+
+
+class _PlainReader:
+    """Plaintext out of a secure session that is not the Noise fast path."""
+
+    def __init__(self, secured: ISecureConn) -> None:
+        self._secured = secured
+
+    async def read(self) -> bytes:
+        data = await self._secured.read(None)
+        return data
+
+
+class _NoiseReader:
+    """Plaintext out of a py-libp2p Noise session, many Noise messages per recv."""
+
+    def __init__(self, raw: Any, noise_state: Any) -> None:
+        self._raw = raw
+        self._noise = noise_state
+        self._cipher = bytearray()
+
+    async def read(self) -> bytes:
+        """Every whole Noise message that has arrived, decrypted; b"" at EOF."""
+        while True:
+            chunk = await self._raw.read(SOCKET_READ)
+            if not chunk:
+                return b""
+            buffer = self._cipher
+            buffer += chunk
+            plain: list[bytes] = []
+            pos, end = 0, len(buffer)
+            while end - pos >= 2:
+                length = (buffer[pos] << 8) | buffer[pos + 1]
+                if end - pos - 2 < length:
+                    break
+                message = bytes(buffer[pos + 2 : pos + 2 + length])
+                pos += 2 + length
+                plain.append(self._noise.decrypt(message))
+            if pos:
+                del buffer[:pos]
+            if plain:
+                return plain[0] if len(plain) == 1 else b"".join(plain)
+
+
+class _PlainWriter:
+    def __init__(self, secured: ISecureConn) -> None:
+        self._secured = secured
+
+    async def write(self, data: bytes) -> None:
+        await self._secured.write(data)
+
+
+class _NoiseWriter:
+    """Encrypts a batch of frames as few Noise messages and sends them at once."""
+
+    def __init__(self, raw: Any, noise_state: Any) -> None:
+        self._raw = raw
+        self._noise = noise_state
+
+    async def write(self, data: bytes) -> None:
+        encrypt = self._noise.encrypt
+        if len(data) <= NOISE_MAX_PLAINTEXT:
+            sealed = encrypt(data)
+            await self._raw.write(len(sealed).to_bytes(2, "big") + sealed)
+            return
+        out = []
+        for start in range(0, len(data), NOISE_MAX_PLAINTEXT):
+            sealed = encrypt(data[start : start + NOISE_MAX_PLAINTEXT])
+            out.append(len(sealed).to_bytes(2, "big"))
+            out.append(sealed)
+        await self._raw.write(b"".join(out))
+
+
+def _noise_parts(secured: ISecureConn) -> tuple[Any, Any] | None:
+    """(raw connection, Noise cipher state) of a py-libp2p Noise session, else None.
+
+    Only a `SecureSession` over `NoiseTransportReadWriter` qualifies, and only when
+    nothing is left in its read buffer that we would skip.
+    """
+    from libp2p.security.noise.io import NoiseTransportReadWriter
+    from libp2p.security.secure_session import SecureSession
+
+    if type(secured) is not SecureSession:
+        return None
+    transport = secured.conn
+    if type(transport) is not NoiseTransportReadWriter:
+        return None
+    raw = getattr(transport.read_writer, "read_write_closer", None)
+    if raw is None:
+        return None
+    return raw, transport.noise_state
+
+
+class YamuxStream(IMuxedStream):
+    """One stream. The connection's reading task fills it; its users drain it."""
+
+    def __init__(self, conn: Yamux, stream_id: int) -> None:
+        self.muxed_conn = conn
+        self.conn = conn
+        self.stream_id = stream_id
+        self._buffer = bytearray()
+        self._readable = trio.Event()
+        self._writable = trio.Event()
+        self._write_lock = trio.Lock()
+        self._send_window = INITIAL_WINDOW
+        self._recv_window = INITIAL_WINDOW  # what the peer may still send
+        self._unacked = 0  # bytes read and not yet credited back
+        self.recv_closed = False  # the peer's FIN (or a reset)
+        self.send_closed = False  # our FIN (or a reset)
+        self.reset_received = False  # a reset either way, or the connection's end
+
+    # -- fed by the connection's reading task ------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        if len(data) > self._recv_window:
+            raise ProtocolError(
+                f"stream {self.stream_id}: peer sent {len(data)} bytes into a "
+                f"window of {self._recv_window}"
+            )
+        self._recv_window -= len(data)
+        self._buffer += data
+        self._readable.set()
+
+    def _on_window(self, delta: int) -> None:
+        self._send_window += delta
+        self._writable.set()
+
+    def _on_fin(self) -> None:
+        self.recv_closed = True
+        self._readable.set()
+
+    def _on_reset(self) -> None:
+        self.reset_received = True
+        self.recv_closed = True
+        self.send_closed = True
+        self._readable.set()
+        self._writable.set()
+
+    @property
+    def closed(self) -> bool:
+        return self.recv_closed and self.send_closed
+
+    # -- IMuxedStream ---------------------------------------------------------------
+
+    async def read(self, n: int | None = -1) -> bytes:
+        if n == 0:
+            return b""
+        while not self._buffer:
+            if self.reset_received:
+                raise MuxedStreamReset("Stream was reset")
+            if self.recv_closed:
+                raise MuxedStreamEOF("Stream is closed for receiving")
+            await self._readable.wait()
+            self._readable = trio.Event()
+        buffer = self._buffer
+        if n is None or n < 0 or n >= len(buffer):
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = bytes(buffer[:n])
+            del buffer[:n]
+        await self._credit(len(data))
+        return data
+
+    async def _credit(self, consumed: int) -> None:
+        """Give the peer back the window it used once half of ours is read."""
+        self._unacked += consumed
+        if self._unacked < RECEIVE_WINDOW // 2 or self.recv_closed:
+            return
+        delta = (RECEIVE_WINDOW - self._recv_window) - len(self._buffer)
+        self._unacked = 0
+        if delta <= 0:
+            return
+        self._recv_window += delta
+        try:
+            await self.conn._send(header(TYPE_WINDOW_UPDATE, 0, self.stream_id, delta))
+        except MuxedConnUnavailable:
+            pass  # the connection is gone: the data was read all the same
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        async with self._write_lock:
+            sent = 0
+            while sent < len(view):
+                if self.reset_received:
+                    raise MuxedStreamReset("Stream was reset")
+                if self.send_closed:
+                    raise MuxedStreamClosed("Stream is closed for sending")
+                if self._send_window <= 0:
+                    self._writable = trio.Event()
+                    await self._writable.wait()
+                    continue
+                size = min(self._send_window, len(view) - sent, WRITE_BATCH)
+                frames = []
+                for start in range(sent, sent + size, MAX_FRAME_PAYLOAD):
+                    body = view[start : min(start + MAX_FRAME_PAYLOAD, sent + size)]
+                    frames.append(header(TYPE_DATA, 0, self.stream_id, len(body)))
+                    frames.append(body)
+                self._send_window -= size
+                try:
+                    await self.conn._send(b"".join(frames))
+                except MuxedConnUnavailable as error:
+                    raise MuxedStreamReset("Connection closed") from error
+                sent += size
+
+    async def close(self) -> None:
+        """Half-close: our FIN. Reading what the peer still sends goes on."""
+        if self.send_closed:
+            return
+        self.send_closed = True
+        self._writable.set()
+        try:
+            await self.conn._send(header(TYPE_WINDOW_UPDATE, FLAG_FIN, self.stream_id, 0))
+        except MuxedConnUnavailable:
+            pass
+        self.conn._forget_if_done(self)
+
+    async def reset(self) -> None:
+        if self.reset_received or self.closed:
+            self._on_reset()
+            self.conn._forget_if_done(self)
+            return
+        self._on_reset()
+        self.conn._forget_if_done(self)
+        try:
+            await self.conn._send(header(TYPE_WINDOW_UPDATE, FLAG_RST, self.stream_id, 0))
+        except MuxedConnUnavailable:
+            pass
+
+    def set_deadline(self, ttl: int) -> None:
+        raise NotImplementedError("yamux streams have no deadlines; use trio timeouts")
+
+    def get_remote_address(self) -> tuple[str, int] | None:
+        return self.conn.get_remote_address()
+
+    async def __aenter__(self) -> YamuxStream:
+        return self
+
+
+class Yamux(IMuxedConn):
+    """One yamux session over one secure connection."""
+
+    def __init__(
+        self,
+        secured_conn: ISecureConn,
+        peer_id: ID,
+        is_initiator: bool | None = None,
+        on_close: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.secured_conn = secured_conn
+        self.peer_id = peer_id
+        self.on_close = on_close
+        self._initiator = secured_conn.is_initiator if is_initiator is None else is_initiator
+        self._next_id = 1 if self._initiator else 2
+        self.streams: dict[int, YamuxStream] = {}
+        self._accept_send, self._accept_receive = trio.open_memory_channel[YamuxStream](
+            ACCEPT_BACKLOG
+        )
+        self._send_lock = trio.Lock()
+        self._control: list[bytes] = []
+        self._control_ready = trio.Event()
+        self.event_started = trio.Event()
+        self.event_closed = trio.Event()
+        self._closing = False  # no new streams either way
+        self._created_at = trio.current_time()
+        noise = _noise_parts(secured_conn)
+        self._reader: _NoiseReader | _PlainReader
+        self._writer: _NoiseWriter | _PlainWriter
+        self._pending = b""
+        if noise is not None:
+            raw, state = noise
+            self._reader, self._writer = _NoiseReader(raw, state), _NoiseWriter(raw, state)
+            # Plaintext that multistream-select left in the session's buffer.
+            self._pending = cast(Any, secured_conn)._drain(None)
+        else:
+            self._reader, self._writer = _PlainReader(secured_conn), _PlainWriter(secured_conn)
+
+    # -- IMuxedConn -----------------------------------------------------------------
+
+    @property
+    def is_initiator(self) -> bool:
+        return self._initiator
+
+    @property
+    def is_established(self) -> bool:
+        return self.event_started.is_set() and not self._closing
+
+    @property
+    def is_closed(self) -> bool:
+        return self.event_closed.is_set()
+
+    def get_transport_addresses(self) -> list[multiaddr.Multiaddr]:
+        return self.secured_conn.get_transport_addresses()
+
+    def get_connection_type(self) -> ConnectionType:
+        return self.secured_conn.get_connection_type()
+
+    def get_remote_address(self) -> tuple[str, int] | None:
+        return self.secured_conn.get_remote_address()
+
+    async def start(self) -> None:
+        """Read and dispatch frames until the connection ends (the swarm runs this).
+
+        The reading task never waits on the socket's send side: the frames it
+        answers with (ACK, pong, reset) go to a queue that a second task sends, so
+        two peers both busy writing cannot deadlock each other's readers."""
+        self.event_started.set()
+        reason = GO_AWAY_NORMAL
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_control)
+            try:
+                await self._read_loop()
+            except ProtocolError as error:
+                logger.info("yamux: %s broke the protocol: %s", self.peer_id, error)
+                reason = GO_AWAY_PROTOCOL_ERROR
+            except (trio.ClosedResourceError, trio.BrokenResourceError, MuxedConnUnavailable):
+                pass
+            except Exception as error:  # the socket or Noise failed: the connection is over
+                logger.debug("yamux: connection to %s ended: %r", self.peer_id, error)
+            nursery.cancel_scope.cancel()
+        await self._shutdown(reason)
+
+    async def open_stream(self) -> YamuxStream:
+        if self._closing:
+            raise MuxedStreamError("Connection is closed")
+        stream_id = self._next_id
+        self._next_id += 2
+        stream = YamuxStream(self, stream_id)
+        stream._recv_window = RECEIVE_WINDOW
+        self.streams[stream_id] = stream
+        delta = RECEIVE_WINDOW - INITIAL_WINDOW
+        try:
+            await self._send(header(TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id, delta))
+        except MuxedConnUnavailable as error:
+            self.streams.pop(stream_id, None)
+            raise MuxedStreamError("Connection is closed") from error
+        return stream
+
+    async def accept_stream(self) -> IMuxedStream:
+        try:
+            return await self._accept_receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError) as error:
+            raise MuxedConnUnavailable("Connection closed") from error
+
+    async def close(self) -> None:
+        await self._shutdown(GO_AWAY_NORMAL)
+
+    # -- writing --------------------------------------------------------------------
+
+    async def _send(self, data: bytes) -> None:
+        """Frames out, in the order of the calls. MuxedConnUnavailable once closed."""
+        if self.event_closed.is_set():
+            raise MuxedConnUnavailable("Connection closed")
+        async with self._send_lock:
+            try:
+                await self._writer.write(data)
+            except Exception as error:
+                raise MuxedConnUnavailable(f"write failed: {error!r}") from error
+
+    def _queue(self, frame: bytes) -> None:
+        """A control frame from the reading task, sent by `_send_control`."""
+        if len(self._control) >= MAX_CONTROL_QUEUE:
+            raise ProtocolError("it does not read the answers to its own frames")
+        self._control.append(frame)
+        self._control_ready.set()
+
+    async def _send_control(self) -> None:
+        try:
+            while True:
+                await self._control_ready.wait()
+                self._control_ready = trio.Event()
+                frames, self._control = self._control, []
+                await self._send(b"".join(frames))
+        except MuxedConnUnavailable:
+            pass  # the reading task sees the end too
+
+    # -- reading (the task in start() owns everything below) --------------------------
+
+    async def _read_loop(self) -> None:
+        plain = bytearray(self._pending)
+        self._pending = b""
+        while True:
+            pos = self._dispatch(plain)
+            if pos:
+                del plain[:pos]
+            data = await self._reader.read()
+            if not data:
+                return  # EOF
+            plain += data
+
+    def _dispatch(self, plain: bytearray) -> int:
+        """Handle every whole frame in `plain`; return how many bytes they took."""
+        pos, end = 0, len(plain)
+        while end - pos >= HEADER_SIZE:
+            version, kind, flags, stream_id, length = HEADER.unpack_from(plain, pos)
+            if version != VERSION:
+                raise ProtocolError(f"version {version}")
+            if kind == TYPE_DATA:
+                if length > RECEIVE_WINDOW:
+                    raise ProtocolError(f"a {length}-byte data frame")
+                if end - pos - HEADER_SIZE < length:
+                    break
+                body = bytes(plain[pos + HEADER_SIZE : pos + HEADER_SIZE + length])
+                pos += HEADER_SIZE + length
+                self._on_stream_frame(flags, stream_id, body, 0)
+            elif kind == TYPE_WINDOW_UPDATE:
+                pos += HEADER_SIZE
+                self._on_stream_frame(flags, stream_id, b"", length)
+            elif kind == TYPE_PING:
+                pos += HEADER_SIZE
+                if flags & FLAG_SYN:
+                    self._queue(header(TYPE_PING, FLAG_ACK, 0, length))
+            elif kind == TYPE_GO_AWAY:
+                pos += HEADER_SIZE
+                # No new streams; the ones open finish unless the peer hangs up.
+                self._closing = True
+                self._accept_send.close()
+            else:
+                raise ProtocolError(f"frame type {kind}")
+        return pos
+
+    def _on_stream_frame(self, flags: int, stream_id: int, body: bytes, delta: int) -> None:
+        stream = self.streams.get(stream_id)
+        if flags & FLAG_SYN:
+            if stream is not None or stream_id == 0 or stream_id % 2 == self._next_id % 2:
+                raise ProtocolError(f"SYN for stream {stream_id}")
+            stream = self._incoming(stream_id)
+            if stream is None:
+                return
+        if stream is None:
+            return  # a frame for a stream we forgot (we reset it): go-yamux drops it too
+        if body:
+            stream._on_data(body)
+        if delta:
+            stream._on_window(delta)
+        if flags & FLAG_RST:
+            stream._on_reset()
+        elif flags & FLAG_FIN:
+            stream._on_fin()
+        self._forget_if_done(stream)
+
+    def _incoming(self, stream_id: int) -> YamuxStream | None:
+        """A stream the peer opened: ACK it with our window, or reset it."""
+        if self._closing:
+            self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+            return None
+        stream = YamuxStream(self, stream_id)
+        stream._recv_window = RECEIVE_WINDOW
+        try:
+            self._accept_send.send_nowait(stream)
+        except trio.WouldBlock:
+            logger.info(
+                "yamux: %s opened more than %d unaccepted streams", self.peer_id, ACCEPT_BACKLOG
+            )
+            self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+            return None
+        self.streams[stream_id] = stream
+        self._queue(
+            header(TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, RECEIVE_WINDOW - INITIAL_WINDOW)
+        )
+        return stream
+
+    def _forget_if_done(self, stream: YamuxStream) -> None:
+        """Drop a stream from the table once both sides are done with it.
+
+        Its object lives on with its buffer for whoever still holds it."""
+        if stream.closed and self.streams.get(stream.stream_id) is stream:
+            del self.streams[stream.stream_id]
+
+    # -- the end --------------------------------------------------------------------
+
+    async def _shutdown(self, reason: int) -> None:
+        if self.event_closed.is_set():
+            return
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1):
+                try:
+                    await self._send(header(TYPE_GO_AWAY, 0, 0, reason))
+                except MuxedConnUnavailable:
+                    pass
+            self.event_closed.set()
+            self._accept_send.close()
+            for stream in list(self.streams.values()):
+                stream._on_reset()
+            self.streams.clear()
+            try:
+                await self.secured_conn.close()
+            except Exception as error:
+                logger.debug("yamux: closing the connection to %s: %r", self.peer_id, error)
+            if self.on_close is not None:
+                try:
+                    await self.on_close()
+                except Exception:
+                    logger.exception("yamux: on_close for %s failed", self.peer_id)
+
+
+class _Multistream(MuxerMultistream):
+    """py-libp2p's muxer selector, but it builds the class it negotiated."""
+
+    async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
+        protocol, transport_class = await self._selector.select(
+            conn, conn.is_initiator, self.negotiate_timeout
+        )
+        muxed = transport_class(conn, peer_id)
+        return self._annotate_connection(muxed, conn, protocol)
+
+
+def install(host: IHost) -> None:
+    """Make `host` use this yamux for every connection, inbound and outbound."""
+    upgrader = cast(Any, host.get_network()).upgrader
+    current = upgrader.muxer_multistream
+    upgrader.muxer_multistream = _Multistream(
+        {PROTOCOL_ID: Yamux}, negotiate_timeout=current.negotiate_timeout
+    )
