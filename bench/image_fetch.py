@@ -58,8 +58,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from gossipchat.daemon.adapters.bitswap import Bitswap
-from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from gossipchat.daemon.adapters.blockstore import BlockStore
+from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from gossipchat.daemon.core import unixfs
 
 KINDS = ("ours", "baseline_bitswap", "raw_stream", "loopback")

@@ -90,6 +90,7 @@ NOISE_MAX_PLAINTEXT = 65535 - 16
 MAX_FRAME_PAYLOAD = NOISE_MAX_PLAINTEXT - HEADER_SIZE  # one frame, one Noise message
 WRITE_BATCH = 256 * 1024  # bytes of one stream write framed and sent in one go
 SOCKET_READ = 256 * 1024
+COMPACT_AT = 64 * 1024  # consumed bytes at the head of a stream buffer worth a memmove
 ACCEPT_BACKLOG = 256  # inbound streams not yet accepted; beyond that they are reset
 MAX_CONTROL_QUEUE = 4096  # our ACKs, pongs and resets the peer has not let us send
 
@@ -201,6 +202,7 @@ class YamuxStream(IMuxedStream):
         self.conn = conn
         self.stream_id = stream_id
         self._buffer = bytearray()
+        self._offset = 0  # bytes of _buffer already read
         self._readable = trio.Event()
         self._writable = trio.Event()
         self._write_lock = trio.Lock()
@@ -247,20 +249,28 @@ class YamuxStream(IMuxedStream):
     async def read(self, n: int | None = -1) -> bytes:
         if n == 0:
             return b""
-        while not self._buffer:
+        while self._offset == len(self._buffer):
             if self.reset_received:
                 raise MuxedStreamReset("Stream was reset")
             if self.recv_closed:
                 raise MuxedStreamEOF("Stream is closed for receiving")
             await self._readable.wait()
             self._readable = trio.Event()
-        buffer = self._buffer
-        if n is None or n < 0 or n >= len(buffer):
-            data = bytes(buffer)
+        buffer, start = self._buffer, self._offset
+        if n is None or n < 0 or n >= len(buffer) - start:
+            data = bytes(buffer[start:]) if start else bytes(buffer)
             buffer.clear()
+            self._offset = 0
         else:
-            data = bytes(buffer[:n])
-            del buffer[:n]
+            # Small reads (gossipsub reads its length prefixes a byte at a time) move
+            # an offset; the buffer is compacted only once most of it is consumed.
+            end = start + n
+            with memoryview(buffer) as view:
+                data = bytes(view[start:end])
+            if end >= COMPACT_AT and end * 2 >= len(buffer):
+                del buffer[:end]
+                end = 0
+            self._offset = end
         await self._credit(len(data))
         return data
 
@@ -269,7 +279,7 @@ class YamuxStream(IMuxedStream):
         self._unacked += consumed
         if self._unacked < RECEIVE_WINDOW // 2 or self.recv_closed:
             return
-        delta = (RECEIVE_WINDOW - self._recv_window) - len(self._buffer)
+        delta = (RECEIVE_WINDOW - self._recv_window) - (len(self._buffer) - self._offset)
         self._unacked = 0
         if delta <= 0:
             return
@@ -293,7 +303,7 @@ class YamuxStream(IMuxedStream):
                     await self._writable.wait()
                     continue
                 size = min(self._send_window, len(view) - sent, WRITE_BATCH)
-                frames = []
+                frames: list[bytes | memoryview] = []
                 for start in range(sent, sent + size, MAX_FRAME_PAYLOAD):
                     body = view[start : min(start + MAX_FRAME_PAYLOAD, sent + size)]
                     frames.append(header(TYPE_DATA, 0, self.stream_id, len(body)))

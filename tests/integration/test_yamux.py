@@ -1,0 +1,289 @@
+"""Our yamux (daemon/adapters/yamux.py) between real py-libp2p hosts on 127.0.0.1.
+
+Both ends ours, and ours against py-libp2p's own yamux in both directions (the
+bench baselines and any stock py-libp2p peer run that one; Helia's is covered by
+test_bitswap_interop.py). Hostile peers are played by writing raw frames through a
+connection's own sender.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import Yamux as StockYamux
+
+from gossipchat.daemon.adapters import yamux
+from gossipchat.daemon.adapters.p2p import new_libp2p_host
+
+LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+ECHO = TProtocol("/gossipchat-test/echo/1.0.0")
+SINK = TProtocol("/gossipchat-test/sink/1.0.0")
+MB = 1_000_000
+
+
+def stock_host() -> IHost:
+    key_pair = create_new_key_pair()
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
+
+
+def our_host() -> IHost:
+    return new_libp2p_host(create_new_key_pair())
+
+
+def pattern(size: int, seed: int = 0) -> bytes:
+    block = hashlib.sha256(seed.to_bytes(4, "big")).digest() * 2048  # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def read_all(stream: INetStream) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            chunk = await stream.read(1 << 20)
+        except StreamEOF:
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
+async def echo(stream: INetStream) -> None:
+    """Echo everything back as it arrives, then half-close."""
+    while True:
+        try:
+            chunk = await stream.read(1 << 16)
+        except StreamEOF:
+            break
+        if not chunk:
+            break
+        await stream.write(chunk)
+    await stream.close()
+
+
+@asynccontextmanager
+async def pair(
+    make_a: Callable[[], IHost], make_b: Callable[[], IHost]
+) -> AsyncIterator[tuple[IHost, IHost]]:
+    """Two running hosts, b dialled to a, both serving ECHO."""
+    a, b = make_a(), make_b()
+    async with AsyncExitStack() as stack:
+        for host in (a, b):
+            await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
+            host.set_stream_handler(ECHO, echo)
+        await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
+        yield a, b
+
+
+def muxed(host: IHost, peer: IHost) -> Any:
+    conns = host.get_network().get_connections(peer.get_id())
+    assert conns, "not connected"
+    return conns[0].muxed_conn
+
+
+KINDS = {
+    "ours-ours": (our_host, our_host),
+    "ours-stock": (our_host, stock_host),
+    "stock-ours": (stock_host, our_host),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_both_directions_at_once_carry_every_byte(kind: str) -> None:
+    """8 MB each way on one stream, written while the echo writes back: no deadlock,
+    nothing lost or reordered, whichever yamux is at either end."""
+    make_a, make_b = KINDS[kind]
+    data = pattern(8 * MB, seed=1)
+    async with pair(make_a, make_b) as (a, b):
+        stream = await b.new_stream(a.get_id(), [ECHO])
+        got = b""
+
+        async def reader() -> None:
+            nonlocal got
+            got = await read_all(stream)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                for start in range(0, len(data), 300_000):  # not a multiple of any frame
+                    await stream.write(data[start : start + 300_000])
+                await stream.close()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+async def test_the_daemon_host_runs_our_yamux_and_the_stock_one_stays_stock() -> None:
+    async with pair(our_host, stock_host) as (a, b):
+        assert type(muxed(a, b)) is yamux.Yamux
+        assert type(muxed(b, a)) is StockYamux
+        assert muxed(a, b).negotiated_muxer_protocol == "/yamux/1.0.0"
+
+
+async def test_many_streams_at_once_each_get_their_own_bytes() -> None:
+    async with pair(our_host, our_host) as (a, b):
+        results: dict[int, bytes] = {}
+
+        async def one(i: int) -> None:
+            stream = await b.new_stream(a.get_id(), [ECHO])
+            payload = pattern(200_000 + i * 997, seed=i)
+            async with trio.open_nursery() as nursery:
+
+                async def collect() -> None:
+                    results[i] = await read_all(stream)
+
+                nursery.start_soon(collect)
+                await stream.write(payload)
+                await stream.close()
+            assert results[i] == payload
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(40):
+                    nursery.start_soon(one, i)
+        assert len(results) == 40
+        # Every stream is forgotten once both sides closed it.
+        await trio.sleep(0.2)
+        assert muxed(b, a).streams == {}
+        assert muxed(a, b).streams == {}
+
+
+async def test_a_half_closed_stream_still_carries_the_answer() -> None:
+    """The request side closes its writing half first; the answer still arrives,
+    and writing after close is refused."""
+    async with pair(our_host, our_host) as (a, b):
+        stream = await b.new_stream(a.get_id(), [ECHO])
+        await stream.write(b"ping")
+        await stream.close()
+        with trio.fail_after(10):
+            assert await read_all(stream) == b"ping"
+        with pytest.raises(StreamError):  # StreamClosed: closed for writing
+            await stream.write(b"more")
+
+
+async def test_a_reset_reaches_the_other_side_as_a_reset() -> None:
+    async with pair(our_host, our_host) as (a, b):
+        arrived, finished = trio.Event(), trio.Event()
+        outcome: list[str] = []
+
+        async def sink(stream: INetStream) -> None:
+            arrived.set()
+            try:
+                while await stream.read(1 << 16):
+                    pass
+                outcome.append("eof")
+            except StreamReset:
+                outcome.append("reset")
+            except StreamEOF:
+                outcome.append("eof")
+            finished.set()
+
+        a.set_stream_handler(SINK, sink)
+        stream = await b.new_stream(a.get_id(), [SINK])
+        await stream.write(b"x" * 1000)
+        with trio.fail_after(10):
+            await arrived.wait()
+            await stream.reset()
+            await finished.wait()
+        assert outcome == ["reset"]
+        with pytest.raises(StreamError):
+            await stream.write(b"after reset")
+
+
+async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
+    """Reading 4 MB a byte-prefix-and-body at a time (as gossipsub does) costs a
+    handful of WINDOW_UPDATE frames, not one per read as py-libp2p's yamux sends."""
+    sent_frames: list[bytes] = []
+    async with pair(our_host, our_host) as (a, b):
+        conn = muxed(a, b)  # a reads what b sends
+        original = conn._send
+
+        async def counting_send(data: bytes) -> None:
+            sent_frames.append(bytes(data[:12]))
+            await original(data)
+
+        conn._send = counting_send
+        done = trio.Event()
+        reads = 0
+
+        async def sink(stream: INetStream) -> None:
+            nonlocal reads
+            try:
+                while True:
+                    await stream.read(1)
+                    await stream.read(999)
+                    reads += 2
+            except (StreamEOF, StreamReset):
+                pass
+            done.set()
+
+        a.set_stream_handler(SINK, sink)
+        stream = await b.new_stream(a.get_id(), [SINK])
+        with trio.fail_after(60):
+            await stream.write(pattern(4 * MB))
+            await stream.close()
+            await done.wait()
+    window_updates = [f for f in sent_frames if f[1] == yamux.TYPE_WINDOW_UPDATE]
+    assert reads >= 8000
+    # 4 MB through a 1 MiB window credited at half: about 8 updates (plus the ACK).
+    assert len(window_updates) <= 12, len(window_updates)
+
+
+async def test_a_peer_that_overruns_its_window_loses_the_connection() -> None:
+    async with pair(our_host, our_host) as (a, b):
+        arrived = trio.Event()
+
+        async def stall(stream: INetStream) -> None:
+            arrived.set()
+            await trio.sleep_forever()  # never reads: the window is never given back
+
+        a.set_stream_handler(SINK, stall)
+        stream = await b.new_stream(a.get_id(), [SINK])
+        await stream.write(b"hello")
+        with trio.fail_after(10):
+            await arrived.wait()
+        conn_b = muxed(b, a)
+        sid = stream.muxed_stream.stream_id
+        # A misbehaving sender: 1 MiB + 64 KiB of frames while the receiver holds
+        # a 1 MiB window and reads nothing.
+        body = b"\0" * yamux.MAX_FRAME_PAYLOAD
+        frame = yamux.header(yamux.TYPE_DATA, 0, sid, len(body)) + body
+        conn_a = muxed(a, b)
+        with trio.fail_after(10):
+            for _ in range(18):
+                await conn_b._send(frame)
+            await conn_a.event_closed.wait()
+            await conn_b.event_closed.wait()  # GO_AWAY, then the socket closes
+
+
+async def test_unknown_frame_types_end_the_connection_with_a_protocol_error() -> None:
+    async with pair(our_host, our_host) as (a, b):
+        conn_a, conn_b = muxed(a, b), muxed(b, a)
+        await conn_b._send(yamux.HEADER.pack(0, 9, 0, 0, 0))
+        with trio.fail_after(10):
+            await conn_a.event_closed.wait()
+            await conn_b.event_closed.wait()
+
+
+async def test_pings_are_answered() -> None:
+    async with pair(our_host, stock_host) as (a, b):
+        stock = muxed(b, a)
+        assert isinstance(stock, StockYamux)
+        # py-libp2p measures RTT with a ping half a second after connecting.
+        with trio.fail_after(10):
+            while stock.rtt() == 0.0:  # noqa: ASYNC110 - py-libp2p has no event for it
+                await trio.sleep(0.05)
+        assert 0 < stock.rtt() < 1

@@ -1,0 +1,142 @@
+"""py-libp2p 0.8.1's yamux: why daemon/adapters/yamux.py exists.
+
+Each test shows one defect on two stock hosts over 127.0.0.1. When an upgrade fixes
+one, its test fails and the workaround can be reconsidered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+SINK = TProtocol("/gossipchat-test/sink/1.0.0")
+
+
+class MarkedYamux(Yamux):
+    """py-libp2p's own yamux, under another class name."""
+
+
+def stock_host(**options: Any) -> IHost:
+    key_pair = create_new_key_pair()
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, **options)
+
+
+@asynccontextmanager
+async def pair(**options: Any) -> AsyncIterator[tuple[IHost, IHost]]:
+    a, b = stock_host(**options), stock_host(**options)
+    async with AsyncExitStack() as stack:
+        for host in (a, b):
+            await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
+        await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
+        yield a, b
+
+
+def muxed(host: IHost, peer: IHost) -> Any:
+    return host.get_network().get_connections(peer.get_id())[0].muxed_conn
+
+
+async def test_muxer_opt_class_for_yamux_is_ignored() -> None:
+    """`muxer_opt={"/yamux/1.0.0": cls}` negotiates yamux but builds py-libp2p's own
+    `Yamux`, never `cls` (MuxerMultistream.new_conn special-cases the protocol id).
+    Our host therefore swaps the selector (`adapters.yamux.install`)."""
+    async with pair(muxer_opt={YAMUX_ID: MarkedYamux}) as (a, b):
+        conn = muxed(b, a)
+        assert conn.negotiated_muxer_protocol == YAMUX_ID
+        assert type(conn) is Yamux
+        assert not isinstance(conn, MarkedYamux)
+
+
+async def test_a_window_update_for_nearly_every_read() -> None:
+    """Reading 2 MB as 1-byte and 999-byte reads (a length prefix and a body, as
+    gossipsub reads) makes the reader send about one WINDOW_UPDATE per read."""
+    async with pair(muxer_preference="YAMUX") as (a, b):
+        updates = 0
+        reads = 0
+        done = trio.Event()
+        conn = muxed(a, b)
+        original = conn._write_frame
+
+        async def counting(data: bytes) -> None:
+            nonlocal updates
+            if data[1] == 1:  # TYPE_WINDOW_UPDATE
+                updates += 1
+            await original(data)
+
+        conn._write_frame = counting
+
+        async def sink(stream: INetStream) -> None:
+            nonlocal reads
+            try:
+                while True:
+                    await stream.read(1)
+                    await stream.read(999)
+                    reads += 2
+            except StreamEOF:
+                pass
+            done.set()
+
+        a.set_stream_handler(SINK, sink)
+        stream = await b.new_stream(a.get_id(), [SINK])
+        with trio.fail_after(60):
+            await stream.write(bytes(2_000_000))
+            await stream.close()
+            await done.wait()
+    assert reads >= 3_900
+    assert updates >= reads * 0.9, (updates, reads)
+
+
+async def test_every_data_frame_is_two_noise_messages() -> None:
+    """A full 64 KiB yamux frame (65,524 bytes of data and a 12-byte header) is
+    larger than one Noise message (65,519 bytes of plaintext), so py-libp2p sends
+    each as two Noise messages and two socket writes."""
+    async with pair(muxer_preference="YAMUX") as (a, b):
+        writes = 0
+        raw = muxed(b, a).secured_conn.conn.read_writer.read_write_closer
+        original = raw.write
+
+        async def counting(data: bytes) -> None:
+            nonlocal writes
+            writes += 1
+            await original(data)
+
+        raw.write = counting
+        received = 0
+        done = trio.Event()
+
+        async def sink(stream: INetStream) -> None:
+            nonlocal received
+            try:
+                while True:
+                    received += len(await stream.read(1 << 20))
+            except StreamEOF:
+                pass
+            done.set()
+
+        a.set_stream_handler(SINK, sink)
+        stream = await b.new_stream(a.get_id(), [SINK])
+        writes_before = writes
+        frames = 16
+        with trio.fail_after(60):
+            await stream.write(bytes(65_524 * frames))
+            data_writes = writes - writes_before
+            await stream.close()
+            await done.wait()
+    assert received == 65_524 * frames
+    assert data_writes >= 2 * frames, data_writes
