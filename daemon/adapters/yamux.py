@@ -90,6 +90,7 @@ NOISE_MAX_PLAINTEXT = 65535 - 16
 MAX_FRAME_PAYLOAD = NOISE_MAX_PLAINTEXT - HEADER_SIZE  # one frame, one Noise message
 WRITE_BATCH = 256 * 1024  # bytes of one stream write framed and sent in one go
 SOCKET_READ = 256 * 1024
+YIELD_EVERY = 64  # reads served from the buffer between two checkpoints
 COMPACT_AT = 64 * 1024  # consumed bytes at the head of a stream buffer worth a memmove
 ACCEPT_BACKLOG = 256  # inbound streams not yet accepted; beyond that they are reset
 MAX_CONTROL_QUEUE = 4096  # our ACKs, pongs and resets the peer has not let us send
@@ -203,6 +204,7 @@ class YamuxStream(IMuxedStream):
         self.stream_id = stream_id
         self._buffer = bytearray()
         self._offset = 0  # bytes of _buffer already read
+        self._reads_without_yield = 0
         self._readable = trio.Event()
         self._writable = trio.Event()
         self._write_lock = trio.Lock()
@@ -249,6 +251,13 @@ class YamuxStream(IMuxedStream):
     async def read(self, n: int | None = -1) -> bytes:
         if n == 0:
             return b""
+        if self._offset < len(self._buffer):
+            # Data is there: no need to wait, but let others run (and cancellation
+            # reach us) now and then, so a loop of small reads cannot hog the loop.
+            self._reads_without_yield += 1
+            if self._reads_without_yield >= YIELD_EVERY:
+                self._reads_without_yield = 0
+                await trio.lowlevel.checkpoint()
         while self._offset == len(self._buffer):
             if self.reset_received:
                 raise MuxedStreamReset("Stream was reset")
@@ -256,6 +265,7 @@ class YamuxStream(IMuxedStream):
                 raise MuxedStreamEOF("Stream is closed for receiving")
             await self._readable.wait()
             self._readable = trio.Event()
+            self._reads_without_yield = 0
         buffer, start = self._buffer, self._offset
         if n is None or n < 0 or n >= len(buffer) - start:
             data = bytes(buffer[start:]) if start else bytes(buffer)
@@ -374,6 +384,7 @@ class Yamux(IMuxedConn):
         self.event_started = trio.Event()
         self.event_closed = trio.Event()
         self._closing = False  # no new streams either way
+        self._shutting_down = False
         self._created_at = trio.current_time()
         noise = _noise_parts(secured_conn)
         self._reader: _NoiseReader | _PlainReader
@@ -582,8 +593,10 @@ class Yamux(IMuxedConn):
     # -- the end --------------------------------------------------------------------
 
     async def _shutdown(self, reason: int) -> None:
-        if self.event_closed.is_set():
+        if self._shutting_down:
+            await self.event_closed.wait()
             return
+        self._shutting_down = True
         self._closing = True
         with trio.CancelScope(shield=True):
             with trio.move_on_after(1):
