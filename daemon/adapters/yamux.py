@@ -34,6 +34,8 @@ changes the mechanics:
   returns credit once half of it has been read, not on every read.
 - A peer that overruns its window, sends an unknown frame type or a bad version, or
   fails Noise authentication loses the connection (GO_AWAY protocol error).
+- A ping every 30 s; a peer that leaves one unanswered for 30 s is hung up on, so a
+  peer gone without a FIN is noticed (and redialled) even in a quiet room.
 
 Stream semantics match py-libp2p's `YamuxStream` where callers can tell:
 `read(n)` returns up to n buffered bytes (all of them for n None or -1) as soon as
@@ -93,6 +95,8 @@ SOCKET_READ = 256 * 1024
 YIELD_EVERY = 64  # reads served from the buffer between two checkpoints
 COMPACT_AT = 64 * 1024  # consumed bytes at the head of a stream buffer worth a memmove
 ACCEPT_BACKLOG = 256  # inbound streams not yet accepted; beyond that they are reset
+KEEPALIVE_S = 30.0  # a ping this often (as go-yamux does) ...
+KEEPALIVE_TIMEOUT_S = 30.0  # ... and a connection without the pong this long is dead
 MAX_CONTROL_QUEUE = 4096  # our ACKs, pongs and resets the peer has not let us send
 
 
@@ -385,6 +389,11 @@ class Yamux(IMuxedConn):
         self.event_closed = trio.Event()
         self._closing = False  # no new streams either way
         self._shutting_down = False
+        self.keepalive_s = KEEPALIVE_S
+        self.keepalive_timeout_s = KEEPALIVE_TIMEOUT_S
+        self._ping_id = 0
+        self._pong = trio.Event()
+        self.rtt_s = 0.0  # from the last keepalive ping
         self._created_at = trio.current_time()
         noise = _noise_parts(secured_conn)
         self._reader: _NoiseReader | _PlainReader
@@ -431,6 +440,7 @@ class Yamux(IMuxedConn):
         reason = GO_AWAY_NORMAL
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_control)
+            nursery.start_soon(self._keepalive, nursery.cancel_scope)
             try:
                 await self._read_loop()
             except ProtocolError as error:
@@ -497,6 +507,33 @@ class Yamux(IMuxedConn):
         except MuxedConnUnavailable:
             pass  # the reading task sees the end too
 
+    async def _keepalive(self, connection: trio.CancelScope) -> None:
+        """Ping the peer now and then; end the connection if it stops answering.
+
+        A peer that vanished without a FIN (power cut, dropped route) would
+        otherwise look connected until a write fails, which for a quiet room is
+        never, and redial would not start."""
+        try:
+            while True:
+                await trio.sleep(self.keepalive_s)
+                self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
+                self._pong = trio.Event()
+                sent = trio.current_time()
+                await self._send(header(TYPE_PING, FLAG_SYN, 0, self._ping_id))
+                with trio.move_on_after(self.keepalive_timeout_s):
+                    await self._pong.wait()
+                if not self._pong.is_set():
+                    logger.info(
+                        "yamux: %s did not answer a ping in %g s; closing",
+                        self.peer_id,
+                        self.keepalive_timeout_s,
+                    )
+                    connection.cancel()
+                    return
+                self.rtt_s = trio.current_time() - sent
+        except MuxedConnUnavailable:
+            pass  # the reading task sees the end too
+
     # -- reading (the task in start() owns everything below) --------------------------
 
     async def _read_loop(self) -> None:
@@ -533,6 +570,8 @@ class Yamux(IMuxedConn):
                 pos += HEADER_SIZE
                 if flags & FLAG_SYN:
                     self._queue(header(TYPE_PING, FLAG_ACK, 0, length))
+                elif flags & FLAG_ACK and length == self._ping_id:
+                    self._pong.set()
             elif kind == TYPE_GO_AWAY:
                 pos += HEADER_SIZE
                 # No new streams; the ones open finish unless the peer hangs up.

@@ -287,3 +287,34 @@ async def test_pings_are_answered() -> None:
             while stock.rtt() == 0.0:  # noqa: ASYNC110 - py-libp2p has no event for it
                 await trio.sleep(0.05)
         assert 0 < stock.rtt() < 1
+
+
+async def test_keepalive_pings_measure_the_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(yamux, "KEEPALIVE_S", 0.1)
+    async with pair(our_host, stock_host) as (a, b):
+        ours = muxed(a, b)
+        with trio.fail_after(10):
+            while ours.rtt_s == 0.0:  # noqa: ASYNC110 - no event for it, by design
+                await trio.sleep(0.05)
+        assert 0 < ours.rtt_s < 1
+        assert not ours.is_closed
+
+
+async def test_a_peer_that_stops_answering_pings_is_hung_up_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer gone without a FIN looks connected forever unless pings go unanswered."""
+    monkeypatch.setattr(yamux, "KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(yamux, "KEEPALIVE_TIMEOUT_S", 0.5)
+    async with pair(our_host, our_host) as (a, b):
+        conn_a, conn_b = muxed(a, b), muxed(b, a)
+        answer = conn_a._queue
+
+        def mute(frame: bytes) -> None:  # a stops answering pings, nothing else
+            if frame[1] != yamux.TYPE_PING:
+                answer(frame)
+
+        conn_a._queue = mute
+        with trio.fail_after(10):
+            await conn_b.event_closed.wait()  # b hung up ...
+            await conn_a.event_closed.wait()  # ... and a saw it
