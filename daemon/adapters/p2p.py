@@ -39,7 +39,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
-from . import yamux
+from . import peer_records, yamux
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,8 @@ class P2PNetwork:
         key_pair = create_new_key_pair(seed)
         self._listen_addrs = list(listen_addrs)
         self.host: IHost = new_libp2p_host(key_pair)
+        # py-libp2p signs, sends and verifies its peer record with every pubsub RPC.
+        peer_records.install()
         self.router = GossipSub(
             protocols=list(GOSSIPSUB_PROTOCOLS),
             # D, D_lo, D_hi as in go-libp2p-pubsub.

@@ -50,3 +50,10 @@ async def connected_pair(**gossip: Any) -> AsyncIterator[list[tuple[Any, GossipS
         await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
         yield nodes
         await trio.lowlevel.checkpoint()
+
+
+async def wait_for_mesh(router: GossipSub, topic: str, peer: Any) -> None:
+    """Until `peer` is in `router`'s mesh for `topic` (a heartbeat grafts it)."""
+    with trio.fail_after(10):
+        while peer not in router.mesh.get(topic, set()):  # noqa: ASYNC110 - no event upstream
+            await trio.sleep(0.05)

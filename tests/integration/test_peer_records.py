@@ -1,0 +1,61 @@
+"""daemon/adapters/peer_records.py: py-libp2p pubsub's per-RPC peer-record work done
+once per peer, and nothing accepted that would not have been (two real GossipSub
+hosts on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import libp2p.pubsub.pubsub as pubsub_module
+import libp2p.pubsub.utils as pubsub_utils
+import pytest
+import trio
+from libp2p.pubsub.pb import rpc_pb2
+
+from gossipchat.daemon.adapters import peer_records
+from tests.upstream.libp2p_pair import connected_pair, wait_for_mesh
+
+MESSAGES = 30
+
+
+async def test_a_peer_record_is_verified_once_not_per_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    peer_records.install()
+    checked = 0
+    original = pubsub_utils.consume_envelope
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal checked
+        checked += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pubsub_utils, "consume_envelope", counting)
+    async with connected_pair() as nodes:
+        (host_a, router_a, pub_a), (host_b, _, pub_b) = nodes
+        sub_b = await pub_b.subscribe("t")
+        await pub_a.subscribe("t")
+        await pub_a.wait_for_subscription(host_b.get_id(), "t", timeout=10)
+        await wait_for_mesh(router_a, "t", host_b.get_id())
+        checked = 0
+        with trio.fail_after(20):
+            for i in range(MESSAGES):
+                await pub_a.publish("t", f"m{i}".encode())
+                assert (await sub_b.get()).data == f"m{i}".encode()
+        # b still knows a's addresses from the record it did verify.
+        assert host_b.get_peerstore().get_peer_record(host_a.get_id()) is not None
+    assert checked <= 2, checked
+
+
+async def test_a_different_or_forged_record_is_still_checked() -> None:
+    peer_records.install()
+    check = pubsub_module.maybe_consume_signed_record
+    async with connected_pair() as nodes:
+        (host_a, _, _), (host_b, _, _) = nodes
+        good = rpc_pb2.RPC(senderRecord=pubsub_module.env_to_send_in_RPC(host_a)[0])
+        assert check(good, host_b, host_a.get_id())
+        assert check(good, host_b, host_a.get_id())  # from the memo
+        # The same record claimed by another peer: rejected, memo or not.
+        assert not check(good, host_b, host_b.get_id())
+        forged = bytearray(good.senderRecord)
+        forged[-5] ^= 0xFF
+        assert not check(rpc_pb2.RPC(senderRecord=bytes(forged)), host_b, host_a.get_id())
+        assert check(rpc_pb2.RPC(), host_b, host_a.get_id())  # no record: nothing to check
