@@ -47,7 +47,9 @@ GOSSIPSUB_PROTOCOLS = (TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0"))
 
 # Our own inbound buffer per node; py-libp2p's per-topic channel holds only 32.
 INBOUND_BUFFER = 8192
-# publish() waits while any peer's outbound queue (capacity 32) holds this many RPCs.
+# py-libp2p's per-peer outbound queue holds 32 RPCs and drops silently beyond; ours
+# hold OUTBOUND_QUEUE (see _DeepQueues), and publish() waits while any holds this many.
+OUTBOUND_QUEUE = 512
 QUEUE_HIGH_WATER = 16
 QUEUE_POLL_S = 0.002
 DIAL_TIMEOUT_S = 10.0
@@ -223,6 +225,22 @@ def new_libp2p_host(key_pair: KeyPair) -> IHost:
     return host
 
 
+class _DeepQueues(dict[ID, Any]):
+    """`Pubsub.peer_queues` whose queues hold OUTBOUND_QUEUE RPCs, not 32.
+
+    py-libp2p drops whatever does not fit a peer's queue without a word (see
+    tests/upstream/test_gossipsub_defaults.py). Our own publishes are paced, but a
+    forwarder relaying a burst fills them too, and each drop there costs a sync
+    repair later, which is dearer than relaying. 512 RPCs of ~1 KB per peer bounds
+    the memory; the queue is `RpcQueue()` made inside `Pubsub._handle_new_peer`, so
+    its bound is set as it is stored here.
+    """
+
+    def __setitem__(self, peer: ID, queue: Any) -> None:
+        queue._queue.max_size = OUTBOUND_QUEUE
+        super().__setitem__(peer, queue)
+
+
 class P2PNetwork:
     """A libp2p host with GossipSub, owned by one `run` task."""
 
@@ -257,6 +275,7 @@ class P2PNetwork:
         )
         # StrictSign: every gossipsub message is signed by its origin (INTERFACE.md).
         self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
+        self.pubsub.peer_queues = _DeepQueues()
         self.peer_id = self.host.get_id().to_base58()
         self.stats = GossipStats()
         self._blocked: set[str] = set()

@@ -766,6 +766,10 @@ def _truncate_utf8(text: str, limit: int) -> str:
     return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
+def _trim(name: str) -> str:
+    return re.sub(r"^[\s.]+|[\s.]+$", "", name)
+
+
 def sanitize_filename(name: str) -> str:
     """A safe base name for saving a received file: never a path, never empty.
 
@@ -778,15 +782,17 @@ def sanitize_filename(name: str) -> str:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = _NON_PORTABLE.sub("_", name)
     name = re.sub(r"\.{2,}", ".", name)
-    # Leading dots hide files; trailing dots and spaces are dropped by Windows.
-    name = name.strip().lstrip(".").rstrip(". ")
+    # Leading dots hide files; trailing dots and spaces are dropped by Windows. Both
+    # ends are trimmed of dots and white space together, so that a second pass
+    # finds nothing left to trim (". 0" is "0", not " 0").
+    name = _trim(name)
     if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
         stem, dot, ext = name.rpartition(".")
         if dot and stem and len(ext.encode("utf-8")) <= 16:
             budget = _MAX_NAME_BYTES - len(ext.encode("utf-8")) - 1
-            name = _truncate_utf8(stem, budget).rstrip(". ") + "." + ext
+            name = _trim(_truncate_utf8(stem, budget)) + "." + ext
         else:
-            name = _truncate_utf8(name, _MAX_NAME_BYTES).rstrip(". ")
+            name = _trim(_truncate_utf8(name, _MAX_NAME_BYTES))
     if name.split(".", 1)[0].upper() in _WINDOWS_DEVICES:
         name = "_" + name
     return name or _FALLBACK_NAME

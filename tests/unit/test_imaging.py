@@ -767,6 +767,8 @@ def test_thumbnail_refuses_what_inspect_refuses_and_impossible_budgets() -> None
         ("line\nbreak\r.png", "linebreak.png"),
         ("my..photo.png", "my.photo.png"),
         ("photo.png.", "photo.png"),
+        (". 0", "0"),  # dots and spaces trimmed together (found by hypothesis)
+        ("name. \t.", "name"),
         ("cat\u202egnp.exe", "catgnp.exe"),  # right-to-left override hides ".exe"
         ("what?.png", "what_.png"),
         ("CON.png", "_CON.png"),
