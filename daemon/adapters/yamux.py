@@ -26,9 +26,11 @@ changes the mechanics:
   session's own cipher state (py-libp2p keeps the keys and did the handshake), and
   parses every whole frame in the plaintext before reading again. Other secure
   sessions are read a message at a time through their own `read`.
-- Writes are serialized by one lock (which also keeps the Noise nonces in order). A
-  write of many frames is encrypted as a few Noise messages of at most 65,519
-  plaintext bytes and handed to the socket in one `send_all`.
+- One task owns the sending side (which also keeps the Noise nonces in order). Writers
+  queue frames in a send buffer (1 MiB, then they wait) and return, as a socket
+  write does; whatever queued while the task was in `send` goes out in the next one,
+  encrypted as Noise messages of at most 65,519 plaintext bytes. Under load one
+  syscall carries many frames (a burst of gossip to a peer, acks, window updates).
 - Each stream announces a 1 MiB receive window in its SYN or ACK (go-yamux grows to
   16 MiB; 1 MiB keeps a loopback pipe full with bounded memory per stream) and
   returns credit once half of it has been read, not on every read.
@@ -97,7 +99,8 @@ COMPACT_AT = 64 * 1024  # consumed bytes at the head of a stream buffer worth a 
 ACCEPT_BACKLOG = 256  # inbound streams not yet accepted; beyond that they are reset
 KEEPALIVE_S = 30.0  # a ping this often (as go-yamux does) ...
 KEEPALIVE_TIMEOUT_S = 30.0  # ... and a connection without the pong this long is dead
-MAX_CONTROL_QUEUE = 4096  # our ACKs, pongs and resets the peer has not let us send
+SEND_BUFFER = 1024 * 1024  # bytes queued for the socket before writers wait
+MAX_CONTROL_BYTES = 64 * 1024  # our ACKs, pongs and resets beyond that: the peer reads nothing
 
 
 def header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
@@ -382,9 +385,15 @@ class Yamux(IMuxedConn):
         self._accept_send, self._accept_receive = trio.open_memory_channel[YamuxStream](
             ACCEPT_BACKLOG
         )
-        self._send_lock = trio.Lock()
-        self._control: list[bytes] = []
-        self._control_ready = trio.Event()
+        # The send buffer, drained by the writing task (`_write_loop`).
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._out_ready = trio.Event()  # set when _out has something
+        self._drained = trio.Event()  # set when the writing task takes what is queued
+        self._idle = trio.Event()  # set when everything queued is written
+        self._idle.set()
+        self._writer_running = False
+        self._write_error: Exception | None = None
         self.event_started = trio.Event()
         self.event_closed = trio.Event()
         self._closing = False  # no new streams either way
@@ -433,13 +442,15 @@ class Yamux(IMuxedConn):
     async def start(self) -> None:
         """Read and dispatch frames until the connection ends (the swarm runs this).
 
-        The reading task never waits on the socket's send side: the frames it
-        answers with (ACK, pong, reset) go to a queue that a second task sends, so
-        two peers both busy writing cannot deadlock each other's readers."""
+        Three tasks: this one reads; `_write_loop` owns the socket's sending side;
+        `_keepalive` pings. The reading task never waits on the sending side (the
+        frames it answers with only join the send buffer), so two peers both busy
+        writing cannot deadlock each other's readers."""
         self.event_started.set()
         reason = GO_AWAY_NORMAL
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._send_control)
+            self._writer_running = True
+            nursery.start_soon(self._write_loop, nursery.cancel_scope)
             nursery.start_soon(self._keepalive, nursery.cancel_scope)
             try:
                 await self._read_loop()
@@ -481,31 +492,57 @@ class Yamux(IMuxedConn):
     # -- writing --------------------------------------------------------------------
 
     async def _send(self, data: bytes) -> None:
-        """Frames out, in the order of the calls. MuxedConnUnavailable once closed."""
-        if self.event_closed.is_set():
-            raise MuxedConnUnavailable("Connection closed")
-        async with self._send_lock:
-            try:
-                await self._writer.write(data)
-            except Exception as error:
-                raise MuxedConnUnavailable(f"write failed: {error!r}") from error
+        """Queue frames for the socket, in the order of the calls.
+
+        Returns once they are queued, as a socket write returns once the kernel has
+        the bytes; waits only while SEND_BUFFER bytes are already queued. Frames
+        queued while the writing task is in a `send` go out together in the next
+        one: under load, one syscall and one Noise message carry many frames.
+        MuxedConnUnavailable once the connection is closed or its socket failed.
+        """
+        while True:
+            if self.event_closed.is_set() or self._write_error is not None:
+                raise MuxedConnUnavailable(f"Connection closed ({self._write_error!r})")
+            if self._out_bytes < SEND_BUFFER:
+                break
+            if self._drained.is_set():
+                self._drained = trio.Event()
+            await self._drained.wait()
+        self._enqueue(data)
+        await trio.lowlevel.checkpoint()
+
+    def _enqueue(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_bytes += len(data)
+        self._out_ready.set()
+        if self._idle.is_set():
+            self._idle = trio.Event()
 
     def _queue(self, frame: bytes) -> None:
-        """A control frame from the reading task, sent by `_send_control`."""
-        if len(self._control) >= MAX_CONTROL_QUEUE:
+        """A control frame from the reading task: queued, never waited for."""
+        if self._out_bytes >= SEND_BUFFER + MAX_CONTROL_BYTES:
             raise ProtocolError("it does not read the answers to its own frames")
-        self._control.append(frame)
-        self._control_ready.set()
+        self._enqueue(frame)
 
-    async def _send_control(self) -> None:
+    async def _write_loop(self, connection: trio.CancelScope) -> None:
+        """The only task that writes to the socket: everything queued, at once."""
         try:
             while True:
-                await self._control_ready.wait()
-                self._control_ready = trio.Event()
-                frames, self._control = self._control, []
-                await self._send(b"".join(frames))
-        except MuxedConnUnavailable:
-            pass  # the reading task sees the end too
+                if not self._out:
+                    self._idle.set()
+                    await self._out_ready.wait()
+                    self._out_ready = trio.Event()
+                    continue
+                frames, self._out, self._out_bytes = self._out, [], 0
+                self._drained.set()
+                await self._writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        except Exception as error:  # the socket failed: the connection is over
+            self._write_error = error
+            self._drained.set()
+            self._idle.set()
+            connection.cancel()
+        finally:
+            self._writer_running = False
 
     async def _keepalive(self, connection: trio.CancelScope) -> None:
         """Ping the peer now and then; end the connection if it stops answering.
@@ -638,12 +675,22 @@ class Yamux(IMuxedConn):
         self._shutting_down = True
         self._closing = True
         with trio.CancelScope(shield=True):
+            # GO_AWAY after whatever is still queued, then the socket is closed.
+            goaway = header(TYPE_GO_AWAY, 0, 0, reason)
             with trio.move_on_after(1):
-                try:
-                    await self._send(header(TYPE_GO_AWAY, 0, 0, reason))
-                except MuxedConnUnavailable:
+                if self._write_error is not None:
                     pass
+                elif self._writer_running:
+                    self._enqueue(goaway)
+                    await self._idle.wait()
+                else:
+                    try:
+                        await self._writer.write(b"".join([*self._out, goaway]))
+                    except Exception:
+                        pass  # the peer is gone already
+            self._out.clear()
             self.event_closed.set()
+            self._drained.set()
             self._accept_send.close()
             for stream in list(self.streams.values()):
                 stream._on_reset()
