@@ -156,7 +156,8 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
     room = f"fanout-{r}"
     cluster.join_all(room)
     missing = cluster.wait_room_known(room)
-    before_subs = [d.call("status")["subscriptions"] for d in members]
+    before = [d.call("status") for d in members]
+    before_subs = [st["subscriptions"] for st in before]
     threads = [_Member(d, room, d.home / f"fetched-{r}.png", cfg.deadline_s) for d in members]
     for t in threads:
         t.start()
@@ -174,6 +175,16 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
             pass
         sent_after = bitswap_bytes_sent(client.status())
     images = [d.call("status").get("images", {}) for d in members]
+
+    def exchange_total(statuses: list[dict[str, Any]], key: str) -> int:
+        return sum(int(st.get("exchange", {}).get(key, 0)) for st in statuses)
+
+    received = exchange_total(images, "bytes_received") - exchange_total(
+        [st.get("images", {}) for st in before], "bytes_received"
+    )
+    duplicates = exchange_total(images, "duplicate_blocks") - exchange_total(
+        [st.get("images", {}) for st in before], "duplicate_blocks"
+    )
     done = [t.done_at for t in threads]
     errors = [f"{t.daemon_proc.name}: {t.error}" for t in threads if t.error]
     all_have = (max(d for d in done if d is not None) - t0) if all(done) else None
@@ -185,6 +196,13 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
         "send_image_s": rounded(posted - t0),
         "members_holding": sum(d is not None for d in done),
         "sender_upload_ratio": rounded(upload),
+        # Bitswap bytes the members received over what they needed (1.0: no
+        # duplicates), and when the median member had it.
+        "members_received_ratio": rounded(received / (size * len(members))),
+        "duplicate_blocks": duplicates,
+        "member_s": sorted(rounded(d - t0) for d in done if d is not None),
+        "median_member_s": rounded(sorted(d - t0 for d in done if d is not None)[
+            len([d for d in done if d is not None]) // 2]) if any(done) else None,
         "subscriptions_unseen": len(missing),
         "fetch_retries": sum(t.retries for t in threads),
         "auto_fetched": sum(int(i.get("auto_fetched", 0)) for i in images),

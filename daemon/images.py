@@ -58,6 +58,8 @@ AUTO_FETCH_TIMEOUT_S = 120.0
 AUTO_FETCH_SPREAD_S = 1.0
 AUTO_FETCH_RETRIES = 4
 PROGRESS_EVERY_S = 0.1
+FETCH_RETRY_FIRST_S = 0.1  # a fetch nobody could serve yet is asked again after this,
+FETCH_RETRY_MAX_S = 1.0  # doubling up to this
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -247,8 +249,10 @@ class ImageService:
     async def _fetch_until(self, root: bytes, deadline: float,
                            progress: Progress | None) -> bytes:
         # "Nobody has it" is often "nobody has it yet": an image spreads hop by hop
-        # and a neighbour may be fetching it right now. Ask again until the deadline.
-        delay = 0.25
+        # and a neighbour may be fetching it right now. Ask again until the deadline,
+        # at least once a second: an ask is one small message per peer, and a longer
+        # pause would be added to every hop the image still has to travel.
+        delay = FETCH_RETRY_FIRST_S
         while True:
             remaining = deadline - trio.current_time()
             try:
@@ -257,7 +261,7 @@ class ImageService:
                 if deadline - trio.current_time() <= delay:
                     raise
             await trio.sleep(delay)
-            delay = min(delay * 2, 4.0)
+            delay = min(delay * 2, FETCH_RETRY_MAX_S)
 
     async def _fetch_with_progress(self, root: bytes, timeout_s: float,
                                    progress: Progress | None) -> bytes:

@@ -473,7 +473,10 @@ class _Want:
 
     cids: set[bytes]
     sessions: set[int]
-    asked: set[ID]
+    asked: set[ID]  # peers asked that have neither answered DontHave nor gone
+    # Peers whose wantlist holds it: `asked`, and those that said DontHave (they keep
+    # the want and send the block if it reaches them). All get the cancel.
+    holders: set[ID] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------------------
@@ -739,7 +742,7 @@ class Bitswap:
             for cid in want.cids:
                 self._tell(session, _GotBlock(cid, data, peer))
         cancels = [WantEntry(cid, cancel=True) for cid in want.cids]
-        for other in want.asked - {peer}:
+        for other in (want.asked | want.holders) - {peer}:
             link = self._links.get(other)
             if link is not None:
                 link.send(_OurWants(cancels))
@@ -758,8 +761,15 @@ class Bitswap:
                 want = self._wants[digest] = _Want(set(), set(), set())
             want.cids.add(cid)
             want.sessions.add(command.session)
-            if command.peer not in want.asked:
+            if command.peer in want.asked:
+                pass  # asked already, for another fetch: its answer reaches both
+            elif command.peer in want.holders:
+                # It said DontHave to another fetch and keeps the want: this fetch
+                # hears the same now (and gets the block if it reaches that peer).
+                self._tell(command.session, _DontHave(cid, command.peer))
+            else:
                 want.asked.add(command.peer)
+                want.holders.add(command.peer)
                 entries.append(WantEntry(cid, send_dont_have=True))
             self._remember(digest)
         if entries:
@@ -775,7 +785,7 @@ class Bitswap:
             if want.sessions:
                 continue
             del self._wants[digest]
-            for peer in want.asked:
+            for peer in want.asked | want.holders:
                 cancels.setdefault(peer, []).extend(
                     WantEntry(cid, cancel=True) for cid in want.cids
                 )
@@ -796,6 +806,7 @@ class Bitswap:
     def _peer_gone(self, peer: ID, reason: str) -> None:
         told: set[int] = set()
         for want in self._wants.values():
+            want.holders.discard(peer)
             if peer in want.asked:
                 want.asked.discard(peer)
                 told.update(want.sessions)

@@ -166,6 +166,37 @@ async def test_fetch_spreads_wants_over_two_peers(nursery: trio.Nursery, tmp_pat
     assert from_first + from_second == client.store.count  # no block came twice
 
 
+async def test_peers_that_said_dont_have_get_the_cancel_too(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A peer that answered DontHave keeps our want (so it can send the block later);
+    once the fetch has the block from elsewhere, that peer is told to cancel, so it
+    does not push a copy nobody wants when the block reaches it."""
+    empty = await start_node(nursery, tmp_path / "empty")
+    source = await start_node(nursery, tmp_path / "source")
+    client = await start_node(nursery, tmp_path / "client")
+    data = pattern(5 * MB)
+    root = source.store.import_file(data)
+    await client.connect(empty)
+    await client.connect(source)
+    with trio.fail_after(30):
+        got = await client.bitswap.fetch(
+            root, [empty.id, source.id], max_size=len(data), timeout=20
+        )
+    assert got == data
+    assert client.bitswap.stats.peers[empty.id.to_base58()].dont_have_received > 0
+    # The empty peer gets the file now and tells its peers' links about it.
+    assert empty.store.import_file(data) == root
+    await empty.bitswap.announce([block.cid for block in unixfs.import_file(data).blocks])
+    # A probe fetched from it afterwards comes down the same link, after any block
+    # the announcement would have pushed.
+    probe = empty.store.import_file(b"probe")
+    with trio.fail_after(10):
+        assert await client.bitswap.fetch(probe, [empty.id], max_size=5, timeout=5) == b"probe"
+    assert empty.bitswap.stats.blocks_sent == 1
+    assert client.bitswap.stats.duplicate_blocks == 0
+
+
 async def test_corrupting_peer_is_dropped_and_honest_peer_completes(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
