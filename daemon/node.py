@@ -247,6 +247,7 @@ class Node:
                 "publish_waits": gossip.publish_waits,
                 "received": gossip.received,
                 "inbound_dropped": gossip.inbound_dropped,
+                "outbound_dropped": gossip.outbound_dropped,
                 "outbound_queued": len(self._outbound),
             },
             "received_new": self.stats.received_new,

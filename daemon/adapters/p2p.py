@@ -19,12 +19,12 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee, ISubscriptionAPI
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
@@ -95,6 +95,7 @@ class GossipStats:
     publish_waits: int = 0
     received: int = 0
     inbound_dropped: int = 0
+    outbound_dropped: int = 0  # RPCs a full peer queue refused (py-libp2p drops them)
 
 
 class Stream:
@@ -225,6 +226,20 @@ def new_libp2p_host(key_pair: KeyPair) -> IHost:
     return host
 
 
+class _TopicSink:
+    """Stands in for py-libp2p's send side of one topic's subscription channel."""
+
+    def __init__(self, network: P2PNetwork, topic: str) -> None:
+        self._network = network
+        self._topic = topic
+
+    def send_nowait(self, msg: Any) -> None:
+        self._network._deliver(self._topic, msg)
+
+    async def aclose(self) -> None:
+        return None  # Pubsub.unsubscribe closes it; nothing to release
+
+
 class _DeepQueues(dict[ID, Any]):
     """`Pubsub.peer_queues` whose queues hold OUTBOUND_QUEUE RPCs, not 32.
 
@@ -236,8 +251,22 @@ class _DeepQueues(dict[ID, Any]):
     its bound is set as it is stored here.
     """
 
+    def __init__(self, stats: GossipStats) -> None:
+        super().__init__()
+        self._stats = stats
+
     def __setitem__(self, peer: ID, queue: Any) -> None:
         queue._queue.max_size = OUTBOUND_QUEUE
+        push = queue.push
+        stats = self._stats
+
+        def counted_push(rpc: Any, priority: bool = False) -> bool:
+            accepted = bool(push(rpc, priority))
+            if not accepted:
+                stats.outbound_dropped += 1
+            return accepted
+
+        queue.push = counted_push
         super().__setitem__(peer, queue)
 
 
@@ -275,11 +304,11 @@ class P2PNetwork:
         )
         # StrictSign: every gossipsub message is signed by its origin (INTERFACE.md).
         self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
-        self.pubsub.peer_queues = _DeepQueues()
-        self.peer_id = self.host.get_id().to_base58()
         self.stats = GossipStats()
+        self.pubsub.peer_queues = _DeepQueues(self.stats)
+        self.peer_id = self.host.get_id().to_base58()
         self._blocked: set[str] = set()
-        self._subscriptions: dict[str, trio.CancelScope] = {}
+        self._subscriptions: set[str] = set()
         self._inbound_send, self.inbound = trio.open_memory_channel[GossipMessage](INBOUND_BUFFER)
         self._events_send, self.peer_events = trio.open_memory_channel[PeerEvent](1024)
         self._nursery: trio.Nursery | None = None
@@ -414,40 +443,38 @@ class P2PNetwork:
     # gossip
 
     async def subscribe(self, topic: str) -> None:
-        """Join a topic's mesh and start draining it into `inbound`."""
+        """Join a topic's mesh; its messages go straight into `inbound`."""
         if topic in self._subscriptions or self._nursery is None:
             return
-        subscription = await self.pubsub.subscribe(topic)
-        scope = trio.CancelScope()
-        self._subscriptions[topic] = scope
-        self._nursery.start_soon(self._drain, topic, subscription, scope)
+        await self.pubsub.subscribe(topic)
+        # py-libp2p hands a topic's messages to a 32-slot channel with send_nowait and
+        # drops (logging a warning) whatever does not fit until a reader task runs;
+        # one read of a busy connection can carry more than 32. Our sink takes each
+        # message as it is pushed, into the 8192-slot `inbound`.
+        self.pubsub.subscribed_topics_send[topic] = cast(Any, _TopicSink(self, topic))
+        self._subscriptions.add(topic)
 
     async def unsubscribe(self, topic: str) -> None:
         """Leave a topic's mesh."""
-        scope = self._subscriptions.pop(topic, None)
-        if scope is None:
+        if topic not in self._subscriptions:
             return
-        scope.cancel()
+        self._subscriptions.discard(topic)
         await self.pubsub.unsubscribe(topic)
 
     def topic_peers(self, topic: str) -> list[str]:
         """Peers that announced a subscription to a topic."""
         return [p.to_base58() for p in self.pubsub.peer_topics.get(topic, ())]
 
-    async def _drain(
-        self, topic: str, subscription: ISubscriptionAPI, scope: trio.CancelScope
-    ) -> None:
-        with scope:
-            while True:
-                msg = await subscription.get()
-                self.stats.received += 1
-                origin = ID(msg.from_id).to_base58() if msg.from_id else ""
-                item = GossipMessage(topic, bytes(msg.data), origin, origin)
-                try:
-                    self._inbound_send.send_nowait(item)
-                except trio.WouldBlock:
-                    # The node is far behind; history sync fetches what we drop here.
-                    self.stats.inbound_dropped += 1
+    def _deliver(self, topic: str, msg: Any) -> None:
+        """A validated message of a subscribed topic, from py-libp2p's push_msg."""
+        self.stats.received += 1
+        origin = ID(msg.from_id).to_base58() if msg.from_id else ""
+        item = GossipMessage(topic, bytes(msg.data), origin, origin)
+        try:
+            self._inbound_send.send_nowait(item)
+        except trio.WouldBlock:
+            # The node is far behind; history sync fetches what we drop here.
+            self.stats.inbound_dropped += 1
 
     def _max_queue_depth(self) -> int:
         queues = self.pubsub.peer_queues.values()

@@ -11,7 +11,7 @@ import inspect
 import trio
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX, Pubsub
+from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX, SUBSCRIPTION_CHANNEL_SIZE, Pubsub
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
 from tests.upstream.libp2p_pair import connected_pair
@@ -75,3 +75,30 @@ async def test_outbound_queue_drops_past_32_without_an_error() -> None:
     print(f"burst of {burst} queued without yielding: {received} delivered")
     # At most the queue's capacity arrives (one slot may hold a control RPC).
     assert received <= OutBoundQueueSize
+
+
+async def test_subscription_channel_drops_past_32_in_one_rpc() -> None:
+    """100 messages arriving in one RPC: the topic's subscription channel keeps 32.
+
+    py-libp2p pushes each validated message into a 32-slot channel with send_nowait and
+    drops what does not fit (a warning in its log, nothing the reader can see). One
+    read of a busy connection can hold that many, so P2PNetwork replaces the channel's
+    send side with a sink that takes every message as it is pushed.
+    """
+    assert SUBSCRIPTION_CHANNEL_SIZE == 32
+    burst = 100
+    async with connected_pair() as nodes:
+        (_, router_a, pub_a), (host_b, _, pub_b) = nodes
+        sub_b = await pub_b.subscribe("t")
+        await pub_a.subscribe("t")
+        await pub_a.wait_for_subscription(host_b.get_id(), "t", timeout=10)
+        msgs = [_signed_message(pub_a, "t", f"m{i}".encode()) for i in range(burst)]
+        router_a.send_rpc(host_b.get_id(), rpc_pb2.RPC(publish=msgs))
+        received = 0
+        with trio.move_on_after(3):  # ample time for all of them
+            while True:
+                await sub_b.get()
+                received += 1
+    print(f"{burst} messages in one RPC: {received} reached the subscriber")
+    # 32 in the channel, plus the one handed straight to the waiting reader.
+    assert received <= SUBSCRIPTION_CHANNEL_SIZE + 1

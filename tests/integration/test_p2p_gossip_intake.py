@@ -1,0 +1,46 @@
+"""The gossip adapter (daemon/adapters/p2p.py) takes in everything py-libp2p hands
+it, even a hundred messages in one RPC: py-libp2p's own 32-slot subscription channel
+would keep 33 (tests/upstream/test_gossipsub_defaults.py)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+
+import multiaddr
+import trio
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.tools.anyio_service import background_trio_service
+
+from gossipchat.daemon.adapters.p2p import P2PNetwork
+from tests.upstream.libp2p_pair import LOOPBACK, make_node
+from tests.upstream.test_gossipsub_defaults import _signed_message
+
+TOPIC = "/gossipchat/1/room/intake"
+BURST = 100
+
+
+async def test_a_hundred_messages_in_one_rpc_all_reach_inbound() -> None:
+    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    host, router, pubsub = make_node()  # a stock py-libp2p GossipSub peer
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
+        await nursery.start(network.run)
+        await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
+        await stack.enter_async_context(background_trio_service(pubsub))
+        await stack.enter_async_context(background_trio_service(router))
+        await pubsub.wait_until_ready()
+        await network.subscribe(TOPIC)
+        await pubsub.subscribe(TOPIC)
+        ours = network.host
+        await host.connect(PeerInfo(ours.get_id(), ours.get_addrs()))
+        await pubsub.wait_for_subscription(ours.get_id(), TOPIC, timeout=10)
+        msgs = [_signed_message(pubsub, TOPIC, f"m{i}".encode()) for i in range(BURST)]
+        router.send_rpc(ours.get_id(), rpc_pb2.RPC(publish=msgs))
+        got = []
+        with trio.fail_after(15):
+            while len(got) < BURST:
+                got.append((await network.inbound.receive()).data)
+        assert sorted(got) == sorted(f"m{i}".encode() for i in range(BURST))
+        assert network.stats.inbound_dropped == 0
+        nursery.cancel_scope.cancel()
