@@ -5,13 +5,11 @@ hosts on 127.0.0.1)."""
 from __future__ import annotations
 
 import libp2p.pubsub.pubsub as pubsub_module
-import libp2p.pubsub.utils as pubsub_utils
 import pytest
-import trio
 from libp2p.pubsub.pb import rpc_pb2
 
 from gossipchat.daemon.adapters import peer_records
-from tests.upstream.libp2p_pair import connected_pair, wait_for_mesh
+from tests.upstream.libp2p_pair import connected_pair, record_checks_per_publish
 
 MESSAGES = 30
 
@@ -20,28 +18,8 @@ async def test_a_peer_record_is_verified_once_not_per_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     peer_records.install()
-    checked = 0
-    original = pubsub_utils.consume_envelope
-
-    def counting(*args: object, **kwargs: object) -> object:
-        nonlocal checked
-        checked += 1
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pubsub_utils, "consume_envelope", counting)
-    async with connected_pair() as nodes:
-        (host_a, router_a, pub_a), (host_b, _, pub_b) = nodes
-        sub_b = await pub_b.subscribe("t")
-        await pub_a.subscribe("t")
-        await pub_a.wait_for_subscription(host_b.get_id(), "t", timeout=10)
-        await wait_for_mesh(router_a, "t", host_b.get_id())
-        checked = 0
-        with trio.fail_after(20):
-            for i in range(MESSAGES):
-                await pub_a.publish("t", f"m{i}".encode())
-                assert (await sub_b.get()).data == f"m{i}".encode()
-        # b still knows a's addresses from the record it did verify.
-        assert host_b.get_peerstore().get_peer_record(host_a.get_id()) is not None
+    checked, has_record = await record_checks_per_publish(monkeypatch, MESSAGES)
+    assert has_record  # b still knows a's addresses from the record it did verify
     assert checked <= 2, checked
 
 

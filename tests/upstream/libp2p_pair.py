@@ -57,3 +57,36 @@ async def wait_for_mesh(router: GossipSub, topic: str, peer: Any) -> None:
     with trio.fail_after(10):
         while peer not in router.mesh.get(topic, set()):  # noqa: ASYNC110 - no event upstream
             await trio.sleep(0.05)
+
+
+async def record_checks_per_publish(monkeypatch: Any, messages: int) -> tuple[int, bool]:
+    """Publish `messages` from one stock node to another once their mesh is up.
+
+    Returns how many signed peer records the receiver parsed and verified meanwhile
+    (py-libp2p's `consume_envelope` calls) and whether it holds the sender's record
+    at the end.
+    """
+    import libp2p.pubsub.utils as pubsub_utils
+
+    checked = 0
+    original = pubsub_utils.consume_envelope
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal checked
+        checked += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pubsub_utils, "consume_envelope", counting)
+    async with connected_pair() as nodes:
+        (host_a, router_a, pub_a), (host_b, _, pub_b) = nodes
+        sub_b = await pub_b.subscribe("t")
+        await pub_a.subscribe("t")
+        await pub_a.wait_for_subscription(host_b.get_id(), "t", timeout=10)
+        await wait_for_mesh(router_a, "t", host_b.get_id())
+        checked = 0
+        with trio.fail_after(20):
+            for i in range(messages):
+                await pub_a.publish("t", f"m{i}".encode())
+                assert (await sub_b.get()).data == f"m{i}".encode()
+        has_record = host_b.get_peerstore().get_peer_record(host_a.get_id()) is not None
+    return checked, has_record
