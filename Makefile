@@ -46,10 +46,12 @@ integration: $(STAMP)
 
 ## test: lint, type-check and the whole test suite
 # pytest exits 5 when it collects no tests: report it, do not fail on it.
-# The suite starts daemon after daemon: byte-compile our packages first, even where
-# PYTHONDONTWRITEBYTECODE is set, so that no daemon compiles them again.
+# The suite and the bench start daemon after daemon: byte-compile our packages first,
+# even where PYTHONDONTWRITEBYTECODE is set, so that no daemon compiles them again.
+COMPILE := $(BIN)/python -m compileall -q daemon rpc clients
+
 test: lint typecheck
-	$(BIN)/python -m compileall -q daemon rpc clients
+	$(COMPILE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$code
 
@@ -61,11 +63,11 @@ $(BENCH_STAMP): $(STAMP)
 
 ## bench: the full benchmark suite (at most 15 minutes); bench-quick: about 3
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m compileall -q daemon rpc clients
+	$(COMPILE)
 	$(BIN)/python -m bench.run --full
 
 bench-quick: $(BENCH_STAMP)
-	$(BIN)/python -m compileall -q daemon rpc clients
+	$(COMPILE)
 	$(BIN)/python -m bench.run --quick
 
 clean:

@@ -28,6 +28,7 @@ The scenario is skipped (with the reason) while the method table has no
 from __future__ import annotations
 
 import random
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -187,7 +188,8 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
     )
     done = [t.done_at for t in threads]
     errors = [f"{t.daemon_proc.name}: {t.error}" for t in threads if t.error]
-    all_have = (max(d for d in done if d is not None) - t0) if all(done) else None
+    took = sorted(d - t0 for d in done if d is not None)
+    all_have = took[-1] if all(done) else None
     upload = None
     if sent_before is not None and sent_after is not None:
         upload = (sent_after - sent_before) / size
@@ -200,9 +202,8 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
         # duplicates), and when the median member had it.
         "members_received_ratio": rounded(received / (size * len(members))),
         "duplicate_blocks": duplicates,
-        "member_s": sorted(rounded(d - t0) for d in done if d is not None),
-        "median_member_s": rounded(sorted(d - t0 for d in done if d is not None)[
-            len([d for d in done if d is not None]) // 2]) if any(done) else None,
+        "member_s": [rounded(t) for t in took],
+        "median_member_s": rounded(statistics.median_low(took)) if took else None,
         "subscriptions_unseen": len(missing),
         "fetch_retries": sum(t.retries for t in threads),
         "auto_fetched": sum(int(i.get("auto_fetched", 0)) for i in images),

@@ -58,17 +58,10 @@ def _cache(host: IHost) -> _HostCache:
     return cache
 
 
-def _now() -> float:
-    try:
-        return trio.current_time()
-    except RuntimeError:  # outside a trio run (py-libp2p never calls these there)
-        return 0.0
-
-
 def _memo_send(original: Callable[[IHost], tuple[bytes, bool]]) -> Callable[..., Any]:
     def env_to_send_in_RPC(host: IHost) -> tuple[bytes, bool]:
         cache = _cache(host)
-        now = _now()
+        now = trio.current_time()
         if cache.outbound is not None and cache.outbound[0] > now:
             return cache.outbound[1][0], False
         result = original(host)
@@ -85,7 +78,7 @@ def _memo_receive(original: Callable[[Any, IHost, ID], bool]) -> Callable[..., A
             return True
         record = msg.senderRecord
         cache = _cache(host).inbound
-        now = _now()
+        now = trio.current_time()
         known = cache.get(peer_id)
         if known is not None and known[1] == record and known[0] > now:
             return True

@@ -185,8 +185,8 @@ class _NoiseWriter:
 def _noise_parts(secured: ISecureConn) -> tuple[Any, Any] | None:
     """(raw connection, Noise cipher state) of a py-libp2p Noise session, else None.
 
-    Only a `SecureSession` over `NoiseTransportReadWriter` qualifies, and only when
-    nothing is left in its read buffer that we would skip.
+    Only a `SecureSession` over `NoiseTransportReadWriter` qualifies; plaintext
+    still in the session's own buffer is taken over by `Yamux.__init__`.
     """
     from libp2p.security.noise.io import NoiseTransportReadWriter
     from libp2p.security.secure_session import SecureSession
@@ -345,12 +345,11 @@ class YamuxStream(IMuxedStream):
         self.conn._forget_if_done(self)
 
     async def reset(self) -> None:
-        if self.reset_received or self.closed:
-            self._on_reset()
-            self.conn._forget_if_done(self)
-            return
+        finished = self.reset_received or self.closed  # nothing left to tell the peer
         self._on_reset()
         self.conn._forget_if_done(self)
+        if finished:
+            return
         try:
             await self.conn._send(header(TYPE_WINDOW_UPDATE, FLAG_RST, self.stream_id, 0))
         except MuxedConnUnavailable:
@@ -678,12 +677,10 @@ class Yamux(IMuxedConn):
             # GO_AWAY after whatever is still queued, then the socket is closed.
             goaway = header(TYPE_GO_AWAY, 0, 0, reason)
             with trio.move_on_after(1):
-                if self._write_error is not None:
-                    pass
-                elif self._writer_running:
+                if self._writer_running and self._write_error is None:
                     self._enqueue(goaway)
                     await self._idle.wait()
-                else:
+                elif self._write_error is None:
                     try:
                         await self._writer.write(b"".join([*self._out, goaway]))
                     except Exception:

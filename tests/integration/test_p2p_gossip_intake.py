@@ -14,8 +14,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
 from gossipchat.daemon.adapters.p2p import P2PNetwork
-from tests.upstream.libp2p_pair import LOOPBACK, make_node
-from tests.upstream.test_gossipsub_defaults import _signed_message
+from tests.upstream.libp2p_pair import LOOPBACK, make_node, signed_message
 
 TOPIC = "/gossipchat/1/room/intake"
 BURST = 100
@@ -35,7 +34,7 @@ async def test_a_hundred_messages_in_one_rpc_all_reach_inbound() -> None:
         ours = network.host
         await host.connect(PeerInfo(ours.get_id(), ours.get_addrs()))
         await pubsub.wait_for_subscription(ours.get_id(), TOPIC, timeout=10)
-        msgs = [_signed_message(pubsub, TOPIC, f"m{i}".encode()) for i in range(BURST)]
+        msgs = [signed_message(pubsub, TOPIC, f"m{i}".encode()) for i in range(BURST)]
         router.send_rpc(ours.get_id(), rpc_pb2.RPC(publish=msgs))
         got = []
         with trio.fail_after(15):

@@ -14,7 +14,8 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import GossipSub
-from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX, Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
@@ -90,3 +91,14 @@ async def record_checks_per_publish(monkeypatch: Any, messages: int) -> tuple[in
                 assert (await sub_b.get()).data == f"m{i}".encode()
         has_record = host_b.get_peerstore().get_peer_record(host_a.get_id()) is not None
     return checked, has_record
+
+
+def signed_message(pubsub: Pubsub, topic: str, data: bytes) -> rpc_pb2.Message:
+    """A message exactly as Pubsub.publish builds it (StrictSign)."""
+    msg = rpc_pb2.Message(data=data, topicIDs=[topic], from_id=pubsub.my_id.to_bytes(),
+                          seqno=pubsub._next_seqno())
+    assert pubsub.sign_key is not None
+    msg.signature = pubsub.sign_key.sign(PUBSUB_SIGNING_PREFIX.encode()
+                                         + msg.SerializeToString())
+    msg.key = pubsub.host.get_public_key().serialize()
+    return msg

@@ -11,10 +11,10 @@ import inspect
 import trio
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX, SUBSCRIPTION_CHANNEL_SIZE, Pubsub
+from libp2p.pubsub.pubsub import SUBSCRIPTION_CHANNEL_SIZE
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
-from tests.upstream.libp2p_pair import connected_pair
+from tests.upstream.libp2p_pair import connected_pair, signed_message
 
 
 def test_unsafe_constructor_defaults() -> None:
@@ -29,17 +29,6 @@ def test_unsafe_constructor_defaults() -> None:
     assert params["min_mesh_diversity_ips"].default == 3
     # Stretches the heartbeat under load.
     assert params["adaptive_gossip_enabled"].default is True
-
-
-def _signed_message(pubsub: Pubsub, topic: str, data: bytes) -> rpc_pb2.Message:
-    """A message exactly as Pubsub.publish builds it (StrictSign)."""
-    msg = rpc_pb2.Message(data=data, topicIDs=[topic], from_id=pubsub.my_id.to_bytes(),
-                          seqno=pubsub._next_seqno())
-    assert pubsub.sign_key is not None
-    msg.signature = pubsub.sign_key.sign(PUBSUB_SIGNING_PREFIX.encode()
-                                         + msg.SerializeToString())
-    msg.key = pubsub.host.get_public_key().serialize()
-    return msg
 
 
 async def test_outbound_queue_drops_past_32_without_an_error() -> None:
@@ -66,7 +55,7 @@ async def test_outbound_queue_drops_past_32_without_an_error() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(count)
             for i in range(burst):
-                msg = _signed_message(pub_a, "t", f"m{i}".encode())
+                msg = signed_message(pub_a, "t", f"m{i}".encode())
                 router_a.send_rpc(host_b.get_id(), rpc_pb2.RPC(publish=[msg]))
             # Ample time for everything queued to arrive.
             with trio.move_on_after(3):
@@ -92,7 +81,7 @@ async def test_subscription_channel_drops_past_32_in_one_rpc() -> None:
         sub_b = await pub_b.subscribe("t")
         await pub_a.subscribe("t")
         await pub_a.wait_for_subscription(host_b.get_id(), "t", timeout=10)
-        msgs = [_signed_message(pub_a, "t", f"m{i}".encode()) for i in range(burst)]
+        msgs = [signed_message(pub_a, "t", f"m{i}".encode()) for i in range(burst)]
         router_a.send_rpc(host_b.get_id(), rpc_pb2.RPC(publish=msgs))
         received = 0
         with trio.move_on_after(3):  # ample time for all of them
