@@ -43,6 +43,11 @@ class Config:
     auto_fetch_max: int = 10 * 1024 * 1024
     block_quota: int = 2 * 1024 * 1024 * 1024
     fetch_timeout_s: float = 60.0
+    rpc_max_connections: int = 64
+    rpc_max_subscriptions: int = 32
+    rpc_max_line_bytes: int = 48 * 1024 * 1024
+    rpc_max_batch: int = 1000
+    rpc_max_response_bytes: int = 32 * 1024 * 1024
 
     @property
     def rpc_path(self) -> Path:
@@ -86,9 +91,13 @@ def _validate(config: Config) -> Config:
                 "sync_depth"):
         if getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1")
-    for key in ("image_max_bytes", "image_max_pixels", "block_quota"):
+    for key in ("image_max_bytes", "image_max_pixels", "block_quota",
+                "rpc_max_connections", "rpc_max_subscriptions", "rpc_max_batch"):
         if getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1")
+    for key in ("rpc_max_line_bytes", "rpc_max_response_bytes"):
+        if getattr(config, key) < 64 * 1024:
+            raise ConfigError(f"config key {key!r} must be at least 65536 bytes")
     if config.auto_fetch_max < 0:
         raise ConfigError("config key 'auto_fetch_max' must be 0 (off) or more")
     if not 0 < config.fetch_timeout_s <= 3600:

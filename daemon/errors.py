@@ -91,3 +91,15 @@ class FetchTimeout(GossipchatError):
     """No peer delivered the content before the deadline."""
 
     code = -32012
+
+
+class LimitReached(GossipchatError):
+    """A request that would pass one of the daemon's resource limits (docs/limits.md)."""
+
+    code = -32020
+
+
+class ResponseTooLarge(GossipchatError):
+    """An answer larger than one response may hold; ask for less, or page."""
+
+    code = -32021

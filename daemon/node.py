@@ -40,6 +40,7 @@ from .errors import (
     MessageTooLarge,
     NotFound,
     NotInRoom,
+    ResponseTooLarge,
     ShuttingDown,
 )
 from .images import ImageService, Progress
@@ -89,6 +90,18 @@ def _opt_str(name: str, value: object) -> str | None:
     return value
 
 
+def _message_id(name: str, value: object) -> bytes:
+    """A message id parameter: 64 hex characters (sha256 of the envelope)."""
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            pass
+    shown = repr(value[:80]) + "..." if isinstance(value, str) and len(value) > 80 \
+        else repr(value)
+    raise InvalidArgument(f"{name}: {shown} is not a message id (64 hex characters)")
+
+
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgument(f"{name} must be true or false")
@@ -120,6 +133,9 @@ class NodeStats:
     sent: int = 0
     subscriptions_overflowed: int = 0
     gaps_suspected: int = 0
+    # Resource limits hit, by config key, and bugs contained, by surface (docs/limits.md).
+    limits: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
 
 
 class Node:
@@ -178,6 +194,14 @@ class Node:
                 for sub in list(self._subscriptions.values()):
                     sub.send.close()
                 nursery.cancel_scope.cancel()
+
+    def count_limit(self, key: str) -> None:
+        """Count a request refused or cut by the resource limit `key`."""
+        self.stats.limits[key] += 1
+
+    def count_fault(self, surface: str) -> None:
+        """Count an unexpected error that one input caused and the daemon contained."""
+        self.stats.faults[surface] += 1
 
     def request_stop(self) -> None:
         """Ask the daemon to stop (the `shutdown` method)."""
@@ -254,6 +278,8 @@ class Node:
             "gaps_suspected": self.stats.gaps_suspected,
             "received_duplicate": self.stats.received_duplicate,
             "rejected": dict(self.stats.rejected),
+            "limits": dict(self.stats.limits),
+            "faults": dict(self.stats.faults),
             "subscriptions": len(self._subscriptions),
             "sync": self.sync.view(),
             "redial": {"attempts": self.redialer.attempts,
@@ -408,7 +434,11 @@ class Node:
 
     def history(self, room: object, limit: object = None,
                 before: object = None) -> list[dict[str, Any]]:
-        """The newest `limit` messages of a room (before a message id), oldest first."""
+        """The newest `limit` messages of a room (before a message id), oldest first.
+
+        An answer larger than `rpc_max_response_bytes` is refused before it is built,
+        with a hint to page back with `before`.
+        """
         state = self._joined(room)
         if limit is None:
             count = self.config.history_default_limit
@@ -420,16 +450,26 @@ class Node:
             )
         position = None
         if before is not None:
-            if not isinstance(before, str):
-                raise InvalidArgument("before must be a message id")
-            try:
-                raw = bytes.fromhex(before)
-            except ValueError:
-                raise InvalidArgument(f"before: {before!r} is not a message id") from None
-            position = self.store.position(raw)
-            if position is None:
+            raw = _message_id("before", before)
+            found = self.store.position(raw)
+            if found is None:
                 raise NotFound(f"unknown message id {before}")
-        return [message_view(e) for e in self.store.history(state.name, count, position)]
+            if found.room != state.name:
+                raise InvalidArgument(f"message {before} is not in room {state.name!r}")
+            position = found.position
+        envelopes = self.store.history(state.name, count, position)
+        budget = self.config.rpc_max_response_bytes
+        size = 0
+        for env in envelopes:
+            # The JSON view is about the wire's size, thumbnails in base64 (4/3).
+            size += len(env.wire) * 4 // 3 + 200
+        if size > budget:
+            raise ResponseTooLarge(
+                f"{len(envelopes)} messages of {state.name!r} make about {size} bytes, "
+                f"over the {budget} one answer may hold; ask for a smaller limit and "
+                "page back with before=<id of the oldest message you have>",
+                {"approx_bytes": size, "max_bytes": budget})
+        return [message_view(e) for e in envelopes]
 
     # subscriptions
 

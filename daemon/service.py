@@ -14,6 +14,7 @@ import sys
 
 import trio
 
+from gossipchat.rpc.limits import RpcLimits
 from gossipchat.rpc.server import RpcServer, SocketInUse
 
 from .adapters import identity as identity_store
@@ -42,6 +43,15 @@ def _notify_systemd(state: str) -> None:
         log.warning("sd_notify %s failed: %s", state, exc)
 
 
+def rpc_limits(config: Config) -> RpcLimits:
+    """The RPC bounds of a config."""
+    return RpcLimits(
+        max_line_bytes=config.rpc_max_line_bytes, max_batch=config.rpc_max_batch,
+        max_response_bytes=config.rpc_max_response_bytes,
+        max_connections=config.rpc_max_connections,
+        max_subscriptions=config.rpc_max_subscriptions)
+
+
 class Daemon:
     """One gossipchatd process: identity, store, network, node and RPC server."""
 
@@ -67,7 +77,7 @@ class Daemon:
             raise StartupError(str(exc)) from exc
         self.network = P2PNetwork(self.identity.seed, listen)
         self.node = Node(config, self.identity, self.store, self.network, blocks)
-        self.rpc = RpcServer(self.node, config.rpc_path)
+        self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
             self.rpc.bind()
         except SocketInUse as exc:

@@ -14,6 +14,12 @@ Rules:
 - Any other exception is a bug: it is logged with its traceback and answered with
   -32603; the connection and the daemon carry on.
 - Notifications (no id) get no response; a batch answers each of its members.
+- Bounds (`RpcLimits`): nesting deeper than MAX_DEPTH levels is refused with -32600
+  before any method runs (json's C parser would otherwise raise RecursionError); a
+  batch holds at most `max_batch` requests and yields to the event loop between them;
+  one response (a whole batch included) holds at most `max_response_bytes`: a single
+  answer over it is replaced by a ResponseTooLarge error, and the members of a batch
+  after the budget is spent are answered with that error without being run.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from jsonrpcserver.codes import (
     ERROR_INTERNAL_ERROR,
     ERROR_INVALID_PARAMS,
@@ -39,8 +46,9 @@ from jsonrpcserver.response import (
 )
 from jsonrpcserver.sentinels import NODATA
 
-from gossipchat.daemon.errors import GossipchatError
+from gossipchat.daemon.errors import GossipchatError, ResponseTooLarge
 
+from .limits import MAX_DEPTH, RpcLimits
 from .table import METHODS, MethodSpec
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,34 @@ def is_valid_request(request: Any) -> bool:
     return "params" not in request or isinstance(request["params"], list | dict)
 
 
+def nesting_depth_exceeds(value: Any, limit: int) -> bool:
+    """True if arrays and objects nest more than `limit` levels deep in value."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def internal_error_bytes() -> bytes:
+    """The encoded -32603 answer for a request whose handling failed in our code."""
+    return _encode(_error(ERROR_INTERNAL_ERROR, "Internal error",
+                          "the daemon failed to answer this request; it is logged", None))
+
+
 def _error(code: int, message: str, data: Any, rid: Any) -> dict[str, Any]:
     result: dict[str, Any] = serialize_error(
         ErrorResponse(code, message, NODATA if data is None else data, rid)
@@ -124,7 +160,8 @@ def _bind_params(spec: MethodSpec, params: Any) -> dict[str, Any]:
 class Dispatcher:
     """Maps parsed JSON-RPC requests to async handlers, one per method of the table."""
 
-    def __init__(self, handlers: dict[str, Handler], notify: Notify = _no_notify) -> None:
+    def __init__(self, handlers: dict[str, Handler], notify: Notify = _no_notify,
+                 limits: RpcLimits | None = None) -> None:
         missing = set(METHODS) - set(handlers)
         extra = set(handlers) - set(METHODS)
         if missing or extra:
@@ -132,19 +169,86 @@ class Dispatcher:
                              f"missing {sorted(missing)}, extra {sorted(extra)}")
         self._handlers = handlers
         self._notify = notify
+        self.limits = limits or RpcLimits()
+
+    @staticmethod
+    def encode(value: Any) -> bytes:
+        """One JSON value as a line of UTF-8."""
+        return _encode(value)
 
     async def dispatch_line(self, line: bytes) -> Any:
-        """Answer one line: a response dict, a list for a batch, or None."""
+        """Answer one line as a JSON value: a response, a list for a batch, or None."""
+        answer = await self.answer_line(line)
+        return None if answer is None else json.loads(answer)
+
+    def _parse(self, line: bytes) -> tuple[Any, bytes | None]:
+        """The request value, or the encoded error that answers the line instead."""
         try:
             request = json.loads(line)
+        except RecursionError:
+            request = None
+            too_deep = True
         except (ValueError, UnicodeDecodeError) as exc:
-            return _error(ERROR_PARSE_ERROR, "Parse error", str(exc), None)
-        if isinstance(request, list):
-            if not request:
-                return _error(ERROR_INVALID_REQUEST, "Invalid request", "empty batch", None)
-            responses = [r for r in [await self.dispatch_one(x) for x in request] if r]
-            return responses or None
-        return await self.dispatch_one(request)
+            return None, _encode(_error(ERROR_PARSE_ERROR, "Parse error", str(exc), None))
+        else:
+            too_deep = nesting_depth_exceeds(request, MAX_DEPTH)
+        if too_deep:
+            return None, _encode(_error(
+                ERROR_INVALID_REQUEST, "Invalid request",
+                f"JSON nested more than {MAX_DEPTH} levels deep", None))
+        return request, None
+
+    async def answer_line(self, line: bytes) -> bytes | None:
+        """Answer one line with the encoded response (None when nothing is owed)."""
+        request, refusal = self._parse(line)
+        if refusal is not None:
+            return refusal
+        if not isinstance(request, list):
+            response = await self.dispatch_one(request)
+            return None if response is None else self._bounded(response)
+        if not request:
+            return _encode(_error(ERROR_INVALID_REQUEST, "Invalid request", "empty batch",
+                                  None))
+        limit = self.limits.max_batch
+        if len(request) > limit:
+            return _encode(_error(
+                ERROR_INVALID_REQUEST, "Invalid request",
+                f"a batch of {len(request)} requests; at most {limit} per batch", None))
+        parts: list[bytes] = []
+        spent = 0
+        for index, item in enumerate(request):
+            if index:
+                await trio.lowlevel.checkpoint()  # a batch never holds the loop
+            if spent > self.limits.max_response_bytes:
+                response = self._over_budget(item)
+            else:
+                response = await self.dispatch_one(item)
+            if response is None:
+                continue
+            part = self._bounded(response)[:-1]
+            spent += len(part)
+            parts.append(part)
+        if not parts:
+            return None
+        return b"[" + b",".join(parts) + b"]\n"
+
+    def _over_budget(self, item: Any) -> dict[str, Any] | None:
+        if not is_valid_request(item) or "id" not in item:
+            return None
+        exc = ResponseTooLarge(
+            f"this batch's answers passed {self.limits.max_response_bytes} bytes; "
+            "this request was not run: send fewer requests per batch")
+        return _error(exc.code, exc.message, exc.data, item["id"])
+
+    def _bounded(self, response: dict[str, Any]) -> bytes:
+        data = _encode(response)
+        if len(data) <= self.limits.max_response_bytes:
+            return data
+        exc = ResponseTooLarge(
+            f"the answer is {len(data)} bytes, over the {self.limits.max_response_bytes} "
+            "that one response may hold; ask for less (history: a smaller limit, and "
+            "page back with before)")
+        return _encode(_error(exc.code, exc.message, exc.data, response.get("id")))
 
     async def dispatch_one(self, request: Any) -> dict[str, Any] | None:
         """Answer one request object (None for a notification)."""

@@ -2,12 +2,15 @@
 
 Rules:
 - One JSON value per line each way (UTF-8, "\\n"-terminated); a line over
-  MAX_LINE_BYTES is refused and the connection closed, never buffered without end.
-- A connection's requests are answered in order, one at a time, so a script that
-  pipelines `send` calls gets its messages committed in the order it wrote them.
-- `subscribe` notifications are written by a pump task of that connection. The node
-  hands them over with send_nowait into a bounded buffer; a reader that falls behind
-  has its feed ended with a `subscription_end` notification, and the node never waits.
+  `rpc_max_line_bytes` is refused and the connection closed, never buffered without
+  end. What a request may do and hold beyond that is the session's and the
+  dispatcher's business (rpc/session.py, rpc/dispatch.py).
+- At most `rpc_max_connections` clients at once: one more is answered with an error
+  line and closed, and counted in `status.limits`.
+- The accept loop is trio.serve_listeners, which backs off when the process runs out
+  of file descriptors instead of failing.
+- Whatever escapes one connection's handling is logged and counted, and ends that
+  connection only.
 - The socket is created mode 0600. A socket file left by a dead daemon is detected
   (nothing answers) and replaced; one that answers means another daemon runs.
 """
@@ -15,7 +18,6 @@ Rules:
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import socket as stdlib_socket
@@ -24,14 +26,15 @@ from typing import Any
 
 import trio
 
-from gossipchat.daemon.errors import GossipchatError, NotFound
-from gossipchat.daemon.node import Node, Subscription
+from gossipchat.daemon.errors import LimitReached
+from gossipchat.daemon.node import Node
 
-from .dispatch import CallContext, Dispatcher, Handler
+from .dispatch import Dispatcher
+from .limits import RpcLimits
+from .session import RpcSession
 
 log = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 64 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 
 
@@ -73,141 +76,57 @@ def bind_unix_socket(path: Path) -> stdlib_socket.socket:
 
 
 class _Connection:
-    """One client connection: its requests, its subscriptions, its writes."""
+    """One client on the socket: line framing around an RpcSession."""
 
-    def __init__(self, node: Node, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
-        self.node = node
+    def __init__(self, node: Node, stream: trio.SocketStream, nursery: trio.Nursery,
+                 limits: RpcLimits) -> None:
         self.stream = stream
-        self.nursery = nursery
-        self.write_lock = trio.Lock()
-        self.subscriptions: dict[str, Subscription] = {}
-        self.stop_after_reply = False
-        self.dispatcher = Dispatcher(self._handlers(), self._notify)
-
-    def _handlers(self) -> dict[str, Handler]:
-        node = self.node
-
-        async def shutdown(_: dict[str, Any], ctx: CallContext) -> bool:
-            self.stop_after_reply = True
-            return True
-
-        async def subscribe(p: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-            sub = node.subscribe(p.get("rooms"))
-            self.subscriptions[sub.id] = sub
-            self.nursery.start_soon(self._pump, sub)
-            return {"subscription": sub.id}
-
-        async def unsubscribe(p: dict[str, Any], ctx: CallContext) -> bool:
-            if p["subscription"] not in self.subscriptions:
-                raise NotFound(f"unknown subscription {p['subscription']!r}")
-            self.subscriptions.pop(p["subscription"])
-            return node.unsubscribe(p["subscription"])
-
-        def sync(fn: Any) -> Handler:
-            async def call(p: dict[str, Any], ctx: CallContext) -> Any:
-                return fn(**p)
-            return call
-
-        def asynchronous(fn: Any) -> Handler:
-            async def call(p: dict[str, Any], ctx: CallContext) -> Any:
-                return await fn(**p)
-            return call
-
-        async def fetch(p: dict[str, Any], ctx: CallContext) -> Any:
-            async def progress(done: int, total: int) -> None:
-                await ctx.notify("progress", {"id": ctx.request_id, "done": done,
-                                              "total": total})
-            return await node.fetch(**p, progress=progress)
-
-        return {
-            "id": sync(node.id),
-            "status": sync(node.status),
-            "peers": sync(node.peers),
-            "connect": asynchronous(node.connect),
-            "nick": asynchronous(node.set_nick),
-            "join": asynchronous(node.join),
-            "leave": asynchronous(node.leave),
-            "rooms": sync(node.rooms),
-            "members": sync(node.members),
-            "send": asynchronous(node.send),
-            "send_image": asynchronous(node.send_image),
-            "fetch": fetch,
-            "history": sync(node.history),
-            "subscribe": subscribe,
-            "unsubscribe": unsubscribe,
-            "block": asynchronous(node.block),
-            "unblock": sync(node.unblock),
-            "blocked": sync(node.blocked),
-            "shutdown": shutdown,
-        }
-
-    async def _notify(self, method: str, params: dict[str, Any]) -> None:
-        try:
-            await self.write({"jsonrpc": "2.0", "method": method, "params": params})
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away; its call still completes
-
-    async def write(self, value: Any) -> None:
-        data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-        async with self.write_lock:
-            await self.stream.send_all(data)
-
-    async def _pump(self, sub: Subscription) -> None:
-        try:
-            async for view in sub.receive:
-                await self.write({"jsonrpc": "2.0", "method": "message",
-                                  "params": {"subscription": sub.id, "message": view}})
-            if sub.overflowed:
-                await self.write({
-                    "jsonrpc": "2.0", "method": "subscription_end",
-                    "params": {"subscription": sub.id, "reason":
-                               "overflow: the client read too slowly; catch up with history"},
-                })
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        self.limits = limits
+        self.session = RpcSession(node, stream.send_all, nursery, limits)
 
     async def serve(self) -> None:
         buffer = bytearray()
+        max_line = self.limits.max_line_bytes
         try:
             while True:
                 chunk = await self.stream.receive_some(READ_CHUNK)
                 if not chunk:
                     return
+                scan_from = len(buffer)
                 buffer += chunk
-                while (end := buffer.find(b"\n")) >= 0:
-                    line = bytes(buffer[:end])
-                    del buffer[: end + 1]
+                # Lines are found from where the last search stopped: a long line
+                # arriving in many chunks is scanned once, not once per chunk.
+                start = 0
+                while (end := buffer.find(b"\n", max(start, scan_from))) >= 0:
+                    line = bytes(buffer[start:end])
+                    start = end + 1
                     if line.strip():
-                        await self._answer(line)
-                if len(buffer) > MAX_LINE_BYTES:
-                    await self.write({"jsonrpc": "2.0", "id": None, "error": {
-                        "code": -32600, "message": "Invalid request",
-                        "data": f"request line over {MAX_LINE_BYTES} bytes"}})
+                        await self.session.answer(line)
+                if start:
+                    del buffer[:start]
+                if len(buffer) > max_line:
+                    self.session.node.count_limit("rpc_line_bytes")
+                    await self.session.write(Dispatcher.encode(
+                        {"jsonrpc": "2.0", "id": None, "error": {
+                            "code": -32600, "message": "Invalid request",
+                            "data": f"request line over {max_line} bytes "
+                                    "(rpc_max_line_bytes); the connection is closed"}}))
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
-            for sub_id in list(self.subscriptions):
-                try:
-                    self.node.unsubscribe(sub_id)
-                except GossipchatError:
-                    pass  # the node ended it already (overflow or shutdown)
+            self.session.close()
             await self.stream.aclose()
-
-    async def _answer(self, line: bytes) -> None:
-        response = await self.dispatcher.dispatch_line(line)
-        if response is not None:
-            await self.write(response)
-        if self.stop_after_reply:
-            self.node.request_stop()
 
 
 class RpcServer:
     """Serves the method table on a unix socket until cancelled."""
 
-    def __init__(self, node: Node, path: Path) -> None:
+    def __init__(self, node: Node, path: Path, limits: RpcLimits | None = None) -> None:
         self.node = node
         self.path = path
+        self.limits = limits or RpcLimits()
+        self.connections = 0
         self._sock: stdlib_socket.socket | None = None
 
     def bind(self) -> None:
@@ -221,11 +140,7 @@ class RpcServer:
         assert self._sock is not None
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(self._sock))
         try:
-            async with trio.open_nursery() as nursery:
-                task_status.started()
-                while True:
-                    stream = await listener.accept()
-                    nursery.start_soon(self._handle, stream)
+            await trio.serve_listeners(self._handle, [listener], task_status=task_status)
         finally:
             self.remove_socket()
             await listener.aclose()
@@ -238,7 +153,31 @@ class RpcServer:
             pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        async with trio.open_nursery() as nursery:
-            conn = _Connection(self.node, stream, nursery)
-            await conn.serve()
-            nursery.cancel_scope.cancel()
+        if self.connections >= self.limits.max_connections:
+            self.node.count_limit("rpc_connections")
+            await self._refuse(stream)
+            return
+        self.connections += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                conn = _Connection(self.node, stream, nursery, self.limits)
+                await conn.serve()
+                nursery.cancel_scope.cancel()
+        except Exception:
+            # A bug in one connection's handling ends that connection, never the server.
+            log.exception("RPC connection failed")
+            self.node.count_fault("rpc_connection")
+        finally:
+            self.connections -= 1
+
+    async def _refuse(self, stream: trio.SocketStream) -> None:
+        line = Dispatcher.encode({"jsonrpc": "2.0", "id": None, "error": {
+            "code": LimitReached.code, "message": "Too many connections",
+            "data": f"the daemon serves at most {self.limits.max_connections} RPC "
+                    "connections at once (rpc_max_connections)"}})
+        with trio.move_on_after(1):
+            try:
+                await stream.send_all(line)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await stream.aclose()

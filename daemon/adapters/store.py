@@ -78,6 +78,14 @@ class Position:
     id: bytes
 
 
+@dataclass(frozen=True)
+class StoredPosition:
+    """A stored message's room and its position in that room's history."""
+
+    room: str
+    position: Position
+
+
 class Store:
     """A gossipchat home's SQLite database."""
 
@@ -155,12 +163,12 @@ class Store:
         row = self._db.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,))
         return row.fetchone() is not None
 
-    def position(self, message_id: bytes) -> Position | None:
-        """The history position of a stored message."""
+    def position(self, message_id: bytes) -> StoredPosition | None:
+        """The room and history position of a stored message."""
         row = self._db.execute(
-            "SELECT lamport, author, id FROM messages WHERE id = ?", (message_id,)
+            "SELECT room, lamport, author, id FROM messages WHERE id = ?", (message_id,)
         ).fetchone()
-        return Position(row[0], row[1], row[2]) if row else None
+        return StoredPosition(row[0], Position(row[1], row[2], row[3])) if row else None
 
     def history(self, room: str, limit: int, before: Position | None = None) -> list[Envelope]:
         """The newest `limit` chat messages of a room (before a position), oldest first."""
