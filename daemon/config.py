@@ -47,7 +47,7 @@ class Config:
     rpc_max_subscriptions: int = 32
     rpc_max_line_bytes: int = 48 * 1024 * 1024
     rpc_max_batch: int = 1000
-    rpc_max_response_bytes: int = 32 * 1024 * 1024
+    rpc_max_response_bytes: int = 8 * 1024 * 1024
 
     @property
     def rpc_path(self) -> Path:

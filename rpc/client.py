@@ -115,7 +115,10 @@ class Connection:
                 else:
                     self._pending.append(value)
                 continue
-            if isinstance(value, dict) and value.get("id") == rid:
+            if isinstance(value, dict) and (value.get("id") == rid
+                                            or ("error" in value and value.get("id") is None)):
+                # An error with a null id answers a line the daemon could not read as
+                # a request (or refuses the connection): it is ours.
                 if "error" in value:
                     err = value["error"]
                     raise RpcError(err.get("code", 0), err.get("message", ""), err.get("data"))

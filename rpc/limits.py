@@ -19,6 +19,6 @@ class RpcLimits:
 
     max_line_bytes: int = 48 * 1024 * 1024
     max_batch: int = 1000
-    max_response_bytes: int = 32 * 1024 * 1024
+    max_response_bytes: int = 8 * 1024 * 1024
     max_connections: int = 64
     max_subscriptions: int = 32

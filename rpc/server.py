@@ -98,25 +98,30 @@ class _Connection:
                 # arriving in many chunks is scanned once, not once per chunk.
                 start = 0
                 while (end := buffer.find(b"\n", max(start, scan_from))) >= 0:
+                    if end - start > max_line:
+                        break
                     line = bytes(buffer[start:end])
                     start = end + 1
                     if line.strip():
                         await self.session.answer(line)
                 if start:
                     del buffer[:start]
-                if len(buffer) > max_line:
-                    self.session.node.count_limit("rpc_line_bytes")
-                    await self.session.write(Dispatcher.encode(
-                        {"jsonrpc": "2.0", "id": None, "error": {
-                            "code": -32600, "message": "Invalid request",
-                            "data": f"request line over {max_line} bytes "
-                                    "(rpc_max_line_bytes); the connection is closed"}}))
+                if len(buffer) > max_line:  # the line at its head is too long
+                    await self._refuse_long_line(max_line)
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
             self.session.close()
             await self.stream.aclose()
+
+    async def _refuse_long_line(self, max_line: int) -> None:
+        self.session.node.count_limit("rpc_line_bytes")
+        await self.session.write(Dispatcher.encode(
+            {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32600, "message": "Invalid request",
+                "data": f"request line over {max_line} bytes (rpc_max_line_bytes); "
+                        "the connection is closed"}}))
 
 
 class RpcServer:
