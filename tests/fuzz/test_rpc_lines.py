@@ -62,7 +62,7 @@ def _json_value(rng: random.Random, depth: int = 0) -> Any:
 
 
 def _request(rng: random.Random) -> dict[str, Any]:
-    method = rng.choice(FUZZ_METHODS + ["nope", ""])
+    method = rng.choice([*FUZZ_METHODS, "nope", ""])
     request: dict[str, Any] = {"jsonrpc": rng.choice(["2.0", "2.0", "2.0", "1.0", 2])}
     if rng.random() < 0.95:
         request["method"] = method
@@ -131,13 +131,15 @@ def _check_answer(value: Any) -> None:
         assert isinstance(item, dict), item
         assert item.get("jsonrpc") == "2.0", item
         if "method" in item:
-            assert "id" not in item and isinstance(item.get("params"), dict), item
+            assert "id" not in item, item
+            assert isinstance(item.get("params"), dict), item
             continue
         assert "id" in item, item
         assert ("result" in item) != ("error" in item), item
         if "error" in item:
             error = item["error"]
-            assert isinstance(error["code"], int) and isinstance(error["message"], str), item
+            assert isinstance(error["code"], int), item
+            assert isinstance(error["message"], str), item
             assert error["code"] != -32603, f"internal error: {item}"
 
 
