@@ -203,6 +203,15 @@ class Node:
         """Count an unexpected error that one input caused and the daemon contained."""
         self.stats.faults[surface] += 1
 
+    def _faults(self) -> dict[str, int]:
+        faults = dict(self.stats.faults)
+        for protocol, count in self.network.stats.stream_faults.items():
+            faults[f"stream {protocol}"] = count
+        bitswap = self.images.exchange.view()["stream_faults"]
+        if bitswap:
+            faults["stream bitswap"] = bitswap
+        return faults
+
     def request_stop(self) -> None:
         """Ask the daemon to stop (the `shutdown` method)."""
         self._stopping = True
@@ -279,7 +288,7 @@ class Node:
             "received_duplicate": self.stats.received_duplicate,
             "rejected": dict(self.stats.rejected),
             "limits": dict(self.stats.limits),
-            "faults": dict(self.stats.faults),
+            "faults": self._faults(),
             "subscriptions": len(self._subscriptions),
             "sync": self.sync.view(),
             "redial": {"attempts": self.redialer.attempts,

@@ -363,6 +363,7 @@ class BitswapStats:
     dont_have_received: int = 0
     protocol_errors: int = 0
     peers_dropped: int = 0
+    stream_faults: int = 0  # unexpected errors, each contained to its inbound stream
     peers: dict[str, PeerStats] = field(default_factory=dict)
 
     def peer(self, peer: ID) -> PeerStats:
@@ -838,6 +839,12 @@ class Bitswap:
         self._inbound_streams.add(stream)
         try:
             await self._read_messages(stream, peer)
+        except Exception:
+            # A bug one peer's messages trigger ends that stream, never the host.
+            logger.exception("bitswap: inbound stream from %s failed", peer)
+            self.stats.stream_faults += 1
+            await _quiet_reset(stream)
+            return
         finally:
             self._inbound_streams.discard(stream)
         await _quiet_close(stream)

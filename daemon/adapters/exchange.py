@@ -83,5 +83,5 @@ class BlockExchange:
             "blocks_sent": s.blocks_sent, "bytes_sent": s.bytes_sent,
             "blocks_received": s.blocks_received, "bytes_received": s.bytes_received,
             "duplicate_blocks": s.duplicate_blocks, "bad_blocks": s.bad_blocks,
-            "peers_dropped": s.peers_dropped,
+            "peers_dropped": s.peers_dropped, "stream_faults": s.stream_faults,
         }

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import multiaddr
@@ -96,6 +97,8 @@ class GossipStats:
     received: int = 0
     inbound_dropped: int = 0
     outbound_dropped: int = 0  # RPCs a full peer queue refused (py-libp2p drops them)
+    # Unexpected errors one inbound stream raised, by protocol: each ended its stream only.
+    stream_faults: Counter[str] = field(default_factory=Counter)
 
 
 class Stream:
@@ -508,6 +511,12 @@ class P2PNetwork:
                 await handler(stream)
             except StreamClosedError as exc:
                 log.debug("%s stream with %s ended: %s", protocol, peer_id, exc)
+            except Exception:
+                # A bug that one peer's stream triggers ends that stream, never the
+                # host: py-libp2p runs handlers in the swarm's own nursery.
+                log.exception("%s stream from %s failed", protocol, peer_id)
+                self.stats.stream_faults[protocol] += 1
+                await stream.reset()
             finally:
                 await stream.close()
 
