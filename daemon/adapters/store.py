@@ -225,8 +225,10 @@ class Store:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                # A failed COMMIT (a full disk) can leave the transaction open, and an
-                # open one makes every later BEGIN fail: roll back whatever is left.
+                # After SQLITE_FULL or an I/O error SQLite has often rolled back by
+                # itself, and a second ROLLBACK would raise "no transaction is active"
+                # over the real error; a transaction left open would make every later
+                # BEGIN fail. So roll back only what is still open.
                 if self._db.in_transaction:
                     try:
                         self._db.execute("ROLLBACK")
