@@ -62,6 +62,11 @@ def _print_human(command: str, result: Any) -> None:
                 print(f"{key:<10}{result[key]}")
         if result.get("rejected"):
             print(f"{'rejected':<10}{json.dumps(result['rejected'], sort_keys=True)}")
+        store = result.get("store") or {}
+        if store.get("degraded"):
+            print(f"{'store':<10}DEGRADED: {store.get('reason')} "
+                  f"({store.get('write_errors')} write errors, {store.get('pending')} "
+                  "messages waiting to be written)")
     elif command == "peers":
         if not result:
             print("no peers connected")
