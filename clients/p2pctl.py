@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gossipchat.clients.render import format_message, json_line, visible
 from gossipchat.rpc.client import Connection, ConnectionLost, DaemonNotRunning, RpcError
 from gossipchat.rpc.paths import socket_path
 from gossipchat.rpc.table import METHODS
@@ -31,31 +33,19 @@ def _ago(ms: int) -> str:
     return f"{delta / 3600:.1f}h ago"
 
 
-def _clock(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
-
-
-def _who(msg: dict[str, Any]) -> str:
-    short = msg["author"][-8:]
-    return f"{msg['nick']} ({short})" if msg.get("nick") else short
-
-
-def format_message(msg: dict[str, Any]) -> str:
-    """One line for a person: time, room, author, text (and image summary)."""
-    line = f"{_clock(msg['ts'])} #{msg['room']} <{_who(msg)}> {msg.get('text', '')}"
-    image = msg.get("image")
-    if image:
-        line += (f" [image {image['filename']} {image['width']}x{image['height']} "
-                 f"{image['size']} B cid={image['cid']}]")
-    return line.rstrip()
+def _terminal_width() -> int | None:
+    """The width to wrap messages at: only a terminal wraps lines by itself."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def _print_human(command: str, result: Any) -> None:
     if command == "id":
         print(f"peer_id  {result['peer_id']}")
-        print(f"nick     {result['nick'] or '-'}")
+        print(f"nick     {visible(result['nick'] or '-')}")
         for addr in result["addrs"]:
-            print(f"addr     {addr}")
+            print(f"addr     {visible(addr)}")
     elif command == "status":
         for key in ("version", "peer_id", "uptime_s", "peers", "rooms", "messages", "blocks"):
             if key in result:
@@ -66,7 +56,7 @@ def _print_human(command: str, result: Any) -> None:
         if not result:
             print("no peers connected")
         for peer in result:
-            print(f"{peer['peer_id']}  {' '.join(peer['addrs']) or '-'}  "
+            print(f"{visible(peer['peer_id'])}  {visible(' '.join(peer['addrs'])) or '-'}  "
                   f"rooms: {', '.join(peer['rooms']) or '-'}")
     elif command == "rooms":
         if not result:
@@ -76,14 +66,16 @@ def _print_human(command: str, result: Any) -> None:
                   f"{room['messages']:>7} messages")
     elif command == "members":
         for m in result:
-            print(f"{m['peer_id']}  {m['nick'] or '-':<20} {_ago(m['last_seen'])}")
+            print(f"{visible(m['peer_id'])}  {visible(m['nick'] or '-'):<20} "
+                  f"{_ago(m['last_seen'])}")
     elif command == "send":
-        print(result["id"])
+        print(visible(result["id"]))
         if result.get("image"):
-            print(result["image"]["cid"])
+            print(visible(result["image"]["cid"]))
     elif command == "history":
+        width = _terminal_width()
         for msg in result:
-            print(format_message(msg))
+            print(format_message(msg, width=width))
     elif command == "blocked":
         for peer in result:
             print(peer)
@@ -92,16 +84,16 @@ def _print_human(command: str, result: Any) -> None:
     elif command in ("block", "unblock"):
         print(f"{command} {result['peer']}: ok")
     elif command == "nick":
-        print(f"nick is now {result['nick']}")
+        print(f"nick is now {visible(result['nick'])}")
     elif command == "fetch":
-        where = result["path"] or "the block store"
+        where = visible(result["path"] or "the block store")
         print(f"saved {where} ({result['size']} bytes)")
     elif command == "connect":
-        print(f"connected to {result['peer_id']}")
+        print(f"connected to {visible(result['peer_id'])}")
     elif command == "shutdown":
         print("daemon stopping")
     else:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print(visible(json.dumps(result, indent=2, sort_keys=True)))
 
 
 def _fetch_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,12 +146,12 @@ def _watch(conn: Connection, args: argparse.Namespace) -> int:
         if p.get("subscription") != sub:
             continue
         if note["method"] == "subscription_end":
-            print(f"p2pctl: watch ended: {p.get('reason')}", file=sys.stderr)
+            print(f"p2pctl: watch ended: {visible(str(p.get('reason')))}", file=sys.stderr)
             return EXIT_ERROR
         if note["method"] == "message":
             msg = p["message"]
-            print(json.dumps(msg, ensure_ascii=False) if args.json else format_message(msg),
-                  flush=True)
+            print(json_line(msg) if args.json
+                  else format_message(msg, width=_terminal_width()), flush=True)
     return EXIT_OK
 
 
@@ -267,7 +259,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"p2pctl: {exc}", file=sys.stderr)
         return EXIT_NO_DAEMON
     except RpcError as exc:
-        print(f"p2pctl: {exc}", file=sys.stderr)
+        # Error messages may quote what a peer sent (a name, a CID).
+        print(f"p2pctl: {visible(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except (ConnectionLost, TimeoutError, OSError) as exc:
         print(f"p2pctl: lost the daemon at {path}: {exc}", file=sys.stderr)
@@ -275,7 +268,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json_line(result))
     else:
         _print_human(args.command, result)
     return EXIT_OK
