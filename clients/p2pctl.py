@@ -175,6 +175,13 @@ COMMANDS: dict[str, tuple[str, _Params]] = {
     "unblock": ("unblock", lambda a: {"peer": a.peer}),
     "blocked": ("blocked", lambda a: {}),
     "shutdown": ("shutdown", lambda a: {}),
+    "chat": ("subscribe", lambda a: {}),
+}
+# Commands made of several calls, with help of their own.
+_CLIENT_ONLY_HELP = {
+    "watch": "stream new messages until interrupted (all joined rooms by default)",
+    "chat": "interactive chat in the terminal: history, live messages, an input line, "
+            "/image, /fetch, /help",
 }
 
 
@@ -194,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print JSON")
 
     def add(name: str) -> argparse.ArgumentParser:
-        method = COMMANDS[name][0]
-        text = METHODS[method].help if name != "watch" else (
-            "stream new messages until interrupted (all joined rooms by default)")
+        text = _CLIENT_ONLY_HELP.get(name) or METHODS[COMMANDS[name][0]].help
         return sub.add_parser(name, help=text, description=text, parents=[common])
 
     for name in ("id", "status", "peers", "rooms", "blocked", "shutdown"):
@@ -224,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, metavar="N")
     history.add_argument("--before", metavar="ID")
     add("watch").add_argument("rooms", metavar="ROOM", nargs="*")
+    add("chat").add_argument("room", metavar="ROOM")
     for name in ("block", "unblock"):
         add(name).add_argument("peer", metavar="PEER")
     return parser
@@ -244,6 +250,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         method, params_of = "send_image", _send_image_params
     elif args.command == "send" and not args.text:
         parser.error("send needs TEXT, or --image FILE")
+    if args.command == "chat":
+        # prompt_toolkit comes with it: only this command pays for the import.
+        from gossipchat.clients import chat
+
+        return chat.run(path, args.room)
     try:
         with Connection(path, timeout=args.timeout) as conn:
             if args.command == "watch":

@@ -83,9 +83,12 @@ def short_id(peer_id: str) -> str:
     return visible(peer_id[-SUFFIX_CHARS:])
 
 
-def clock(ms: int) -> str:
+LONG_CLOCK = "%Y-%m-%d %H:%M:%S"
+
+
+def clock(ms: int, time_format: str = LONG_CLOCK) -> str:
     """Local date and time of a timestamp in ms."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+    return time.strftime(time_format, time.localtime(ms / 1000))
 
 
 def human_size(size: int) -> str:
@@ -98,12 +101,14 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def image_summary(image: dict[str, Any]) -> str:
-    """One line for an image: name, size, dimensions and CID."""
-    return (f"[image {visible(str(image.get('filename', '?')))} "
+def image_summary(image: dict[str, Any], *, number: int | None = None,
+                  with_cid: bool = True) -> str:
+    """One line for an image: name, size, dimensions (and its number, its CID)."""
+    label = f"image {number}:" if number is not None else "image"
+    cid = f" cid={visible(str(image.get('cid', '?')))}" if with_cid else ""
+    return (f"[{label} {visible(str(image.get('filename', '?')))} "
             f"{human_size(int(image.get('size', 0)))} "
-            f"{image.get('width', '?')}x{image.get('height', '?')} "
-            f"cid={visible(str(image.get('cid', '?')))}]")
+            f"{image.get('width', '?')}x{image.get('height', '?')}{cid}]")
 
 
 def author(msg: dict[str, Any]) -> str:
@@ -113,20 +118,26 @@ def author(msg: dict[str, Any]) -> str:
     return f"{suffix} {nick}" if nick else suffix
 
 
-def message_lines(msg: dict[str, Any], *, width: int | None = None,
-                  show_room: bool = True) -> list[str]:
-    """A message as lines for a terminal: the header, then indented text lines."""
+def message_lines(msg: dict[str, Any], *, width: int | None = None, show_room: bool = True,
+                  time_format: str = LONG_CLOCK, image_number: int | None = None
+                  ) -> list[str]:
+    """A message as lines for a terminal: the header, then indented text lines.
+
+    The chat leaves the room out, shows a shorter time and numbers images for /fetch.
+    """
     text = str(msg.get("text") or "")
     # splitlines knows every line break a terminal or a reader might honour
     # (\r, \v, \f, \x1c-\x1e, \x85, U+2028/9); each becomes an indented line.
     lines = text.splitlines() or [""]
     room = f"#{visible(str(msg.get('room', '')))} " if show_room else ""
-    header = f"{clock(int(msg.get('ts', 0)))} {room}{author(msg)}: {visible(lines[0])}"
+    stamp = clock(int(msg.get("ts", 0)), time_format)
+    header = f"{stamp} {room}{author(msg)}: {visible(lines[0])}"
     out = [header.rstrip()]
     out += [INDENT + visible(line).rstrip() for line in lines[1:]]
     image = msg.get("image")
     if isinstance(image, dict):
-        out.append(INDENT + image_summary(image))
+        out.append(INDENT + image_summary(image, number=image_number,
+                                          with_cid=image_number is None))
     return [piece for line in out for piece in wrap(line, width)]
 
 
