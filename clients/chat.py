@@ -68,6 +68,15 @@ def split_first(rest: str) -> tuple[str, str]:
     return word, tail.strip()
 
 
+def _ago(ms: float) -> str:
+    seconds = max(0.0, ms / 1000)
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
 @dataclass
 class Transfer:
     """An /image or /fetch under way: what the progress bar shows."""
@@ -303,8 +312,15 @@ class Chat:
             return
         members = self.call("members", {"room": self.room})
         self.note(f"{len(members)} in #{self.room}:")
+        me = self.call("id")["peer_id"]
+        now_ms = time.time() * 1000
         for m in members:
-            state = "online" if m.get("online") else "away"
+            if m["peer_id"] == me:
+                state = "(you)"
+            elif m.get("online"):
+                state = "online"
+            else:
+                state = f"seen {_ago(now_ms - float(m.get('last_seen') or 0))}"
             self.say(f"  [{short_id(str(m['peer_id']))}] "
                      f"{visible(str(m.get('nick') or '-'))}  {state}")
 
