@@ -101,7 +101,7 @@ def test_commands_switch_rooms_and_list_what_they_should(
 def test_errors_are_lines_in_the_chat(
         pair: tuple[DaemonProcess, DaemonProcess], chat_b: Chat, screen: Screen,
         tmp_path: Path) -> None:
-    a, b = pair
+    b = pair[1]
     for line, shown in [
         ("/frobnicate now", "!! unknown command /frobnicate; /help lists the commands"),
         ("/nick al\u202eice", "!! nick must not contain control or bidi characters (U+202E)"),
@@ -133,7 +133,8 @@ def test_images_are_numbered_and_fetched_by_number(
         Image.new("RGB", (30 + index, 20), colour).save(path)
         a.call("send_image", room="lobby", path=str(path), caption=f"picture {index}")
         screen.wait(f"[image {index}: pic{index}.png")
-    assert "31x20]" in screen.text() and "32x20]" in screen.text()
+    assert "31x20]" in screen.text()
+    assert "32x20]" in screen.text()
     target = tmp_path / "out"
     target.mkdir()
     monkeypatch.chdir(target)
