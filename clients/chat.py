@@ -391,7 +391,9 @@ class Chat:
                 with Connection(self.path) as conn:
                     done(conn.call(method, params, on_notification=progress))
             except RpcError as exc:
-                self.error(f"{label}: {exc}")
+                hint = ("; /fetch N PATH saves it under another name"
+                        if method == "fetch" and "exists" in exc.message else "")
+                self.error(f"{label}: {exc}{hint}")
             except (DaemonNotRunning, ConnectionLost, OSError, ValueError) as exc:
                 self.error(f"{label}: lost the daemon: {exc}")
             finally:

@@ -61,17 +61,26 @@ def cell_width(char: str) -> int:
 
 
 def wrap(line: str, width: int | None) -> list[str]:
-    """line cut to width cells; every piece after the first starts with INDENT."""
+    """line cut to width cells, at a space where one is near; pieces after the first
+    start with INDENT."""
     if width is None or width <= len(INDENT) + 2:
         return [line]
     pieces: list[str] = []
     current, used = "", 0
     for char in line:
         cells = cell_width(char)
+        floor = len(INDENT) if pieces else 0
         # Break only once the piece holds more than its indent, so each piece advances.
-        if used + cells > width and used > (len(INDENT) if pieces else 0):
-            pieces.append(current)
-            current, used = INDENT, len(INDENT)
+        if used + cells > width and used > floor:
+            cut = current.rfind(" ")
+            if cut > max(floor, len(INDENT) + 1, len(current) // 2):
+                # The words after the last space move down whole; that space goes.
+                pieces.append(current[:cut])
+                current = INDENT + current[cut + 1:]
+            else:
+                pieces.append(current)
+                current = INDENT
+            used = sum(map(cell_width, current))
         current += char
         used += cells
     pieces.append(current)

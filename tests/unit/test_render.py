@@ -67,6 +67,10 @@ def test_wrap_keeps_continuations_indented_and_inside_the_width() -> None:
     assert all(sum(map(render.cell_width, line)) <= 40 for line in lines)
 
 
+def test_wrap_prefers_a_space() -> None:
+    assert render.wrap("alpha beta gamma delta", 12) == ["alpha beta", "    gamma", "    delta"]
+
+
 def test_wide_characters_count_two_cells() -> None:
     lines = render.wrap("漢" * 30, 20)
     assert all(sum(map(render.cell_width, line)) <= 20 for line in lines)
