@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -199,3 +200,19 @@ async def test_bad_nicks_from_the_wire_are_rejected_and_counted(cluster: Cluster
     assert d.call("status")["rejected"]["bad_nick"] == len(bad)
     history = d.call("history", room="lobby")
     assert [(m["nick"], m["text"]) for m in history] == [("alice", "honest")]
+
+
+def test_a_nick_saved_by_an_older_version_does_not_block_sending(cluster: Cluster) -> None:
+    """Versions before the nick rule saved nicks with C1 or bidi characters; such a nick
+    is dropped on start, so posts (which peers would refuse with it) go out without one."""
+    a = cluster.start("a")
+    a.call("join", room="lobby")
+    assert a.terminate() == 0
+    with sqlite3.connect(a.home / "store.sqlite") as db:
+        db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('nick', ?)",
+                   ("al\u202eice",))
+    a = cluster.start("a")
+    assert a.call("id")["nick"] == ""
+    sent = a.call("send", room="lobby", text="still works")
+    assert sent["nick"] == ""
+    assert "'p2pctl nick NAME'" in "\n".join(a.stderr_lines)
