@@ -57,7 +57,7 @@ def _print_human(command: str, result: Any) -> None:
             print("no peers connected")
         for peer in result:
             print(f"{visible(peer['peer_id'])}  {visible(' '.join(peer['addrs'])) or '-'}  "
-                  f"rooms: {', '.join(peer['rooms']) or '-'}")
+                  f"rooms: {visible(', '.join(peer['rooms'])) or '-'}")
     elif command == "rooms":
         if not result:
             print("not in any room; join one with 'p2pctl join ROOM'")
