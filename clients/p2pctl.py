@@ -93,7 +93,8 @@ def _print_human(command: str, result: Any) -> None:
     elif command == "shutdown":
         print("daemon stopping")
     else:
-        print(visible(json.dumps(result, indent=2, sort_keys=True)))
+        # ensure_ascii (the default) escapes every control and non-ASCII character.
+        print(json.dumps(result, indent=2, sort_keys=True))
 
 
 def _fetch_params(args: argparse.Namespace) -> dict[str, Any]:
