@@ -136,7 +136,8 @@ class Feed:
                 if note["method"] == "message":
                     self._on_message(params["message"])
                 elif note["method"] == "subscription_end":
-                    self._on_end(f"the feed of #{self.room} ended: {params.get('reason')}")
+                    self._on_end(f"the feed of #{self.room} ended: {params.get('reason')}; "
+                                 f"/join {self.room} to follow it again")
                     return
         except (ConnectionLost, OSError, ValueError) as exc:
             if not self._stopping:
