@@ -154,4 +154,3 @@ def test_chat_in_two_terminals_both_ways_with_an_image(cluster: Cluster, tmux: T
     for pane in ("a", "b"):
         tmux.type(pane, "/quit")
         tmux.wait_exit(pane)
-    print("--- pane b ---\n" + tmux.screen("b"))
