@@ -64,6 +64,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _usable_nick(stored: str | None) -> str:
+    """A nick saved before the nick rule existed may break it: then there is none."""
+    try:
+        return env_codec.check_nick(stored) if stored else ""
+    except EnvelopeError:
+        log.warning("the saved nick %r breaks the nick rule; set a new one with "
+                    "'p2pctl nick NAME'", stored)
+        return ""
+
+
 def message_view(env: Envelope) -> dict[str, Any]:
     """The JSON message object of INTERFACE.md."""
     view: dict[str, Any] = {
@@ -170,7 +180,7 @@ class Node:
         self._store_retry = Backoff()
         self._store_wakeup = trio.Event()
         store.on_error = self._on_store_error
-        self.nick_name = store.get_setting("nick") or config.nick
+        self.nick_name = _usable_nick(store.get_setting("nick")) or config.nick
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
         self.redialer = Redialer(network, store)
@@ -336,11 +346,11 @@ class Node:
         self._check_running()
         if not isinstance(name, str):
             raise InvalidArgument("name must be a string")
-        nick = name.strip()
-        if not 1 <= len(nick) <= env_codec.MAX_NICK_CHARS:
-            raise InvalidArgument("nick must be 1-64 characters")
-        if any(ord(c) < 32 or ord(c) == 127 for c in nick):
-            raise InvalidArgument("nick must not contain control characters")
+        try:
+            # Peers apply the same rule on decode: a nick they would refuse is refused here.
+            nick = env_codec.check_nick(name.strip())
+        except EnvelopeError as exc:
+            raise InvalidArgument(exc.detail) from None
         self.store.set_setting("nick", nick)
         self.nick_name = nick
         for room in self.store.joined_rooms():
