@@ -45,8 +45,13 @@ def format_message(msg: dict[str, Any]) -> str:
     line = f"{_clock(msg['ts'])} #{msg['room']} <{_who(msg)}> {msg.get('text', '')}"
     image = msg.get("image")
     if image:
-        line += (f" [image {image['filename']} {image['width']}x{image['height']} "
-                 f"{image['size']} B cid={image['cid']}]")
+        if image.get("unavailable"):
+            # The bytes behind the CID were not what the message said: show no details
+            # that the author made up, only that the image cannot be had.
+            line += f" [image unavailable: {image['unavailable']}]"
+        else:
+            line += (f" [image {image['filename']} {image['width']}x{image['height']} "
+                     f"{image['size']} B cid={image['cid']}]")
     return line.rstrip()
 
 

@@ -91,3 +91,9 @@ class FetchTimeout(GossipchatError):
     """No peer delivered the content before the deadline."""
 
     code = -32012
+
+
+class ImageMismatch(GossipchatError):
+    """Content behind a CID that is not what the image message says it is."""
+
+    code = -32013

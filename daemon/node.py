@@ -57,8 +57,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def message_view(env: Envelope) -> dict[str, Any]:
-    """The JSON message object of INTERFACE.md."""
+def message_view(env: Envelope, unavailable: str | None = None) -> dict[str, Any]:
+    """The JSON message object of INTERFACE.md.
+
+    `unavailable` is why an image message's bytes were refused (they are not what
+    the message says); it shows as `image.unavailable`.
+    """
     view: dict[str, Any] = {
         "id": env.id.hex(),
         "room": env.room,
@@ -80,6 +84,8 @@ def message_view(env: Envelope) -> dict[str, Any]:
             "height": body["height"],
             "thumbnail": base64.b64encode(body["thumbnail"]).decode("ascii"),
         }
+        if unavailable is not None:
+            view["image"]["unavailable"] = unavailable
     return view
 
 
@@ -429,7 +435,9 @@ class Node:
             position = self.store.position(raw)
             if position is None:
                 raise NotFound(f"unknown message id {before}")
-        return [message_view(e) for e in self.store.history(state.name, count, position)]
+        envelopes = self.store.history(state.name, count, position)
+        verdicts = self.store.image_verdicts(e.id for e in envelopes if e.kind == "image")
+        return [message_view(e, verdicts.get(e.id)) for e in envelopes]
 
     # subscriptions
 
