@@ -224,10 +224,11 @@ class ImageService:
             raise PathError(f"cannot read {path}: {exc.strerror}") from None
         except ValueError as exc:  # a NUL byte, or a name the file system cannot encode
             raise PathError(f"cannot read {path!r}: {exc}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise PathError(f"cannot read {path}: not a regular file")
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise PathError(f"cannot read {path}: not a regular file")
             if st.st_size > self.limits.max_bytes:
                 raise ImageTooLarge(
                     f"image too large: {st.st_size} bytes, limit {self.limits.max_bytes}")
@@ -547,9 +548,10 @@ def _write_out(target: Path, data: bytes, force: bool) -> str:
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as exc:
-        # /proc/self/x, a read-only directory, a stale part file: nothing to clean up.
-        raise PathError(f"cannot write {target}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:
+        # /proc/self/x, a read-only directory, a NUL byte: nothing to clean up.
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PathError(f"cannot write {str(target)!r}: {detail}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

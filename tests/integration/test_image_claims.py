@@ -110,8 +110,10 @@ async def off_loop(fn: Callable[[], Any]) -> Any:
 
 
 def image_of(victim: DaemonProcess, message_id: str) -> dict[str, Any]:
-    (msg,) = [m for m in victim.call("history", room=ROOM) if m["id"] == message_id]
-    return dict(msg["image"])
+    history = victim.call("history", room=ROOM)
+    found = [m for m in history if m["id"] == message_id]
+    assert found, f"{message_id} not in the history: {[m['id'] for m in history]}"
+    return dict(found[0]["image"])
 
 
 def judged(victim: DaemonProcess, message_id: str) -> bool:
