@@ -134,7 +134,6 @@ class ImageService:
         self._queued: set[bytes] = set()  # message ids
         self.auto_fetched = 0
         self.auto_fetch_failed = 0
-        self.refused = 0  # image messages whose bytes were not what they said
         self._rng = random.Random()
         self._attempts: dict[bytes, int] = {}
         self._nursery: trio.Nursery | None = None
@@ -405,7 +404,6 @@ class ImageService:
 
     def _refuse(self, env: Envelope, root: bytes, reason: str, *, evict: bool) -> None:
         """The bytes behind a message's CID are not what it says: mark, count, evict."""
-        self.refused += 1
         self._record(env, reason)
         evicted = self.blocks.evict(root) if evict else 0
         log.warning("image message %s by %s refused (%d blocks evicted): %s",
@@ -486,8 +484,10 @@ class ImageService:
                 root, peers, max_size=self._auto_fetch_limit(), timeout_s=AUTO_FETCH_TIMEOUT_S,
                 fallback=fallback, expected_size=claim.size)
         except ImageMismatch as exc:
-            # No peer can serve other bytes for this CID: nothing to retry.
-            self._refuse(env, root, exc.message, evict=True)
+            # No peer can serve other bytes for this CID: nothing to retry. Nothing was
+            # stored for this message either (the root was refused), and blocks of the
+            # DAG fetched for someone else are not this message's to evict.
+            self._refuse(env, root, exc.message, evict=False)
             return
         reason = await self._mismatch(data, claim)
         if reason is not None:
@@ -531,14 +531,15 @@ class ImageService:
 
     def view(self) -> dict[str, Any]:
         """Counters for `status`."""
+        refused = self.node.store.unavailable_images_by_author()
         return {
             "blocks": self.blocks.count, "bytes": self.blocks.total_bytes,
             "quota": self.blocks.quota_bytes, "pinned_images": len(self.blocks.pinned_roots()),
             "auto_fetched": self.auto_fetched, "auto_fetch_failed": self.auto_fetch_failed,
-            # Image messages whose bytes were not what they said; per author (kept in
-            # the store, so it survives restarts) for peer scoring to use.
-            "refused": self.refused,
-            "refused_by_author": self.node.store.unavailable_images_by_author(),
+            # Image messages whose bytes were not what they said, also per author (kept
+            # in the store, so they survive restarts) for peer scoring to use.
+            "refused": sum(refused.values()),
+            "refused_by_author": refused,
             "exchange": self.exchange.view(),
         }
 
