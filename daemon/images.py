@@ -386,11 +386,15 @@ class ImageService:
         messages = [m for m in self.node.store.image_messages(cid) if m.room in joined]
         verdicts = self.node.store.image_verdicts(m.id for m in messages)
         matched = False
+        checked: dict[imaging.ImageClaim, str | None] = {}  # reposts say the same
         for env in messages:
             if env.id in verdicts:
                 matched = matched or verdicts[env.id] is None
                 continue
-            reason = await self._mismatch(data, _claim_of(env))
+            claim = _claim_of(env)
+            if claim not in checked:
+                checked[claim] = await self._mismatch(data, claim)
+            reason = checked[claim]
             if reason is None:
                 self._record(env, None)
                 matched = True

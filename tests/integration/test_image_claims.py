@@ -221,3 +221,21 @@ async def test_honest_image_from_the_same_member_is_kept(
     status = (await off_loop(lambda: victim.call("status")))["images"]
     assert status["refused"] == 0
     assert status["auto_fetched"] == 1
+
+
+async def test_bytes_already_here_are_checked_before_a_message_pins_them(
+    victim: DaemonProcess, tmp_path: Path
+) -> None:
+    noise = random.Random(6).randbytes(MiB)
+    async with hostile_member(victim, tmp_path / "hostile") as liar:
+        cid = liar.share(noise)
+        # The user fetched these bytes by hand once: they sit in the cache, unpinned.
+        got = await off_loop(lambda: victim.call("fetch", cid=cid, timeout=60))
+        assert got["size"] == len(noise)
+        message_id = await liar.post_image(cid, size=len(noise), mime="image/jpeg",
+                                           width=800, height=600, filename="cached.jpg")
+        await off_loop(lambda: wait_for(lambda: judged(victim, message_id),
+                                        timeout=60, message="the lie judged"))
+    status = (await off_loop(lambda: victim.call("status")))["images"]
+    assert status["pinned_images"] == 0
+    assert status["blocks"] == 0
