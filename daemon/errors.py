@@ -94,6 +94,9 @@ class FetchTimeout(GossipchatError):
 
 
 class ImageMismatch(GossipchatError):
-    """Content behind a CID that is not what the image message says it is."""
+    """Content behind a CID that is not what the image message says it is.
 
-    code = -32013
+    (-32013 to -32015 are taken on branch h-store by the store's errors.)
+    """
+
+    code = -32016
