@@ -96,7 +96,7 @@ class FetchTimeout(GossipchatError):
 class ImageMismatch(GossipchatError):
     """Content behind a CID that is not what the image message says it is.
 
-    (-32013 to -32015 are taken on branch h-store by the store's errors.)
+    (-32013 to -32015 belong to the store's errors, added alongside.)
     """
 
     code = -32016
