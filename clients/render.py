@@ -114,6 +114,10 @@ def image_summary(image: dict[str, Any], *, number: int | None = None,
                   with_cid: bool = True) -> str:
     """One line for an image: name, size, dimensions (and its number, its CID)."""
     label = f"image {number}:" if number is not None else "image"
+    if image.get("unavailable"):
+        # The bytes behind the CID were not what the message said: show none of the
+        # details the author made up, only that the image cannot be had.
+        return f"[{label} unavailable: {visible(str(image['unavailable']))}]"
     cid = f" cid={visible(str(image.get('cid', '?')))}" if with_cid else ""
     return (f"[{label} {visible(str(image.get('filename', '?')))} "
             f"{human_size(int(image.get('size', 0)))} "

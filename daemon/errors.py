@@ -111,6 +111,12 @@ class StoreDamaged(StoreUnavailable):
     code = -32015
 
 
+class ImageMismatch(GossipchatError):
+    """Content behind a CID that is not what the image message says it is."""
+
+    code = -32016
+
+
 class LimitReached(GossipchatError):
     """A request that would pass one of the daemon's resource limits (docs/limits.md)."""
 

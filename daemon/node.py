@@ -74,8 +74,12 @@ def _usable_nick(stored: str | None) -> str:
         return ""
 
 
-def message_view(env: Envelope) -> dict[str, Any]:
-    """The JSON message object of INTERFACE.md."""
+def message_view(env: Envelope, unavailable: str | None = None) -> dict[str, Any]:
+    """The JSON message object of INTERFACE.md.
+
+    `unavailable` is why an image message's bytes were refused (they are not what
+    the message says); it shows as `image.unavailable`.
+    """
     view: dict[str, Any] = {
         "id": env.id.hex(),
         "room": env.room,
@@ -97,6 +101,8 @@ def message_view(env: Envelope) -> dict[str, Any]:
             "height": body["height"],
             "thumbnail": base64.b64encode(body["thumbnail"]).decode("ascii"),
         }
+        if unavailable is not None:
+            view["image"]["unavailable"] = unavailable
     return view
 
 
@@ -512,7 +518,8 @@ class Node:
                 f"over the {budget} one answer may hold; ask for a smaller limit and "
                 "page back with before=<id of the oldest message you have>",
                 {"approx_bytes": size, "max_bytes": budget})
-        return [message_view(e) for e in envelopes]
+        verdicts = self.store.image_verdicts(e.id for e in envelopes if e.kind == "image")
+        return [message_view(e, verdicts.get(e.id)) for e in envelopes]
 
     # subscriptions
 

@@ -72,6 +72,15 @@ CREATE TABLE IF NOT EXISTS blocked (
     peer_id TEXT PRIMARY KEY,
     blocked_ms INTEGER NOT NULL
 );
+-- What checking an image message's bytes found: NULL unavailable means they were
+-- what the message says. Added after schema 1 shipped; IF NOT EXISTS creates it in
+-- older stores too, so no migration step is needed.
+CREATE TABLE IF NOT EXISTS image_verdicts (
+    message_id BLOB PRIMARY KEY,
+    author TEXT NOT NULL,
+    unavailable TEXT,
+    checked_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 _CHAT_KINDS_SQL = "(" + ",".join(f"'{k}'" for k in sorted(CHAT_KINDS)) + ")"
@@ -395,6 +404,42 @@ class Store:
         rows = self._db.execute(
             "SELECT DISTINCT cid FROM messages WHERE room = ? AND cid IS NOT NULL", (room,))
         return [r[0] for r in rows.fetchall()]
+
+    def image_messages(self, cid: str) -> list[Envelope]:
+        """Every stored image message that names this CID, oldest first."""
+        rows = self._db.execute(
+            "SELECT wire FROM messages WHERE cid = ? ORDER BY ts, id", (cid,)).fetchall()
+        return [env_codec.from_trusted_wire(row[0]) for row in rows]
+
+    def record_image_verdict(self, message_id: bytes, author: str, unavailable: str | None,
+                             now_ms: int) -> None:
+        """Keep what checking an image message's bytes found (None: they matched)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO image_verdicts"
+                " (message_id, author, unavailable, checked_ms) VALUES (?, ?, ?, ?)",
+                (message_id, author, unavailable, now_ms),
+            )
+
+    def image_verdicts(self, message_ids: Iterable[bytes]) -> dict[bytes, str | None]:
+        """Verdicts of the given messages that were checked: id -> reason or None."""
+        wanted = list(message_ids)
+        out: dict[bytes, str | None] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT message_id, unavailable FROM image_verdicts"
+                f" WHERE message_id IN ({marks})", chunk).fetchall()
+            out.update((bytes(r[0]), r[1]) for r in rows)
+        return out
+
+    def unavailable_images_by_author(self) -> dict[str, int]:
+        """How many image messages of each author turned out not to match their bytes."""
+        rows = self._db.execute(
+            "SELECT author, COUNT(*) FROM image_verdicts WHERE unavailable IS NOT NULL"
+            " GROUP BY author").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
 
     # rooms
 
