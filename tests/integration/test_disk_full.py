@@ -1,8 +1,9 @@
 """A full disk under a running daemon, with a real (small tmpfs) file system.
 
 B's home is a tmpfs of a few MiB, filled to the last page by a filler file while A
-talks to it. B must stay up, say what is wrong, refuse local sends clearly, and, once
-the filler is gone, carry on by itself with every message A sent.
+talks to it. B must stay up, say what is wrong, refuse local sends clearly, stop and
+start cleanly on the full disk, and, once the filler is gone, carry on by itself with
+every message A sent.
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster
                 client.send("full", "not now either")
             assert info.value.code == STORAGE_FULL
             assert "DEGRADED: database or disk is full" in b.cli("status").stdout
+
+            # It stops cleanly and starts again on the full disk; what it held in memory
+            # is gone with the process, and history sync must bring it back later.
+            assert b.terminate() == 0
+            b = cluster.start("b")
+            wait_for(lambda: b.call("status")["store"]["degraded"],
+                     message="b, restarted, meets the full disk again")
+            assert texts(b, "full") == ["before"]
 
             filler.unlink()
             wait_for(lambda: not b.call("status")["store"]["degraded"], timeout=60,
