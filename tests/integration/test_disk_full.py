@@ -1,9 +1,9 @@
 """A full disk under a running daemon, with a real (small tmpfs) file system.
 
 B's home is a tmpfs of a few MiB, filled to the last page by a filler file while A
-talks to it. B must stay up, say what is wrong, refuse local sends clearly, stop and
-start cleanly on the full disk, and, once the filler is gone, carry on by itself with
-every message A sent.
+talks to it. B must stay up, say what is wrong, keep relaying to C (who is connected
+to B only), refuse local sends clearly, stop and start cleanly on the full disk, and,
+once the filler is gone, carry on by itself with every message A sent.
 """
 
 from __future__ import annotations
@@ -65,10 +65,12 @@ def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster
     with small_filesystem(cluster.home("b"), "16m") as home:
         b = cluster.start("b")
         try:
+            c = cluster.start("c")
             connect(a, b)
-            for d in (a, b):
+            connect(b, c)
+            for d in (a, b, c):
                 d.call("join", room="full")
-            wait_mesh(a, "full", 1)
+            wait_mesh(b, "full", 2)
             a.call("send", room="full", text="before")
             wait_for(lambda: texts(b, "full") == ["before"], message="b hears a")
 
@@ -78,6 +80,9 @@ def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster
                 for text in sent:
                     client.send("full", text)
             wait_for(lambda: held_or_stored(b), message="b degraded, holding a's messages")
+            # B relays what it cannot store: C, who hears only B, gets every message.
+            wait_for(lambda: texts(c, "full") == ["before", *sent], message="c hears a via b")
+            assert {p["peer_id"] for p in c.call("peers")} == {b.peer_id}
             assert b.running
             status = b.call("status")
             print(f"b on a full disk: {status['store']}")
