@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,10 +110,14 @@ def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster
             assert texts(b, "full") == ["before"]
 
             filler.unlink()
+            freed = time.monotonic()
             wait_for(lambda: not b.call("status")["store"]["degraded"], timeout=60,
                      message="b resumes once space is free")
+            resumed = time.monotonic() - freed
             wait_for(lambda: sorted(texts(b, "full")) == sorted(["before", *sent]),
                      timeout=60, message="every message a sent, at b")
+            print(f"b resumed {resumed:.1f} s after the space was freed, and had every "
+                  f"message {time.monotonic() - freed:.1f} s after")
             assert texts(b, "full") == texts(a, "full")
             status = b.call("status")
             assert status["store"]["recoveries"] >= 1
