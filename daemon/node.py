@@ -754,21 +754,22 @@ class Node:
             self._retry_store_write()
 
     def _retry_store_write(self) -> None:
-        held = self._pending.envelopes()
         now = now_ms()
+        held = self._pending.envelopes()
         try:
-            if held:
-                added = self.store.add_messages(held, now)
-            else:
+            if not held:
                 self.store.probe_write(now)
-                added = []
+            # In batches, so that a disk with a little room again takes what fits.
+            for start in range(0, len(held), INBOUND_BATCH):
+                batch = held[start : start + INBOUND_BATCH]
+                added = self.store.add_messages(batch, now)
+                self._pending.release(batch)
+                self._stored(batch, added, live=False)
         except StoreUnavailable:
             return
-        self._pending.clear()
         self.store_health.write_succeeded()
         log.info("store takes writes again: %d held messages written, syncing every room",
-                 len(added))
-        self._stored(held, added, live=False)
+                 len(held))
         for room in self._joined_set:
             self.sync.sync_now(room)
 

@@ -211,10 +211,12 @@ class Store:
         # quick_check reads every page but skips the index-content cross-checks of
         # integrity_check: about O(N) instead of O(N log N).
         rows = self._db.execute("PRAGMA quick_check(8)").fetchall()
-        problems = [" ".join(str(r[0]).split()) for r in rows]
+        problems = [line.strip() for r in rows for line in str(r[0]).splitlines()
+                    if line.strip() and not line.startswith("*** in database")]
         if problems != ["ok"]:
             self._db.close()
-            raise StoreCheckFailed(self.path, "; ".join(problems[:3]))
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise StoreCheckFailed(self.path, "; ".join(problems[:3]) + more)
 
     def close(self) -> None:
         """Checkpoint the WAL and close; a failed checkpoint leaves the WAL to the next

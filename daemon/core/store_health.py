@@ -120,10 +120,11 @@ class PendingEnvelopes:
         """The held envelopes, oldest first."""
         return list(self._held.values())
 
-    def clear(self) -> None:
-        """Forget the held envelopes (they are on disk now)."""
-        self._held.clear()
-        self.bytes = 0
+    def release(self, written: Iterable[Envelope]) -> None:
+        """Forget envelopes that are on disk now."""
+        for env in written:
+            if self._held.pop(env.id, None) is not None:
+                self.bytes -= len(env.wire)
 
 
 class Backoff:

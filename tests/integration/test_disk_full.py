@@ -1,8 +1,9 @@
 """A full disk under a running daemon, with a real (small tmpfs) file system.
 
 B's home is a tmpfs of a few MiB, filled to the last page by a filler file while A
-talks to it. B must stay up, say what is wrong, refuse local sends clearly, and, once
-the filler is gone, carry on by itself with every message A sent.
+talks to it. B must stay up, say what is wrong, keep relaying to C (who is connected
+to B only), refuse local sends clearly, stop and start cleanly on the full disk, and,
+once the filler is gone, carry on by itself with every message A sent.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,10 +66,12 @@ def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster
     with small_filesystem(cluster.home("b"), "16m") as home:
         b = cluster.start("b")
         try:
+            c = cluster.start("c")
             connect(a, b)
-            for d in (a, b):
+            connect(b, c)
+            for d in (a, b, c):
                 d.call("join", room="full")
-            wait_mesh(a, "full", 1)
+            wait_mesh(b, "full", 2)
             a.call("send", room="full", text="before")
             wait_for(lambda: texts(b, "full") == ["before"], message="b hears a")
 
@@ -77,6 +81,9 @@ def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster
                 for text in sent:
                     client.send("full", text)
             wait_for(lambda: held_or_stored(b), message="b degraded, holding a's messages")
+            # B relays what it cannot store: C, who hears only B, gets every message.
+            wait_for(lambda: texts(c, "full") == ["before", *sent], message="c hears a via b")
+            assert {p["peer_id"] for p in c.call("peers")} == {b.peer_id}
             assert b.running
             status = b.call("status")
             print(f"b on a full disk: {status['store']}")
@@ -94,11 +101,23 @@ def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster
             assert info.value.code == STORAGE_FULL
             assert "DEGRADED: database or disk is full" in b.cli("status").stdout
 
+            # It stops cleanly and starts again on the full disk; what it held in memory
+            # is gone with the process, and history sync must bring it back later.
+            assert b.terminate() == 0
+            b = cluster.start("b")
+            wait_for(lambda: b.call("status")["store"]["degraded"],
+                     message="b, restarted, meets the full disk again")
+            assert texts(b, "full") == ["before"]
+
             filler.unlink()
+            freed = time.monotonic()
             wait_for(lambda: not b.call("status")["store"]["degraded"], timeout=60,
                      message="b resumes once space is free")
+            resumed = time.monotonic() - freed
             wait_for(lambda: sorted(texts(b, "full")) == sorted(["before", *sent]),
                      timeout=60, message="every message a sent, at b")
+            print(f"b resumed {resumed:.1f} s after the space was freed, and had every "
+                  f"message {time.monotonic() - freed:.1f} s after")
             assert texts(b, "full") == texts(a, "full")
             status = b.call("status")
             assert status["store"]["recoveries"] >= 1

@@ -70,7 +70,9 @@ def test_damaged_store_is_refused_with_the_way_out_which_works(cluster: Cluster)
     wait_for(lambda: len(texts(b, "kept")) == 300, timeout=60, message="300 messages at b")
     assert a.terminate() == 0
     store = a.home / "store.sqlite"
-    overwrite_pages(store, pages_of(store, "messages")[2:10])
+    damaged = pages_of(store, "messages")[2:10]
+    assert len(damaged) == 8
+    overwrite_pages(store, damaged)
 
     refused = start_refused(a.home)
     assert refused.returncode == EXIT_STORE_REFUSED, refused.stderr

@@ -70,7 +70,10 @@ def test_pending_keeps_order_once_each_and_counts_what_does_not_fit() -> None:
     assert pending.envelopes() == envs[:3]
     assert pending.dropped == 2
     assert pending.bytes == 3 * size
-    pending.clear()
+    pending.release(envs[:2])
+    assert pending.envelopes() == [envs[2]]
+    assert pending.bytes == size
+    pending.release(envs[2:])
     assert len(pending) == 0
     assert pending.bytes == 0
     assert pending.hold([envs[4]]) == 1
