@@ -18,6 +18,9 @@ one address per interface. The bridges live in one more namespace of their own, 
   onto a bridge of its own and `heal()` undoes it; `rate_limit(host, rate)` shapes
   both directions of the host's links with tc tbf. This kernel has no netem; a test
   that needs delay must put a forwarding process of its own in the path.
+- Routing: `enable_forwarding(router)` and `add_route(host, prefix, via)` (no default
+  routes) join segments through a host; NAT rules are iptables commands `run` inside
+  the router (install iptables with tests/system_packages.py).
 - Processes: `run(host, argv)` and `popen(host, argv)` run inside a host's namespace
   (`ip netns exec`); `start_daemon(host, name)` starts a real gossipchatd there
   (tests/harness.py), listening on 0.0.0.0 by default. Unix sockets are files, so the
@@ -224,6 +227,20 @@ class Network:
         """A host's IPv4 address on a segment (by default its first one)."""
         index = self._segments_of(host)[0] if segment is None else segment
         return str(self._addresses[(host, index)].ip)
+
+    def iface(self, host: str, segment: int) -> str:
+        """The name of a host's interface on a segment (`eth0`, `eth1`, ...)."""
+        return f"eth{self._segments_of(host).index(segment)}"
+
+    def add_route(self, host: str, destination: str, via: str) -> None:
+        """Route a destination prefix through a neighbour (never a default route)."""
+        if ipaddress.ip_network(destination).prefixlen == 0:
+            raise ValueError("no default routes: a namespace must have no route out")
+        _command("ip", "-n", self.ns(host), "route", "add", destination, "via", via)
+
+    def enable_forwarding(self, host: str) -> None:
+        """Let a host on several segments route between them."""
+        self.run(host, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True)
 
     def exec_prefix(self, host: str) -> list[str]:
         """The argv prefix that runs a command inside a host's namespace."""

@@ -10,9 +10,11 @@ Rules:
 - Addresses that peers observe (identify) are added once enough distinct observers
   confirmed them; counting observers is the adapter's business, this module takes the
   confirmed list.
-- Order: routable interface addresses in listen order, then observed ones, then
-  loopback. A user copies the first address to a friend; a loopback one is only good
-  on this machine.
+- Order: a user copies the first address to a friend, so the ones most likely to be
+  reachable from elsewhere come first. Interface addresses that are not on a LAN
+  range, then observed ones, then LAN-range interface addresses (RFC 1918, CGNAT
+  100.64/10, IPv6 ULA fc00::/7), then loopback, which is only good on this machine.
+  Within each group the listen order, then the interface order, holds.
 - No duplicates; the first occurrence keeps its place.
 
 Pure functions on multiaddr text: no sockets, no libp2p.
@@ -42,16 +44,26 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+# Behind a NAT or only on a LAN; 198.18.0.0/15 is not here: tests use it as "public".
+_LAN_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
+
+
 def _advertisable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not (ip.is_unspecified or ip.is_multicast or ip.is_link_local)
 
 
-def _is_loopback(addr: str) -> bool:
+def _rank(addr: str) -> int:
+    """0 for a routable address, 2 for a LAN one, 3 for loopback (1 is observed)."""
     split = _split_ip(addr)
-    if split is None:
-        return False
-    ip = _ip(split[1])
-    return ip is not None and ip.is_loopback
+    ip = _ip(split[1]) if split is not None else None
+    if ip is None:
+        return 0
+    if ip.is_loopback:
+        return 3
+    if any(ip.version == net.version and ip in net for net in _LAN_NETS):
+        return 2
+    return 0
 
 
 def expand_unspecified(listen: Iterable[str], interface_ips: Sequence[str]) -> list[str]:
@@ -93,13 +105,13 @@ def advertised_addrs(
         split = _split_ip(addr)
         ip = _ip(split[1]) if split is not None else None
         # A peer that reports us as 0.0.0.0, a multicast or link-local IP is wrong or
-        # lying; loopback observations say nothing a remote peer can use.
+        # lying; a loopback observation says nothing a remote peer can use.
         if ip is not None and _advertisable(ip) and not ip.is_loopback:
             usable_observed.append(addr)
     return _ordered(expand_unspecified(listen, interface_ips), usable_observed)
 
 
 def _ordered(local: list[str], observed: list[str]) -> list[str]:
-    routable = [a for a in local if not _is_loopback(a)]
-    loopback = [a for a in local if _is_loopback(a)]
-    return list(dict.fromkeys([*routable, *observed, *loopback]))
+    ranked = [(_rank(a), a) for a in local] + [(1, a) for a in observed]
+    # sorted() is stable: within a rank the listen and interface order holds.
+    return list(dict.fromkeys(a for _, a in sorted(ranked, key=lambda pair: pair[0])))

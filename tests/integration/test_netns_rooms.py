@@ -12,7 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.harness import DaemonProcess, connect, texts, wait_for, wait_mesh
-from tests.netns import Network, Scenario
+from tests.netns import Network, Scenario, Segment
+from tests.system_packages import ensure_apt
 
 Build = Callable[[Scenario], Network]
 ROOM = "line"
@@ -45,6 +46,56 @@ def test_a_wildcard_listener_advertises_addresses_a_peer_can_dial(netns: Build) 
              message="a to see b")
     seen = next(p for p in a.call("peers") if p["peer_id"] == b.peer_id)
     assert seen["addrs"][0].startswith(f"/ip4/{net.ip('b')}/tcp/"), seen
+
+
+def test_an_address_two_peers_observe_is_advertised_and_one_peer_is_not_enough(
+        netns: Build) -> None:
+    """a sits behind router r, which forwards its public port 4001 to a (DNAT).
+
+    Peers on the public segment dial r's address and report it back to a through
+    identify. Once two distinct observers do, a advertises it, before its LAN address,
+    and a third peer dials a at its first address. When only one observer is left,
+    the address goes again: a single peer cannot make a announce a lie.
+    """
+    reason = ensure_apt("iptables")
+    if reason:
+        pytest.skip(reason)
+    net = netns(Scenario((Segment(("a", "r"), subnet="192.168.1.0/24"),
+                          Segment(("r", "b", "c", "d")))))
+    lan, wan = net.ip("r", 0), net.ip("r", 1)
+    net.enable_forwarding("r")
+    net.add_route("a", "198.18.1.0/24", via=lan)
+    net.run("r", ["iptables", "-t", "nat", "-A", "PREROUTING", "-i", net.iface("r", 1),
+                  "-p", "tcp", "--dport", "4001", "-j", "DNAT",
+                  "--to-destination", f"{net.ip('a')}:4001"], check=True)
+    net.run("r", ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", net.iface("r", 1),
+                  "-j", "MASQUERADE"], check=True)
+
+    a = net.start_daemon("a", "a", listen="/ip4/0.0.0.0/tcp/4001")
+    b, c, d = (net.start_daemon(h, h) for h in "bcd")
+    public = f"/ip4/{wan}/tcp/4001/p2p/{a.peer_id}"
+    private = f"/ip4/{net.ip('a')}/tcp/4001/p2p/{a.peer_id}"
+    assert ready_addrs(a)[0] == private, "before anyone observes a, its LAN address leads"
+
+    def advertised() -> list[str]:
+        return list(a.call("id")["addrs"])
+
+    for peer in (b, c):
+        assert peer.cli("connect", public).returncode == 0
+    addrs = wait_for(lambda: public in advertised() and advertised(), timeout=30,
+                     message="a to advertise what b and c observe")
+    assert addrs.index(public) < addrs.index(private) < addrs.index(
+        f"/ip4/127.0.0.1/tcp/4001/p2p/{a.peer_id}"), addrs
+
+    done = d.cli("connect", addrs[0])
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: any(p["peer_id"] == d.peer_id for p in a.call("peers")),
+             message="a to see d")
+
+    for peer in (c, d):
+        a.call("block", peer=peer.peer_id)
+    wait_for(lambda: public not in advertised(), timeout=30,
+             message="a to stop advertising an address only b still reports")
 
 
 class StillApart(AssertionError):

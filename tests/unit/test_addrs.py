@@ -20,12 +20,19 @@ def test_ip6_wildcard_skips_link_local() -> None:
     ]
 
 
-def test_both_families_keep_listen_order_and_put_all_loopback_last() -> None:
+def test_routable_then_lan_then_loopback_keeping_listen_order_within_each() -> None:
     got = expand_unspecified(["/ip4/0.0.0.0/tcp/1", "/ip6/::/tcp/2"], IFACES)
     assert got == [
-        "/ip4/198.18.0.7/tcp/1", "/ip4/10.1.2.3/tcp/1", "/ip6/2001:db8::7/tcp/2",
+        "/ip4/198.18.0.7/tcp/1", "/ip6/2001:db8::7/tcp/2", "/ip4/10.1.2.3/tcp/1",
         "/ip4/127.0.0.1/tcp/1", "/ip6/::1/tcp/2",
     ]
+
+
+def test_every_lan_range_ranks_below_routable_addresses() -> None:
+    lan = ["10.0.0.1", "172.16.0.1", "192.168.0.1", "100.64.0.1", "fd12::1"]
+    got = expand_unspecified(["/ip4/0.0.0.0/tcp/1", "/ip6/::/tcp/1"], [*lan, "203.0.113.9"])
+    assert got[0] == "/ip4/203.0.113.9/tcp/1"
+    assert len(got) == 6
 
 
 def test_specific_listeners_pass_unchanged_and_suffixes_are_kept() -> None:
@@ -53,11 +60,12 @@ def test_garbage_interface_ips_are_ignored() -> None:
         "/ip4/198.18.0.2/tcp/9"]
 
 
-def test_observed_addresses_go_between_routable_and_loopback() -> None:
-    got = advertised_addrs(["/ip4/0.0.0.0/tcp/4001"], ["127.0.0.1", "192.168.1.20"],
+def test_observed_addresses_go_after_routable_before_lan_addresses() -> None:
+    got = advertised_addrs(["/ip4/0.0.0.0/tcp/4001"],
+                           ["127.0.0.1", "192.168.1.20", "198.18.0.7"],
                            ["/ip4/198.19.5.5/tcp/4001"])
-    assert got == ["/ip4/192.168.1.20/tcp/4001", "/ip4/198.19.5.5/tcp/4001",
-                   "/ip4/127.0.0.1/tcp/4001"]
+    assert got == ["/ip4/198.18.0.7/tcp/4001", "/ip4/198.19.5.5/tcp/4001",
+                   "/ip4/192.168.1.20/tcp/4001", "/ip4/127.0.0.1/tcp/4001"]
 
 
 def test_observed_address_already_known_is_not_repeated() -> None:
