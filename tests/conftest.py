@@ -23,13 +23,15 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def netns() -> Iterator[Callable[[Scenario], Network]]:
-    """Build network-namespace scenarios (tests/netns.py); all are torn down at the end.
-
-    Skips with the reason when namespaces are unavailable (not root, no iproute2).
-    """
+def netns_available() -> None:
+    """Skip, with the reason, where network namespaces are unavailable (not root, no ip)."""
     reason = netns_unavailable()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def netns(netns_available: None) -> Iterator[Callable[[Scenario], Network]]:
+    """Build network-namespace scenarios (tests/netns.py); all are torn down at the end."""
     with ExitStack() as stack:
         yield lambda scenario: stack.enter_context(network(scenario))

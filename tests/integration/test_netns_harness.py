@@ -23,6 +23,7 @@ from tests.netns import (
 from tests.system_packages import ensure_apt
 
 Build = Callable[[Scenario], Network]
+pytestmark = pytest.mark.usefixtures("netns_available")
 
 
 @pytest.fixture
