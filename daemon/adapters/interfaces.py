@@ -8,12 +8,9 @@ address detection are left out. Which of these to advertise is `core.addrs`'s ch
 from __future__ import annotations
 
 import fcntl
-import logging
 import socket
 import struct
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 SIOCGIFFLAGS = 0x8913
 SIOCGIFADDR = 0x8915

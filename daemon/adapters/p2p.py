@@ -228,13 +228,15 @@ class _Advertiser:
     (tests/upstream/test_unspecified_listen_addrs.py). Here the listeners go through
     `core.addrs.advertised_addrs` with this host's interface addresses and the
     observed addresses at least OBSERVED_MIN_OBSERVERS distinct observers confirmed.
-    The interface list is cached: py-libp2p asks for its addresses on every identify
-    and on every pubsub RPC that renews the signed record.
+    py-libp2p asks for its addresses on every identify and every renewal of the signed
+    record, so the interface list is cached and the answer is kept for as long as its
+    inputs stay the same (building it costs ~140 us, mostly `ipaddress`).
     """
 
     def __init__(self) -> None:
         self.host: IHost | None = None
         self._interfaces: tuple[float, list[str]] | None = None
+        self._last: tuple[tuple[Any, ...], list[multiaddr.Multiaddr]] | None = None
 
     def _interface_ips(self) -> list[str]:
         now = time.monotonic()
@@ -248,12 +250,12 @@ class _Advertiser:
             return candidates  # the host's constructor asks before it exists
         manager = getattr(host, "_observed_addr_manager", None)
         observed = [] if manager is None else manager.addrs(min_observers=OBSERVED_MIN_OBSERVERS)
-        texts = advertised_addrs(
-            [str(a) for a in host.get_transport_addrs()],
-            self._interface_ips(),
-            [str(a) for a in observed],
-        )
-        return [multiaddr.Multiaddr(text) for text in texts]
+        inputs = (tuple(str(a) for a in host.get_transport_addrs()),
+                  tuple(self._interface_ips()), tuple(str(a) for a in observed))
+        if self._last is None or self._last[0] != inputs:
+            texts = advertised_addrs(*inputs)
+            self._last = (inputs, [multiaddr.Multiaddr(text) for text in texts])
+        return list(self._last[1])
 
 
 def new_libp2p_host(key_pair: KeyPair) -> IHost:
@@ -384,8 +386,8 @@ class P2PNetwork:
     def listen_addrs(self) -> list[str]:
         """The addresses peers can dial, best first, loopback last, each ending in
         /p2p/<our id>: the one list for `id`, the ready line and every announcement."""
-        # host.get_addrs() rebuilds the list from every transport and costs ~250 us;
-        # `id` is called often, and the addresses change rarely.
+        # host.get_addrs() rebuilds the list and costs ~250 us per address; `id` is
+        # called often, and the addresses change rarely.
         now = time.monotonic()
         if self._addrs_cache is None or now - self._addrs_cache[0] > ADDRS_CACHE_S:
             self._addrs_cache = (now, [str(addr) for addr in self.host.get_addrs()])

@@ -73,6 +73,10 @@ def expand_unspecified(listen: Iterable[str], interface_ips: Sequence[str]) -> l
     the host lists its interfaces. Addresses that are not IP-based pass unchanged.
     The result is ordered as the module docstring says, loopback last.
     """
+    return _ordered(_expand(listen, interface_ips), [])
+
+
+def _expand(listen: Iterable[str], interface_ips: Sequence[str]) -> list[str]:
     parsed = [ip for ip in (_ip(text) for text in interface_ips) if ip is not None]
     out: list[str] = []
     for addr in listen:
@@ -93,7 +97,7 @@ def expand_unspecified(listen: Iterable[str], interface_ips: Sequence[str]) -> l
             )
         elif _advertisable(ip):
             out.append(addr)
-    return _ordered(out, [])
+    return out
 
 
 def advertised_addrs(
@@ -108,7 +112,7 @@ def advertised_addrs(
         # lying; a loopback observation says nothing a remote peer can use.
         if ip is not None and _advertisable(ip) and not ip.is_loopback:
             usable_observed.append(addr)
-    return _ordered(expand_unspecified(listen, interface_ips), usable_observed)
+    return _ordered(_expand(listen, interface_ips), usable_observed)
 
 
 def _ordered(local: list[str], observed: list[str]) -> list[str]:
