@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gossipchat.clients.render import format_message, json_line, visible
 from gossipchat.rpc.client import Connection, ConnectionLost, DaemonNotRunning, RpcError
 from gossipchat.rpc.paths import socket_path
 from gossipchat.rpc.table import METHODS
@@ -31,43 +33,36 @@ def _ago(ms: int) -> str:
     return f"{delta / 3600:.1f}h ago"
 
 
-def _clock(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
-
-
-def _who(msg: dict[str, Any]) -> str:
-    short = msg["author"][-8:]
-    return f"{msg['nick']} ({short})" if msg.get("nick") else short
-
-
-def format_message(msg: dict[str, Any]) -> str:
-    """One line for a person: time, room, author, text (and image summary)."""
-    line = f"{_clock(msg['ts'])} #{msg['room']} <{_who(msg)}> {msg.get('text', '')}"
-    image = msg.get("image")
-    if image:
-        line += (f" [image {image['filename']} {image['width']}x{image['height']} "
-                 f"{image['size']} B cid={image['cid']}]")
-    return line.rstrip()
+def _terminal_width() -> int | None:
+    """The width to wrap messages at: only a terminal wraps lines by itself."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def _print_human(command: str, result: Any) -> None:
     if command == "id":
         print(f"peer_id  {result['peer_id']}")
-        print(f"nick     {result['nick'] or '-'}")
+        print(f"nick     {visible(result['nick'] or '-')}")
         for addr in result["addrs"]:
-            print(f"addr     {addr}")
+            print(f"addr     {visible(addr)}")
     elif command == "status":
         for key in ("version", "peer_id", "uptime_s", "peers", "rooms", "messages", "blocks"):
             if key in result:
                 print(f"{key:<10}{result[key]}")
         if result.get("rejected"):
             print(f"{'rejected':<10}{json.dumps(result['rejected'], sort_keys=True)}")
+        store = result.get("store") or {}
+        if store.get("degraded"):
+            print(f"{'store':<10}DEGRADED: {store.get('reason')} "
+                  f"({store.get('write_errors')} write errors, {store.get('pending')} "
+                  "messages waiting to be written)")
     elif command == "peers":
         if not result:
             print("no peers connected")
         for peer in result:
-            print(f"{peer['peer_id']}  {' '.join(peer['addrs']) or '-'}  "
-                  f"rooms: {', '.join(peer['rooms']) or '-'}")
+            print(f"{visible(peer['peer_id'])}  {visible(' '.join(peer['addrs'])) or '-'}  "
+                  f"rooms: {visible(', '.join(peer['rooms'])) or '-'}")
     elif command == "rooms":
         if not result:
             print("not in any room; join one with 'p2pctl join ROOM'")
@@ -76,14 +71,16 @@ def _print_human(command: str, result: Any) -> None:
                   f"{room['messages']:>7} messages")
     elif command == "members":
         for m in result:
-            print(f"{m['peer_id']}  {m['nick'] or '-':<20} {_ago(m['last_seen'])}")
+            print(f"{visible(m['peer_id'])}  {visible(m['nick'] or '-'):<20} "
+                  f"{_ago(m['last_seen'])}")
     elif command == "send":
-        print(result["id"])
+        print(visible(result["id"]))
         if result.get("image"):
-            print(result["image"]["cid"])
+            print(visible(result["image"]["cid"]))
     elif command == "history":
+        width = _terminal_width()
         for msg in result:
-            print(format_message(msg))
+            print(format_message(msg, width=width))
     elif command == "blocked":
         for peer in result:
             print(peer)
@@ -92,15 +89,16 @@ def _print_human(command: str, result: Any) -> None:
     elif command in ("block", "unblock"):
         print(f"{command} {result['peer']}: ok")
     elif command == "nick":
-        print(f"nick is now {result['nick']}")
+        print(f"nick is now {visible(result['nick'])}")
     elif command == "fetch":
-        where = result["path"] or "the block store"
+        where = visible(result["path"] or "the block store")
         print(f"saved {where} ({result['size']} bytes)")
     elif command == "connect":
-        print(f"connected to {result['peer_id']}")
+        print(f"connected to {visible(result['peer_id'])}")
     elif command == "shutdown":
         print("daemon stopping")
     else:
+        # ensure_ascii (the default) escapes every control and non-ASCII character.
         print(json.dumps(result, indent=2, sort_keys=True))
 
 
@@ -154,12 +152,12 @@ def _watch(conn: Connection, args: argparse.Namespace) -> int:
         if p.get("subscription") != sub:
             continue
         if note["method"] == "subscription_end":
-            print(f"p2pctl: watch ended: {p.get('reason')}", file=sys.stderr)
+            print(f"p2pctl: watch ended: {visible(str(p.get('reason')))}", file=sys.stderr)
             return EXIT_ERROR
         if note["method"] == "message":
             msg = p["message"]
-            print(json.dumps(msg, ensure_ascii=False) if args.json else format_message(msg),
-                  flush=True)
+            print(json_line(msg) if args.json
+                  else format_message(msg, width=_terminal_width()), flush=True)
     return EXIT_OK
 
 
@@ -183,6 +181,13 @@ COMMANDS: dict[str, tuple[str, _Params]] = {
     "unblock": ("unblock", lambda a: {"peer": a.peer}),
     "blocked": ("blocked", lambda a: {}),
     "shutdown": ("shutdown", lambda a: {}),
+    "chat": ("subscribe", lambda a: {}),
+}
+# Commands made of several calls, with help of their own.
+_CLIENT_ONLY_HELP = {
+    "watch": "stream new messages until interrupted (all joined rooms by default)",
+    "chat": "interactive chat in the terminal: history, live messages, an input line, "
+            "/image, /fetch, /help",
 }
 
 
@@ -202,9 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print JSON")
 
     def add(name: str) -> argparse.ArgumentParser:
-        method = COMMANDS[name][0]
-        text = METHODS[method].help if name != "watch" else (
-            "stream new messages until interrupted (all joined rooms by default)")
+        text = _CLIENT_ONLY_HELP.get(name) or METHODS[COMMANDS[name][0]].help
         return sub.add_parser(name, help=text, description=text, parents=[common])
 
     for name in ("id", "status", "peers", "rooms", "blocked", "shutdown"):
@@ -232,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, metavar="N")
     history.add_argument("--before", metavar="ID")
     add("watch").add_argument("rooms", metavar="ROOM", nargs="*")
+    add("chat").add_argument("room", metavar="ROOM")
     for name in ("block", "unblock"):
         add(name).add_argument("peer", metavar="PEER")
     return parser
@@ -252,6 +256,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         method, params_of = "send_image", _send_image_params
     elif args.command == "send" and not args.text:
         parser.error("send needs TEXT, or --image FILE")
+    if args.command == "chat":
+        # prompt_toolkit comes with it: only this command pays for the import.
+        from gossipchat.clients import chat
+
+        return chat.run(path, args.room)
     try:
         with Connection(path, timeout=args.timeout) as conn:
             if args.command == "watch":
@@ -267,7 +276,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"p2pctl: {exc}", file=sys.stderr)
         return EXIT_NO_DAEMON
     except RpcError as exc:
-        print(f"p2pctl: {exc}", file=sys.stderr)
+        # Error messages may quote what a peer sent (a name, a CID).
+        print(f"p2pctl: {visible(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except (ConnectionLost, TimeoutError, OSError) as exc:
         print(f"p2pctl: lost the daemon at {path}: {exc}", file=sys.stderr)
@@ -275,7 +285,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json_line(result))
     else:
         _print_human(args.command, result)
     return EXIT_OK

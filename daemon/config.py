@@ -14,6 +14,8 @@ from typing import Any
 
 from gossipchat.rpc.paths import default_home
 
+from .core.envelope import EnvelopeError, check_nick
+
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -106,6 +108,11 @@ def _validate(config: Config) -> Config:
         raise ConfigError("config key 'sync_interval_s' must be at least 1 second")
     if not config.listen:
         raise ConfigError("at least one listen address is needed")
+    if config.nick:
+        try:
+            check_nick(config.nick)
+        except EnvelopeError as exc:
+            raise ConfigError(f"config key 'nick': {exc.detail}") from None
     return config
 
 

@@ -93,6 +93,30 @@ class FetchTimeout(GossipchatError):
     code = -32012
 
 
+class StoreUnavailable(GossipchatError):
+    """The SQLite store cannot be read or written (damaged, I/O error); nothing was changed."""
+
+    code = -32013
+
+
+class StorageFull(StoreUnavailable):
+    """The disk holding the store is full; nothing was written. Frees up by itself."""
+
+    code = -32014
+
+
+class StoreDamaged(StoreUnavailable):
+    """SQLite found a damaged page in the store ("database disk image is malformed")."""
+
+    code = -32015
+
+
+class ImageMismatch(GossipchatError):
+    """Content behind a CID that is not what the image message says it is."""
+
+    code = -32016
+
+
 class LimitReached(GossipchatError):
     """A request that would pass one of the daemon's resource limits (docs/limits.md)."""
 

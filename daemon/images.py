@@ -8,13 +8,21 @@ Rules:
 - Every member that holds an image serves it over bitswap. Members fetch the images
   of their rooms by themselves up to `auto_fetch_max` bytes, so a room keeps its
   images after the sender leaves.
-- Images of joined rooms are pinned; the rest of the block store is evicted least
-  recently used within `block_quota`.
+- A message's claims are checked before its bytes are kept: the DAG's size is read
+  from its root before any leaf is fetched, and the assembled bytes must have the
+  size, format and pixel size the message says. Bytes that differ are never pinned,
+  are evicted after an auto-fetch, and the message is marked "image unavailable"
+  (a verdict kept per message in the store, counted per author).
+- Images of joined rooms are pinned once their bytes matched a message; the rest of
+  the block store is evicted least recently used within `block_quota`. An explicit
+  `fetch` may fetch any UnixFS file, but pins it only for a message it matches.
 - `fetch` keeps asking until its timeout: "no peer has it" usually means "not yet".
 - `fetch` writes only where it is told: an explicit path, or the sanitised original
   name inside a given directory, never outside it, and never over an existing file
   unless forced.
 - The service task owns the auto-fetch queue; `fetch` calls run in RPC tasks.
+- `send_image` checks every parameter before it stores or pins anything, and a
+  failure after that releases the pin it took.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import logging
 import os
 import random
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +45,14 @@ from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.exchange import BlockExchange
 from .config import Config
 from .core import imaging, unixfs
-from .core.envelope import Envelope
+from .core.envelope import MAX_FILENAME_BYTES, MAX_TEXT_BYTES, Envelope
 from .core.rooms import topic_for
 from .errors import (
     GossipchatError,
+    ImageMismatch,
     ImageTooLarge,
     InvalidArgument,
+    MessageTooLarge,
     NotAnImage,
     NotFound,
     PathError,
@@ -81,6 +92,26 @@ def prepare(data: bytes, limits: imaging.ImageLimits, keep_metadata: bool) -> Pr
     return PreparedImage(shared, info, thumbnail)
 
 
+def _claim_of(env: Envelope) -> imaging.ImageClaim:
+    # The envelope codec has checked the types of these fields already.
+    body = env.body
+    return imaging.ImageClaim(mime=body["mime"], size=body["size"], width=body["width"],
+                              height=body["height"])
+
+
+def _check_text(name: str, value: str, max_bytes: int) -> None:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{name} is not valid Unicode (lone surrogate)") from None
+    if size > max_bytes:
+        raise MessageTooLarge(f"{name} too large: {size} bytes, limit {max_bytes}")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def _image_error(exc: imaging.ImageError) -> GossipchatError:
     if isinstance(exc, imaging.ImageTooLarge):
         return ImageTooLarge(str(exc))
@@ -100,11 +131,11 @@ class ImageService:
                                           max_pixels=config.image_max_pixels)
         self._pillow = trio.CapacityLimiter(1)
         self._queue_send, self._queue = trio.open_memory_channel[Envelope](AUTO_FETCH_QUEUE)
-        self._queued: set[str] = set()
+        self._queued: set[bytes] = set()  # message ids
         self.auto_fetched = 0
         self.auto_fetch_failed = 0
         self._rng = random.Random()
-        self._attempts: dict[str, int] = {}
+        self._attempts: dict[bytes, int] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -124,6 +155,11 @@ class ImageService:
         """Check, store and post an image; returns the committed envelope."""
         if (path is None) == (data is None):
             raise InvalidArgument("give exactly one of path or data")
+        # Every parameter is checked before anything is stored or pinned.
+        if caption is not None:
+            _check_text("caption", caption, MAX_TEXT_BYTES)
+        if filename is not None:
+            _check_text("filename", filename, 4 * MAX_FILENAME_BYTES)
         if path is not None:
             raw = self._read_image_file(path)
             name = filename or Path(path).name
@@ -138,8 +174,6 @@ class ImageService:
             except (binascii.Error, ValueError):
                 raise InvalidArgument("data is not valid base64") from None
             name = filename or "image"
-        if caption is not None and not isinstance(caption, str):
-            raise InvalidArgument("caption must be a string")
         try:
             prepared = await trio.to_thread.run_sync(
                 prepare, raw, self.limits, keep_metadata, limiter=self._pillow)
@@ -147,12 +181,6 @@ class ImageService:
             raise _image_error(exc) from None
         safe_name = imaging.sanitize_filename(name)
         result = await trio.to_thread.run_sync(unixfs.import_file, prepared.data)
-        try:
-            self.blocks.pin(result.root)
-            await self.blocks.put_many_async(
-                [(b.cid, b.data) for b in result.blocks], verified=True)
-        except BlockStoreError as exc:
-            raise PathError(f"cannot store the image: {exc}") from None
         body: dict[str, Any] = {
             "cid": unixfs.cid_to_str(result.root), "filename": safe_name,
             "mime": prepared.info.mime, "size": len(prepared.data),
@@ -161,9 +189,27 @@ class ImageService:
         }
         if caption:
             body["caption"] = caption
-        env = self.node.post(room, "image", body)
+        already_pinned = result.root in self.blocks.pinned_roots()
+        try:
+            self.blocks.pin(result.root)
+            await self.blocks.put_many_async(
+                [(b.cid, b.data) for b in result.blocks], verified=True)
+            env = self.node.post(room, "image", body)
+        except BaseException as exc:
+            # Nothing was posted: the blocks may stay as cache, the pin must not.
+            if not already_pinned:
+                self._unpin_quietly(result.root)
+            if isinstance(exc, BlockStoreError):
+                raise PathError(f"cannot store the image: {exc}") from None
+            raise
         await self.exchange.announce(b.cid for b in result.blocks)
         return env
+
+    def _unpin_quietly(self, root: bytes) -> None:
+        try:
+            self.blocks.unpin(root)
+        except BlockStoreError as exc:
+            log.warning("cannot release the pin of %s: %s", unixfs.cid_to_str(root), exc)
 
     def _read_image_file(self, path: str) -> bytes:
         p = Path(path)
@@ -175,6 +221,8 @@ class ImageService:
             raise PathError(f"cannot read {path}: no such file") from None
         except OSError as exc:
             raise PathError(f"cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:  # a NUL byte, or a name the file system cannot encode
+            raise PathError(f"cannot read {path!r}: {exc}") from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
@@ -183,7 +231,11 @@ class ImageService:
             if st.st_size > self.limits.max_bytes:
                 raise ImageTooLarge(
                     f"image too large: {st.st_size} bytes, limit {self.limits.max_bytes}")
-            data = fh.read(self.limits.max_bytes + 1)
+            try:
+                data = fh.read(self.limits.max_bytes + 1)
+            except OSError as exc:
+                # Regular to fstat yet unreadable: /proc/self/mem, a failing disk.
+                raise PathError(f"cannot read {path}: {exc.strerror or exc}") from None
         if len(data) > self.limits.max_bytes:
             raise ImageTooLarge(f"image too large: over {self.limits.max_bytes} bytes")
         return data
@@ -192,6 +244,17 @@ class ImageService:
 
     def _target(self, cid: str, path: str | None, directory: str | None,
                 force: bool) -> Path | None:
+        try:
+            return self._check_target(cid, path, directory, force)
+        except (OSError, ValueError) as exc:
+            # A path the file system refuses to even look at (no permission, a NUL
+            # byte, an unencodable name): the user's to fix, so say which one.
+            where = path if path is not None else directory
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise PathError(f"cannot use {where!r}: {detail}") from None
+
+    def _check_target(self, cid: str, path: str | None, directory: str | None,
+                      force: bool) -> Path | None:
         if path is not None and directory is not None:
             raise InvalidArgument("give path or dir, not both")
         if path is not None:
@@ -239,8 +302,7 @@ class ImageService:
         if not 0 < timeout <= 3600:
             raise InvalidArgument("timeout must be between 0 and 3600 seconds")
         data = await self._fetch_until(root, trio.current_time() + timeout, progress)
-        if self.node.store.rooms_with_image(text) & set(self.node.joined_rooms()):
-            self.blocks.pin(root)
+        await self._judge_messages_of(text, root, data)
         written = None
         if target is not None:
             written = await trio.to_thread.run_sync(_write_out, target, data, force)
@@ -303,66 +365,154 @@ class ImageService:
         await progress(len(data), len(data))
         return data
 
+    # checking what messages say
+
+    async def _mismatch(self, data: bytes, claim: imaging.ImageClaim) -> str | None:
+        """Why `data` is not the image `claim` describes, or None if it is."""
+        try:
+            await trio.to_thread.run_sync(imaging.check_claim, data, claim, self.limits,
+                                          limiter=self._pillow)
+        except imaging.ImageError as exc:
+            return str(exc)
+        return None
+
+    async def _judge_messages_of(self, cid: str, root: bytes, data: bytes) -> None:
+        """After an explicit fetch: check the joined rooms' messages naming this CID.
+
+        The root is pinned only if the bytes are what one of them says. A message that
+        lied is marked, but nothing is evicted: the user asked for these bytes.
+        """
+        joined = set(self.node.joined_rooms())
+        messages = [m for m in self.node.store.image_messages(cid) if m.room in joined]
+        verdicts = self.node.store.image_verdicts(m.id for m in messages)
+        matched = False
+        checked: dict[imaging.ImageClaim, str | None] = {}  # reposts say the same
+        for env in messages:
+            if env.id in verdicts:
+                matched = matched or verdicts[env.id] is None
+                continue
+            claim = _claim_of(env)
+            if claim not in checked:
+                checked[claim] = await self._mismatch(data, claim)
+            reason = checked[claim]
+            if reason is None:
+                self._record(env, None)
+                matched = True
+            else:
+                self._refuse(env, root, reason, evict=False)
+        if matched:
+            await self._keep(root, data)
+
+    def _record(self, env: Envelope, unavailable: str | None) -> None:
+        self.node.store.record_image_verdict(env.id, env.author_text, unavailable, _now_ms())
+
+    def _refuse(self, env: Envelope, root: bytes, reason: str, *, evict: bool) -> None:
+        """The bytes behind a message's CID are not what it says: mark, count, evict."""
+        self._record(env, reason)
+        evicted = self.blocks.evict(root) if evict else 0
+        log.warning("image message %s by %s refused (%d blocks evicted): %s",
+                    env.id.hex(), env.author_text, evicted, reason)
+
+    async def _keep(self, root: bytes, data: bytes) -> None:
+        """Pin a checked image, and store again any block evicted while it was fetched."""
+        self.blocks.pin(root)
+        if not self.blocks.missing(root):
+            return
+        # Its blocks were unpinned until the check passed, so a full store may have
+        # evicted some meanwhile. The bytes are at hand: re-import them.
+        result = await trio.to_thread.run_sync(unixfs.import_file, data)
+        if result.root != unixfs.normalize_cid(root):
+            # Not our importer's layout: the missing blocks come back on the next fetch.
+            log.info("image %s lost blocks to eviction while it was fetched",
+                     unixfs.cid_to_str(root))
+            return
+        await self.blocks.put_many_async(
+            [(b.cid, b.data) for b in result.blocks], verified=True)
+
     # spreading
 
+    def _auto_fetch_limit(self) -> int:
+        return min(self.config.auto_fetch_max, self.limits.max_bytes)
+
     def on_image(self, env: Envelope) -> None:
-        """A new image message in a joined room: fetch it in the background if small."""
+        """A new image message in a joined room: fetch and check it in the background."""
         size = env.body.get("size", 0)
-        cid = env.body.get("cid", "")
-        if self.config.auto_fetch_max <= 0 or size > self.config.auto_fetch_max:
+        if self.config.auto_fetch_max <= 0 or size > self._auto_fetch_limit():
             return
-        if cid in self._queued:
+        if env.id in self._queued:
             return
         try:
-            root = unixfs.cid_from_str(cid)
+            unixfs.cid_from_str(env.body.get("cid", ""))
         except unixfs.CidError:
             return
-        if not self.blocks.missing(root):
-            self.blocks.pin(root)
-            return
+        # Queued even when every block is here already: the bytes are checked against
+        # this message before they are pinned for it.
         try:
             self._queue_send.send_nowait(env)
-            self._queued.add(cid)
+            self._queued.add(env.id)
         except trio.WouldBlock:
-            log.warning("auto-fetch queue full; %s will be fetched on demand", cid)
+            log.warning("auto-fetch queue full; %s will be fetched on demand",
+                        env.body.get("cid"))
 
     async def _auto_fetch_worker(self) -> None:
         async for env in self._queue:
-            cid = env.body["cid"]
             try:
-                root = unixfs.cid_from_str(cid)
-                self.blocks.pin(root)
-                # Members hear of an image at the same moment. Spreading their starts
-                # lets later ones fetch from earlier ones instead of all from the
-                # sender, which is what keeps the sender's upload flat as rooms grow.
-                await trio.sleep(self._rng.uniform(0, AUTO_FETCH_SPREAD_S))
-                peers = self._peers_for(cid)
-                author = env.author_text
-                fallback: list[str] = []
-                if author in peers:
-                    # The author serves only blocks no other member has yet.
-                    peers.remove(author)
-                    fallback.append(author)
-                await self.exchange.fetch(root, peers, max_size=self.limits.max_bytes,
-                                          timeout_s=AUTO_FETCH_TIMEOUT_S, fallback=fallback)
-                self.auto_fetched += 1
-                self._attempts.pop(cid, None)
-                self._queued.discard(cid)
+                await self._auto_fetch(env)
             except (GossipchatError, unixfs.CidError, BlockStoreError) as exc:
                 self._retry_later(env, exc)
+                continue
+            self._attempts.pop(env.id, None)
+            self._queued.discard(env.id)
+
+    async def _auto_fetch(self, env: Envelope) -> None:
+        cid = env.body["cid"]
+        root = unixfs.cid_from_str(cid)
+        claim = _claim_of(env)
+        peers: list[str] = []
+        fallback: list[str] = []
+        if self.blocks.missing(root):
+            # Members hear of an image at the same moment. Spreading their starts lets
+            # later ones fetch from earlier ones instead of all from the sender, which
+            # is what keeps the sender's upload flat as rooms grow.
+            await trio.sleep(self._rng.uniform(0, AUTO_FETCH_SPREAD_S))
+            peers = self._peers_for(cid)
+            author = env.author_text
+            if author in peers:
+                # The author serves only blocks no other member has yet.
+                peers.remove(author)
+                fallback.append(author)
+        # Fetched unpinned, with the limit of auto-fetches and the size the message
+        # claims: a root that declares another size is refused before any leaf.
+        try:
+            data = await self.exchange.fetch(
+                root, peers, max_size=self._auto_fetch_limit(), timeout_s=AUTO_FETCH_TIMEOUT_S,
+                fallback=fallback, expected_size=claim.size)
+        except ImageMismatch as exc:
+            # No peer can serve other bytes for this CID: nothing to retry. Nothing was
+            # stored for this message either (the root was refused), and blocks of the
+            # DAG fetched for someone else are not this message's to evict.
+            self._refuse(env, root, exc.message, evict=False)
+            return
+        reason = await self._mismatch(data, claim)
+        if reason is not None:
+            self._refuse(env, root, reason, evict=True)
+            return
+        self._record(env, None)
+        if env.room in self.node.joined_rooms():
+            await self._keep(root, data)
+        self.auto_fetched += 1
 
     def _retry_later(self, env: Envelope, exc: Exception) -> None:
         # Neighbours may not hold the image yet (it spreads hop by hop): try again a
         # few times with growing pauses before leaving it to an explicit fetch.
-        cid = env.body["cid"]
-        attempt = self._attempts.get(cid, 0) + 1
+        attempt = self._attempts.get(env.id, 0) + 1
         if attempt > AUTO_FETCH_RETRIES or self._nursery is None:
             self.auto_fetch_failed += 1
-            self._attempts.pop(cid, None)
-            self._queued.discard(cid)
-            log.info("auto-fetch of %s failed: %s", cid, exc)
+            self._attempts.pop(env.id, None)
+            self._queued.discard(env.id)
+            log.info("auto-fetch of %s failed: %s", env.body.get("cid"), exc)
             return
-        self._attempts[cid] = attempt
+        self._attempts[env.id] = attempt
         self._nursery.start_soon(self._requeue, env, 2.0 ** attempt)
 
     async def _requeue(self, env: Envelope, delay_s: float) -> None:
@@ -370,7 +520,7 @@ class ImageService:
         try:
             self._queue_send.send_nowait(env)
         except trio.WouldBlock:
-            self._queued.discard(env.body["cid"])
+            self._queued.discard(env.id)
 
     def unpin_room(self, room: str) -> None:
         """Leaving a room: its images become evictable unless another room has them."""
@@ -385,10 +535,15 @@ class ImageService:
 
     def view(self) -> dict[str, Any]:
         """Counters for `status`."""
+        refused = self.node.store.unavailable_images_by_author()
         return {
             "blocks": self.blocks.count, "bytes": self.blocks.total_bytes,
             "quota": self.blocks.quota_bytes, "pinned_images": len(self.blocks.pinned_roots()),
             "auto_fetched": self.auto_fetched, "auto_fetch_failed": self.auto_fetch_failed,
+            # Image messages whose bytes were not what they said, also per author (kept
+            # in the store, so they survive restarts) for peer scoring to use.
+            "refused": sum(refused.values()),
+            "refused_by_author": refused,
             "exchange": self.exchange.view(),
         }
 
@@ -396,7 +551,12 @@ class ImageService:
 def _write_out(target: Path, data: bytes, force: bool) -> str:
     """Write atomically next to the target; refuse to replace unless forced."""
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except (OSError, ValueError) as exc:
+        # /proc/self/x, a read-only directory, a NUL byte: nothing to clean up.
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise PathError(f"cannot write {str(target)!r}: {detail}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

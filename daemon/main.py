@@ -116,7 +116,7 @@ def run(config: Config) -> int:
             daemon = Daemon(config)
         except StartupError as exc:
             print(f"gossipchatd: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
+            return exc.exit_code
         trio.run(daemon.serve, restrict_keyboard_interrupt_to_checkpoints=True)
         return EXIT_OK if daemon.clean_exit else EXIT_FAILURE
     except KeyboardInterrupt:

@@ -9,6 +9,10 @@ Rules:
   to the room is the node's job from then on.
 - Everything from the network is decoded and verified before it is stored; what
   fails is dropped and counted by reason in `status`.
+- A store that fails (full disk, damaged page) never stops the node: reads, relaying
+  and answering peers go on, `status.store` says what is wrong, verified envelopes
+  wait in a bounded buffer, and one task retries the write with back-off. Once a
+  write succeeds, every room syncs again to fetch what the buffer could not hold.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import trio
 
 from . import __version__
-from .adapters.blockstore import BlockStore
+from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.exchange import BlockExchange
 from .adapters.identity import Identity
 from .adapters.p2p import GossipMessage, P2PNetwork, PeerEvent
@@ -34,6 +38,7 @@ from .core import envelope as env_codec
 from .core import peerid
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
+from .core.store_health import Backoff, PendingEnvelopes, StoreHealth
 from .errors import (
     GossipchatError,
     InvalidArgument,
@@ -42,6 +47,7 @@ from .errors import (
     NotInRoom,
     ResponseTooLarge,
     ShuttingDown,
+    StoreUnavailable,
 )
 from .images import ImageService, Progress
 from .redial import Redialer
@@ -58,8 +64,22 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def message_view(env: Envelope) -> dict[str, Any]:
-    """The JSON message object of INTERFACE.md."""
+def _usable_nick(stored: str | None) -> str:
+    """A nick saved before the nick rule existed may break it: then there is none."""
+    try:
+        return env_codec.check_nick(stored) if stored else ""
+    except EnvelopeError:
+        log.warning("the saved nick %r breaks the nick rule; set a new one with "
+                    "'p2pctl nick NAME'", stored)
+        return ""
+
+
+def message_view(env: Envelope, unavailable: str | None = None) -> dict[str, Any]:
+    """The JSON message object of INTERFACE.md.
+
+    `unavailable` is why an image message's bytes were refused (they are not what
+    the message says); it shows as `image.unavailable`.
+    """
     view: dict[str, Any] = {
         "id": env.id.hex(),
         "room": env.room,
@@ -81,6 +101,8 @@ def message_view(env: Envelope) -> dict[str, Any]:
             "height": body["height"],
             "thumbnail": base64.b64encode(body["thumbnail"]).decode("ascii"),
         }
+        if unavailable is not None:
+            view["image"]["unavailable"] = unavailable
     return view
 
 
@@ -159,7 +181,12 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._stopping = False
         self.stop_requested = trio.Event()
-        self.nick_name = store.get_setting("nick") or config.nick
+        self.store_health = StoreHealth()
+        self._pending = PendingEnvelopes()
+        self._store_retry = Backoff()
+        self._store_wakeup = trio.Event()
+        store.on_error = self._on_store_error
+        self.nick_name = _usable_nick(store.get_setting("nick")) or config.nick
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
         self.redialer = Redialer(network, store)
@@ -179,6 +206,7 @@ class Node:
             nursery.start_soon(self._process_inbound)
             nursery.start_soon(self._process_peer_events)
             nursery.start_soon(self._publish_outbound)
+            nursery.start_soon(self._retry_store_writes)
             await nursery.start(self.sync.run)
             await nursery.start(self.redialer.run)
             await nursery.start(self.images.run)
@@ -272,7 +300,7 @@ class Node:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "peers": len(self.network.connected_peers()),
             "rooms": len(self._joined_set),
-            "messages": self.store.count_messages(),
+            "messages": self._message_count(),
             "blocks": self.images.blocks.count,
             "images": self.images.view(),
             "gossip": {
@@ -293,7 +321,16 @@ class Node:
             "sync": self.sync.view(),
             "redial": {"attempts": self.redialer.attempts,
                        "reconnected": self.redialer.reconnected},
+            "store": {**self.store_health.view(), "pending": len(self._pending),
+                      "pending_dropped": self._pending.dropped},
         }
+
+    def _message_count(self) -> int | None:
+        # status must answer on a damaged store too: the count is what it can spare.
+        try:
+            return self.store.count_messages()
+        except StoreUnavailable:
+            return None
 
     def peers(self) -> list[dict[str, Any]]:
         """Connected peers with address and shared rooms."""
@@ -315,11 +352,11 @@ class Node:
         self._check_running()
         if not isinstance(name, str):
             raise InvalidArgument("name must be a string")
-        nick = name.strip()
-        if not 1 <= len(nick) <= env_codec.MAX_NICK_CHARS:
-            raise InvalidArgument("nick must be 1-64 characters")
-        if any(ord(c) < 32 or ord(c) == 127 for c in nick):
-            raise InvalidArgument("nick must not contain control characters")
+        try:
+            # Peers apply the same rule on decode: a nick they would refuse is refused here.
+            nick = env_codec.check_nick(name.strip())
+        except EnvelopeError as exc:
+            raise InvalidArgument(exc.detail) from None
         self.store.set_setting("nick", nick)
         self.nick_name = nick
         for room in self.store.joined_rooms():
@@ -481,7 +518,8 @@ class Node:
                 f"over the {budget} one answer may hold; ask for a smaller limit and "
                 "page back with before=<id of the oldest message you have>",
                 {"approx_bytes": size, "max_bytes": budget})
-        return [message_view(e) for e in envelopes]
+        verdicts = self.store.image_verdicts(e.id for e in envelopes if e.kind == "image")
+        return [message_view(e, verdicts.get(e.id)) for e in envelopes]
 
     # subscriptions
 
@@ -568,13 +606,20 @@ class Node:
         state = self._room_state(room)
         ts = now_ms()
         try:
+            # The clock moves only once the message is on disk: a refused write must
+            # not leave a Lamport gap that makes peers hunt for a message that is not.
             env = env_codec.create(
-                room=room, author=self.identity.peer_id, lamport=state.clock.tick(),
+                room=room, author=self.identity.peer_id, lamport=state.clock.value + 1,
                 ts_ms=ts, kind=kind, body=body, sign=self.identity.sign,
             )
         except EnvelopeError as exc:
             raise MessageTooLarge(f"message rejected: {exc.detail}") from None
-        self.store.add_messages([env], ts)
+        try:
+            self.store.add_messages([env], ts)
+        except StoreUnavailable as exc:
+            raise type(exc)(f"not sent: {exc.message}", exc.data) from exc
+        self._store_wrote()
+        state.clock.observe(env.lamport)
         state.saw(self.identity.peer_id_text, self.nick_name, ts)
         self.stats.sent += 1
         self._deliver([env])
@@ -604,7 +649,15 @@ class Node:
                     batch.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            self.accept_gossip(batch)
+            try:
+                self.accept_gossip(batch)
+            except StoreUnavailable as exc:  # counted in store_health; keep taking gossip
+                log.debug("gossip intake: %s", exc.message)
+            except Exception:
+                # A bug that one batch triggers costs that batch (sync repairs it from
+                # peers), never the intake task and with it the daemon.
+                log.exception("gossip intake failed on a batch of %d", len(batch))
+                self.count_fault("gossip")
             await trio.lowlevel.checkpoint()
 
     def accept_gossip(self, batch: list[GossipMessage]) -> None:
@@ -637,7 +690,20 @@ class Node:
         ]
         if not wanted:
             return []
-        added = self.store.add_messages(wanted, now)
+        if self.store_health.writes_failing:
+            # The retry task writes them in order once the store takes writes again.
+            self._pending.hold(wanted)
+            return []
+        try:
+            added = self.store.add_messages(wanted, now)
+        except StoreUnavailable:
+            self._pending.hold(wanted)
+            return []
+        return self._stored(wanted, added, live=live)
+
+    def _stored(self, wanted: list[Envelope], added: list[Envelope], *, live: bool
+                ) -> list[Envelope]:
+        """Update counters, rooms and feeds after `added` of `wanted` were written."""
         self.stats.received_new += len(added)
         self.stats.received_duplicate += len(wanted) - len(added)
         for env in added:
@@ -654,9 +720,58 @@ class Node:
             if env.nick:
                 self._nicks[env.author_text] = env.nick
             if env.kind == "image":
-                self.images.on_image(env)
+                try:
+                    self.images.on_image(env)
+                except BlockStoreError as exc:  # e.g. a full disk: fetch on demand later
+                    log.warning("image %s not pinned: %s", env.body.get("cid"), exc)
         self._deliver(added)
         return added
+
+    # store health
+
+    def _on_store_error(self, error: StoreUnavailable, write: bool) -> None:
+        if self.store_health.failed(error, write=write, now_ms=now_ms()):
+            log.error("store degraded: %s", error.message)
+            self._store_wakeup.set()
+
+    def _store_wrote(self) -> None:
+        # A write of ours went through while writes were failing: retry the held ones
+        # now instead of at the end of the back-off.
+        if self.store_health.writes_failing:
+            self._store_wakeup.set()
+
+    async def _retry_store_writes(self) -> None:
+        """Own the retries: write held envelopes (or a probe) until the store takes them."""
+        while True:
+            if not self.store_health.writes_failing:
+                self._store_retry.reset()
+                await self._store_wakeup.wait()
+                self._store_wakeup = trio.Event()
+                continue
+            with trio.move_on_after(self._store_retry.next_delay()):
+                await self._store_wakeup.wait()
+            self._store_wakeup = trio.Event()
+            self._retry_store_write()
+
+    def _retry_store_write(self) -> None:
+        now = now_ms()
+        held = self._pending.envelopes()
+        try:
+            if not held:
+                self.store.probe_write(now)
+            # In batches, so that a disk with a little room again takes what fits.
+            for start in range(0, len(held), INBOUND_BATCH):
+                batch = held[start : start + INBOUND_BATCH]
+                added = self.store.add_messages(batch, now)
+                self._pending.release(batch)
+                self._stored(batch, added, live=False)
+        except StoreUnavailable:
+            return
+        self.store_health.write_succeeded()
+        log.info("store takes writes again: %d held messages written, syncing every room",
+                 len(held))
+        for room in self._joined_set:
+            self.sync.sync_now(room)
 
     def _any_room_peer(self, room: str) -> str | None:
         peers = self.network.topic_peers(topic_for(room))
@@ -684,7 +799,10 @@ class Node:
 
     async def _process_peer_events(self) -> None:
         async for event in self.network.peer_events:
-            self.on_peer_event(event)
+            try:
+                self.on_peer_event(event)
+            except StoreUnavailable as exc:  # counted in store_health; keep watching peers
+                log.debug("peer event %s: %s", event.peer_id, exc.message)
 
     def on_peer_event(self, event: PeerEvent) -> None:
         """React to a connection coming up or going down."""

@@ -19,7 +19,7 @@ import trio
 
 from .adapters.p2p import P2PNetwork
 from .adapters.store import Store
-from .errors import GossipchatError
+from .errors import GossipchatError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,10 @@ class Redialer:
             for _ in range(MAX_ATTEMPTS):
                 if self.network.is_connected(peer_id) or self.network.is_blocked(peer_id):
                     return
-                addrs = self.store.peer_addrs(peer_id)
+                try:
+                    addrs = self.store.peer_addrs(peer_id)
+                except StoreUnavailable:  # counted by the node; nothing to dial from
+                    return
                 if not addrs:
                     return
                 self.attempts += 1

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import trio
 
@@ -20,7 +21,7 @@ from gossipchat.rpc.server import RpcServer, SocketInUse
 from .adapters import identity as identity_store
 from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.p2p import P2PNetwork, resolve_listen_addrs
-from .adapters.store import Store, StoreError
+from .adapters.store import Store, StoreCheckFailed, StoreError
 from .config import Config
 from .errors import GossipchatError
 from .node import Node
@@ -30,6 +31,38 @@ log = logging.getLogger("gossipchat")
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
+
+    exit_code = 1
+
+
+class StoreRefused(StartupError):
+    """The store failed its integrity check: restarting cannot help, a person must act.
+
+    The exit code is EX_DATAERR from sysexits.h; deploy/gossipchatd.service lists it in
+    RestartPreventExitStatus so that systemd does not restart into the same refusal.
+    """
+
+    exit_code = 65
+
+
+def damaged_store_help(damage: StoreCheckFailed, home: Path) -> str:
+    """The refusal for a damaged store: what is wrong and the way out, step by step."""
+    path = damage.path
+    rooms = f" ({', '.join(damage.rooms)})" if damage.rooms else ""
+    lines = [
+        f"the store {path} is damaged and will not be opened: {damage.detail}",
+        "Your identity key and your images are not in it. To rebuild it from your peers:",
+        f"1. move it aside: mv {path} {path}.damaged"
+        f" (and {path}-wal and {path}-shm if they are there);",
+        f"2. keep {home / identity_store.KEY_FILE}: it is your peer id;",
+        "3. start gossipchatd again: it creates an empty store;",
+        "4. connect to a peer (p2pctl connect MULTIADDR) unless you start with --bootstrap,",
+        f"   and join each room you were in{rooms} with p2pctl join ROOM:",
+        "   history sync brings every room's history back from the peers in it.",
+    ]
+    if damage.blocked:
+        lines.append(f"5. block again: p2pctl block PEER for {', '.join(damage.blocked)}.")
+    return "\n".join(lines)
 
 
 def _notify_systemd(state: str) -> None:
@@ -68,6 +101,8 @@ class Daemon:
             raise StartupError(f"--listen: {exc.message}") from exc
         try:
             self.store = Store(config.home / "store.sqlite", durability=config.durability)
+        except StoreCheckFailed as exc:
+            raise StoreRefused(damaged_store_help(exc, config.home)) from exc
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
         try:

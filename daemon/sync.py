@@ -12,6 +12,9 @@ Rules:
   one, and must belong to the session's room; a peer breaking the protocol has its
   stream reset and the error counted.
 - The scheduler task owns the schedule; session tasks only report their outcome.
+- While the store refuses writes no session starts (what it fetched could not be
+  kept); the node asks for a round in every room once writes work again. A store
+  error in a session, either side, ends that session, never the node.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .core.syncwire import (
     Want,
     Welcome,
 )
-from .errors import GossipchatError
+from .errors import GossipchatError, StoreUnavailable
 
 if TYPE_CHECKING:
     from .node import Node
@@ -163,6 +166,8 @@ class SyncService:
 
     def _start_due_sessions(self) -> None:
         assert self._nursery is not None
+        if self.node.store_health.writes_failing:
+            return
         now = trio.current_time()
         connected = set(self.network.connected_peers())
         for room in self.node.joined_rooms():
@@ -241,7 +246,7 @@ class SyncService:
             with trio.fail_after(SESSION_TIMEOUT_S):
                 have, need, repaired = await self._run_initiator(framed, room)
         except (StreamClosedError, trio.TooSlowError, SyncWireError, ReconcileError,
-                SyncProtocolError) as exc:
+                SyncProtocolError, StoreUnavailable) as exc:
             await stream.reset()
             self._fail(type(exc).__name__, room, peer, exc)
             return None
@@ -311,7 +316,8 @@ class SyncService:
             with trio.fail_after(SESSION_TIMEOUT_S):
                 await self._run_responder(framed, stream.peer_id)
             self.stats.sessions_served += 1
-        except (trio.TooSlowError, SyncWireError, ReconcileError, SyncProtocolError) as exc:
+        except (trio.TooSlowError, SyncWireError, ReconcileError, SyncProtocolError,
+                StoreUnavailable) as exc:
             self.stats.errors[f"serve_{type(exc).__name__}"] += 1
             log.info("sync session from %s failed: %s", stream.peer_id, exc)
             await stream.reset()

@@ -71,8 +71,18 @@ class Connection:
         self.close()
 
     def close(self) -> None:
-        """Close the socket."""
+        """Close the socket; a thread blocked reading it wakes up with ConnectionLost."""
+        # close() alone leaves a recv() in another thread blocked (Linux keeps the file
+        # open until that call returns); shutdown() ends it.
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # never connected, or the daemon already hung up
         self._sock.close()
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Change how long a read or write may block (None: for ever)."""
+        self._sock.settimeout(timeout)
 
     def send_raw(self, line: bytes) -> None:
         """Write one raw line (tests use it to send malformed input)."""

@@ -585,6 +585,7 @@ class Bitswap:
         timeout: float,  # noqa: ASYNC109 - part of the API; becomes FetchTimeoutError
         on_progress: Callable[[int, int], None] | None = None,
         fallback: Sequence[ID] = (),
+        expected_size: int | None = None,
     ) -> bytes:
         """Fetch the UnixFS file under `root` from `peers` and return its bytes.
 
@@ -592,14 +593,16 @@ class Bitswap:
         node serves the file afterwards. Blocks already stored are not fetched again.
         `on_progress(bytes_have, bytes_total)` is called as blocks arrive. `fallback`
         peers are asked for a block only once no peer of `peers` can supply it, so a
-        room's sender serves only what no other member has yet.
+        room's sender serves only what no other member has yet. With `expected_size`,
+        a root that declares another size is refused before any leaf is asked for.
 
         Raises `FetchTimeoutError` after `timeout` seconds, `NotFoundError` as soon as
         no peer can supply a needed block, `BitswapStoppedError` if the service is not
-        running, `unixfs.InvalidDagError` (`FileTooLargeError`, `NotAFileError`) for
-        a bad or too large DAG, and `BlockStoreError` if the store cannot keep blocks.
+        running, `unixfs.InvalidDagError` (`FileTooLargeError`, `SizeMismatchError`,
+        `NotAFileError`) for a bad, too large or unexpected DAG, and `BlockStoreError`
+        if the store cannot keep blocks.
         """
-        assembler = unixfs.FileAssembler(root, max_size=max_size)
+        assembler = unixfs.FileAssembler(root, max_size=max_size, expected_size=expected_size)
         self._feed_local(assembler)
         if assembler.done:
             return assembler.assemble()
@@ -1084,7 +1087,7 @@ class _PeerLink:
         store = engine._store
         wants, self._our_wants = self._our_wants, []
         presences: list[Presence] = []
-        chosen: list[bytes] = []
+        chosen: dict[bytes, _Ledger] = {}
         size = sum(len(entry.cid) + 8 for entry in wants)
         v12 = self._protocol == PROTOCOL_ID_120
         while self._todo:
@@ -1105,7 +1108,7 @@ class _PeerLink:
                 if block_size <= engine._max_block:
                     if chosen and size + block_size + 64 > engine._target_message:
                         break  # the next message takes it
-                    chosen.append(cid)
+                    chosen[cid] = entry
                     size += block_size + 64
                 del self._ledger[cid]
             elif entry.send_dont_have and not entry.dont_have_sent and v12:
@@ -1118,8 +1121,20 @@ class _PeerLink:
                 break
         blocks: list[tuple[bytes, bytes]] = []
         if chosen:
-            found = await store.get_many_async(chosen)
-            blocks = [(cid, data) for cid, data in zip(chosen, found, strict=True) if data]
+            found = await store.get_many_async(list(chosen))
+            for (cid, entry), data in zip(chosen.items(), found, strict=True):
+                if data is not None:
+                    blocks.append((cid, data))
+                    continue
+                # The index had it but the disk did not (corrupt, now dropped, or
+                # vanished): answer as for any block we lack, so the peer asks
+                # elsewhere now instead of waiting out its timeout, and keep the want
+                # in case the block comes back.
+                if cid not in self._ledger:
+                    self._ledger[cid] = entry
+                if entry.send_dont_have and not entry.dont_have_sent and v12:
+                    presences.append(Presence(cid, have=False))
+                    entry.dont_have_sent = True
         if not (wants or presences or blocks):
             return None
         return _Outgoing(wants, blocks, presences)

@@ -275,6 +275,27 @@ class BlockStore:
         self._drop(key)
         return True
 
+    def evict(self, root: bytes) -> int:
+        """Delete the stored blocks of the DAG under `root` that no pin protects.
+
+        For content found to be other than what it was fetched for: it should not
+        linger as cache. Returns how many blocks went.
+        """
+        doomed: list[bytes] = []
+        seen: set[bytes] = set()
+        stack = [_key(root)]
+        while stack:  # collect first: a deleted block's links cannot be read any more
+            key = stack.pop()
+            if key in seen or key not in self._lru:
+                continue
+            seen.add(key)
+            if key not in self._pinned:
+                doomed.append(key)
+            stack.extend(_key(child) for child in self._links(key))
+        for key in doomed:
+            self._drop(key)
+        return len(doomed)
+
     def cids(self) -> list[bytes]:
         """All stored CIDs (CIDv1 form), least recently used first."""
         return list(self._lru)

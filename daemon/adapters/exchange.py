@@ -14,7 +14,14 @@ import trio
 from libp2p.peer.id import ID
 
 from ..core import unixfs
-from ..errors import FetchTimeout, GossipchatError, ImageTooLarge, NotFound, PathError
+from ..errors import (
+    FetchTimeout,
+    GossipchatError,
+    ImageMismatch,
+    ImageTooLarge,
+    NotFound,
+    PathError,
+)
 from .bitswap import (
     Bitswap,
     BitswapStoppedError,
@@ -47,10 +54,13 @@ class BlockExchange:
         self, root: bytes, peers: Sequence[str], *, max_size: int, timeout_s: float,
         on_progress: Callable[[int, int], None] | None = None,
         fallback: Sequence[str] = (),
+        expected_size: int | None = None,
     ) -> bytes:
         """The file under root, from the peers (verified, stored, served from now on).
 
-        Fallback peers are asked only for blocks none of `peers` can supply.
+        Fallback peers are asked only for blocks none of `peers` can supply. With
+        `expected_size`, a DAG of another size is refused (`ImageMismatch`) as soon as
+        its root arrives.
         """
         cid = unixfs.cid_to_str(root)
         try:
@@ -58,6 +68,7 @@ class BlockExchange:
                 root, [ID.from_base58(p) for p in peers], max_size=max_size,
                 timeout=timeout_s, on_progress=on_progress,
                 fallback=[ID.from_base58(p) for p in fallback],
+                expected_size=expected_size,
             )
         except FetchTimeoutError as exc:
             raise FetchTimeout(
@@ -67,6 +78,8 @@ class BlockExchange:
             raise NotFound(f"not found: {cid}: {exc}") from None
         except BitswapStoppedError:
             raise GossipchatError("the block exchange is stopping") from None
+        except unixfs.SizeMismatchError as exc:
+            raise ImageMismatch(f"{cid} is not the file the message describes: {exc}") from None
         except unixfs.FileTooLargeError as exc:
             raise ImageTooLarge(f"image too large: {cid}: {exc}") from None
         except unixfs.InvalidDagError as exc:

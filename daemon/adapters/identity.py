@@ -2,12 +2,16 @@
 
 The file holds a libp2p protobuf PrivateKey (Type Ed25519, Data = 32-byte seed plus
 32-byte public key, as go-libp2p and Kubo write it), mode 0600. It is created once on
-first start, so the peer id stays the same across restarts.
+first start, so the peer id stays the same across restarts. A key that group or others
+may read is put back to 0600 with a warning, as ssh warns about its keys; one whose
+mode cannot be fixed is refused.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +24,8 @@ from ..core import peerid
 
 KEY_FILE = "identity.key"
 _PREFIX = b"\x08\x01\x12\x40"
+
+log = logging.getLogger(__name__)
 
 
 class IdentityError(Exception):
@@ -62,7 +68,7 @@ def load_or_create(home: Path) -> Identity:
     """Read the home's key, or make one (0600) if there is none."""
     path = home / KEY_FILE
     try:
-        raw = path.read_bytes()
+        raw = _read_private(path)
     except FileNotFoundError:
         seed = os.urandom(32)
         identity = _from_seed(seed)
@@ -80,3 +86,21 @@ def load_or_create(home: Path) -> Identity:
     if identity.public_key != raw[36:]:
         raise IdentityError(f"{path}: public key does not match the seed")
     return identity
+
+
+def _read_private(path: Path) -> bytes:
+    """The key file's bytes, after making sure only its owner can read it."""
+    with open(path, "rb") as fh:
+        mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
+        if mode & 0o077:
+            try:
+                os.fchmod(fh.fileno(), 0o600)
+            except OSError as exc:
+                raise IdentityError(
+                    f"{path} has mode {mode:04o}, readable by other users, and it cannot"
+                    f" be made 0600 ({exc}); fix it with chmod 600 {path}") from exc
+            log.warning(
+                "%s had mode %04o, readable by other users: changed it to 0600. Anyone who"
+                " read it can sign as this peer; if that may have happened, move it aside"
+                " and restart for a new identity", path, mode)
+        return fh.read()

@@ -9,20 +9,32 @@ Rules:
 - Only verified envelopes are written; reads decode them without re-verifying.
 - One owner: the node's trio thread calls it directly. Each call is a few hundred
   microseconds, cheaper than a hop to a worker thread.
+- This is the edge where sqlite3 errors become the project's: a full disk raises
+  StorageFull, a damaged page StoreDamaged, other I/O failures StoreUnavailable, each
+  after `on_error` has heard of it. A failed write is rolled back whole. Errors that
+  mean a bug (bad SQL, a closed connection) stay sqlite3 errors.
+- Opening runs `PRAGMA quick_check`: a damaged file is refused at start with
+  StoreCheckFailed rather than failing later, page by page.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..core import envelope as env_codec
 from ..core.envelope import CHAT_KINDS, Envelope
+from ..errors import StorageFull, StoreDamaged, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -60,6 +72,15 @@ CREATE TABLE IF NOT EXISTS blocked (
     peer_id TEXT PRIMARY KEY,
     blocked_ms INTEGER NOT NULL
 );
+-- What checking an image message's bytes found: NULL unavailable means they were
+-- what the message says. Added after schema 1 shipped; IF NOT EXISTS creates it in
+-- older stores too, so no migration step is needed.
+CREATE TABLE IF NOT EXISTS image_verdicts (
+    message_id BLOB PRIMARY KEY,
+    author TEXT NOT NULL,
+    unavailable TEXT,
+    checked_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 _CHAT_KINDS_SQL = "(" + ",".join(f"'{k}'" for k in sorted(CHAT_KINDS)) + ")"
@@ -67,6 +88,76 @@ _CHAT_KINDS_SQL = "(" + ",".join(f"'{k}'" for k in sorted(CHAT_KINDS)) + ")"
 
 class StoreError(Exception):
     """The store file cannot be opened or is of an unknown schema."""
+
+
+class StoreCheckFailed(StoreError):
+    """The start-up integrity check found damage: the file must be set aside."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"store {path} is damaged: {detail}")
+        self.path = path
+        self.detail = detail
+        # What a person will want to set up again, if those tables still read.
+        self.rooms = _column_if_readable(path, "SELECT name FROM rooms ORDER BY name")
+        self.blocked = _column_if_readable(path, "SELECT peer_id FROM blocked")
+
+
+# Primary result codes (https://sqlite.org/rescode.html) that mean the storage failed,
+# not the code: the disk, the file or the memory under it.
+_SQLITE_FULL = 13
+_SQLITE_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_UNAVAILABLE = {3, 5, 6, 7, 8, 10, 14, 15, 22}  # PERM BUSY LOCKED NOMEM READONLY
+#                                                       IOERR CANTOPEN PROTOCOL NOLFS
+
+ErrorListener = Callable[[StoreUnavailable, bool], None]
+
+
+def storage_error(path: Path, exc: sqlite3.Error) -> StoreUnavailable | None:
+    """The project error for a sqlite3 error about storage; None for one that is a bug."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    primary = code & 0xFF
+    data = {"path": str(path), "sqlite": str(exc)}
+    if primary == _SQLITE_FULL:
+        return StorageFull(
+            f"the disk holding the store {path} is full; free some space and gossipchatd"
+            " carries on by itself", data)
+    if primary in _SQLITE_DAMAGED:
+        return StoreDamaged(
+            f"the store {path} is damaged ({exc}); restart gossipchatd: its start-up"
+            " check says how to keep your identity and rebuild history from peers", data)
+    if primary in _SQLITE_UNAVAILABLE:
+        return StoreUnavailable(f"the store {path} failed: {exc}", data)
+    return None
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _mapped(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def call(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            error = self._storage_failed(exc, write=False)
+            if error is None:
+                raise
+            raise error from exc
+
+    return call  # type: ignore[return-value]
+
+
+_S = TypeVar("_S", bound=type)
+
+
+def _map_storage_errors(cls: _S) -> _S:
+    """Wrap every public method, so that new ones cannot forget the mapping."""
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_"):
+            setattr(cls, name, _mapped(value))
+    return cls
 
 
 @dataclass(frozen=True)
@@ -86,10 +177,13 @@ class StoredPosition:
     position: Position
 
 
+@_map_storage_errors
 class Store:
     """A gossipchat home's SQLite database."""
 
     def __init__(self, path: Path, *, durability: str = "normal") -> None:
+        self.path = path
+        self.on_error: ErrorListener | None = None
         self._counts: Counter[str] | None = None
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -98,6 +192,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={durability.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._check_integrity()
             self._db.executescript(_SCHEMA)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
@@ -107,24 +202,69 @@ class Store:
                     f"store {path} has schema {version}; this build reads {SCHEMA_VERSION}"
                 )
         except sqlite3.Error as exc:
+            if isinstance(storage_error(path, exc), StoreDamaged):
+                self._db.close()  # connect() itself never reads a page, so _db is set
+                raise StoreCheckFailed(path, str(exc)) from exc
             raise StoreError(f"cannot open store {path}: {exc}") from exc
 
+    def _check_integrity(self) -> None:
+        # quick_check reads every page but skips the index-content cross-checks of
+        # integrity_check: about O(N) instead of O(N log N).
+        rows = self._db.execute("PRAGMA quick_check(8)").fetchall()
+        problems = [line.strip() for r in rows for line in str(r[0]).splitlines()
+                    if line.strip() and not line.startswith("*** in database")]
+        if problems != ["ok"]:
+            self._db.close()
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise StoreCheckFailed(self.path, "; ".join(problems[:3]) + more)
+
     def close(self) -> None:
-        """Checkpoint the WAL and close."""
+        """Checkpoint the WAL and close; a failed checkpoint leaves the WAL to the next
+        start, which replays it."""
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s at close failed: %s; the next start replays the"
+                        " WAL", self.path, exc)
         finally:
             self._db.close()
 
+    def _storage_failed(self, exc: sqlite3.Error, *, write: bool) -> StoreUnavailable | None:
+        """Map a sqlite3 error and tell `on_error`; None if it is not about storage."""
+        error = storage_error(self.path, exc)
+        if error is not None and self.on_error is not None:
+            self.on_error(error, write)
+        return error
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # After SQLITE_FULL or an I/O error SQLite has often rolled back by
+                # itself, and a second ROLLBACK would raise "no transaction is active"
+                # over the real error; a transaction left open would make every later
+                # BEGIN fail. So roll back only what is still open.
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error as exc:
+                        log.warning("rollback on %s failed: %s", self.path, exc)
+                raise
+        except sqlite3.Error as exc:
+            error = self._storage_failed(exc, write=True)
+            if error is None:
+                raise
+            raise error from exc
+
+    def probe_write(self, now_ms: int) -> None:
+        """Commit one small write: succeeds once the store takes writes again."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                       ("write_probe_ms", str(now_ms)))
 
     # messages
 
@@ -267,6 +407,42 @@ class Store:
             "SELECT DISTINCT cid FROM messages WHERE room = ? AND cid IS NOT NULL", (room,))
         return [r[0] for r in rows.fetchall()]
 
+    def image_messages(self, cid: str) -> list[Envelope]:
+        """Every stored image message that names this CID, oldest first."""
+        rows = self._db.execute(
+            "SELECT wire FROM messages WHERE cid = ? ORDER BY ts, id", (cid,)).fetchall()
+        return [env_codec.from_trusted_wire(row[0]) for row in rows]
+
+    def record_image_verdict(self, message_id: bytes, author: str, unavailable: str | None,
+                             now_ms: int) -> None:
+        """Keep what checking an image message's bytes found (None: they matched)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO image_verdicts"
+                " (message_id, author, unavailable, checked_ms) VALUES (?, ?, ?, ?)",
+                (message_id, author, unavailable, now_ms),
+            )
+
+    def image_verdicts(self, message_ids: Iterable[bytes]) -> dict[bytes, str | None]:
+        """Verdicts of the given messages that were checked: id -> reason or None."""
+        wanted = list(message_ids)
+        out: dict[bytes, str | None] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT message_id, unavailable FROM image_verdicts"
+                f" WHERE message_id IN ({marks})", chunk).fetchall()
+            out.update((bytes(r[0]), r[1]) for r in rows)
+        return out
+
+    def unavailable_images_by_author(self) -> dict[str, int]:
+        """How many image messages of each author turned out not to match their bytes."""
+        rows = self._db.execute(
+            "SELECT author, COUNT(*) FROM image_verdicts WHERE unavailable IS NOT NULL"
+            " GROUP BY author").fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     # rooms
 
     def joined_rooms(self) -> list[str]:
@@ -340,3 +516,15 @@ class Store:
         """The blocked peers, oldest first."""
         rows = self._db.execute("SELECT peer_id FROM blocked ORDER BY blocked_ms, peer_id")
         return [r[0] for r in rows.fetchall()]
+
+
+def _column_if_readable(path: Path, query: str) -> list[str]:
+    """One column from a damaged store, if its table still reads; else nothing."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return [str(r[0]) for r in db.execute(query)]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []

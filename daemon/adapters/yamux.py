@@ -97,6 +97,9 @@ SOCKET_READ = 256 * 1024
 YIELD_EVERY = 64  # reads served from the buffer between two checkpoints
 COMPACT_AT = 64 * 1024  # consumed bytes at the head of a stream buffer worth a memmove
 ACCEPT_BACKLOG = 256  # inbound streams not yet accepted; beyond that they are reset
+# Streams the peer may hold open on one connection; beyond that new ones are reset.
+# Each may buffer up to RECEIVE_WINDOW, so this bounds what one peer makes us hold.
+MAX_INBOUND_STREAMS = 256
 KEEPALIVE_S = 30.0  # a ping this often (as go-yamux does) ...
 KEEPALIVE_TIMEOUT_S = 30.0  # ... and a connection without the pong this long is dead
 SEND_BUFFER = 1024 * 1024  # bytes queued for the socket before writers wait
@@ -381,6 +384,8 @@ class Yamux(IMuxedConn):
         self._initiator = secured_conn.is_initiator if is_initiator is None else is_initiator
         self._next_id = 1 if self._initiator else 2
         self.streams: dict[int, YamuxStream] = {}
+        self.inbound_open = 0  # streams in `streams` that the peer opened
+        self.streams_refused = 0  # inbound streams reset at MAX_INBOUND_STREAMS
         self._accept_send, self._accept_receive = trio.open_memory_channel[YamuxStream](
             ACCEPT_BACKLOG
         )
@@ -642,6 +647,13 @@ class Yamux(IMuxedConn):
         if self._closing:
             self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
             return None
+        if self.inbound_open >= MAX_INBOUND_STREAMS:
+            self.streams_refused += 1
+            if self.streams_refused == 1:
+                logger.info("yamux: %s holds %d open streams; resetting new ones",
+                            self.peer_id, MAX_INBOUND_STREAMS)
+            self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+            return None
         stream = YamuxStream(self, stream_id)
         stream._recv_window = RECEIVE_WINDOW
         try:
@@ -653,6 +665,7 @@ class Yamux(IMuxedConn):
             self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
             return None
         self.streams[stream_id] = stream
+        self.inbound_open += 1
         self._queue(
             header(TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, RECEIVE_WINDOW - INITIAL_WINDOW)
         )
@@ -664,6 +677,8 @@ class Yamux(IMuxedConn):
         Its object lives on with its buffer for whoever still holds it."""
         if stream.closed and self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
+            if stream.stream_id % 2 != self._next_id % 2:
+                self.inbound_open -= 1
 
     # -- the end --------------------------------------------------------------------
 
@@ -692,6 +707,7 @@ class Yamux(IMuxedConn):
             for stream in list(self.streams.values()):
                 stream._on_reset()
             self.streams.clear()
+            self.inbound_open = 0
             try:
                 await self.secured_conn.close()
             except Exception as error:

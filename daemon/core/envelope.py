@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,13 @@ CHAT_KINDS = frozenset({"text", "image"})
 
 MAX_TEXT_BYTES = 64 * 1024
 MAX_NICK_CHARS = 64
+# Bidirectional formatting controls (the "Trojan Source" set, CVE-2021-42574): they make
+# a terminal or a browser show text in another order than it has.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Controls (C0, DEL, C1), lone surrogates, and line and paragraph separators: each can
+# move a cursor, end a line, or break an encoder where a nick is shown.
+_NICK_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
 MAX_THUMBNAIL_BYTES = 16 * 1024
 MAX_FILENAME_BYTES = 255
 MAX_ENVELOPE_BYTES = 128 * 1024
@@ -80,9 +88,15 @@ class Envelope:
 
     @property
     def nick(self) -> str:
-        """The display name the author put on this message, or ''."""
+        """The display name the author put on this message, or ''.
+
+        Envelopes stored before the nick rule existed may break it; they show no nick.
+        """
         nick = self.body.get("nick", "")
-        return nick if isinstance(nick, str) else ""
+        try:
+            return check_nick(nick) if nick else ""
+        except EnvelopeError:
+            return ""
 
 
 def message_id(wire: bytes) -> bytes:
@@ -204,6 +218,27 @@ _BODY_KEYS: dict[str, frozenset[str]] = {
 }
 
 
+def check_nick(nick: object) -> str:
+    """The one nick rule, on the wire and for `Node.set_nick`; returns the nick.
+
+    A nick is 1-64 characters without controls, bidi overrides, line separators, or
+    whitespace at either end. Whatever breaks the rule raises EnvelopeError("bad_nick").
+    """
+    if not isinstance(nick, str):
+        raise EnvelopeError("bad_nick", "nick is not a string")
+    if not 1 <= len(nick) <= MAX_NICK_CHARS:
+        raise EnvelopeError("bad_nick", f"nick must be 1-{MAX_NICK_CHARS} characters, "
+                                        f"not {len(nick)}")
+    if nick != nick.strip():
+        raise EnvelopeError("bad_nick", "nick must not start or end with whitespace")
+    for char in nick:
+        if char in BIDI_CONTROLS or unicodedata.category(char) in _NICK_FORBIDDEN_CATEGORIES:
+            raise EnvelopeError(
+                "bad_nick", f"nick must not contain control or bidi characters "
+                            f"(U+{ord(char):04X})")
+    return nick
+
+
 def validate_body(kind: str, body: Mapping[str, Any]) -> None:
     """Check a body's keys, types and sizes for its kind."""
     allowed = _BODY_KEYS.get(kind)
@@ -212,10 +247,10 @@ def validate_body(kind: str, body: Mapping[str, Any]) -> None:
     extra = set(body) - allowed
     if extra:
         raise EnvelopeError("bad_field", f"unexpected {sorted(map(str, extra))[:3]}")
-    _check_str(body, "nick", required=kind == "nick", max_bytes=MAX_NICK_CHARS * 4)
-    nick = body.get("nick")
-    if isinstance(nick, str) and len(nick) > MAX_NICK_CHARS:
-        raise EnvelopeError("too_large", f"nick has {len(nick)} characters, limit 64")
+    if "nick" in body:
+        check_nick(body["nick"])
+    elif kind == "nick":
+        raise EnvelopeError("bad_field", "missing nick")
     if kind == "text":
         _check_str(body, "text", required=True, max_bytes=MAX_TEXT_BYTES)
     elif kind == "image":

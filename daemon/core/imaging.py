@@ -44,13 +44,16 @@ from PIL import (
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "ClaimMismatch",
     "DecompressionBomb",
+    "ImageClaim",
     "ImageError",
     "ImageInfo",
     "ImageLimits",
     "ImageTooLarge",
     "NotAnImage",
     "UnsupportedFormat",
+    "check_claim",
     "inspect",
     "make_thumbnail",
     "sanitize_filename",
@@ -109,6 +112,12 @@ class DecompressionBomb(ImageTooLarge):
     """More pixels than the limit ("image too large: W x H pixels, limit P")."""
 
     reason: ClassVar[str] = "decompression_bomb"
+
+
+class ClaimMismatch(ImageError):
+    """Bytes that are not the image a message describes ("... message says ...")."""
+
+    reason: ClassVar[str] = "claim_mismatch"
 
 
 def _not_an_image(detail: str) -> NotAnImage:
@@ -291,6 +300,43 @@ def inspect(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageInfo:
     with _pillow_guard(f"cannot decode the {fmt} data"), image:
         image.load()
     return ImageInfo(mime=_MIME[fmt], format=fmt, width=width, height=height)
+
+
+@dataclass(frozen=True)
+class ImageClaim:
+    """What an image message says of the bytes behind its CID."""
+
+    mime: str
+    size: int
+    width: int
+    height: int
+
+
+def check_claim(data: bytes, claim: ImageClaim, limits: ImageLimits = ImageLimits()) -> None:
+    """Check fetched bytes against the message that announced them, without decoding.
+
+    The byte count, the format named by the magic bytes, and the pixel size that
+    Pillow reads from the header must all be what the message says; the container is
+    walked as `inspect` walks it, but no pixel data is decoded (the sender did that).
+    Raises ClaimMismatch naming the first difference.
+    """
+    if len(data) != claim.size:
+        raise ClaimMismatch(f"{len(data)} bytes, the message says {claim.size}")
+    fmt = _sniff(data)
+    if fmt is None or _MIME[fmt] != claim.mime:
+        found = _MIME[fmt] if fmt is not None else "not an image we accept"
+        raise ClaimMismatch(f"the bytes are {found}, the message says {claim.mime}")
+    try:
+        image, _ = _open(data, limits)
+    except ImageError as exc:
+        raise ClaimMismatch(f"the bytes are no valid {claim.mime}: {exc}") from None
+    with image:
+        width, height = image.size
+    if (width, height) != (claim.width, claim.height):
+        raise ClaimMismatch(
+            f"the header says {width}x{height} pixels, "
+            f"the message says {claim.width}x{claim.height}"
+        )
 
 
 # ------------------------------------------------------------------------ editing

@@ -47,6 +47,7 @@ __all__ = [
     "InvalidDagError",
     "NotAFileError",
     "ProtobufError",
+    "SizeMismatchError",
     "UnixfsError",
     "cid_from_prefix",
     "cid_from_str",
@@ -118,6 +119,10 @@ class InvalidDagError(BlockError):
 
 class FileTooLargeError(InvalidDagError):
     """The DAG declares more bytes than the caller allowed (`max_size`)."""
+
+
+class SizeMismatchError(InvalidDagError):
+    """The DAG's root declares another file size than the caller was told to expect."""
 
 
 class NotAFileError(InvalidDagError):
@@ -623,17 +628,20 @@ class FileAssembler:
     Ask `wants()` which CIDs are needed now, feed each block that arrives to
     `add_block`, and read the file with `leaves_in_order()` or `assemble()` once `done`.
     Every block is checked against its CID and every declared size against its parent's
-    and against `max_size`; a CID referenced several times is fetched once. File bytes
-    are kept in memory (at most `max_size` of them), so the caller never re-reads blocks.
+    and against `max_size` (and the root's against `expected_size` when given); a CID
+    referenced several times is fetched once. File bytes are kept in memory (at most
+    `max_size` of them), so the caller never re-reads blocks.
     """
 
-    def __init__(self, root: bytes, *, max_size: int, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(self, root: bytes, *, max_size: int, max_depth: int = MAX_DEPTH,
+                 expected_size: int | None = None) -> None:
         info = parse_cid(root)
         _check_supported(info)
         if max_size < 0:
             raise ValueError("max_size must be non-negative")
         self._root = bytes(root)
         self._max_size = max_size
+        self._expected_size = expected_size
         self._max_depth = max_depth
         self._pending: dict[bytes, _Pending] = {self._root: _Pending(None, 1, 0)}
         self._resolved: dict[bytes, _Resolved] = {}
@@ -668,9 +676,10 @@ class FileAssembler:
         `verified=True` skips re-hashing when the caller has just checked the block.
         Raises `BlockError` if the block does not match `cid`: that is the sender's
         fault and leaves the assembler unchanged, so the block can be asked of another
-        peer. Raises `InvalidDagError` (or `FileTooLargeError`, `NotAFileError`) if the
-        block is genuine but the DAG is broken or unacceptable: the assembler then stays
-        failed and raises the same error again, since no peer can serve other bytes.
+        peer. Raises `InvalidDagError` (or `FileTooLargeError`, `SizeMismatchError`,
+        `NotAFileError`) if the block is genuine but the DAG is broken or unacceptable:
+        the assembler then stays failed and raises the same error again, since no peer
+        can serve other bytes.
         """
         if self._failure is not None:
             raise self._failure
@@ -695,6 +704,12 @@ class FileAssembler:
     def _accept(self, cid: bytes, data: bytes | memoryview, pending: _Pending) -> None:
         node = self._decode_node(cid, data)
         if pending.size is None:
+            # The root alone declares the file's size, so a lie about it (or a file
+            # over the limit) is refused before a single leaf is asked for.
+            if self._expected_size is not None and node.size != self._expected_size:
+                raise SizeMismatchError(
+                    f"file declares {node.size} bytes, expected {self._expected_size}"
+                )
             if node.size > self._max_size:
                 raise FileTooLargeError(
                     f"file declares {node.size} bytes, more than the {self._max_size} allowed"

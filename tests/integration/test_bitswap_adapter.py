@@ -409,6 +409,30 @@ async def test_missing_block_is_sent_once_it_arrives(
     assert peer.blocks()[0][1] == b"arrives later"
 
 
+async def test_block_found_corrupt_on_disk_is_answered_dont_have(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    node = await start_node(nursery, tmp_path / "node")
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    rotten = unixfs.import_file(b"rots on disk")
+    node.store.import_file(b"rots on disk")
+    (path,) = node.store.directory.rglob(unixfs.cid_to_str(rotten.root))
+    path.write_bytes(b"bit rot")  # the index still lists it; reading it finds the rot
+    await send_wants(
+        nursery, peer, node, PROTOCOL_ID_120, [WantEntry(rotten.root, send_dont_have=True)]
+    )
+    # The peer hears DontHave at once rather than waiting out its own timeout...
+    await wait_for(lambda: peer.presences() == [bitswap.Presence(rotten.root, have=False)])
+    assert peer.blocks() == []
+    assert not node.store.has(rotten.root)
+    # ...and keeps its want: once the block is back, it is sent.
+    node.store.import_file(b"rots on disk")
+    await node.bitswap.announce([rotten.root])
+    await wait_for(lambda: len(peer.blocks()) == 1)
+    assert peer.blocks()[0][1] == b"rots on disk"
+
+
 async def test_cancelled_want_is_not_served(nursery: trio.Nursery, tmp_path: Path) -> None:
     node = await start_node(nursery, tmp_path / "node")
     peer = await start_raw_peer(nursery, PROTOCOL_ID_120)

@@ -101,7 +101,8 @@ def test_p2pctl_stays_thin() -> None:
         "from gossipchat.clients import p2pctl\n"
         "try:\n    p2pctl.run()\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('trio', 'libp2p', 'rich', 'PIL', 'cbor2') or m.startswith('gossipchat.daemon'))\n"
+        "('trio', 'libp2p', 'rich', 'PIL', 'cbor2', 'prompt_toolkit') "
+        "or m.startswith(('gossipchat.daemon', 'gossipchat.clients.chat')))\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -281,3 +281,50 @@ def test_fetch_two_hops_away_waits_for_the_image_to_spread(cluster: Cluster) -> 
     got = c.call("fetch", cid=cid, path=str(cluster.root / "at-c.png"), timeout=30)
     assert got["size"] == len(original)
     assert sha((cluster.root / "at-c.png").read_bytes()) == sha(original)
+
+
+def test_bad_caption_is_refused_before_anything_is_stored_or_pinned(cluster: Cluster) -> None:
+    from gossipchat.clients import RpcError
+
+    a = cluster.start("a")
+    a.call("join", room="cap")
+    src = cluster.root / "c.png"
+    noisy_png(src, 64, 64)
+    with a.client() as c:
+        with pytest.raises(RpcError) as err:
+            c.call("send_image", room="cap", path=str(src), caption="half \ud800 a pair")
+        assert err.value.code == -32004
+        assert "caption is not valid Unicode" in err.value.message
+        with pytest.raises(RpcError) as err:
+            c.call("send_image", room="cap", path=str(src), caption="x" * (64 * 1024 + 1))
+        assert err.value.code == -32003
+    images = a.call("status")["images"]
+    assert images["pinned_images"] == 0
+    assert images["blocks"] == 0
+    assert a.call("history", room="cap") == []
+    # The same image with a proper caption goes out, and only it is pinned.
+    assert a.call("send_image", room="cap", path=str(src), caption="fine")["text"] == "fine"
+    assert a.call("status")["images"]["pinned_images"] == 1
+
+
+def test_paths_the_daemon_cannot_use_are_named_in_a_path_error(cluster: Cluster) -> None:
+    from gossipchat.clients import RpcError
+
+    a = cluster.start("a")
+    a.call("join", room="proc")
+    src = cluster.root / "p.png"
+    noisy_png(src, 32, 32)
+    cid = a.call("send_image", room="proc", path=str(src))["image"]["cid"]
+    with a.client() as c:
+        for path in ("/proc/self/x", "/proc/self/mem", str(cluster.root / "no\x00pe.png")):
+            with pytest.raises(RpcError) as err:
+                c.call("fetch", cid=cid, path=path)
+            assert err.value.code == -32011, (path, err.value.message)
+            assert repr(path)[1:-1] in err.value.message or path in err.value.message
+        for path in ("/proc/self/mem", "/proc/self/x", str(cluster.root / "no\x00pe.png")):
+            with pytest.raises(RpcError) as err:
+                c.call("send_image", room="proc", path=path)
+            assert err.value.code == -32011, (path, err.value.message)
+            assert repr(path)[1:-1] in err.value.message or path in err.value.message
+    assert len(a.call("history", room="proc")) == 1
+    assert a.call("id")["peer_id"] == a.peer_id

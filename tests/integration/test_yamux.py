@@ -25,6 +25,7 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.exceptions import MuxedStreamReset
 from libp2p.stream_muxer.yamux.yamux import Yamux as StockYamux
 
 from gossipchat.daemon.adapters import yamux
@@ -318,3 +319,31 @@ async def test_a_peer_that_stops_answering_pings_is_hung_up_on(
         with trio.fail_after(10):
             await conn_b.event_closed.wait()  # b hung up ...
             await conn_a.event_closed.wait()  # ... and a saw it
+
+
+async def settled(condition: Callable[[], bool]) -> None:
+    """Wait until condition() holds, checking as the event loop runs; fail after 10 s."""
+    with trio.fail_after(10):
+        while not condition():  # noqa: ASYNC110 - the muxer signals no event for this
+            await trio.sleep(0.01)
+
+
+async def test_a_peer_holds_at_most_max_inbound_streams_open(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams past the cap are reset at once; a closed one frees its place."""
+    monkeypatch.setattr(yamux, "MAX_INBOUND_STREAMS", 8)
+    async with pair(our_host, our_host) as (a, b):
+        conn_a, conn_b = muxed(a, b), muxed(b, a)
+        held = [await conn_b.open_stream() for _ in range(8)]
+        await settled(lambda: conn_a.inbound_open == 8)
+        refused = await conn_b.open_stream()
+        with trio.fail_after(10), pytest.raises(MuxedStreamReset):
+            await refused.read(1)
+        assert conn_a.streams_refused == 1
+        await held[0].reset()
+        await settled(lambda: conn_a.inbound_open == 7)
+        again = await conn_b.open_stream()
+        await again.write(b"x")
+        await settled(lambda: conn_a.inbound_open == 8)
+        assert conn_a.streams_refused == 1
+        assert not conn_a.event_closed.is_set()

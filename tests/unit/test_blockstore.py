@@ -203,6 +203,21 @@ def test_shared_blocks_stay_pinned_by_the_other_root(tmp_path: Path) -> None:
     assert not store.is_pinned(shared_leaf)
 
 
+def test_evict_drops_the_unpinned_blocks_of_a_dag(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    kept = store.import_file(pattern(251, 2 * CHUNK_SIZE), pin=True)
+    data = pattern(251, 3 * CHUNK_SIZE)  # shares its first two leaves with `kept`
+    root = store.import_file(data)
+    unrelated = raw_block(b"unrelated")
+    store.put(*unrelated)
+    dag = unixfs.import_file(data)
+    assert store.evict(root) == len(dag.blocks) - 2
+    assert store.missing(root) == [root]
+    assert store.read_file(kept, max_size=2 * CHUNK_SIZE) == pattern(251, 2 * CHUNK_SIZE)
+    assert store.has(unrelated[0])
+    assert store.evict(root) == 0
+
+
 def test_block_larger_than_quota_is_refused(tmp_path: Path) -> None:
     store = BlockStore(tmp_path, quota_bytes=10)
     with pytest.raises(QuotaExceededError, match="exceeds"):

@@ -42,6 +42,8 @@ def test_flags_override_file_override_defaults(tmp_path: Path) -> None:
         ('durability = "maybe"', "durability"),
         ("subscriber_buffer = 0", "at least 1"),
         ("= broken", "config file"),
+        ('nick = "al\\u202eice"', "nick.*bidi"),
+        ('nick = " padded"', "nick.*whitespace"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:

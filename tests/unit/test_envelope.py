@@ -147,3 +147,44 @@ def test_random_bytes_only_raise_envelope_error(data: bytes) -> None:
 def test_history_order_key() -> None:
     early, late = make(lamport=1), make(lamport=2, body={"text": "b"})
     assert sorted([late, early], key=envelope.order_key) == [early, late]
+
+
+def _signed_raw(body: dict, key: Key = MALLORY) -> bytes:
+    """Wire bytes that `create` would refuse to build, signed properly (a hostile peer)."""
+    unsigned = [envelope.VERSION, "lobby", key.peer_id, 1, NOW, "text", body]
+    signature = key.sign(envelope.DOMAIN + cbor2.dumps(unsigned, canonical=True))
+    return bytes(cbor2.dumps([*unsigned, signature], canonical=True))
+
+
+@pytest.mark.parametrize(
+    "nick",
+    ["al\x9bice", "\u202eecila", "a\x1b[8m", "two\nlines", "a\u2028b", "a\u2066b",
+     " alice", "alice ", "", "x" * (envelope.MAX_NICK_CHARS + 1)],
+)
+def test_bad_nicks_are_refused_on_the_wire_and_locally(nick: str) -> None:
+    with pytest.raises(EnvelopeError) as err:
+        envelope.decode(_signed_raw({"text": "hi", "nick": nick}), now_ms=NOW)
+    assert err.value.reason == "bad_nick"
+    with pytest.raises(EnvelopeError) as err:
+        envelope.check_nick(nick)
+    assert err.value.reason == "bad_nick"
+    with pytest.raises(EnvelopeError):
+        make(body={"text": "hi", "nick": nick})
+
+
+@pytest.mark.parametrize("nick", ["alice", "Zoë 漢字", "bob (work)", "a b", "👩‍💻 dev",
+                                  "x" * envelope.MAX_NICK_CHARS])
+def test_good_nicks_pass(nick: str) -> None:
+    assert envelope.check_nick(nick) == nick
+    assert envelope.decode(_signed_raw({"text": "hi", "nick": nick}), now_ms=NOW).nick == nick
+
+
+def test_text_may_hold_newlines_and_escapes() -> None:
+    # The renderer makes text safe; the wire keeps what the author wrote.
+    text = "ok\n2026-12-02 #lobby <alice> spoof\x1b[8m\x9b\u202e"
+    assert envelope.decode(_signed_raw({"text": text}), now_ms=NOW).body["text"] == text
+
+
+def test_a_stored_envelope_with_a_bad_nick_shows_none() -> None:
+    stored = envelope.from_trusted_wire(_signed_raw({"text": "hi", "nick": "\u202eevil"}))
+    assert stored.nick == ""

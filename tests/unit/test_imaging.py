@@ -5,6 +5,7 @@ Every test image is generated here with Pillow; hostile ones are crafted byte by
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import struct
@@ -18,13 +19,16 @@ from PIL import Image, ImageCms, ImageSequence, PngImagePlugin
 
 from gossipchat.daemon.core.imaging import (
     ALLOWED_FORMATS,
+    ClaimMismatch,
     DecompressionBomb,
+    ImageClaim,
     ImageError,
     ImageInfo,
     ImageLimits,
     ImageTooLarge,
     NotAnImage,
     UnsupportedFormat,
+    check_claim,
     inspect,
     make_thumbnail,
     sanitize_filename,
@@ -805,3 +809,37 @@ def test_sanitize_filename_is_always_a_safe_base_name(name: str) -> None:
     assert ".." not in safe
     assert len(safe.encode("utf-8")) <= 200
     assert sanitize_filename(safe) == safe
+
+
+# ------------------------------------------------------------------ message claims
+
+
+def test_check_claim_accepts_the_image_a_message_describes() -> None:
+    data = encode(picture((64, 48)), "PNG")
+    check_claim(data, ImageClaim("image/png", len(data), 64, 48))
+
+
+@pytest.mark.parametrize(
+    ("lie", "message"),
+    [
+        ({"size": 1000}, "bytes, the message says 1000"),
+        ({"mime": "image/jpeg"}, "are image/png, the message says image/jpeg"),
+        ({"width": 640, "height": 480}, "header says 64x48 pixels, the message says 640x480"),
+        ({"mime": "text/plain"}, "the message says text/plain"),
+    ],
+)
+def test_check_claim_names_what_differs(lie: dict[str, object], message: str) -> None:
+    data = encode(picture((64, 48)), "PNG")
+    truth = ImageClaim("image/png", len(data), 64, 48)
+    with pytest.raises(ClaimMismatch, match=message):
+        check_claim(data, dataclasses.replace(truth, **lie))
+
+
+def test_check_claim_refuses_random_bytes_and_broken_containers() -> None:
+    noise = random.Random(7).randbytes(5000)
+    with pytest.raises(ClaimMismatch, match="not an image we accept"):
+        check_claim(noise, ImageClaim("image/png", len(noise), 64, 48))
+    # Right magic, then noise: the container walk refuses it, nothing is decoded.
+    fake = b"\x89PNG\r\n\x1a\n" + noise
+    with pytest.raises(ClaimMismatch, match="no valid image/png"):
+        check_claim(fake, ImageClaim("image/png", len(fake), 64, 48))

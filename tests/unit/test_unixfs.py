@@ -19,6 +19,7 @@ from gossipchat.daemon.core.unixfs import (
     FileAssembler,
     FileTooLargeError,
     NotAFileError,
+    SizeMismatchError,
     UnixfsError,
     cid_from_str,
     cid_to_str,
@@ -430,6 +431,25 @@ def test_max_size_is_enforced_against_the_declared_size() -> None:
     exact = FileAssembler(raw.root, max_size=10)
     exact.add_block(raw.root, b"x" * 10)
     assert exact.done
+
+
+def test_expected_size_is_checked_at_the_root_before_any_leaf_is_wanted() -> None:
+    data = pattern(251, 3 * CHUNK_SIZE)
+    result = import_file(data)
+    blocks = blocks_of(result)
+    lied = FileAssembler(result.root, max_size=10 * CHUNK_SIZE, expected_size=1000)
+    assert lied.wants() == [result.root]
+    with pytest.raises(SizeMismatchError, match=f"{len(data)} bytes, expected 1000"):
+        lied.add_block(result.root, blocks[result.root])
+    assert isinstance(lied.failed, SizeMismatchError)
+    assert lied.wants() == [result.root]  # no leaf was ever asked for
+    honest = FileAssembler(result.root, max_size=len(data), expected_size=len(data))
+    honest.add_block(result.root, blocks[result.root])
+    assert len(honest.wants()) == 3
+    # A one-chunk file is its raw leaf: the leaf itself is the root that is checked.
+    raw = import_file(b"x" * 10)
+    with pytest.raises(SizeMismatchError):
+        FileAssembler(raw.root, max_size=100, expected_size=9).add_block(raw.root, b"x" * 10)
 
 
 def test_one_cid_referenced_with_two_sizes_is_refused() -> None:
