@@ -56,7 +56,6 @@ from tests.system_packages import ensure_apt
 PREFIX = "gcnet"
 _RUN_RE = re.compile(rf"^{PREFIX}-(\d+)-[0-9a-f]{{4}}-")
 _HOST_RE = re.compile(r"[a-z][a-z0-9]{0,7}")  # keeps switch port names within 15 bytes
-TEST_NET = ipaddress.ip_network("198.18.0.0/15")
 COMMAND_TIMEOUT_S = 30.0
 
 
