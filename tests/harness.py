@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from gossipchat.clients import Client
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 30.0
+LOOPBACK_LISTEN = "/ip4/127.0.0.1/tcp/0"
 T = TypeVar("T")
 
 
@@ -61,11 +62,16 @@ class CompletedCli:
 
 @dataclass
 class DaemonProcess:
-    """One running gossipchatd with its own home."""
+    """One running gossipchatd with its own home.
+
+    `prefix_argv` goes before the command, e.g. `ip netns exec NS` (tests/netns.py).
+    """
 
     name: str
     home: Path
     extra_args: list[str] = field(default_factory=list)
+    listen: str = LOOPBACK_LISTEN
+    prefix_argv: list[str] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
     ready_line: str = ""
     peer_id: str = ""
@@ -80,8 +86,8 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         """Start the process and wait for its ready line."""
-        cmd = [str(BIN / "gossipchatd"), "--home", str(self.home),
-               "--listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "info", *self.extra_args]
+        cmd = [*self.prefix_argv, str(BIN / "gossipchatd"), "--home", str(self.home),
+               "--listen", self.listen, "--log-level", "info", *self.extra_args]
         started = time.monotonic()
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -193,9 +199,10 @@ class Cluster:
     def home(self, name: str) -> Path:
         return self.root / name
 
-    def start(self, name: str, *extra: str) -> DaemonProcess:
+    def start(self, name: str, *extra: str, listen: str = LOOPBACK_LISTEN,
+              prefix_argv: Sequence[str] = ()) -> DaemonProcess:
         """Start (or restart, on the same home) a daemon called name."""
-        daemon = DaemonProcess(name, self.home(name), list(extra))
+        daemon = DaemonProcess(name, self.home(name), list(extra), listen, list(prefix_argv))
         self.daemons.append(daemon)
         return daemon.start()
 

@@ -39,8 +39,10 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
+from ..core.addrs import advertised_addrs
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
 from . import peer_records, yamux
+from .interfaces import interface_ips
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ QUEUE_HIGH_WATER = 16
 QUEUE_POLL_S = 0.002
 DIAL_TIMEOUT_S = 10.0
 ADDRS_CACHE_S = 5.0
+# An address peers observe (identify) is announced once this many distinct observers
+# (IPv4 addresses, IPv6 /56 prefixes) report it, so that one peer cannot make us
+# announce a lie. py-libp2p's own threshold of 4 rarely fills in a small room.
+OBSERVED_MIN_OBSERVERS = 2
 
 
 class StreamClosedError(Exception):
@@ -213,18 +219,61 @@ def resolve_listen_addrs(addrs: Sequence[str], *, fallback: bool) -> list[multia
     return out
 
 
+class _Advertiser:
+    """py-libp2p's `addrs_factory`: what `host.get_addrs()` answers, and so what
+    identify, signed peer records, `id` and the ready line carry.
+
+    py-libp2p advertises its listener sockets as they are, so a 0.0.0.0 listener goes
+    out as `/ip4/0.0.0.0/...`, which nobody can dial
+    (tests/upstream/test_unspecified_listen_addrs.py). Here the listeners go through
+    `core.addrs.advertised_addrs` with this host's interface addresses and the
+    observed addresses at least OBSERVED_MIN_OBSERVERS distinct observers confirmed.
+    py-libp2p asks for its addresses on every identify and every renewal of the signed
+    record, so the interface list is cached and the answer is kept for as long as its
+    inputs stay the same (building it costs ~140 us, mostly `ipaddress`).
+    """
+
+    def __init__(self) -> None:
+        self.host: IHost | None = None
+        self._interfaces: tuple[float, list[str]] | None = None
+        self._last: tuple[tuple[Any, ...], list[multiaddr.Multiaddr]] | None = None
+
+    def _interface_ips(self) -> list[str]:
+        now = time.monotonic()
+        if self._interfaces is None or now - self._interfaces[0] > ADDRS_CACHE_S:
+            self._interfaces = (now, interface_ips())
+        return self._interfaces[1]
+
+    def __call__(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        host = self.host
+        if host is None:
+            return candidates  # the host's constructor asks before it exists
+        manager = getattr(host, "_observed_addr_manager", None)
+        observed = [] if manager is None else manager.addrs(min_observers=OBSERVED_MIN_OBSERVERS)
+        inputs = (tuple(str(a) for a in host.get_transport_addrs()),
+                  tuple(self._interface_ips()), tuple(str(a) for a in observed))
+        if self._last is None or self._last[0] != inputs:
+            texts = advertised_addrs(*inputs)
+            self._last = (inputs, [multiaddr.Multiaddr(text) for text in texts])
+        return list(self._last[1])
+
+
 def new_libp2p_host(key_pair: KeyPair) -> IHost:
-    """A py-libp2p host as a daemon runs it: Noise only, and our own yamux.
+    """A py-libp2p host as a daemon runs it: Noise only, our own yamux, dialable addrs.
 
     Noise only: TLS in 0.8.1 cannot do mutual auth well and secio is obsolete. The
     yamux is `adapters.yamux`, the same protocol at a fraction of py-libp2p's CPU.
+    The advertised addresses are `_Advertiser`'s.
     """
     security = {
         NOISE_PROTOCOL_ID: NoiseTransport(
             key_pair, noise_privkey=create_x25519_key_pair().private_key
         )
     }
-    host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX")
+    advertiser = _Advertiser()
+    host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX",
+                    addrs_factory=advertiser)
+    advertiser.host = host
     yamux.install(host)
     return host
 
@@ -335,16 +384,13 @@ class P2PNetwork:
             self._nursery = None
 
     def listen_addrs(self) -> list[str]:
-        """The addresses peers can dial, each ending in /p2p/<our id>."""
-        # host.get_addrs() rebuilds the list from every transport and costs ~250 us;
-        # `id` is called often, and the addresses change rarely.
+        """The addresses peers can dial, best first, loopback last, each ending in
+        /p2p/<our id>: the one list for `id`, the ready line and every announcement."""
+        # host.get_addrs() rebuilds the list and costs ~250 us per address; `id` is
+        # called often, and the addresses change rarely.
         now = time.monotonic()
         if self._addrs_cache is None or now - self._addrs_cache[0] > ADDRS_CACHE_S:
-            out = []
-            for addr in self.host.get_addrs():
-                text = str(addr)
-                out.append(text if "/p2p/" in text else f"{text}/p2p/{self.peer_id}")
-            self._addrs_cache = (now, out)
+            self._addrs_cache = (now, [str(addr) for addr in self.host.get_addrs()])
         return list(self._addrs_cache[1])
 
     # peers
@@ -366,7 +412,8 @@ class P2PNetwork:
             for conn in conns:
                 remote = getattr(conn.muxed_conn, "get_remote_address", lambda: None)()
                 if remote:
-                    addrs.append(f"/ip4/{remote[0]}/tcp/{remote[1]}")
+                    family = "ip6" if ":" in remote[0] else "ip4"
+                    addrs.append(f"/{family}/{remote[0]}/tcp/{remote[1]}")
             if not addrs:
                 addrs = [str(a) for a in self.host.get_peerstore().addrs(peer)]
             topics = sorted(t for t, peers in self.pubsub.peer_topics.items() if peer in peers)
