@@ -12,9 +12,11 @@ Rules:
   most connections to spare. A connection younger than GRACE_S is never trimmed.
 - Addresses back off on failure, keyed by the address itself (not by the peer that
   announced it), so a member that announces a third party's address, or many members
-  announcing one address, get it dialed at most QUICK_ATTEMPTS times in quick
-  succession and then at most once per LONG_BACKOFF_S. An IP whose addresses failed
-  HOST_FAILURES times in all backs off as a whole. Dials in flight are capped.
+  announcing one address, get it dialed a few times (the delay doubles from
+  FIRST_BACKOFF_S: 6 dials in the first minute) and then ever more rarely, up to once
+  per MAX_BACKOFF_S. An IP whose addresses failed HOST_FAILURES times in a row backs
+  off as a whole for LONG_BACKOFF_S, so varying the port does not help either
+  (loopback is exempt: every local daemon shares it). Dials in flight are capped.
 - Pure: the caller passes `now` (seconds), the rng, and the state; the result is a
   Plan of dials and trims.
 """
@@ -28,7 +30,6 @@ from dataclasses import dataclass, field
 RECENT_MS = 60 * 60 * 1000
 GRACE_S = 30.0
 FIRST_BACKOFF_S = 1.0
-QUICK_ATTEMPTS = 3
 LONG_BACKOFF_S = 600.0
 MAX_BACKOFF_S = 3600.0
 HOST_FAILURES = 8
@@ -79,6 +80,10 @@ def host_of(addr: str) -> str:
     return parts[2] if len(parts) > 2 else addr
 
 
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host == "::1"
+
+
 @dataclass
 class _Failures:
     count: int
@@ -105,12 +110,12 @@ class AddressBackoff:
         """A dial of the address failed at `now`."""
         state = self.addrs.get(addr)
         count = 1 if state is None else state.count + 1
-        if count < QUICK_ATTEMPTS:
-            delay = FIRST_BACKOFF_S * 2 ** (count - 1)
-        else:
-            delay = min(MAX_BACKOFF_S, LONG_BACKOFF_S * 2 ** (count - QUICK_ATTEMPTS))
+        delay = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** min(count - 1, 32))
         self.addrs[addr] = _Failures(count, now + delay, now)
         host = host_of(addr)
+        if _is_loopback(host):
+            self._bound(self.addrs)
+            return
         hstate = self.hosts.get(host)
         hcount = 1 if hstate is None else hstate.count + 1
         hretry = now + LONG_BACKOFF_S if hcount >= HOST_FAILURES else 0.0

@@ -15,8 +15,9 @@ Rules:
   reconciled by history sync.
 - The directory of a room maps peer -> latest record and when it was last heard.
   Online means heard within ONLINE_FACTOR announce intervals, or connected now.
-- The announce interval grows with the room: max(BASE_INTERVAL_S, members *
-  PER_MEMBER_S), so a whole room announces about once a second at most, however big.
+- The announce interval grows with the room: max(base, members * PER_MEMBER_S), base
+  BASE_INTERVAL_S by default, so a whole room announces about once a second at most,
+  however big.
 - Pure: no I/O and no clock; times come in as arguments.
 """
 
@@ -213,9 +214,9 @@ def from_trusted_wire(wire: bytes) -> PresenceRecord:
     return PresenceRecord(room, peer, tuple(addrs), nick, seq, signature, wire)
 
 
-def announce_interval_s(members: int) -> float:
+def announce_interval_s(members: int, base_s: float = BASE_INTERVAL_S) -> float:
     """Seconds between a member's routine announcements in a room of `members`."""
-    return max(BASE_INTERVAL_S, members * PER_MEMBER_S)
+    return max(base_s, members * PER_MEMBER_S)
 
 
 @dataclass
@@ -229,9 +230,11 @@ class Entry:
 class Directory:
     """The members of one room, from their presence records."""
 
-    def __init__(self, room: str, *, max_members: int = MAX_MEMBERS) -> None:
+    def __init__(self, room: str, *, max_members: int = MAX_MEMBERS,
+                 base_interval_s: float = BASE_INTERVAL_S) -> None:
         self.room = room
         self.max_members = max_members
+        self.base_interval_s = base_interval_s
         self.entries: dict[str, Entry] = {}
 
     def offer(self, record: PresenceRecord, now_ms: int) -> str:
@@ -267,7 +270,7 @@ class Directory:
 
     def interval_s(self) -> float:
         """This room's announce interval."""
-        return announce_interval_s(len(self.entries))
+        return announce_interval_s(len(self.entries), self.base_interval_s)
 
     def online_window_ms(self) -> int:
         """How recently a member must have been heard to count as online."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 
@@ -84,22 +85,35 @@ def test_one_dial_serves_every_room_the_member_is_in() -> None:
     assert out.dials == (("p1", shared.addrs[0]),)
 
 
-def test_an_address_is_dialed_a_few_times_then_backs_off_long() -> None:
+def test_an_address_is_dialed_a_few_times_then_ever_more_rarely() -> None:
     backoff = AddressBackoff()
     addr = "/ip4/203.0.113.7/tcp/22"
+    attempts: list[float] = []
     now = 0.0
-    quick = 0
-    while backoff.allowed(addr, now) and now < 60:
-        backoff.failed(addr, now)
-        quick += 1
-        while not backoff.allowed(addr, now) and now < 60:
-            now += 0.25
-    assert quick == connmgr.QUICK_ATTEMPTS
-    assert not backoff.allowed(addr, 60.0)
-    assert backoff.allowed(addr, now + connmgr.LONG_BACKOFF_S)
+    while now < 4 * 3600:
+        if backoff.allowed(addr, now):
+            attempts.append(now)
+            backoff.failed(addr, now)
+        now += 0.25
+    assert len([t for t in attempts if t < 60]) == 6
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps == sorted(gaps)
+    assert max(gaps) <= connmgr.MAX_BACKOFF_S + 0.25
+    # Four hours of a dead address: about 15 dials, not thousands.
+    assert len(attempts) < 16, attempts
     backoff.succeeded(addr)
     assert backoff.allowed(addr, now)
     assert backoff.attempts(addr) == 0
+
+
+def test_loopback_addresses_never_back_off_the_whole_host() -> None:
+    backoff = AddressBackoff()
+    for port in range(1000, 1000 + 2 * connmgr.HOST_FAILURES):
+        backoff.failed(f"/ip4/127.0.0.1/tcp/{port}", 0.0)
+    assert backoff.allowed("/ip4/127.0.0.1/tcp/4001", 0.0)
+    for port in range(1000, 1000 + connmgr.HOST_FAILURES):
+        backoff.failed(f"/ip4/203.0.113.7/tcp/{port}", 0.0)
+    assert not backoff.allowed("/ip4/203.0.113.7/tcp/4001", 1.0)
 
 
 def test_a_hostile_member_cannot_make_the_room_flood_a_third_party() -> None:
@@ -124,7 +138,7 @@ def test_a_hostile_member_cannot_make_the_room_flood_a_third_party() -> None:
 def test_a_member_with_every_address_backing_off_is_passed_over() -> None:
     backoff = AddressBackoff()
     dead = member(1)
-    for _ in range(connmgr.QUICK_ATTEMPTS):
+    for _ in range(3):
         backoff.failed(dead.addrs[0], 0.0)
     out = plan([room(dead, member(2))], backoff=backoff, now=1.0)
     assert [p for p, _ in out.dials] == ["p2"]
