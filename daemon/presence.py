@@ -10,9 +10,10 @@ Rules:
   two, and a record sent before is heard by fewer), then every announce interval of
   the room with +-25% jitter, and at once when its nick or its addresses change.
 - A fetch asks one connected room member for its directory and hands it our own
-  record. It runs with each new peer of a room, at most once per REFETCH_S per room
-  after the first that worked, so a new member gets the directory from the first peer
-  it meets.
+  record; the stream then stays open for WATCH_S and carries the members the serving
+  peer learns meanwhile (members that join at once would otherwise miss each other).
+  For WARM_S after a join every new peer of the room is asked, then at most one per
+  REFETCH_S, so a new member gets the directory from the first peer it meets.
 - Every record, gossiped or fetched, is decoded and verified like a live envelope;
   what fails is dropped and counted in `status.presence.rejected` by reason, and a
   record with a lower seq than the one kept is a replay, counted `stale`.
@@ -50,8 +51,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+# For WARM_S after a join the schedule looks every FAST_TICK_S for new room peers, so
+# the first records cross as fast as the first messages.
+FAST_TICK_S = 0.05
+WARM_S = 15.0
 MIN_TICK_GAP_S = 0.1
 WARMUP_S = (3.0, 15.0)
+# A fetch's stream stays open this long after the reply, carrying the members the
+# serving peer learns meanwhile.
+WATCH_S = 10.0
+MAX_WATCH_FRAMES = 64
 CHANGE_GAP_S = 5.0
 REFETCH_S = 60.0
 FETCH_TIMEOUT_S = 20.0
@@ -91,7 +100,18 @@ def _frame(payload: bytes) -> bytes:
 
 
 async def _read_frame(stream: Stream, limit: int) -> bytes:
-    header = await _read_exact(stream, 4)
+    frame = await _read_frame_or_end(stream, limit)
+    if frame is None:
+        raise FetchError("the stream ended early")
+    return frame
+
+
+async def _read_frame_or_end(stream: Stream, limit: int) -> bytes | None:
+    """The next frame, or None if the stream ends cleanly between frames."""
+    first = await stream.read(4)
+    if not first:
+        return None
+    header = first + await _read_exact(stream, 4 - len(first))
     (length,) = struct.unpack(">I", header)
     if length > limit:
         raise FetchError(f"a frame of {length} bytes, limit {limit}")
@@ -131,8 +151,9 @@ class PresenceService:
         self._announced: dict[str, tuple[tuple[str, ...], str]] = {}
         self._last_change = -CHANGE_GAP_S
         self._fetched: set[tuple[str, str]] = set()
-        self._fetching: set[str] = set()
         self._last_fetch: dict[str, float] = {}
+        self._warm_until: dict[str, float] = {}
+        self._watchers: list[tuple[str, trio.MemorySendChannel[PresenceRecord]]] = []
         self._seq = 0
         self._wakeup = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -153,8 +174,10 @@ class PresenceService:
             task_status.started()
             while True:
                 self._tick()
-                await trio.sleep(MIN_TICK_GAP_S)
-                with trio.move_on_after(TICK_S):
+                now = trio.current_time()
+                warm = any(now < t for t in self._warm_until.values())
+                await trio.sleep(FAST_TICK_S if warm else MIN_TICK_GAP_S)
+                with trio.move_on_after(FAST_TICK_S if warm else TICK_S):
                     await self._wakeup.wait()
                 self._wakeup = trio.Event()
 
@@ -181,11 +204,13 @@ class PresenceService:
         self._waiting_for_peer.add(room)
         self._warmup[room] = list(WARMUP_S)
         self._last_fetch.pop(room, None)
+        self._warm_until[room] = trio.current_time() + WARM_S
         self.wake()
 
     def left(self, room: str) -> None:
         """The node left `room`: forget its directory."""
         self.directories.pop(room, None)
+        self._warm_until.pop(room, None)
         self._waiting_for_peer.discard(room)
         self._next_announce.pop(room, None)
         self._announced.pop(room, None)
@@ -337,6 +362,8 @@ class PresenceService:
             if entry is not None:
                 self._save([(record.room, record.peer_text, entry.record.seq,
                              entry.record.wire, entry.last_seen_ms)])
+        if verdict in ("new", "updated"):
+            self._notify_watchers(record)
         if verdict == "new":
             self.wake()
         return verdict
@@ -352,18 +379,18 @@ class PresenceService:
     def _fetch_due(self, now: float, connected: set[str]) -> None:
         assert self._nursery is not None
         for room in list(self.directories):
-            if room in self._fetching:
-                continue
+            warm = now < self._warm_until.get(room, 0.0)
             last = self._last_fetch.get(room)
-            if last is not None and now - last < REFETCH_S:
+            if not warm and last is not None and now - last < REFETCH_S:
                 continue
             for peer in self.network.topic_peers(codec.topic_for(room)):
-                if peer in connected and (room, peer) not in self._fetched \
+                key = (room, peer)
+                if peer in connected and key not in self._fetched \
                         and not self.network.is_blocked(peer):
-                    self._fetched.add((room, peer))
-                    self._fetching.add(room)
+                    self._fetched.add(key)
                     self._nursery.start_soon(self._fetch_task, room, peer)
-                    break
+                    if not warm:
+                        break
 
     async def _fetch_task(self, room: str, peer: str) -> None:
         try:
@@ -373,25 +400,34 @@ class PresenceService:
             self.stats.fetches_failed += 1
             log.info("presence fetch of %s from %s failed: %s", room, peer, exc)
         else:
-            self.stats.fetches += 1
-            self._last_fetch[room] = trio.current_time()
             log.debug("presence fetch of %s from %s: %d records", room, peer, count)
-        finally:
-            self._fetching.discard(room)
 
     async def _fetch(self, room: str, peer: str) -> int:
         directory = self.directories.get(room)
         own = directory.entries.get(self.network.peer_id) if directory else None
         request = cbor2.dumps([1, room, own.record.wire if own else None], canonical=True)
         stream = await self.network.open_stream(peer, codec.PROTOCOL)
+        taken = 0
         try:
             with trio.fail_after(FETCH_TIMEOUT_S):
                 await stream.write(_frame(request))
-                reply = await _read_frame(stream, MAX_REPLY_BYTES)
+                taken += self._take_reply(room, await _read_frame(stream, MAX_REPLY_BYTES))
+            self.stats.fetches += 1
+            self._last_fetch[room] = trio.current_time()
+            # Then what the peer learns while we are new, until it ends the stream.
+            with trio.move_on_after(WATCH_S + FETCH_TIMEOUT_S):
+                for _ in range(MAX_WATCH_FRAMES):
+                    frame = await _read_frame_or_end(stream, MAX_REPLY_BYTES)
+                    if frame is None:
+                        break
+                    taken += self._take_reply(room, frame)
         except BaseException:
             await stream.reset()
             raise
         await stream.close()
+        return taken
+
+    def _take_reply(self, room: str, reply: bytes) -> int:
         try:
             items = cbor2.loads(reply)
         except Exception as exc:  # untrusted bytes: cbor2 raises a spread of types
@@ -419,18 +455,42 @@ class PresenceService:
         return taken
 
     async def _serve(self, stream: Stream) -> None:
+        send, receive = trio.open_memory_channel[PresenceRecord](MAX_WATCH_FRAMES)
+        watch: tuple[str, trio.MemorySendChannel[PresenceRecord]] | None = None
         try:
             with trio.fail_after(FETCH_TIMEOUT_S):
                 request = await _read_frame(stream, MAX_REQUEST_BYTES)
-                reply = self._answer(request, stream.peer_id)
+                room, reply = self._answer(request, stream.peer_id)
+                if room is not None:
+                    watch = (room, send)
+                    self._watchers.append(watch)
                 await stream.write(_frame(reply))
             self.stats.served += 1
+            # A new member also hears of the members we learn in its first seconds:
+            # joins race, and without this the first to fetch would miss the others.
+            with trio.move_on_after(WATCH_S):
+                async for record in receive:
+                    if record.peer_text == stream.peer_id:
+                        continue
+                    entry = [[record.wire, 0]]
+                    await stream.write(_frame(cbor2.dumps(entry, canonical=True)))
         except (FetchError, trio.TooSlowError) as exc:
             self.stats.rejected["fetch_request"] += 1
             log.info("presence fetch from %s refused: %s", stream.peer_id, exc)
             await stream.reset()
+        finally:
+            if watch is not None:
+                self._watchers.remove(watch)
 
-    def _answer(self, request: bytes, asker: str) -> bytes:
+    def _notify_watchers(self, record: PresenceRecord) -> None:
+        for room, send in self._watchers:
+            if room == record.room:
+                try:
+                    send.send_nowait(record)
+                except trio.WouldBlock:
+                    pass  # a slow watcher misses it; the member's own announcements repeat
+
+    def _answer(self, request: bytes, asker: str) -> tuple[str | None, bytes]:
         try:
             items = cbor2.loads(request)
         except Exception:  # untrusted bytes: cbor2 raises a spread of types
@@ -441,7 +501,7 @@ class PresenceService:
         _version, room, theirs = items
         directory = self.directories.get(room)
         if directory is None:
-            return cbor2.dumps([], canonical=True)
+            return None, cbor2.dumps([], canonical=True)
         now_ms = _now_ms()
         if theirs is not None:
             try:
@@ -461,7 +521,7 @@ class PresenceService:
             if size > MAX_REPLY_BYTES:
                 break
             out.append([record.wire, max(0, now_ms - entry.last_seen_ms)])
-        return cbor2.dumps(out, canonical=True)
+        return room, cbor2.dumps(out, canonical=True)
 
     # the connection manager
 
