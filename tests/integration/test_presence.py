@@ -83,12 +83,17 @@ def test_members_come_from_presence_with_online_and_last_seen(cluster: Cluster) 
     # Presence is not history: nothing but the messages of the room is stored or listed.
     assert y.call("history", room="den") == []
     assert y.call("status")["presence"]["rooms"]["den"]["members"] == 3
+    out = y.cli("members", "den").stdout
+    assert out.count("online") == 3, out
+    assert "xavier" in out
+    assert "den: 3 of 3 members online" in y.cli("status").stdout
 
     x.kill()
     gone = wait_for(lambda: (m := _members(y, "den")[x.peer_id]) and not m["online"] and m,
                     timeout=30, message="y to show x offline")
     assert gone["last_seen"] > 0
     assert _members(y, "den")[z.peer_id]["online"]
+    assert y.cli("members", "den").stdout.count("online") == 2
     # The directory is kept in the store: a restart still lists x, offline.
     assert y.terminate() == 0
     y = cluster.start("y")
