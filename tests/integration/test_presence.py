@@ -57,6 +57,40 @@ def test_a_line_of_three_keeps_chatting_after_its_middle_is_killed(cluster: Clus
           f"both ways delivered {healed_s:.2f} s after kill -9 of b")
 
 
+def test_a_lost_connection_is_replaced_within_seconds(cluster: Cluster) -> None:
+    """The same line, but each node keeps only one room peer (room_peers_min = 1), so
+    a and c are not connected when b dies: the manager must dial to heal the room."""
+    for name in "abc":
+        home = cluster.home(name)
+        home.mkdir(parents=True, mode=0o700)
+        (home / "config.toml").write_text("room_peers_min = 1\n")
+    a, b, c = (cluster.start(n) for n in "abc")
+    connect(a, b)
+    connect(b, c)
+    for d in (a, b, c):
+        d.call("join", room=ROOM)
+    wait_for(lambda: len(_members(a, ROOM)) == 3 and len(_members(c, ROOM)) == 3,
+             timeout=30, message="a and c to know all three")
+    a.call("send", room=ROOM, text="before")
+    wait_for(lambda: "before" in texts(c, ROOM), message="c to hear a through b")
+    assert not _connected(a, c)
+
+    b.kill()
+    killed = time.monotonic()
+    wait_for(lambda: _connected(a, c), timeout=30, message="the manager to connect a and c")
+    connected_s = time.monotonic() - killed
+    a.call("send", room=ROOM, text="a after the kill")
+    c.call("send", room=ROOM, text="c after the kill")
+    wait_for(lambda: "a after the kill" in texts(c, ROOM), timeout=30,
+             message="c to hear a without b")
+    wait_for(lambda: "c after the kill" in texts(a, ROOM), timeout=30,
+             message="a to hear c without b")
+    healed_s = time.monotonic() - killed
+    assert not _connected(a, b)
+    print(f"a-c connected {connected_s:.2f} s after kill -9 of b; "
+          f"both ways delivered {healed_s:.2f} s after it")
+
+
 def test_members_come_from_presence_with_online_and_last_seen(cluster: Cluster) -> None:
     # Announce every 2 s, so that "offline" (not heard for 3 intervals) comes in 6 s.
     for name in ("x", "y", "z"):
