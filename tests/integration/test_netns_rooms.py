@@ -134,3 +134,35 @@ def test_a_line_of_three_survives_losing_its_middle(netns: Build) -> None:
     seen = next(p for p in a.call("peers") if p["peer_id"] == c.peer_id)
     assert seen["addrs"][0].startswith(f"/ip4/{net.ip('c')}/tcp/") \
         or seen["addrs"][0].startswith(f"/ip4/{net.ip('a')}/tcp/"), seen
+
+
+def test_a_line_of_three_heals_after_its_middle_is_killed(netns: Build) -> None:
+    """The same line on three hosts, each keeping a single room peer (room_peers_min =
+    1), so a and c are not connected while b lives. b is killed -9 and stays down: the
+    connection manager dials across the LAN at the addresses a and c announced."""
+    net = netns(Scenario.lan("a", "b", "c"))
+    for host in "abc":
+        home = net.cluster.home(host)
+        home.mkdir(parents=True, mode=0o700)
+        (home / "config.toml").write_text("room_peers_min = 1\n")
+    a, b, c = (net.start_daemon(h, h) for h in "abc")
+    connect(a, b)
+    connect(b, c)
+    for d in (a, b, c):
+        d.call("join", room=ROOM)
+    wait_for(lambda: len(a.call("members", room=ROOM)) == 3
+             and len(c.call("members", room=ROOM)) == 3, timeout=30,
+             message="a and c to know all three")
+    assert not any(p["peer_id"] == c.peer_id for p in a.call("peers"))
+
+    b.kill()
+    killed = time.monotonic()
+    a.call("send", room=ROOM, text="a after the kill")
+    c.call("send", room=ROOM, text="c after the kill")
+    wait_for(lambda: "a after the kill" in texts(c, ROOM), timeout=30,
+             message="c to hear a without b")
+    wait_for(lambda: "c after the kill" in texts(a, ROOM), timeout=30,
+             message="a to hear c without b")
+    print(f"both ways delivered {time.monotonic() - killed:.2f} s after kill -9 of b")
+    seen = next(p for p in a.call("peers") if p["peer_id"] == c.peer_id)
+    assert seen["addrs"][0].startswith((f"/ip4/{net.ip('a')}/", f"/ip4/{net.ip('c')}/")), seen
