@@ -67,6 +67,10 @@ FETCH_TIMEOUT_S = 20.0
 MAX_REQUEST_BYTES = 8 * 1024
 MAX_REPLY_BYTES = 1024 * 1024
 MAX_REPLY_RECORDS = 2048
+# A member's records are taken at most this often (a faster one is `too_frequent`).
+MIN_UPDATE_GAP_S = 1.0
+# A repeated record refreshes last seen in memory; in the store, at most this often.
+SEEN_SAVE_GAP_MS = 60_000
 # A trimmed peer is left alone by the Redialer for this long.
 TRIM_MEMORY_S = 600.0
 
@@ -154,6 +158,9 @@ class PresenceService:
         self._last_fetch: dict[str, float] = {}
         self._warm_until: dict[str, float] = {}
         self._watchers: list[tuple[str, trio.MemorySendChannel[PresenceRecord]]] = []
+        self._updated_at: dict[tuple[str, str], float] = {}
+        self._saved_seen: dict[tuple[str, str], int] = {}
+        self._batch: list[tuple[str, str, int, bytes, int]] | None = None
         self._seq = 0
         self._wakeup = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -215,6 +222,8 @@ class PresenceService:
         self._next_announce.pop(room, None)
         self._announced.pop(room, None)
         self._fetched = {k for k in self._fetched if k[0] != room}
+        self._updated_at = {k: v for k, v in self._updated_at.items() if k[0] != room}
+        self._saved_seen = {k: v for k, v in self._saved_seen.items() if k[0] != room}
         try:
             self.node.store.forget_presence(room)
         except StoreUnavailable:
@@ -344,6 +353,18 @@ class PresenceService:
         if peer == self.network.peer_id:
             # Our own record, relayed back or served by a peer: ours is the one we keep.
             return None
+        directory = self.directories.get(record.room)
+        kept = directory.entries.get(peer) if directory is not None else None
+        key = (record.room, peer)
+        if kept is None or record.seq > kept.record.seq:
+            # An honest member re-announces on a change or on its schedule; one that
+            # sends new records faster would cost a store write each.
+            now = trio.current_time()
+            last = self._updated_at.get(key)
+            if kept is not None and last is not None and now - last < MIN_UPDATE_GAP_S:
+                self.stats.rejected["too_frequent"] += 1
+                return None
+            self._updated_at[key] = now
         verdict = self._ingest(record, heard_ms)
         self.stats.received += 1
         if verdict == "stale":
@@ -357,11 +378,14 @@ class PresenceService:
         if directory is None:
             return "not_joined"
         verdict = directory.offer(record, heard_ms)
-        if verdict in ("new", "updated", "duplicate"):
-            entry = directory.entries.get(record.peer_text)
-            if entry is not None:
-                self._save([(record.room, record.peer_text, entry.record.seq,
-                             entry.record.wire, entry.last_seen_ms)])
+        entry = directory.entries.get(record.peer_text)
+        key = (record.room, record.peer_text)
+        if entry is not None and (verdict in ("new", "updated") or (
+                verdict == "duplicate"
+                and entry.last_seen_ms - self._saved_seen.get(key, 0) >= SEEN_SAVE_GAP_MS)):
+            self._saved_seen[key] = entry.last_seen_ms
+            self._save([(record.room, record.peer_text, entry.record.seq,
+                         entry.record.wire, entry.last_seen_ms)])
         if verdict in ("new", "updated"):
             self._notify_watchers(record)
         if verdict == "new":
@@ -369,6 +393,9 @@ class PresenceService:
         return verdict
 
     def _save(self, rows: list[tuple[str, str, int, bytes, int]]) -> None:
+        if self._batch is not None:
+            self._batch.extend(rows)
+            return
         try:
             self.node.store.save_presence(rows)
         except StoreUnavailable as exc:  # the directory lives on in memory
@@ -435,6 +462,17 @@ class PresenceService:
         if not isinstance(items, list) or len(items) > MAX_REPLY_RECORDS:
             raise FetchError("the reply is not an array of at most 2048 records")
         now_ms = _now_ms()
+        taken = 0
+        self._batch = []
+        try:
+            taken = self._take_records(room, items, now_ms)
+        finally:
+            rows, self._batch = self._batch, None
+            if rows:
+                self._save(rows)  # one commit for the whole reply
+        return taken
+
+    def _take_records(self, room: str, items: list[Any], now_ms: int) -> int:
         taken = 0
         for item in items:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes)

@@ -89,18 +89,22 @@ async def test_bad_presence_is_dropped_and_counted(cluster: Cluster) -> None:
         for data in bad.values():
             await pubsub.publish(topic, data)
         await pubsub.publish(topic, good_new.wire)
+        # A newer record at once: faster than any member re-announces.
+        await pubsub.publish(topic, presence.create(room=ROOM, peer=me, addrs=addrs,
+                                                    nick="flood", seq=now + 11,
+                                                    sign=sign).wire)
         await pubsub.publish(topic, good_old.wire)  # a replay of an older seq
 
         def judged() -> dict | None:
             section = d.call("status")["presence"]
-            done = sum(section["rejected"].values()) >= len(bad) + 1
+            done = sum(section["rejected"].values()) >= len(bad) + 2
             return section if done else None
 
         section = await trio.to_thread.run_sync(
             lambda: wait_for(judged, message="every bad record judged"))
         rejected = section["rejected"]
         for reason in ("undecodable", "not_origin", "too_large", "too_many_addrs",
-                       "room_mismatch", "stale"):
+                       "room_mismatch", "stale", "too_frequent"):
             assert rejected.get(reason) == 1, (reason, rejected)
         assert rejected.get("bad_signature") == 2, rejected
 

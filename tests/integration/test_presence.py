@@ -132,7 +132,8 @@ def test_members_come_from_presence_with_online_and_last_seen(cluster: Cluster) 
     assert y.terminate() == 0
     y = cluster.start("y")
     listed = _members(y, "den")
-    assert listed[x.peer_id]["last_seen"] == gone["last_seen"]
+    # A repeated record refreshes last seen in the store at most once a minute.
+    assert gone["last_seen"] - 60_000 <= listed[x.peer_id]["last_seen"] <= gone["last_seen"]
     assert not listed[x.peer_id]["online"]
 
 
