@@ -197,6 +197,7 @@ class Node:
         self.presence = PresenceService(self, network, limits=Limits(
             room_peers_min=config.room_peers_min, room_peers_max=config.room_peers_max,
             max_connections=config.max_connections), interval_s=config.presence_interval_s)
+        self.redialer.defer = self.presence.manages
         self.images = ImageService(self, config, blocks, BlockExchange(network, blocks))
 
     # lifecycle
@@ -216,8 +217,9 @@ class Node:
             nursery.start_soon(self._publish_outbound)
             nursery.start_soon(self._retry_store_writes)
             await nursery.start(self.sync.run)
-            await nursery.start(self.redialer.run)
+            # Presence first: it loads the directories the Redialer defers to.
             await nursery.start(self.presence.run)
+            await nursery.start(self.redialer.run)
             await nursery.start(self.images.run)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._bootstrap, addr)
@@ -588,6 +590,7 @@ class Node:
         self.store.unblock(peer_id)
         self.network.unblock(peer_id)
         self.redialer.lost(peer_id)
+        self.presence.wake()
         return {"peer": peer_id}
 
     def blocked(self) -> list[str]:
@@ -817,7 +820,7 @@ class Node:
                 self.sync.forget_peer(event.peer_id)
                 self.presence.peer_lost(event.peer_id)
                 # Room members are the connection manager's to replace or redial.
-                if not self._stopping and not self.presence.manages(event.peer_id):
+                if not self._stopping:
                     self.redialer.lost(event.peer_id)
             return
         if self.network.is_blocked(event.peer_id) and self._nursery is not None:

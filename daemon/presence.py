@@ -71,6 +71,9 @@ MAX_REPLY_RECORDS = 2048
 MIN_UPDATE_GAP_S = 1.0
 # A repeated record refreshes last seen in memory; in the store, at most this often.
 SEEN_SAVE_GAP_MS = 60_000
+# A connection the manager dialed clears its address's failures once it lived this
+# long; one that dies sooner counts as a failure.
+STABLE_S = 10.0
 # A trimmed peer is left alone by the Redialer for this long.
 TRIM_MEMORY_S = 600.0
 
@@ -159,6 +162,7 @@ class PresenceService:
         self._warm_until: dict[str, float] = {}
         self._watchers: list[tuple[str, trio.MemorySendChannel[PresenceRecord]]] = []
         self._updated_at: dict[tuple[str, str], float] = {}
+        self._dialed: dict[str, tuple[str, float]] = {}
         self._saved_seen: dict[tuple[str, str], int] = {}
         self._batch: list[tuple[str, str, int, bytes, int]] | None = None
         self._seq = 0
@@ -238,15 +242,28 @@ class PresenceService:
     def peer_lost(self, peer: str) -> None:
         """A peer's last connection closed."""
         self._since.pop(peer, None)
+        dialed = self._dialed.pop(peer, None)
+        if dialed is not None:
+            # A connection that dies at once (the peer blocks us, or is not who the
+            # address says) counts as a failed dial, so it backs off like one.
+            self.backoff.failed(dialed[0], trio.current_time())
         self._fetched = {k for k in self._fetched if k[1] != peer}
         self.wake()
 
     def manages(self, peer: str) -> bool:
-        """True if reconnecting to this peer is the manager's call, not the Redialer's."""
+        """True if reconnecting to this peer is the manager's call, not the Redialer's:
+        a member recently present in a joined room (the manager dials those), or a peer
+        it trimmed."""
         trimmed = self._trimmed.get(peer)
         if trimmed is not None and trio.current_time() - trimmed < TRIM_MEMORY_S:
             return True
-        return any(peer in d.entries for d in self.directories.values())
+        now_ms = _now_ms()
+        for directory in self.directories.values():
+            entry = directory.entries.get(peer)
+            if entry is not None and entry.record.addrs \
+                    and now_ms - entry.last_seen_ms <= connmgr.RECENT_MS:
+                return True
+        return False
 
     # the schedule
 
@@ -256,6 +273,10 @@ class PresenceService:
         connected = self.network.connected_peers()
         for peer in connected:
             self._since.setdefault(peer, now)
+        for peer, (addr, at) in list(self._dialed.items()):
+            if now - at >= STABLE_S:
+                del self._dialed[peer]
+                self.backoff.succeeded(addr)
         self._announce_due(now)
         self._fetch_due(now, set(connected))
         self._manage(now, connected)
@@ -602,7 +623,7 @@ class PresenceService:
             self.backoff.failed(addr, trio.current_time())
             log.info("connection manager: dial %s at %s failed: %s", peer, addr, exc.message)
         else:
-            self.backoff.succeeded(addr)
+            self._dialed[peer] = (addr, trio.current_time())
             log.info("connection manager: connected to %s at %s", peer, addr)
         finally:
             self._dialing.discard(peer)
