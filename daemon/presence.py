@@ -15,12 +15,14 @@ Rules:
   For WARM_S after a join every new peer of the room is asked, then at most one per
   REFETCH_S, so a new member gets the directory from the first peer it meets.
 - Every record, gossiped or fetched, is decoded and verified like a live envelope;
-  what fails is dropped and counted in `status.presence.rejected` by reason, and a
-  record with a lower seq than the one kept is a replay, counted `stale`.
+  what fails is dropped and counted in `status.presence.rejected` by reason; a
+  record with a lower seq than the one kept is a replay, counted `stale`, and a
+  member's new records are taken at most once per MIN_UPDATE_GAP_S.
 - The manager (core/connmgr.py decides) runs every TICK_S and when a connection drops:
   it dials room members at their announced addresses and hangs up on surplus
-  connections. Room members are its business: the node does not hand them to the
-  Redialer, which keeps redialling the other peers it knew.
+  connections. Room members recently present are its business (`manages`): the
+  Redialer defers them to it and keeps redialling the other peers it knew. A dialed
+  connection that dies within STABLE_S counts as a failed dial of its address.
 - The service task owns the directories, the schedules and the backoff state; its
   dial, trim, announce and fetch tasks only report back.
 """
