@@ -14,6 +14,8 @@ from typing import Any
 
 from gossipchat.rpc.paths import default_home
 
+from .web.listen import DEFAULT_WEB_LISTEN, WebListenError, parse_web_listen
+
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -48,6 +50,7 @@ class Config:
     rpc_max_line_bytes: int = 48 * 1024 * 1024
     rpc_max_batch: int = 1000
     rpc_max_response_bytes: int = 32 * 1024 * 1024
+    web_listen: str = DEFAULT_WEB_LISTEN
 
     @property
     def rpc_path(self) -> Path:
@@ -58,6 +61,11 @@ class Config:
     def listen_is_default(self) -> bool:
         """True when nobody chose the listen addresses (port fallback allowed)."""
         return self.listen == DEFAULT_LISTEN
+
+    @property
+    def web_listen_is_default(self) -> bool:
+        """True when nobody chose the web UI's address (port fallback allowed)."""
+        return self.web_listen == DEFAULT_WEB_LISTEN
 
 
 _PATH_KEYS = {"home", "rpc"}
@@ -106,6 +114,10 @@ def _validate(config: Config) -> Config:
         raise ConfigError("config key 'sync_interval_s' must be at least 1 second")
     if not config.listen:
         raise ConfigError("at least one listen address is needed")
+    try:
+        parse_web_listen(config.web_listen)
+    except WebListenError as exc:
+        raise ConfigError(str(exc)) from None
     return config
 
 

@@ -159,6 +159,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._stopping = False
         self.stop_requested = trio.Event()
+        self.web_url: str | None = None  # set by the daemon when the web UI listens
         self.nick_name = store.get_setting("nick") or config.nick
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
@@ -265,6 +266,8 @@ class Node:
             "rooms": len(self._joined_set),
             "messages": self.store.count_messages(),
             "blocks": self.images.blocks.count,
+            "reachability": "unknown",
+            "web": self.web_url,
             "images": self.images.view(),
             "gossip": {
                 "published": gossip.published,

@@ -1,0 +1,61 @@
+"""Debian packages that some tests need (a browser, a shell), installed by the tests.
+
+CI runs on a clean machine, so what a test needs beyond Python must be installed by
+the project itself. `ensure_apt` installs missing packages with apt-get as root,
+runs `apt-get update` at most once per machine boot of the lock file, and takes a
+file lock so that tests running in parallel never run apt twice at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+LOCK_PATH = Path("/tmp/gossipchat-apt.lock")
+UPDATED_MARK = Path("/tmp/gossipchat-apt.updated")
+APT_TIMEOUT_S = 900
+
+
+def _installed(package: str) -> bool:
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package],
+        capture_output=True, text=True, check=False)
+    return done.returncode == 0 and done.stdout.strip().endswith("installed")
+
+
+def ensure_apt(*packages: str) -> str | None:
+    """Install the Debian packages that are missing; a skip reason, or None when present."""
+    if shutil.which("dpkg-query") is None or shutil.which("apt-get") is None:
+        return "not a Debian system: apt-get is missing"
+    missing = [p for p in packages if not _installed(p)]
+    if not missing:
+        return None
+    if os.geteuid() != 0:
+        return f"missing Debian packages {missing} and not root to install them"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with open(LOCK_PATH, "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            missing = [p for p in packages if not _installed(p)]  # another test may have
+            if not missing:
+                return None
+            if not UPDATED_MARK.exists():
+                update = subprocess.run(["apt-get", "update"], capture_output=True,
+                                        text=True, env=env, timeout=APT_TIMEOUT_S,
+                                        check=False)
+                if update.returncode != 0:
+                    return f"apt-get update failed: {update.stderr.strip()[-500:]}"
+                UPDATED_MARK.touch()
+            install = subprocess.run(
+                ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S, check=False)
+            if install.returncode != 0:
+                return f"apt-get install {' '.join(missing)} failed: " \
+                       f"{install.stderr.strip()[-500:]}"
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    still = [p for p in packages if not _installed(p)]
+    return f"packages still missing after apt-get: {still}" if still else None
