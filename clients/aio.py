@@ -235,7 +235,11 @@ class AsyncClient:
                                     {"room": room, "limit": limit, "before": before}))
 
     async def watch(self, rooms: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
-        """New messages as they arrive, until the subscription or connection ends."""
+        """New messages as they arrive, until the subscription or connection ends.
+
+        To stop early, hold it in `contextlib.aclosing(...)`, so that the feed ends
+        at once and not when the garbage collector finds it.
+        """
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](WATCH_BUFFER)
         sub = await self.call("subscribe", {"rooms": rooms} if rooms else None)
         sub_id = str(sub["subscription"])

@@ -23,7 +23,8 @@ def _installed(package: str) -> bool:
     done = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", package],
         capture_output=True, text=True, check=False)
-    return done.returncode == 0 and done.stdout.strip().endswith("installed")
+    # "install ok installed"; not "unknown ok not-installed" nor "deinstall ok config-files".
+    return done.returncode == 0 and done.stdout.split() == ["install", "ok", "installed"]
 
 
 def ensure_apt(*packages: str) -> str | None:
