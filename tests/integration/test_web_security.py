@@ -12,6 +12,7 @@ import http.client
 import os
 import socket
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_web_listen_off_and_a_non_loopback_address(cluster: Cluster) -> None:
     refused = run_p2pctl("--home", str(off.home), "ui", "--url")
     assert refused.returncode == 1
     assert "web UI is off" in refused.stderr
-    done = __import__("subprocess").run(
+    done = subprocess.run(
         [str(Path(sys.executable).parent / "gossipchatd"), "--home",
          str(cluster.home("public")), "--web-listen", "0.0.0.0:4180"],
         capture_output=True, text=True, timeout=30)
@@ -119,7 +120,7 @@ def test_web_listen_off_and_a_non_loopback_address(cluster: Cluster) -> None:
 def test_a_chosen_port_that_is_taken_fails_the_start(cluster: Cluster,
                                                      daemon: DaemonProcess) -> None:
     taken = urlsplit(daemon.web_url).netloc
-    done = __import__("subprocess").run(
+    done = subprocess.run(
         [str(Path(sys.executable).parent / "gossipchatd"), "--home", str(cluster.home("b")),
          "--listen", "/ip4/127.0.0.1/tcp/0", "--web-listen", taken],
         capture_output=True, text=True, timeout=60)
@@ -338,3 +339,32 @@ def test_token_file_mode_is_repaired_and_kept_across_restarts(cluster: Cluster) 
     again = cluster.start("a")
     assert again.web_token == token
     assert stat.S_IMODE((again.home / "web.token").stat().st_mode) == 0o600
+
+
+def test_the_default_address_falls_back_to_a_free_port(cluster: Cluster) -> None:
+    # Hold 127.0.0.1:4180 (or find it held already): the default must move aside.
+    holder = socket.socket()
+    try:
+        try:
+            holder.bind(("127.0.0.1", 4180))
+            holder.listen(1)
+        except OSError:
+            pass  # taken by someone else: the daemon must move aside all the same
+        home = cluster.home("default")
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gossipchatd"), "--home", str(home),
+             "--listen", "/ip4/127.0.0.1/tcp/0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            assert ready.startswith("gossipchatd ready "), proc.stderr
+            web = dict(p.split("=", 1) for p in ready.split()[2:])["web"]
+            assert web.startswith("http://127.0.0.1:")
+            assert urlsplit(web).port != 4180
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        holder.close()
