@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,9 +30,14 @@ from tests.harness import Cluster, DaemonProcess, run_p2pctl, wait_for
 from tests.transports import ws_url
 
 
-@pytest.fixture
-def daemon(cluster: Cluster) -> DaemonProcess:
-    return cluster.start("a")
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[DaemonProcess]:
+    """One daemon for the checks that only read: each layer is a request, not a restart."""
+    shared = Cluster()
+    try:
+        yield shared.start("shared")
+    finally:
+        shared.close()
 
 
 def _request(daemon: DaemonProcess, path: str, headers: dict[str, str | None] | None = None,
