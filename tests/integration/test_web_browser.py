@@ -396,3 +396,44 @@ def test_first_render_of_500_messages_and_the_memory_the_ui_adds(
         assert first_render_ms > 0
     finally:
         ctx.close()
+
+
+def test_thumbnail_first_then_the_full_image_fetched_from_the_page(
+        cluster: Cluster, browser: Browser, tmp_path: Path) -> None:
+    config = tmp_path / "bob.toml"
+    # Bob fetches nothing by himself, and gives up on a fetch after 3 s.
+    config.write_text("auto_fetch_max = 0\nfetch_timeout_s = 3.0\n")
+    a = cluster.start("alice")
+    b = cluster.start("bob", "--config", str(config))
+    connect(a, b)
+    for d in (a, b):
+        d.call("join", room="pics")
+    wait_mesh(b, "pics", 1)
+    picture = _image_file(tmp_path / "big.png", 640, 480, seed=2)
+    with a.client() as c:
+        posted = c.send_image("pics", picture, caption="fetch me")
+    wait_for(lambda: any(m["id"] == posted["id"] for m in b.call("history", room="pics")),
+             message="the image message at bob")
+    b.call("block", peer=a.peer_id)  # nobody can serve the full image now
+    ctx, page = _login(browser, b)
+    try:
+        shown = _message(page, "fetch me")
+        shown.wait_for(timeout=WAIT_MS)
+        failed = shown.locator("img[data-loaded=failed]")
+        failed.wait_for(timeout=WAIT_MS)
+        assert (failed.get_attribute("src") or "").startswith("data:image/jpeg;base64,")
+        thumb = failed.evaluate(
+            "img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])")
+        assert thumb[0] < 640
+        assert thumb[0] * 480 == thumb[1] * 640  # the thumbnail keeps the aspect ratio
+        b.call("unblock", peer=a.peer_id)
+        b.call("connect", addr=a.addr)
+        wait_mesh(b, "pics", 1)
+        page.reload()
+        page.wait_for_selector("body[data-state=ready]", timeout=WAIT_MS)
+        full = _message(page, "fetch me").locator("img[data-loaded=full]")
+        full.wait_for(timeout=WAIT_MS)
+        assert full.evaluate(
+            "img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])") == [640, 480]
+    finally:
+        ctx.close()
