@@ -111,8 +111,21 @@ def test_two_users_chat_with_text_and_an_image(cluster: Cluster, browser: Browse
 
         picture = _image_file(tmp_path / "stripes.png", 640, 480, seed=1)
         page_a.fill("#text-input", "a picture for bob")  # the caption
+        # Record every state the upload bar goes through, whatever its speed.
+        page_a.evaluate("""() => {
+            window.uploadStates = [];
+            const box = document.getElementById("upload");
+            const bar = document.getElementById("upload-progress");
+            new MutationObserver(() => window.uploadStates.push([box.hidden, bar.value]))
+                .observe(box, {attributes: true, subtree: true});
+        }""")
         page_a.set_input_files("#image-input", str(picture))
         _message(page_a, "a picture for bob").wait_for(timeout=WAIT_MS)
+        page_a.wait_for_selector("#upload", state="hidden", timeout=WAIT_MS)
+        states = page_a.evaluate("window.uploadStates")
+        assert any(not hidden for hidden, _ in states), states
+        assert max(value for _, value in states) == 1
+        assert states[-1][0] is True
 
         # Bob sees the text and the image: first the thumbnail, then the full image.
         _message(page_b, "hello from alice's browser").wait_for(timeout=WAIT_MS)

@@ -26,8 +26,9 @@ from websockets.sync.client import connect as ws_connect
 from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.core import unixfs
 from gossipchat.rpc import weblogin
+from gossipchat.rpc.client import ConnectionLost
 from tests.harness import Cluster, DaemonProcess, run_p2pctl, wait_for
-from tests.transports import ws_url
+from tests.transports import WsConnection, ws_url
 
 
 @pytest.fixture(scope="module")
@@ -374,3 +375,20 @@ def test_the_default_address_falls_back_to_a_free_port(cluster: Cluster) -> None
         assert proc.returncode == 0
     finally:
         holder.close()
+
+
+def test_a_frame_over_the_line_bound_is_refused_and_counted(cluster: Cluster,
+                                                           tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("rpc_max_line_bytes = 65536\n")
+    daemon = cluster.start("a", "--config", str(config))
+    with WsConnection(daemon, timeout=10) as conn:
+        assert conn.call("id")["peer_id"] == daemon.peer_id
+        conn.send_raw(b'{"jsonrpc":"2.0","method":"send","id":1,"params":{"room":"r","text":"'
+                      + b"x" * 70_000 + b'"}}')
+        refusal = conn.read_value()
+        assert refusal["error"]["code"] == -32600
+        assert "rpc_max_line_bytes" in refusal["error"]["data"]
+        with pytest.raises(ConnectionLost):
+            conn.read_value()
+    assert daemon.call("status")["limits"]["rpc_line_bytes"] == 1
