@@ -162,7 +162,15 @@ def test_two_users_chat_with_text_and_an_image(cluster: Cluster, browser: Browse
         _message(page_b, "a picture for bob").locator("img[data-loaded=full]").wait_for(
             timeout=WAIT_MS)
 
-        # The full image opens on its own URL, as an image.
+        # A click opens the full image in a tab of its own, as an image.
+        with ctx_b.expect_page() as opened:
+            _message(page_b, "a picture for bob").locator("figure a").click()
+        tab = opened.value
+        tab.wait_for_load_state()
+        assert tab.url.endswith(full.get_attribute("src") or "-")
+        assert tab.evaluate("() => [document.images[0].naturalWidth, "
+                            "document.images[0].naturalHeight]") == [640, 480]
+        tab.close()
         response = page_b.request.get(full.get_attribute("src") or "")
         assert response.status == 200
         assert response.headers["content-type"] == "image/png"
@@ -448,5 +456,30 @@ def test_thumbnail_first_then_the_full_image_fetched_from_the_page(
         full.wait_for(timeout=WAIT_MS)
         assert full.evaluate(
             "img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])") == [640, 480]
+    finally:
+        ctx.close()
+
+
+def test_the_page_reconnects_after_the_daemon_restarts(cluster: Cluster,
+                                                       browser: Browser) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port of our own, so the restart can take it again
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listen = f"127.0.0.1:{port}"
+    a = cluster.start("a", "--web-listen", listen)
+    a.call("join", room="stay")
+    a.call("send", room="stay", text="before the restart")
+    ctx, page = _login(browser, a)
+    try:
+        _message(page, "before the restart").wait_for(timeout=WAIT_MS)
+        assert a.terminate() == 0
+        page.wait_for_selector("body[data-state=disconnected]", timeout=WAIT_MS)
+        again = cluster.start("a", "--web-listen", listen)
+        page.wait_for_selector("body[data-state=ready]", timeout=WAIT_MS)
+        again.call("send", room="stay", text="after the restart")
+        _message(page, "after the restart").wait_for(timeout=WAIT_MS)
+        assert page.locator("#conn-state").text_content() == "online"
     finally:
         ctx.close()
