@@ -201,6 +201,7 @@ def test_rooms_unread_counts_nick_paste_drop_and_scroll_back(
         badge = page.locator("#room-list li[data-room=side] .badge")
         badge.wait_for(timeout=WAIT_MS)
         assert badge.text_content() == "1"
+        page.screenshot(path=str(shots / "rooms.png"))
         page.locator("#room-list li[data-room=side] button").click()
         _message(page, "psst, over here").wait_for(timeout=WAIT_MS)
         assert page.locator("#room-list li[data-room=side] .badge").count() == 0
@@ -248,7 +249,6 @@ def test_rooms_unread_counts_nick_paste_drop_and_scroll_back(
             "() => document.body.dataset.rendered === '130'", timeout=WAIT_MS)
         first = page.locator("#message-list li.message .text").first.text_content()
         assert first == "old message 0"
-        page.screenshot(path=str(shots / "rooms.png"))
     finally:
         ctx.close()
 
