@@ -15,6 +15,7 @@ const UNREAD_SCAN = 200;       // messages looked at per room for unread counts 
 const FETCHES_AT_ONCE = 2;
 const ONLINE_WITHIN_MS = 90_000;
 const IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+const GROUP_WITHIN_MS = 5 * 60_000;  // one header for a run of messages of one author
 
 const $ = (id) => document.getElementById(id);
 
@@ -225,6 +226,9 @@ function renderMessage(m) {
   li.className = "message" + (m.author === state.me ? " mine" : "");
   li.dataset.id = m.id;
   li.dataset.kind = m.kind;
+  li.dataset.author = m.author;
+  li.dataset.ts = String(m.ts);
+  li.title = new Date(m.ts).toLocaleString();
 
   const meta = document.createElement("div");
   meta.className = "meta";
@@ -275,6 +279,24 @@ function renderMessage(m) {
     loadFullImage(m, img, bar);
   }
   return li;
+}
+
+// A message that follows one of the same author within a few minutes shows no header.
+function follows(m, prev) {
+  return Boolean(prev) && prev.author === m.author && m.ts - prev.ts < GROUP_WITHIN_MS;
+}
+
+// Messages in order, grouped while they are still outside the document (one layout).
+function renderRun(messages, before = null) {
+  const fragment = document.createDocumentFragment();
+  let prev = before;
+  for (const m of messages) {
+    const li = renderMessage(m);
+    li.classList.toggle("cont", follows(m, prev));
+    fragment.append(li);
+    prev = m;
+  }
+  return fragment;
 }
 
 function renderRooms() {
@@ -357,9 +379,7 @@ async function openRoom(room) {
   state.messages = page;
   page.forEach((m) => state.ids.add(m.id));
   state.oldestReached = page.length < FIRST_PAGE;
-  const fragment = document.createDocumentFragment();
-  page.forEach((m) => fragment.append(renderMessage(m)));
-  list.append(fragment);
+  list.append(renderRun(page));
   setSentinel();
   scrollToBottom();
   markRead();
@@ -389,9 +409,13 @@ async function loadOlder() {
     state.oldestReached = older.length < OLDER_PAGE;
     const box = $("messages");
     const before = box.scrollHeight;
-    const fragment = document.createDocumentFragment();
-    fresh.forEach((m) => fragment.append(renderMessage(m)));
-    $("message-list").prepend(fragment);
+    const list = $("message-list");
+    const oldFirst = list.firstElementChild;
+    list.prepend(renderRun(fresh));
+    if (oldFirst && fresh.length) {
+      const next = state.messages[fresh.length];
+      oldFirst.classList.toggle("cont", follows(next, fresh[fresh.length - 1]));
+    }
     box.scrollTop += box.scrollHeight - before;
   } catch (err) {
     showError(err);
@@ -406,8 +430,9 @@ function onMessage(m) {
     if (state.ids.has(m.id)) return;
     const stick = nearBottom() || m.author === state.me;
     state.ids.add(m.id);
+    const prev = state.messages[state.messages.length - 1];
     state.messages.push(m);
-    $("message-list").append(renderMessage(m));
+    $("message-list").append(renderRun([m], prev));
     if (stick) scrollToBottom();
     if (document.hasFocus() || m.author === state.me) markRead();
     return;
