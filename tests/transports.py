@@ -12,16 +12,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
-
 from gossipchat.clients import Client
-from gossipchat.rpc.client import Connection, ConnectionLost, RpcError
+from gossipchat.rpc.client import Connection, RpcError
 from tests.harness import DaemonProcess
+from tests.wsclient import SyncWebSocket
 
 TRANSPORTS = ("unix", "websocket")
-MAX_FRAME = 64 * 1024 * 1024
 
 
 def ws_url(daemon: DaemonProcess) -> str:
@@ -39,10 +35,8 @@ class WsConnection:
         self._next_id = 0
         self._pending: deque[dict[str, Any]] = deque()
         auth = {"Authorization": f"Bearer {daemon.web_token}"}
-        # Entered by hand: this object is the context manager the tests hold.
-        self.ws: ClientConnection = ws_connect(
-            ws_url(daemon), additional_headers=headers if headers is not None else auth,
-            max_size=MAX_FRAME, open_timeout=timeout, close_timeout=2).__enter__()
+        self.ws = SyncWebSocket(ws_url(daemon), headers if headers is not None else auth,
+                                timeout=timeout)
 
     def __enter__(self) -> WsConnection:
         return self
@@ -64,11 +58,7 @@ class WsConnection:
 
     def read_value(self) -> Any:
         """The next JSON value the daemon sends."""
-        try:
-            frame = self.ws.recv(timeout=self.timeout)
-        except ConnectionClosed as exc:
-            raise ConnectionLost(f"the daemon closed the WebSocket: {exc}") from None
-        return json.loads(frame)
+        return json.loads(self.ws.recv())
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> int:
         """Send a request without waiting; returns its id."""

@@ -20,8 +20,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from websockets.exceptions import InvalidStatus
-from websockets.sync.client import connect as ws_connect
 
 from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.core import unixfs
@@ -29,6 +27,7 @@ from gossipchat.rpc import weblogin
 from gossipchat.rpc.client import ConnectionLost
 from tests.harness import Cluster, DaemonProcess, run_p2pctl, wait_for
 from tests.transports import WsConnection, ws_url
+from tests.wsclient import SyncWebSocket, WebSocketRejected
 
 
 @pytest.fixture(scope="module")
@@ -210,10 +209,9 @@ def test_token_in_the_wrong_place_gets_nothing(daemon: DaemonProcess) -> None:
     # The token is no login ticket, and the WebSocket takes it only as Bearer or cookie.
     assert _request(daemon, f"/login?ticket={token}")[0] == 403
     assert _ws_status(daemon, {"Sec-WebSocket-Protocol": token}) == 403
-    ws = ws_url(daemon) + f"?token={token}"
-    with pytest.raises(InvalidStatus) as refused:
-        ws_connect(ws, open_timeout=10).__enter__()
-    assert refused.value.response.status_code == 403
+    with pytest.raises(WebSocketRejected) as refused:
+        SyncWebSocket(ws_url(daemon) + f"?token={token}", timeout=10)
+    assert refused.value.status == 403
     # The right places work.
     assert _request(daemon, "/", _bearer(daemon))[0] == 200
     assert _request(daemon, "/", {"Cookie": f"gossipchat-{port}={token}"})[0] == 200
@@ -324,11 +322,12 @@ def test_websocket_connections_are_bounded(cluster: Cluster, tmp_path: Path) -> 
     config = tmp_path / "c.toml"
     config.write_text("rpc_max_connections = 2\n")
     daemon = cluster.start("a", "--config", str(config))
-    first = ws_connect(ws_url(daemon), additional_headers=_bearer(daemon)).__enter__()
-    second = ws_connect(ws_url(daemon), additional_headers=_bearer(daemon)).__enter__()
+    auth = {"Authorization": f"Bearer {daemon.web_token}"}
+    first = SyncWebSocket(ws_url(daemon), auth, timeout=10)
+    second = SyncWebSocket(ws_url(daemon), auth, timeout=10)
     try:
-        third = ws_connect(ws_url(daemon), additional_headers=_bearer(daemon)).__enter__()
-        refusal = third.recv(timeout=10)
+        third = SyncWebSocket(ws_url(daemon), auth, timeout=10)
+        refusal = third.recv()
         assert "Too many connections" in str(refusal)
         third.close()
         assert daemon.call("status")["limits"]["rpc_connections"] == 1
