@@ -391,3 +391,15 @@ def test_a_frame_over_the_line_bound_is_refused_and_counted(cluster: Cluster,
         with pytest.raises(ConnectionLost):
             conn.read_value()
     assert daemon.call("status")["limits"]["rpc_line_bytes"] == 1
+
+
+def test_shutdown_over_the_websocket_with_other_clients_connected(cluster: Cluster) -> None:
+    daemon = cluster.start("a")
+    daemon.call("join", room="r")
+    with WsConnection(daemon, timeout=10) as watcher, WsConnection(daemon, timeout=10) as ctl:
+        watcher.call("subscribe", {"rooms": ["r"]})
+        for i in range(200):  # the watcher reads none of these
+            daemon.call("send", room="r", text=f"unread {i}")
+        assert ctl.call("shutdown") is True
+        assert daemon.wait_exit(timeout=20) == 0
+    assert not daemon.rpc_path.exists()
