@@ -306,7 +306,27 @@ def test_text_from_peers_is_never_html(cluster: Cluster, browser: Browser,
         assert page.evaluate("window.__pwned") is None
         assert page.title() == "gossipchat"
         assert page.locator("#injected, #nickhtml, img[src=x], script:not([src])").count() == 0
+        # The author's peer id suffix stands before the nick it chose.
+        suffixes = page.locator("#message-list .suffix").all_text_contents()
+        assert f"[{a.peer_id[-8:]}]" in suffixes
         page.screenshot(path=str(shots / "html-as-text.png"))
+    finally:
+        ctx.close()
+
+
+def test_controls_and_bidi_from_peers_show_as_visible_stand_ins(
+        cluster: Cluster, browser: Browser) -> None:
+    a, b = _setup_pair(cluster, "lobby")
+    spoof = "ok\x1b[8m\u202egnp.exe\u009b2J\nsecond line"
+    a.call("send", room="lobby", text=spoof)
+    wait_for(lambda: any(m["text"] == spoof for m in b.call("history", room="lobby")),
+             message="the message at b")
+    ctx, page = _login(browser, b)
+    try:
+        _message(page, "second line").first.wait_for(timeout=WAIT_MS)
+        shown = page.locator("#message-list .text", has_text="second line").first
+        text = shown.text_content() or ""
+        assert text == "ok\u241b[8m<U+202E>gnp.exe<U+009B>2J\nsecond line"
     finally:
         ctx.close()
 

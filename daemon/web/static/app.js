@@ -132,7 +132,36 @@ function showError(err) {
 }
 
 function shortId(peerId) {
-  return peerId ? `…${peerId.slice(-8)}` : "?";
+  return peerId ? `[${visible(peerId.slice(-8))}]` : "?";
+}
+
+// Bidi controls (the "Trojan Source" set) and line/paragraph separators.
+const BIDI_AND_SEPARATORS = new Set([
+  0x061c, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e,
+  0x2066, 0x2067, 0x2068, 0x2069, 0x2028, 0x2029,
+]);
+
+// Peer text with every control a display could act on shown as a visible stand-in,
+// as clients/render.py does for terminals: C0 as its control picture (ESC as ␛),
+// DEL as ␡, C1 and bidi controls as <U+XXXX>. keepLines leaves \n (a message's own
+// line breaks, which the page shows as lines of the same message).
+function visible(text, keepLines = false) {
+  let out = "";
+  for (const ch of String(text)) {
+    const code = ch.codePointAt(0);
+    if (keepLines && ch === "\n") {
+      out += ch;
+    } else if (code < 0x20) {
+      out += String.fromCodePoint(0x2400 + code);
+    } else if (code === 0x7f) {
+      out += "\u2421";
+    } else if ((code >= 0x80 && code <= 0x9f) || BIDI_AND_SEPARATORS.has(code)) {
+      out += `<U+${code.toString(16).toUpperCase().padStart(4, "0")}>`;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
 }
 
 function formatTime(ts) {
@@ -232,21 +261,26 @@ function renderMessage(m) {
 
   const meta = document.createElement("div");
   meta.className = "meta";
+  // The peer id suffix comes first and always shows: no nick can imitate it.
+  const suffix = document.createElement("span");
+  suffix.className = "suffix";
+  suffix.textContent = shortId(m.author);
+  suffix.title = m.author;
   const nick = document.createElement("span");
   nick.className = "nick";
-  nick.textContent = m.nick || shortId(m.author);
+  nick.textContent = visible(m.nick || "");
   nick.title = m.author;
   const time = document.createElement("time");
   time.dateTime = new Date(m.ts).toISOString();
   time.textContent = formatTime(m.ts);
   time.title = new Date(m.ts).toLocaleString();
-  meta.append(nick, time);
+  meta.append(suffix, nick, time);
   li.append(meta);
 
   if (m.text) {
     const text = document.createElement("div");
     text.className = "text";
-    text.textContent = m.text;
+    text.textContent = visible(m.text, true);
     li.append(text);
   }
 
@@ -259,7 +293,7 @@ function renderMessage(m) {
     link.title = "open the full image";
     const img = document.createElement("img");
     img.className = "thumb";
-    img.alt = m.image.filename;
+    img.alt = visible(m.image.filename);
     img.dataset.cid = m.image.cid;
     img.dataset.loaded = "thumbnail";
     img.width = Math.min(m.image.width, 360);
@@ -269,7 +303,7 @@ function renderMessage(m) {
     link.append(img);
     const caption = document.createElement("figcaption");
     caption.textContent =
-      `${m.image.filename} · ${m.image.width}×${m.image.height} · ${formatSize(m.image.size)}`;
+      `${visible(m.image.filename)} · ${m.image.width}×${m.image.height} · ${formatSize(m.image.size)}`;
     const bar = document.createElement("progress");
     bar.hidden = true;
     bar.max = 1;
@@ -458,7 +492,8 @@ async function refreshMembers() {
     dot.className = "dot" + (online ? " online" : "");
     const name = document.createElement("span");
     name.className = "member-nick";
-    name.textContent = (m.nick || shortId(m.peer_id)) + (m.peer_id === state.me ? " (you)" : "");
+    name.textContent = `${shortId(m.peer_id)} ${visible(m.nick || "")}`.trim()
+      + (m.peer_id === state.me ? " (you)" : "");
     name.title = m.peer_id;
     const seen = document.createElement("span");
     seen.className = "seen";
