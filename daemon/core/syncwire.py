@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import cbor2
 
+from . import plaincbor
 from .envelope import MAX_ENVELOPE_BYTES
 from .reconcile import DEFAULT_FRAME_SIZE_LIMIT
 
@@ -184,7 +185,8 @@ def _int(value: object) -> int:
 def decode(body: bytes) -> Frame:
     """Parse one frame body (without its length prefix)."""
     try:
-        items = cbor2.loads(body)
+        # Plain values only: tags and non-text map keys cost quadratic time (plaincbor).
+        items = plaincbor.loads(body)
     # Untrusted bytes: cbor2 raises a spread of exception types on garbage.
     except Exception as exc:
         raise SyncWireError(f"undecodable frame: {type(exc).__name__}") from None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import cbor2
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gossipchat.daemon.core import envelope, rooms
+from gossipchat.daemon.core import envelope, plaincbor, rooms
 from gossipchat.daemon.core.envelope import EnvelopeError
 from tests.fuzz.corpus.build import TS_MS
 from tests.fuzz.helpers import corpus, fuzz_settings, hostile, mutated, peak_bytes
@@ -35,12 +35,81 @@ def _decode(wire: bytes) -> envelope.Envelope | None:
     return env
 
 
+def _bignum(size: int) -> bytes:
+    """CBOR tag 2 (positive bignum) over `size` bytes."""
+    return b"\xc2\x5a" + size.to_bytes(4, "big") + b"\xab" * size
+
+
+def _with_field(index: int, raw: bytes, *, head: bytes = b"\x88", tail: bytes = b"") -> bytes:
+    """The text seed's 8 fields with field `index` replaced by the raw CBOR `raw`."""
+    items = cbor2.loads(SEEDS[-1])  # text.bin: a valid envelope
+    fields = [cbor2.dumps(item, canonical=True) for item in items]
+    fields[index] = raw
+    return head + b"".join(fields) + tail
+
+
+_M61 = 2**61 - 1  # CPython hashes an int n as n mod this prime
+_COLLIDING = [k * _M61 for k in range(1, 9)] + [-k * _M61 for k in range(1, 9)]
+
+# Regression inputs (issue 9): cbor2 decoded CBOR tags before any check. A decimal
+# fraction (tag 4) or bigfloat (tag 5) with a 120 KB bignum mantissa cost 3.5-7 s of
+# CPU on the node's event loop per gossip message; a 1 MiB sync frame, minutes. Maps
+# with predictable-hash keys cost quadratic time to build. plaincbor refuses both.
+# Each is a whole 8-field envelope: before the fix they decoded (slowly) and were
+# then refused as bad_field or non_canonical; now as undecodable, before any work.
+DECIMAL_FRACTION = _with_field(1, b"\xc4\x82\x01" + _bignum(120_000))
+BIGFLOAT = _with_field(1, b"\xc5\x82\x01" + _bignum(120_000))
+RATIONAL = _with_field(3, b"\xd8\x1e\x82" + _bignum(60_000) + _bignum(60_000))
+COLLIDING_KEYS = _with_field(6, cbor2.dumps({"text": "hi", **dict.fromkeys(_COLLIDING, 0)}))
+REFUSED_WHILE_DECODING = {
+    "decimal fraction of a 120 KB bignum as the room": DECIMAL_FRACTION,
+    "bigfloat of a 120 KB bignum as the room": BIGFLOAT,
+    "rational of two 60 KB bignums as the counter": RATIONAL,
+    "body map with 16 colliding int keys": COLLIDING_KEYS,
+    "indefinite-length array": _with_field(0, b"\x01", head=b"\x9f", tail=b"\xff"),
+    "epoch datetime as the timestamp": _with_field(4, b"\xc1\x1a\x6a\x9b\x51\x80"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_WHILE_DECODING))
+def test_tags_and_hashable_keys_are_refused_while_decoding(name: str) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        envelope.decode(REFUSED_WHILE_DECODING[name], now_ms=TS_MS)
+    assert caught.value.reason == "undecodable"
+
+
+@st.composite
+def _tagged(draw: st.DrawFn) -> bytes:
+    """A real envelope with one field, or one body value, wrapped in a CBOR tag."""
+    items = cbor2.loads(draw(st.sampled_from(SEEDS)))
+    tag = draw(st.sampled_from(plaincbor.BUILTIN_TAGS) | st.integers(0, 2**64 - 1))
+    index = draw(st.integers(0, 7))
+    if index == 6 and items[6]:
+        key = draw(st.sampled_from(sorted(items[6])))
+        items[6][key] = cbor2.CBORTag(tag, items[6][key])
+    else:
+        items[index] = cbor2.CBORTag(tag, items[index])
+    return cbor2.dumps(items, canonical=True)
+
+
+@fuzz_settings()
+@given(_tagged())
+def test_a_tag_anywhere_is_refused_while_decoding(wire: bytes) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        envelope.decode(wire, now_ms=TS_MS)
+    assert caught.value.reason == "undecodable"
+
+
 def test_seeds_decode() -> None:
     assert all(_decode(seed) is not None for seed in SEEDS)
 
 
 @fuzz_settings()
 @given(hostile(SEEDS))
+@example(DECIMAL_FRACTION)
+@example(BIGFLOAT)
+@example(RATIONAL)
+@example(COLLIDING_KEYS)
 def test_decode_raises_only_envelope_error(wire: bytes) -> None:
     _decode(wire)
 

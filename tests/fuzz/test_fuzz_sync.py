@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gossipchat.daemon.adapters.p2p import Stream, StreamClosedError
@@ -49,10 +49,34 @@ def test_seed_frames_decode() -> None:
     assert all(_decode(body) is not None for body in BODIES)
 
 
+def _bignum(size: int) -> bytes:
+    return b"\xc2\x5a" + size.to_bytes(4, "big") + b"\xab" * size
+
+
+# Regression inputs (issue 9): a Reconcile frame whose payload is a decimal fraction
+# (CBOR tag 4) of a 260 KB bignum kept syncwire.decode busy for 27 s before it was
+# refused as "payload missing"; at the 1 MiB frame limit, minutes. Now the tag is
+# refused while decoding (core/plaincbor.py).
+DECIMAL_FRACTION_FRAME = b"\x82\x04\xc4\x82\x01" + _bignum(260_000)
+BIGFLOAT_FRAME = b"\x82\x04\xc5\x82\x01" + _bignum(260_000)
+COLLIDING_KEYS_FRAME = b"\x82\x03\xa4" + b"".join(
+    b"\x1b" + (k * (2**61 - 1)).to_bytes(8, "big") + b"\x00" for k in range(1, 5))
+
+
 @fuzz_settings()
 @given(hostile(BODIES))
+@example(DECIMAL_FRACTION_FRAME)
+@example(BIGFLOAT_FRAME)
+@example(COLLIDING_KEYS_FRAME)
 def test_decode_raises_only_sync_wire_error(body: bytes) -> None:
     _decode(body)
+
+
+@pytest.mark.parametrize("body", [DECIMAL_FRACTION_FRAME, BIGFLOAT_FRAME, COLLIDING_KEYS_FRAME,
+                                  b"\xd9\xd9\xf7" + BODIES[0], b"\x9f\x08\xff"])
+def test_tags_and_hashable_keys_are_refused_while_decoding(body: bytes) -> None:
+    with pytest.raises(SyncWireError, match="undecodable"):
+        syncwire.decode(body)
 
 
 @fuzz_settings()
