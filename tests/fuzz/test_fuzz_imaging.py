@@ -18,6 +18,7 @@ from PIL import Image
 
 from gossipchat.daemon.core import imaging
 from gossipchat.daemon.core.imaging import DecompressionBomb, ImageError, ImageLimits
+from tests.fuzz.containers import container_mutants
 from tests.fuzz.helpers import corpus, fuzz_settings, mutated, peak_bytes
 
 SEEDS = corpus("image")
@@ -58,6 +59,12 @@ def test_seeds_are_accepted() -> None:
 @fuzz_settings(scale=0.5)
 @given(mutated(SEEDS))
 def test_corrupt_images_raise_only_image_errors(data: bytes) -> None:
+    _prepare(data)
+
+
+@fuzz_settings()
+@given(container_mutants(SEEDS))
+def test_container_mutants_raise_only_image_errors(data: bytes) -> None:
     _prepare(data)
 
 
