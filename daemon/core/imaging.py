@@ -386,6 +386,11 @@ def _orientation_only_exif(orientation: int) -> bytes:
 # else, after optional 0xFF fill bytes, starts the next marker.
 _JPEG_MARKER_AFTER_SCAN: Final = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8)})
+# libjpeg decodes every scan over the whole image, so scans x pixels is the decoding
+# cost. Baseline JPEGs have one scan (or one per component), progressive ones about 10
+# (libjpeg's default script); a 99 KB file repeating one scan 1,000 times over 4096 x
+# 4096 pixels took 39 s to inspect. libjpeg-turbo's djpeg has -maxscans for this attack.
+MAX_JPEG_SCANS: Final = 100
 # APPn segments are dropped unless they are one of these (marker, identifier):
 # JFIF, the ICC profile (colour) and Adobe (colour transform of CMYK/YCCK). The rest
 # is metadata: Exif and XMP (APP1), MPF and FlashPix (APP2), Ducky (APP12),
@@ -414,6 +419,7 @@ def _strip_jpeg(data: bytes) -> _Edit:
     edit = _Edit()
     edit.keep(0, 2)
     pos, size = 2, len(data)
+    scans = 0
     while True:
         if pos >= size:
             raise _truncated("JPEG", "no end of image")
@@ -448,6 +454,11 @@ def _strip_jpeg(data: bytes) -> _Edit:
                 edit.insert(b"\xff\xe1" + struct.pack(">H", len(blob) + 2) + blob)
         pos = end
         if marker == 0xDA:  # SOS: entropy-coded data runs to the next real marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise DecompressionBomb(
+                    f"image too large: more than {MAX_JPEG_SCANS} JPEG scans to decode"
+                )
             found = _JPEG_MARKER_AFTER_SCAN.search(data, pos)
             scan_end = size if found is None else found.start()
             edit.keep(pos, scan_end)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 
-CI_EXAMPLES = 100
+CI_EXAMPLES = 150
 FUZZ_FACTOR = 30
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]

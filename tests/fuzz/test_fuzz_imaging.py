@@ -12,7 +12,7 @@ import struct
 import zlib
 
 import pytest
-from hypothesis import currently_in_test_context, event, given
+from hypothesis import currently_in_test_context, event, example, given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -52,6 +52,22 @@ def _prepare(data: bytes) -> bytes | None:
     return shared
 
 
+def _jpeg_scan_bomb(extra_scans: int = 1000) -> bytes:
+    """A progressive JPEG whose last scan repeats: each one is decoded over every pixel.
+
+    Regression input (issue 9): at 4096 x 4096 and 1,000 extra scans (99 KB) inspect
+    took 39 s of CPU, 100 scans 6 s; the walker now refuses more than 100 scans.
+    """
+    image = io.BytesIO()
+    Image.new("L", (1024, 1024), 128).save(image, "JPEG", progressive=True, quality=50)
+    data = image.getvalue()
+    scan = data[data.rfind(b"\xff\xda") : -2]
+    return data[:-2] + scan * extra_scans + b"\xff\xd9"
+
+
+JPEG_SCAN_BOMB = _jpeg_scan_bomb()
+
+
 def test_seeds_are_accepted() -> None:
     assert all(_prepare(seed) is not None for seed in SEEDS)
 
@@ -64,6 +80,7 @@ def test_corrupt_images_raise_only_image_errors(data: bytes) -> None:
 
 @fuzz_settings()
 @given(container_mutants(SEEDS))
+@example(JPEG_SCAN_BOMB)
 def test_container_mutants_raise_only_image_errors(data: bytes) -> None:
     _prepare(data)
 
@@ -199,9 +216,32 @@ def _webp_bomb() -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
-BOMBS = {"png 65535 x 65535": _png_bomb, "apng of 2**31 frames": _apng_bomb,
-         "jpeg 65535 x 65535": _jpeg_bomb, "gif canvas grown by a frame": _gif_bomb,
-         "gif of 100 full frames": _gif_frames_bomb, "webp canvas 16384 x 16384": _webp_bomb}
+def test_jpeg_scans_up_to_the_limit_are_accepted() -> None:
+    data = _jpeg_scan_bomb(0)
+    scans = data.count(b"\xff\xda")
+    assert imaging.inspect(_jpeg_scan_bomb(imaging.MAX_JPEG_SCANS - scans)).width == 1024
+    with pytest.raises(DecompressionBomb):
+        imaging.inspect(_jpeg_scan_bomb(imaging.MAX_JPEG_SCANS - scans + 1))
+
+
+def test_a_jpeg_scan_bomb_is_refused_on_every_path() -> None:
+    data = _jpeg_scan_bomb()
+    info = imaging.ImageInfo(mime="image/jpeg", format="JPEG", width=1024, height=1024)
+    for call in (lambda: imaging.inspect(data, LIMITS), lambda: imaging.strip_metadata(data, info),
+                 lambda: imaging.make_thumbnail(data, limits=LIMITS)):
+        with pytest.raises(DecompressionBomb):
+            call()
+
+
+BOMBS = {
+    "png 65535 x 65535": _png_bomb,
+    "apng of 2**31 frames": _apng_bomb,
+    "jpeg of 1,000 scans": lambda: JPEG_SCAN_BOMB,
+    "jpeg 65535 x 65535": _jpeg_bomb,
+    "gif canvas grown by a frame": _gif_bomb,
+    "gif of 100 full frames": _gif_frames_bomb,
+    "webp canvas 16384 x 16384": _webp_bomb,
+}
 
 
 @pytest.mark.parametrize("name", sorted(BOMBS))
