@@ -63,13 +63,44 @@ COLLIDING_KEYS_FRAME = b"\x82\x03\xa4" + b"".join(
     b"\x1b" + (k * (2**61 - 1)).to_bytes(8, "big") + b"\x00" for k in range(1, 5))
 
 
+# Regression inputs (issue 9): a 1 MiB Push frame holding a million empty arrays (or
+# maps) decoded to 64 MiB (72 MiB) of Python objects in half a second of the event
+# loop before _bytes_list refused it. Items are now counted before decoding.
+_N = syncwire.MAX_FRAME_BYTES - 16
+EMPTY_ARRAYS_FRAME = b"\x82\x05\x9a" + _N.to_bytes(4, "big") + b"\x80" * _N
+EMPTY_MAPS_FRAME = b"\x82\x05\x9a" + _N.to_bytes(4, "big") + b"\xa0" * _N
+ITEMS = {"a million empty arrays": EMPTY_ARRAYS_FRAME, "a million empty maps": EMPTY_MAPS_FRAME,
+         "half a million 1-byte strings": b"\x82\x05\x9a" + (_N // 2).to_bytes(4, "big")
+         + b"\x41\x07" * (_N // 2),
+         "an array claiming 2**64 - 1 items": b"\x82\x05\x9b" + b"\xff" * 8 + b"\x80" * 64}
+
+
+@pytest.mark.parametrize("name", sorted(ITEMS))
+def test_item_counts_are_checked_before_decoding(name: str) -> None:
+    result, peak = peak_bytes(lambda: syncwire.decode(ITEMS[name]))
+    assert isinstance(result, SyncWireError), result
+    assert "undecodable" in str(result)
+    assert peak < 64 * 1024, f"{name}: peak {peak} bytes"
+
+
+def test_the_largest_valid_frames_decode() -> None:
+    ids = tuple(i.to_bytes(32, "big") for i in range(syncwire.MAX_IDS_PER_WANT))
+    wires = tuple(i.to_bytes(2, "big") * 50 for i in range(syncwire.MAX_ENVELOPES_PER_FRAME))
+    for frame in (syncwire.Want(ids), syncwire.Push(wires), syncwire.Envelopes(wires, False)):
+        assert syncwire.decode(_body(syncwire.encode(frame))) == frame
+
+
 @fuzz_settings()
 @given(hostile(BODIES))
+@example(EMPTY_ARRAYS_FRAME)
+@example(EMPTY_MAPS_FRAME)
 @example(DECIMAL_FRACTION_FRAME)
 @example(BIGFLOAT_FRAME)
 @example(COLLIDING_KEYS_FRAME)
 def test_decode_raises_only_sync_wire_error(body: bytes) -> None:
-    _decode(body)
+    _, peak = peak_bytes(lambda: _decode(body))
+    # Decoded values stay within a small multiple of the frame (ids, envelopes).
+    assert peak <= 4 * len(body) + 256 * 1024
 
 
 @pytest.mark.parametrize("body", [DECIMAL_FRACTION_FRAME, BIGFLOAT_FRAME, COLLIDING_KEYS_FRAME,
