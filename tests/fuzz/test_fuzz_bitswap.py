@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gossipchat.daemon.adapters import bitswap
@@ -43,8 +43,44 @@ def test_seed_frames_decode() -> None:
         _check(msg)
 
 
+# Regression inputs (issue 9): a 4 MiB message of 4-byte wantlist entries took 8 s of
+# the event loop and 80 MiB to decode (a million WantEntry objects); 4 MiB of unknown
+# 2-byte fields, 2 s; 4 MiB of empty blocks 2.3 s, then a sha256 each. decode_message
+# now stops after MAX_MESSAGE_FIELDS fields.
+_N = (bitswap.MAX_MESSAGE_SIZE - 16) // 4
+_ENTRIES = b"\x0a\x02\x0a\x00" * _N
+MINIMAL_ENTRIES = b"\x0a" + unixfs.varint_encode(len(_ENTRIES)) + _ENTRIES
+UNKNOWN_FIELDS = b"\x48\x00" * (2 * _N)
+EMPTY_BLOCKS = b"\x12\x00" * (2 * _N)
+PRESENCES = b"\x22\x02\x0a\x00" * _N
+FIELD_FLOODS = {"a million minimal wantlist entries": MINIMAL_ENTRIES,
+                "two million unknown fields": UNKNOWN_FIELDS,
+                "two million empty blocks": EMPTY_BLOCKS,
+                "a million presences": PRESENCES}
+
+
+@pytest.mark.parametrize("name", sorted(FIELD_FLOODS))
+def test_field_floods_are_refused_early(name: str) -> None:
+    result, peak = peak_bytes(lambda: bitswap.decode_message(FIELD_FLOODS[name]))
+    assert isinstance(result, ProtocolError), result
+    assert peak < 4 * 1024 * 1024, f"{name}: peak {peak} bytes"
+
+
+def test_a_full_wantlist_is_within_the_field_budget() -> None:
+    """Our own largest wantlist: as many entries as a peer's ledger keeps, all flags."""
+    cids = [unixfs.cid_v1(unixfs.CODEC_RAW, i.to_bytes(4, "big"))
+            for i in range(bitswap._MAX_PEER_WANTLIST)]
+    wants = [bitswap.WantEntry(cid, 5, False, True, True) for cid in cids]
+    frame = bitswap.encode_frame(bitswap.PROTOCOL_ID_120, wants=wants, full=True)
+    msg = bitswap.decode_message(_body(frame))
+    assert msg.wants == wants
+
+
 @fuzz_settings()
 @given(hostile(BODIES))
+@example(MINIMAL_ENTRIES)
+@example(UNKNOWN_FIELDS)
+@example(EMPTY_BLOCKS)
 def test_decode_raises_only_protocol_error(body: bytes) -> None:
     try:
         msg = bitswap.decode_message(body)
