@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gossipchat.daemon.core import unixfs
@@ -135,6 +135,7 @@ def test_the_imported_file_assembles() -> None:
 
 @fuzz_settings()
 @given(hostile(NODES), st.integers(0, 2**32))
+@example(b"\x12\x02\x0a\x00" * 65536, 0)
 def test_a_hostile_root_raises_only_unixfs_errors(node: bytes, seed: int) -> None:
     result = _assemble(cid_v1(CODEC_DAG_PB, node), {cid_v1(CODEC_DAG_PB, node): node, **BLOCKS},
                        seed)
@@ -225,6 +226,41 @@ def test_claimed_sizes_are_not_allocated(name: str) -> None:
     result, peak = peak_bytes(run)
     assert isinstance(result, InvalidDagError), result
     assert peak < 256 * 1024, f"{name}: peak {peak} bytes"
+
+
+# Regression inputs (issue 9): the assembler decodes blocks on the event loop. A 1 MiB
+# dag-pb block of 262,144 empty links took 3.2 s and 14 MiB before it was refused; 1 MiB
+# of packed blocksizes 0.9 s and 17 MiB. Nodes now hold at most MAX_NODE_LINKS links.
+_MIB = 1024 * 1024
+WIDE = {
+    "262,144 empty links": b"\x12\x02\x0a\x00" * (_MIB // 4),
+    "a million packed blocksizes": pb_len_field(
+        1, pb_varint_field(1, 2) + pb_len_field(4, b"\x01" * (_MIB - 32))),
+    "half a million unknown UnixFS fields": pb_len_field(
+        1, pb_varint_field(1, 2) + b"\x48\x00" * (_MIB // 2 - 8)),
+    "2049 real links": _node([(LEAF_CID, 1)] * (unixfs.MAX_NODE_LINKS + 1),
+                             pb_varint_field(1, 2)
+                             + b"".join(pb_varint_field(4, 1)
+                                        for _ in range(unixfs.MAX_NODE_LINKS + 1))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WIDE))
+def test_wide_nodes_are_refused_early(name: str) -> None:
+    node = WIDE[name]
+    cid = cid_v1(CODEC_DAG_PB, node)
+    assembler = FileAssembler(cid, max_size=MAX_SIZE)
+    result, peak = peak_bytes(lambda: assembler.add_block(cid, node))
+    assert isinstance(result, InvalidDagError), result
+    assert peak < len(node) + 512 * 1024, f"{name}: peak {peak} bytes"
+
+
+def test_a_node_of_max_node_links_assembles() -> None:
+    count = unixfs.MAX_NODE_LINKS
+    root = _node([(LEAF_CID, 1)] * count,
+                 pb_varint_field(1, 2) + b"".join(pb_varint_field(4, 1) for _ in range(count)))
+    root_cid = cid_v1(CODEC_DAG_PB, root)
+    assert _assemble(root_cid, {root_cid: root, LEAF_CID: LEAF}, 0) == LEAF * count
 
 
 def test_a_subtree_reused_many_times_stays_within_max_size() -> None:
