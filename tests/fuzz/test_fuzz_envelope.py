@@ -104,14 +104,22 @@ def test_seeds_decode() -> None:
     assert all(_decode(seed) is not None for seed in SEEDS)
 
 
+# The worst case of memory per input byte: 128 KiB of empty maps (about 9 MiB).
+EMPTY_MAPS = b"\x88\x01\x9a" + (envelope.MAX_ENVELOPE_BYTES - 16).to_bytes(4, "big") + \
+    b"\xa0" * (envelope.MAX_ENVELOPE_BYTES - 16)
+
 @fuzz_settings()
 @given(hostile(SEEDS))
 @example(DECIMAL_FRACTION)
 @example(BIGFLOAT)
 @example(RATIONAL)
 @example(COLLIDING_KEYS)
+@example(EMPTY_MAPS)
 def test_decode_raises_only_envelope_error(wire: bytes) -> None:
-    _decode(wire)
+    _, peak = peak_bytes(lambda: _decode(wire))
+    # Bounded by the input: at worst one empty container (56-72 bytes) per input byte,
+    # and envelopes are at most 128 KiB (see core/plaincbor.py).
+    assert peak <= 80 * len(wire) + 256 * 1024
 
 
 @fuzz_settings()
