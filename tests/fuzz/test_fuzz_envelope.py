@@ -108,6 +108,7 @@ def test_seeds_decode() -> None:
 EMPTY_MAPS = b"\x88\x01\x9a" + (envelope.MAX_ENVELOPE_BYTES - 16).to_bytes(4, "big") + \
     b"\xa0" * (envelope.MAX_ENVELOPE_BYTES - 16)
 
+
 @fuzz_settings()
 @given(hostile(SEEDS))
 @example(DECIMAL_FRACTION)
