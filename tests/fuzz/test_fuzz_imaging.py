@@ -8,6 +8,7 @@ else, and a refused pixel count is refused before Pillow allocates a pixel.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 
@@ -315,3 +316,32 @@ def test_an_oversized_file_is_refused_before_parsing() -> None:
     result, peak = peak_bytes(lambda: imaging.inspect(data, LIMITS))
     assert isinstance(result, imaging.ImageTooLarge), result
     assert peak < 64 * 1024
+
+
+# ---------------------------------------------------------------- file names
+
+
+def _trim_by_regex(name: str) -> str:
+    """The trim sanitize_filename used before: the reference for its semantics."""
+    return re.sub(r"^[\s.]+|[\s.]+$", "", name)
+
+
+# Regression input (issue 9): the trim regex was quadratic on a ". . . ." run; a 100 KB
+# name took 80 s in sanitize_filename, which send_image runs on the event loop. At
+# 300 KB it would run for about 12 minutes (past the suite's per-test timeout).
+LONG_NAME = "a" + ". " * 150_000 + "x"
+
+
+@fuzz_settings()
+@given(st.text(st.sampled_from(" .\t\u00a0\u2003\u3000\u202fab/\\:"), max_size=40)
+       | st.text(max_size=40))
+@example(LONG_NAME)
+def test_sanitize_filename_trims_like_the_regex_in_linear_time(name: str) -> None:
+    if len(name) < 1000:
+        assert imaging._trim(name) == _trim_by_regex(name)
+    safe = imaging.sanitize_filename(name)
+    assert safe
+    assert len(safe.encode("utf-8")) <= 200
+    assert "/" not in safe
+    assert "\\" not in safe
+    assert imaging.sanitize_filename(safe) == safe
