@@ -827,8 +827,10 @@ def sanitize_filename(name: str) -> str:
         # No real file name is this long. Cut it before normalizing: NFC reorders a run
         # of combining marks by insertion sort, quadratic (100,000 of them: 11.6 s).
         name = name.replace("\\", "/").rsplit("/", 1)[-1][:_MAX_INPUT_CHARS]
-    name = unicodedata.normalize("NFC", name)
+    # Invisible characters go first: dropped after normalizing, they could leave two
+    # combining marks side by side out of canonical order ("\u0301\u200b\u0316").
     name = "".join(c for c in name if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+    name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = _NON_PORTABLE.sub("_", name)
     name = re.sub(r"\.{2,}", ".", name)
