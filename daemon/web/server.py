@@ -22,7 +22,9 @@ from typing import Any, cast
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
+from hypercorn.events import RawData
 from hypercorn.trio.run import worker_serve
+from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import Framework
 from hypercorn.utils import wrap_app
 
@@ -38,6 +40,53 @@ log = logging.getLogger(__name__)
 # Slack over rpc_max_line_bytes, so that the app (not hypercorn) sees a frame just
 # over the bound and answers it with the same error as the unix socket.
 FRAME_SLACK = 64 * 1024
+
+
+def _install_hypercorn_patches() -> None:
+    """Two hypercorn 0.18 defects that end the whole web server, contained here.
+
+    tests/upstream/test_hypercorn_tcp_server.py shows both on the stock library:
+    - `TCPServer._close` sends EOF outside the connection's send lock, so when a
+      WebSocket closes from both ends at once, a locked `send_all` meets it and raises
+      `trio.BusyResourceError`, which `protocol_send` does not catch;
+    - any exception of one connection leaves `TCPServer.run` and, through hypercorn's
+      handler nursery, stops the listener: every later connection is refused.
+    The first is a connection that is closing anyway: its data is dropped. The second
+    becomes a fault boundary per connection, logged once, as for the RPC socket.
+    Idempotent; `undo_hypercorn_patches` restores the library.
+    """
+    if getattr(TCPServer, "_gossipchat_patched", False):
+        return
+    original_send, original_run = TCPServer.protocol_send, TCPServer.run
+
+    async def protocol_send(self: TCPServer, event: Any) -> None:
+        try:
+            await original_send(self, event)
+        except trio.BusyResourceError:
+            if not isinstance(event, RawData):
+                raise
+            log.debug("web: dropped data for a connection that is closing")
+
+    async def run(self: TCPServer) -> None:
+        try:
+            await original_run(self)
+        except Exception:
+            log.exception("web: one connection failed; the server carries on")
+
+    TCPServer._gossipchat_originals = (original_send, original_run)  # type: ignore[attr-defined]
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
+    TCPServer.run = run  # type: ignore[method-assign]
+    TCPServer._gossipchat_patched = True  # type: ignore[attr-defined]
+
+
+def undo_hypercorn_patches() -> None:
+    """Put hypercorn's own TCPServer methods back (tests of the stock library)."""
+    originals = getattr(TCPServer, "_gossipchat_originals", None)
+    if originals is None:
+        return
+    TCPServer.protocol_send, TCPServer.run = originals  # type: ignore[method-assign]
+    del TCPServer._gossipchat_originals  # type: ignore[attr-defined]
+    TCPServer._gossipchat_patched = False  # type: ignore[attr-defined]
 
 
 def load_or_create_token(home: Path) -> str:
@@ -115,6 +164,7 @@ class WebServer:
         if self._sock is None:
             self.bind()
         assert self._sock is not None
+        _install_hypercorn_patches()
         config = HypercornConfig()
         config.errorlog = logging.getLogger("gossipchat.web.hypercorn")
         config.accesslog = None

@@ -334,7 +334,11 @@ def test_websocket_connections_are_bounded(cluster: Cluster, tmp_path: Path) -> 
     finally:
         first.close()
         second.close()
-    wait_for(lambda: _ws_status(daemon, _bearer(daemon)) == 101, message="a free slot")
+    wait_for(lambda: _ws_status(daemon, _bearer(daemon)) == 101,
+             message=f"a free slot (daemon running: {daemon.running}; "
+                     f"{daemon.stderr_lines[-20:]}; "
+                     + subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout
+                     + ")")
 
 
 def test_token_file_mode_is_repaired_and_kept_across_restarts(cluster: Cluster) -> None:
