@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo run test lint typecheck unit integration bench bench-quick clean
+.PHONY: all venv demo run test lint typecheck unit integration fuzz bench bench-quick clean
 
 all: test
 
@@ -28,7 +28,7 @@ run: $(STAMP)
 	$(BIN)/gossipchatd
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon rpc clients tests $(wildcard bench)
+	$(BIN)/ruff check daemon rpc clients tests deploy/examples $(wildcard bench)
 
 # mypy resolves gossipchat.* through a symlink tree, because the package maps
 # top-level folders (daemon/, rpc/, clients/) to gossipchat.daemon and so on.
@@ -54,6 +54,13 @@ test: lint typecheck
 	$(COMPILE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$code
+
+## fuzz: the fuzz suites (tests/fuzz) with 30x the examples of `make test`, fresh randomness
+# and the example database in .hypothesis/; a single property may run for minutes.
+fuzz: $(STAMP)
+	$(COMPILE)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/fuzz --timeout=3600 \
+		--hypothesis-show-statistics $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -246,7 +246,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("chat").add_argument("room", metavar="ROOM")
     for name in ("block", "unblock"):
         add(name).add_argument("peer", metavar="PEER")
+    ui_help = "open the web UI in a browser, logged in"
+    ui = sub.add_parser("ui", help=ui_help, description=ui_help, parents=[common])
+    ui.add_argument("--url", action="store_true",
+                    help="print the one-time login URL instead of opening a browser")
+    completion_help = "print a shell completion script (bash or zsh)"
+    shell = sub.add_parser("completion", help=completion_help, description=completion_help)
+    shell.add_argument("shell", choices=("bash", "zsh"))
     return parser
+
+
+def _ui(conn: Connection, args: argparse.Namespace) -> int:
+    from . import webui  # webbrowser and tempfile only for this command
+
+    try:
+        shown = webui.open_ui(conn.call("status"), webui.find_home(conn.path, args.home),
+                              print_url=args.url)
+    except webui.UiError as exc:
+        print(f"p2pctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(shown)
+    return EXIT_OK
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -258,7 +278,23 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.command != "send" or any(word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.text = [*args.text, *extra]
+    if args.command == "completion":
+        from . import completion
+
+        script = completion.bash_script if args.shell == "bash" else completion.zsh_script
+        print(script(parser), end="")
+        return EXIT_OK
     path = socket_path(args.rpc, args.home)
+    if args.command == "ui":
+        try:
+            with Connection(path, timeout=args.timeout) as conn:
+                return _ui(conn, args)
+        except DaemonNotRunning as exc:
+            print(f"p2pctl: {exc}", file=sys.stderr)
+            return EXIT_NO_DAEMON
+        except RpcError as exc:
+            print(f"p2pctl: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     method, params_of = COMMANDS[args.command]
     if args.command == "send" and args.image:
         method, params_of = "send_image", _send_image_params

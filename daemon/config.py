@@ -15,6 +15,7 @@ from typing import Any
 from gossipchat.rpc.paths import default_home
 
 from .core.envelope import EnvelopeError, check_nick
+from .web.listen import DEFAULT_WEB_LISTEN, WebListenError, parse_web_listen
 
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -54,6 +55,7 @@ class Config:
     room_peers_min: int = 4
     room_peers_max: int = 10
     max_connections: int = 200
+    web_listen: str = DEFAULT_WEB_LISTEN
 
     @property
     def rpc_path(self) -> Path:
@@ -64,6 +66,11 @@ class Config:
     def listen_is_default(self) -> bool:
         """True when nobody chose the listen addresses (port fallback allowed)."""
         return self.listen == DEFAULT_LISTEN
+
+    @property
+    def web_listen_is_default(self) -> bool:
+        """True when nobody chose the web UI's address (port fallback allowed)."""
+        return self.web_listen == DEFAULT_WEB_LISTEN
 
 
 _PATH_KEYS = {"home", "rpc"}
@@ -125,6 +132,10 @@ def _validate(config: Config) -> Config:
             check_nick(config.nick)
         except EnvelopeError as exc:
             raise ConfigError(f"config key 'nick': {exc.detail}") from None
+    try:
+        parse_web_listen(config.web_listen)
+    except WebListenError as exc:
+        raise ConfigError(str(exc)) from None
     return config
 
 

@@ -533,6 +533,29 @@ class ImageService:
             except (unixfs.CidError, BlockStoreError) as exc:
                 log.warning("unpin %s: %s", cid, exc)
 
+    async def read_local(self, cid: str) -> bytes:
+        """The bytes of an image held in the local block store (no network).
+
+        Raises InvalidArgument for a malformed CID and NotFound when a block is missing:
+        the web UI fetches an image first (the `fetch` method), then reads it here.
+        """
+        try:
+            root = unixfs.cid_from_str(cid)
+            assembler = unixfs.FileAssembler(root, max_size=self.limits.max_bytes)
+        except unixfs.UnixfsError as exc:
+            raise InvalidArgument(f"not a CID: {cid[:80]!r}: {exc}") from None
+        while not assembler.done:
+            wanted = assembler.wants()
+            found = await self.blocks.get_many_async(wanted)
+            for block_cid, data in zip(wanted, found, strict=True):
+                if data is None:
+                    raise NotFound(f"image {cid} is not held here; fetch it first")
+                try:
+                    assembler.add_block(block_cid, data, verified=True)
+                except unixfs.UnixfsError as exc:
+                    raise NotFound(f"image {cid} is not a readable file here: {exc}") from None
+        return assembler.assemble()
+
     def view(self) -> dict[str, Any]:
         """Counters for `status`."""
         refused = self.node.store.unavailable_images_by_author()

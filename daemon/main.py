@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc", metavar="PATH", help="RPC unix socket; default <home>/rpc.sock")
     p.add_argument("--config", metavar="FILE", help="TOML config; default <home>/config.toml")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    p.add_argument("--web-listen", metavar="HOST:PORT",
+                   help="the local web UI (loopback only); default 127.0.0.1:4180, "
+                        "'off' disables it")
     p.add_argument("--version", action="version", version=f"gossipchatd {__version__}")
     return p
 
@@ -89,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "bootstrap": args.bootstrap,
         "rpc": Path(args.rpc).expanduser() if args.rpc else None,
         "log_level": args.log_level,
+        "web_listen": args.web_listen,
     }
     try:
         config = load(Path(args.config) if args.config else None, overrides)

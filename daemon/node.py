@@ -190,6 +190,7 @@ class Node:
         self._store_retry = Backoff()
         self._store_wakeup = trio.Event()
         store.on_error = self._on_store_error
+        self.web_url: str | None = None  # set by the daemon when the web UI listens
         self.nick_name = _usable_nick(store.get_setting("nick")) or config.nick
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
@@ -313,6 +314,8 @@ class Node:
             "rooms": len(self._joined_set),
             "messages": self._message_count(),
             "blocks": self.images.blocks.count,
+            "reachability": "unknown",
+            "web": self.web_url,
             "images": self.images.view(),
             "gossip": {
                 "published": gossip.published,

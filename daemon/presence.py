@@ -41,7 +41,7 @@ import cbor2
 import trio
 
 from .adapters.p2p import GossipMessage, P2PNetwork, Stream, StreamClosedError
-from .core import connmgr
+from .core import connmgr, plaincbor
 from .core import presence as codec
 from .core.connmgr import AddressBackoff, Limits
 from .core.presence import Directory, PresenceError, PresenceRecord
@@ -479,7 +479,7 @@ class PresenceService:
 
     def _take_reply(self, room: str, reply: bytes) -> int:
         try:
-            items = cbor2.loads(reply)
+            items = plaincbor.loads(reply, max_items=3 * MAX_REPLY_RECORDS + 1)
         except Exception as exc:  # untrusted bytes: cbor2 raises a spread of types
             raise FetchError(f"undecodable reply ({type(exc).__name__})") from None
         if not isinstance(items, list) or len(items) > MAX_REPLY_RECORDS:
@@ -553,7 +553,7 @@ class PresenceService:
 
     def _answer(self, request: bytes, asker: str) -> tuple[str | None, bytes]:
         try:
-            items = cbor2.loads(request)
+            items = plaincbor.loads(request, max_items=4)
         except Exception:  # untrusted bytes: cbor2 raises a spread of types
             raise FetchError("undecodable request") from None
         if not (isinstance(items, list) and len(items) == 3 and items[0] == 1

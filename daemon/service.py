@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -25,6 +26,10 @@ from .adapters.store import Store, StoreCheckFailed, StoreError
 from .config import Config
 from .errors import GossipchatError
 from .node import Node
+from .web.listen import parse_web_listen
+
+if TYPE_CHECKING:
+    from .web.server import WebServer
 
 log = logging.getLogger("gossipchat")
 
@@ -121,6 +126,27 @@ class Daemon:
         except OSError as exc:
             self.store.close()
             raise StartupError(f"cannot create the RPC socket {config.rpc_path}: {exc}") from exc
+        self.web: WebServer | None = None
+        if parse_web_listen(config.web_listen) is not None:
+            try:
+                self.web = self._bind_web()
+            except OSError as exc:
+                self.rpc.remove_socket()
+                self.store.close()
+                raise StartupError(
+                    f"cannot listen for the web UI on {config.web_listen}: {exc}; "
+                    "choose another --web-listen, or 'off'") from exc
+
+    def _bind_web(self) -> WebServer:
+        # Imported only when the UI is on: a daemon with --web-listen off never loads
+        # the HTTP stack.
+        from .web.server import WebServer
+
+        web = WebServer(self.node, self.config.home, self.config.web_listen,
+                        rpc_limits(self.config), fallback=self.config.web_listen_is_default)
+        web.bind()
+        self.node.web_url = web.url
+        return web
 
     async def serve(self) -> None:
         """Run until a signal or `shutdown`, then stop cleanly."""
@@ -129,6 +155,8 @@ class Daemon:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.node.run)
                     await nursery.start(self.rpc.run)
+                    if self.web is not None:
+                        await nursery.start(self.web.run)
                     self._announce_ready()
                     nursery.start_soon(self._stop_on_request, nursery)
                     async for signum in signals:
@@ -152,6 +180,8 @@ class Daemon:
         addrs = ",".join(self.network.listen_addrs())
         line = (f"gossipchatd ready peer={self.identity.peer_id_text} "
                 f"rpc={self.config.rpc_path} listen={addrs}")
+        if self.web is not None:
+            line += f" web={self.web.url}"
         print(line, flush=True)
         sys.stdout.flush()
         _notify_systemd("READY=1")

@@ -24,9 +24,12 @@ start() {  # start NAME: run a daemon with its own home, wait for its ready line
   grep '^gossipchatd ready' "$root/$name.out" || { cat "$root/$name.err"; exit 1; }
 }
 addr() { grep -o 'listen=[^ ,]*' "$root/$1.out" | cut -d= -f2; }
+web() { grep -o 'web=[^ ]*' "$root/$1.out" | cut -d= -f2; }
 ctl() { local name=$1; shift; echo "\$ p2pctl --home $name $*" >&2; p2pctl --home "$root/$name" "$@"; }
 
 start alice; start bob; start carol
+echo "web UI: alice $(web alice)  bob $(web bob)  carol $(web carol)"
+echo "        (open one logged in with: p2pctl --home $root/alice ui)"
 ctl bob connect "$(addr alice)"
 ctl carol connect "$(addr bob)"
 for who in alice bob carol; do ctl "$who" nick "$who" >/dev/null; ctl "$who" join lobby; done
@@ -68,5 +71,12 @@ fi
 echo
 ctl carol members lobby
 ctl alice status
+echo
+echo "alice's web UI is at $(web alice); a one-time login URL for it:"
+ctl alice ui --url
+if [ -n "${DEMO_HOLD:-}" ]; then
+  echo "keeping the daemons up for ${DEMO_HOLD} s (DEMO_HOLD): open the URL above"
+  sleep "$DEMO_HOLD"
+fi
 for who in alice bob carol; do ctl "$who" shutdown >/dev/null; done
 echo "demo done"

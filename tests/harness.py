@@ -76,6 +76,7 @@ class DaemonProcess:
     ready_line: str = ""
     peer_id: str = ""
     addr: str = ""
+    web_url: str = ""  # the web UI's base URL from the ready line, "" when off
     stderr_lines: list[str] = field(default_factory=list)
     ready_seconds: float = 0.0
     _readers: list[threading.Thread] = field(default_factory=list)
@@ -86,8 +87,10 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         """Start the process and wait for its ready line."""
+        # A free port for the web UI unless the test chose: tests never compete for 4180.
+        web = [] if "--web-listen" in self.extra_args else ["--web-listen", "127.0.0.1:0"]
         cmd = [*self.prefix_argv, str(BIN / "gossipchatd"), "--home", str(self.home),
-               "--listen", self.listen, "--log-level", "info", *self.extra_args]
+               "--listen", self.listen, "--log-level", "info", *web, *self.extra_args]
         started = time.monotonic()
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -129,7 +132,13 @@ class DaemonProcess:
         fields = dict(part.split("=", 1) for part in self.ready_line.split()[2:])
         self.peer_id = fields["peer"]
         self.addr = fields["listen"].split(",")[0]
+        self.web_url = fields.get("web", "")
         return self
+
+    @property
+    def web_token(self) -> str:
+        """The web UI's token from the daemon's home (<home>/web.token)."""
+        return (self.home / "web.token").read_text().strip()
 
     def client(self, timeout: float | None = 30.0) -> Client:
         """A new client connection to this daemon."""

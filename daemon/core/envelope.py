@@ -25,7 +25,7 @@ import cbor2
 import nacl.bindings
 import nacl.exceptions
 
-from . import peerid
+from . import peerid, plaincbor
 from .rooms import _ROOM_RE
 
 VERSION = 1
@@ -140,7 +140,8 @@ def decode(wire: bytes, *, now_ms: int) -> Envelope:
     if len(wire) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError("too_large", f"{len(wire)} bytes, limit {MAX_ENVELOPE_BYTES}")
     try:
-        items = cbor2.loads(wire)
+        # Plain values only: tags and non-text map keys cost quadratic time (plaincbor).
+        items = plaincbor.loads(wire)
     # Untrusted bytes: cbor2 raises a spread of types (CBORDecodeError, ValueError,
     # OverflowError, RecursionError ...); every one of them means "undecodable".
     except Exception as exc:

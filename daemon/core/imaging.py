@@ -386,6 +386,23 @@ def _u32(data: bytes, pos: int, fmt: str, what: str, order: str) -> int:
     return int.from_bytes(data[pos : pos + 4], "big" if order == "big" else "little")
 
 
+# Containers are walked, and parsed again by Pillow, one part at a time (a PNG chunk, a
+# JPEG segment, a GIF block, a RIFF chunk), at a few microseconds each. 5 MiB of empty
+# 12-byte PNG chunks took 8-10 s to inspect and 2.6 s to strip; a file at the 25 MiB
+# limit, minutes of the one image thread. Real files have far fewer parts: a 25 MiB
+# PNG written in 8 KiB IDAT chunks has 3,200, a 10,000-frame GIF 20,000 blocks.
+MAX_CONTAINER_PARTS: Final = 65536
+
+
+def _count_part(count: int, fmt: str) -> int:
+    """The next part's number; DecompressionBomb once there are too many to walk."""
+    if count >= MAX_CONTAINER_PARTS:
+        raise DecompressionBomb(
+            f"image too large: more than {MAX_CONTAINER_PARTS} {fmt} container parts"
+        )
+    return count + 1
+
+
 # Orientation is the one EXIF tag worth keeping: without it phone photos show up
 # sideways. It says nothing about place or person.
 def _exif_orientation(tiff: bytes) -> int:
@@ -432,6 +449,11 @@ def _orientation_only_exif(orientation: int) -> bytes:
 # else, after optional 0xFF fill bytes, starts the next marker.
 _JPEG_MARKER_AFTER_SCAN: Final = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8)})
+# libjpeg decodes every scan over the whole image, so scans x pixels is the decoding
+# cost. Baseline JPEGs have one scan (or one per component), progressive ones about 10
+# (libjpeg's default script); a 99 KB file repeating one scan 1,000 times over 4096 x
+# 4096 pixels took 39 s to inspect. libjpeg-turbo's djpeg has -maxscans for this attack.
+MAX_JPEG_SCANS: Final = 100
 # APPn segments are dropped unless they are one of these (marker, identifier):
 # JFIF, the ICC profile (colour) and Adobe (colour transform of CMYK/YCCK). The rest
 # is metadata: Exif and XMP (APP1), MPF and FlashPix (APP2), Ducky (APP12),
@@ -460,7 +482,9 @@ def _strip_jpeg(data: bytes) -> _Edit:
     edit = _Edit()
     edit.keep(0, 2)
     pos, size = 2, len(data)
+    scans = parts = 0
     while True:
+        parts = _count_part(parts, "JPEG")
         if pos >= size:
             raise _truncated("JPEG", "no end of image")
         if data[pos] != 0xFF:
@@ -494,6 +518,11 @@ def _strip_jpeg(data: bytes) -> _Edit:
                 edit.insert(b"\xff\xe1" + struct.pack(">H", len(blob) + 2) + blob)
         pos = end
         if marker == 0xDA:  # SOS: entropy-coded data runs to the next real marker
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise DecompressionBomb(
+                    f"image too large: more than {MAX_JPEG_SCANS} JPEG scans to decode"
+                )
             found = _JPEG_MARKER_AFTER_SCAN.search(data, pos)
             scan_end = size if found is None else found.start()
             edit.keep(pos, scan_end)
@@ -527,7 +556,9 @@ def _strip_png(data: bytes) -> _Edit:
     edit = _Edit()
     edit.keep(0, 8)
     pos, size = 8, len(data)
+    parts = 0
     while pos < size:  # a missing IEND is tolerated, as Pillow does
+        parts = _count_part(parts, "PNG")
         length = _u32(data, pos, "PNG", "chunk header cut off", "big")
         kind = data[pos + 4 : pos + 8]
         if len(kind) < 4 or not kind.isalpha():
@@ -565,7 +596,9 @@ def _strip_webp(data: bytes) -> _Edit:
     vp8x_slot: int | None = None
     vp8x_flags = 0
     pos = 12
+    parts = 0
     while pos < riff_end:
+        parts = _count_part(parts, "WebP")
         if pos + 8 > riff_end:
             raise _truncated("WebP", f"chunk header cut off at offset {pos}")
         kind = data[pos : pos + 4]
@@ -656,8 +689,9 @@ def _walk_gif(data: bytes) -> _GifLayout:
         raise _truncated("GIF", "global colour table cut off")
     edit = _Edit()
     edit.keep(0, pos)
-    frames = 0
+    frames = parts = 0
     while pos < len(data):  # a missing trailer is tolerated, as decoders do
+        parts = _count_part(parts, "GIF")
         start, introducer = pos, data[pos]
         if introducer == 0x3B:  # trailer; anything after it is not part of the image
             edit.keep(pos, pos + 1)
@@ -796,6 +830,7 @@ def make_thumbnail(
 # ----------------------------------------------------------------------- filenames
 
 _MAX_NAME_BYTES: Final = 200
+_MAX_INPUT_CHARS: Final = 1024  # file systems allow 255 bytes
 _FALLBACK_NAME: Final = "image"
 # Control, format (bidi overrides, zero-width), surrogate and line/paragraph
 # separator characters: invisible or unencodable, and used to disguise extensions.
@@ -813,7 +848,18 @@ def _truncate_utf8(text: str, limit: int) -> str:
 
 
 def _trim(name: str) -> str:
-    return re.sub(r"^[\s.]+|[\s.]+$", "", name)
+    r"""`name` without leading and trailing white space and dots.
+
+    A loop, not the regex ``^[\s.]+|[\s.]+$``: that one retries its second branch at
+    every position of a ". . . ." run, quadratic in the length (100 KB: 80 s).
+    ``str.isspace`` is the ``\s`` of str patterns.
+    """
+    start, end = 0, len(name)
+    while start < end and (name[start].isspace() or name[start] == "."):
+        start += 1
+    while end > start and (name[end - 1].isspace() or name[end - 1] == "."):
+        end -= 1
+    return name[start:end]
 
 
 def sanitize_filename(name: str) -> str:
@@ -823,8 +869,14 @@ def sanitize_filename(name: str) -> str:
     removed; the result is at most 200 bytes of UTF-8 (keeping a short extension)
     and falls back to "image".
     """
-    name = unicodedata.normalize("NFC", name)
+    if len(name) > _MAX_INPUT_CHARS:
+        # No real file name is this long. Cut it before normalizing: NFC reorders a run
+        # of combining marks by insertion sort, quadratic (100,000 of them: 11.6 s).
+        name = name.replace("\\", "/").rsplit("/", 1)[-1][:_MAX_INPUT_CHARS]
+    # Invisible characters go first: dropped after normalizing, they could leave two
+    # combining marks side by side out of canonical order ("\u0301\u200b\u0316").
     name = "".join(c for c in name if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+    name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = _NON_PORTABLE.sub("_", name)
     name = re.sub(r"\.{2,}", ".", name)

@@ -15,6 +15,10 @@ _KEY_PREFIX = b"\x08\x01\x12\x20"
 # identity multihash (code 0x00) of the 36-byte protobuf key
 _ID_PREFIX = b"\x00\x24" + _KEY_PREFIX
 PEER_ID_LEN = len(_ID_PREFIX) + 32
+# base58 of PEER_ID_LEN bytes is at most 52 characters ("12D3KooW..."). Decoding is
+# quadratic in the length: 100,000 characters took 14.6 s, so longer text is refused
+# before it is decoded.
+MAX_TEXT_LEN = 64
 
 
 class PeerIdError(ValueError):
@@ -42,6 +46,8 @@ def to_text(peer_id: bytes) -> str:
 
 def from_text(text: str) -> bytes:
     """Parse a base58btc peer id of an Ed25519 key."""
+    if len(text) > MAX_TEXT_LEN:
+        raise PeerIdError(f"not a peer id: {len(text)} characters, at most {MAX_TEXT_LEN}")
     try:
         raw = bytes(base58.b58decode(text.encode("ascii")))
     except (ValueError, UnicodeEncodeError) as exc:

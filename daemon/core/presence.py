@@ -32,7 +32,7 @@ import cbor2
 import nacl.bindings
 import nacl.exceptions
 
-from . import peerid
+from . import peerid, plaincbor
 from .envelope import EnvelopeError, check_nick
 from .rooms import _ROOM_RE
 
@@ -183,7 +183,7 @@ def decode(wire: bytes, *, now_ms: int) -> PresenceRecord:
     if len(wire) > MAX_RECORD_BYTES:
         raise PresenceError("too_large", f"{len(wire)} bytes, limit {MAX_RECORD_BYTES}")
     try:
-        items = cbor2.loads(wire)
+        items = plaincbor.loads(wire)
     except Exception as exc:  # untrusted bytes: cbor2 raises a spread of types
         raise PresenceError("undecodable", type(exc).__name__) from None
     if not isinstance(items, list) or len(items) != 7:

@@ -36,6 +36,7 @@ __all__ = [
     "CODEC_RAW",
     "MAX_DEPTH",
     "MAX_LINKS",
+    "MAX_NODE_LINKS",
     "SHA2_256",
     "Block",
     "BlockError",
@@ -66,6 +67,11 @@ CHUNK_SIZE = 256 * 1024
 
 MAX_LINKS = 174
 """Most children per dag-pb node in the balanced layout (Kubo's and Helia's default)."""
+
+MAX_NODE_LINKS = 2048
+"""Most links (and blocksizes) one dag-pb node may have. Standard importers write 174,
+Kubo's widest profile 1024. Decoding runs on the event loop: unbounded, a 1 MiB block
+of 262,144 empty links took 3.2 s and 14 MiB before it was refused."""
 
 MAX_DEPTH = 64
 """Deepest DAG the assembler follows. The balanced layout needs 4 levels for 7 GB;
@@ -479,6 +485,8 @@ def _decode_dag_pb(block: bytes | memoryview) -> tuple[list[_Link], bytes | None
     for field, wire, value in iter_fields(block):
         if field == 2 and wire == _WIRE_LEN:
             assert isinstance(value, memoryview)
+            if len(links) == MAX_NODE_LINKS:
+                raise InvalidDagError(f"dag-pb node has more than {MAX_NODE_LINKS} links")
             links.append(_decode_link(value))
         elif field == 1 and wire == _WIRE_LEN:
             # The spec wants Links first; ipfs-unixfs-importer has a `data-first`
@@ -511,12 +519,19 @@ def _decode_link(buf: memoryview) -> _Link:
     return _Link(cid, tsize)
 
 
+# Type, Data, filesize, hashType, fanout, mode, mtime: the fields besides blocksizes.
+_UNIXFS_OTHER_FIELDS = 16
+
+
 def _decode_unixfs(buf: bytes) -> _UnixfsData:
     type_: int | None = None
     data = b""
     filesize: int | None = None
     blocksizes: list[int] = []
-    for field, wire, value in iter_fields(buf):
+    for count, (field, wire, value) in enumerate(iter_fields(buf)):
+        # Unknown fields are skipped, but each costs a turn of this loop: bound them too.
+        if count == MAX_NODE_LINKS + _UNIXFS_OTHER_FIELDS:
+            raise InvalidDagError(f"UnixFS Data with more than {count} fields")
         if field == 1 and wire == _WIRE_VARINT:
             assert isinstance(value, int)
             type_ = value
@@ -533,10 +548,12 @@ def _decode_unixfs(buf: bytes) -> _UnixfsData:
             # proto3-style packed encoding of the same repeated field
             assert isinstance(value, memoryview)
             pos = 0
-            while pos < len(value):
+            while pos < len(value) and len(blocksizes) <= MAX_NODE_LINKS:
                 size, pos = varint_decode(value, pos)
                 blocksizes.append(size)
         # hashType, fanout, mode, mtime and unknown fields do not affect file content
+    if len(blocksizes) > MAX_NODE_LINKS:
+        raise InvalidDagError(f"UnixFS Data with more than {MAX_NODE_LINKS} blocksizes")
     if type_ is None:
         raise InvalidDagError("UnixFS Data without a Type")
     return _UnixfsData(type_, data, filesize, tuple(blocksizes))

@@ -6,8 +6,10 @@ import json
 import subprocess
 import time
 
-from gossipchat.rpc.client import Connection
+import pytest
+
 from tests.harness import BIN, Cluster, connect, texts, wait_for, wait_mesh
+from tests.transports import TRANSPORTS, open_client, open_connection
 
 
 def test_two_hops_in_a_line_both_ways(cluster: Cluster) -> None:
@@ -87,10 +89,11 @@ def test_acknowledged_send_survives_kill_9(cluster: Cluster) -> None:
     assert [m["id"] for m in again.call("history", room="durable", limit=100)] == ids
 
 
-def test_history_paging(cluster: Cluster) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_history_paging(cluster: Cluster, transport: str) -> None:
     a = cluster.start("a")
     a.call("join", room="pages")
-    with a.client() as c:
+    with open_client(a, transport) as c:
         sent = [c.send("pages", f"p{i}") for i in range(30)]
     newest = a.call("history", room="pages", limit=10)
     assert [m["text"] for m in newest] == [f"p{i}" for i in range(20, 30)]
@@ -123,14 +126,19 @@ def test_subscribe_and_watch_stream_new_messages(cluster: Cluster) -> None:
     wait_for(lambda: b.call("status")["subscriptions"] == 0, message="subscription dropped")
 
 
-def test_slow_subscriber_is_cut_off_without_blocking_the_node(cluster: Cluster) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_slow_subscriber_is_cut_off_without_blocking_the_node(cluster: Cluster,
+                                                              transport: str) -> None:
     a = cluster.start("a")
     a.call("join", room="flood")
-    with Connection(a.rpc_path, timeout=30) as sub_conn, a.client() as sender:
+    with open_connection(a, transport, timeout=30) as sub_conn, a.client() as sender:
         sub = sub_conn.call("subscribe", {"rooms": ["flood"]})
-        # The subscriber never reads while 3,000 messages go out (buffer 1,024).
+        # The subscriber never reads while 3,000 messages go out (buffer 1,024). Each
+        # is 5 KB, so that 15 MB outgrow what the kernel (and, over the WebSocket, the
+        # client library) buffers for a reader that does not read.
+        padding = "x" * 5000
         for i in range(3000):
-            sender.send("flood", f"f{i}")
+            sender.send("flood", f"f{i} {padding}")
         assert a.call("status")["messages"] == 3000
         ended = None
         for note in sub_conn.notifications():
@@ -140,6 +148,48 @@ def test_slow_subscriber_is_cut_off_without_blocking_the_node(cluster: Cluster) 
         assert ended is not None
         assert ended["subscription"] == sub["subscription"]
         assert "overflow" in ended["reason"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_subscription_notifications_and_fetch_progress(cluster: Cluster, transport: str
+                                                       ) -> None:
+    """`message` and `progress` notifications arrive alike over either transport."""
+    a, b = cluster.start("a"), cluster.start("b")
+    connect(a, b)
+    for d in (a, b):
+        d.call("join", room="notes")
+    wait_mesh(b, "notes", 1)
+    with open_connection(b, transport, timeout=30) as conn:
+        sub = conn.call("subscribe", {"rooms": ["notes"]})
+        sent = a.call("send", room="notes", text="over the wire")
+        note = next(conn.notifications())
+        assert note["method"] == "message"
+        assert note["params"]["subscription"] == sub["subscription"]
+        assert note["params"]["message"]["id"] == sent["id"]
+        assert note["params"]["message"]["text"] == "over the wire"
+        # A fetch of a 600 KB image (three chunks) reports progress on the same connection.
+        image = _noise_png(500, 400)
+        with a.client() as ca:
+            posted = ca.send_image("notes", data=image, filename="noise.png")
+        progress: list[dict] = []
+        fetched = conn.call("fetch", {"cid": posted["image"]["cid"]},
+                            on_notification=progress.append)
+        assert fetched["size"] == posted["image"]["size"]
+        steps = [n["params"] for n in progress if n["method"] == "progress"]
+        assert steps, "no progress notification arrived"
+        assert steps[-1]["done"] == steps[-1]["total"] == fetched["size"]
+
+
+def _noise_png(width: int, height: int) -> bytes:
+    import io
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(5)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3)).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def test_bootstrap_flag_dials_at_start(cluster: Cluster) -> None:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.harness import Cluster, DaemonProcess, connect, wait_for, wait_mesh
+from tests.transports import TRANSPORTS, open_client
 
 
 def noisy_png(path: Path, width: int = 1500, height: int = 1200, seed: int = 1) -> bytes:
@@ -248,17 +249,19 @@ def test_fetch_never_writes_outside_the_directory(cluster: Cluster) -> None:
     assert not (cluster.root / "victim").exists()
 
 
-def test_image_from_base64_data_over_rpc(cluster: Cluster) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_image_from_base64_data_over_rpc(cluster: Cluster, transport: str) -> None:
     a = cluster.start("a")
     a.call("join", room="b64")
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), "red").save(buf, "GIF")
-    msg = a.call("send_image", room="b64", data=base64.b64encode(buf.getvalue()).decode(),
-                 filename="red.gif", caption="red")
+    with open_client(a, transport) as c:
+        msg = c.call("send_image", room="b64", data=base64.b64encode(buf.getvalue()).decode(),
+                     filename="red.gif", caption="red")
     assert msg["image"]["mime"] == "image/gif"
     assert (msg["image"]["width"], msg["image"]["height"]) == (40, 30)
     assert msg["text"] == "red"
-    with a.client() as c:
+    with open_client(a, transport) as c:
         from gossipchat.clients import RpcError
 
         with pytest.raises(RpcError) as err:

@@ -1,4 +1,8 @@
-"""Malformed and wrong requests on the real socket: clear errors, nothing breaks."""
+"""Malformed and wrong requests on the real socket: clear errors, nothing breaks.
+
+Every test that speaks JSON-RPC runs over both transports, the unix socket and the
+web UI's WebSocket: one API, one suite (tests/transports.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 from gossipchat.clients import RpcError
 from gossipchat.rpc.client import Connection
 from tests.harness import Cluster, DaemonProcess
+from tests.transports import TRANSPORTS, WsConnection, open_client, open_connection
 
 
 @pytest.fixture
@@ -16,15 +21,21 @@ def daemon(cluster: Cluster) -> DaemonProcess:
     return cluster.start("a")
 
 
-def _raw(conn: Connection, line: bytes) -> dict:
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _raw(conn: Connection | WsConnection, line: bytes) -> dict:
     conn.send_raw(line)
     value = conn.read_value()
     assert isinstance(value, dict | list)
     return value  # type: ignore[return-value]
 
 
-def test_standard_error_codes_and_the_daemon_keeps_answering(daemon: DaemonProcess) -> None:
-    with Connection(daemon.rpc_path, timeout=10) as conn:
+def test_standard_error_codes_and_the_daemon_keeps_answering(daemon: DaemonProcess,
+                                                             transport: str) -> None:
+    with open_connection(daemon, transport) as conn:
         assert _raw(conn, b"{not json")["error"]["code"] == -32700
         assert _raw(conn, b"\xff\xfe garbage")["error"]["code"] == -32700
         assert _raw(conn, b'{"jsonrpc":"2.0","id":1}')["error"]["code"] == -32600
@@ -45,8 +56,8 @@ def test_standard_error_codes_and_the_daemon_keeps_answering(daemon: DaemonProce
         assert conn.call("id")["peer_id"] == daemon.peer_id
 
 
-def test_batch_and_notifications(daemon: DaemonProcess) -> None:
-    with Connection(daemon.rpc_path, timeout=10) as conn:
+def test_batch_and_notifications(daemon: DaemonProcess, transport: str) -> None:
+    with open_connection(daemon, transport) as conn:
         batch = [
             {"jsonrpc": "2.0", "method": "id", "id": "x"},
             {"jsonrpc": "2.0", "method": "join", "params": {"room": "b"}},  # notification
@@ -67,8 +78,8 @@ def test_batch_and_notifications(daemon: DaemonProcess) -> None:
         assert conn.read_value()["result"]["text"] == "positional"
 
 
-def test_application_errors_are_clear(daemon: DaemonProcess) -> None:
-    with daemon.client() as c:
+def test_application_errors_are_clear(daemon: DaemonProcess, transport: str) -> None:
+    with open_client(daemon, transport) as c:
         for bad in ("UPPER", "", "x" * 65, "sp ace", "../etc", "ünï"):
             with pytest.raises(RpcError) as err:
                 c.join(bad)
@@ -107,12 +118,12 @@ def test_application_errors_are_clear(daemon: DaemonProcess) -> None:
         assert c.status()["messages"] == 0
 
 
-def test_unreachable_peer_is_an_error_not_a_hang(daemon: DaemonProcess, cluster: Cluster
-                                                  ) -> None:
+def test_unreachable_peer_is_an_error_not_a_hang(daemon: DaemonProcess, cluster: Cluster,
+                                                  transport: str) -> None:
     b = cluster.start("b")
     addr = b.addr
     b.terminate()
-    with daemon.client(timeout=60) as c, pytest.raises(RpcError) as err:
+    with open_client(daemon, transport, timeout=60) as c, pytest.raises(RpcError) as err:
         c.connect(addr)
     assert err.value.code == -32005
     assert "unreachable" in err.value.message

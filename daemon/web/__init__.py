@@ -1,0 +1,1 @@
+"""The local web UI: an ASGI app on loopback, speaking the JSON-RPC method table."""
