@@ -76,6 +76,9 @@ SEEN_SAVE_GAP_MS = 60_000
 # A connection the manager dialed clears its address's failures once it lived this
 # long; one that dies sooner counts as a failure.
 STABLE_S = 10.0
+# A member whose connection just closed (it hung up, blocked us, or went away) is not
+# dialed again for this long; the manager replaces it with another member meanwhile.
+LOST_PAUSE_S = 5.0
 # A trimmed peer is left alone by the Redialer for this long.
 TRIM_MEMORY_S = 600.0
 
@@ -165,6 +168,7 @@ class PresenceService:
         self._watchers: list[tuple[str, trio.MemorySendChannel[PresenceRecord]]] = []
         self._updated_at: dict[tuple[str, str], float] = {}
         self._dialed: dict[str, tuple[str, float]] = {}
+        self._lost_at: dict[str, float] = {}
         self._saved_seen: dict[tuple[str, str], int] = {}
         self._batch: list[tuple[str, str, int, bytes, int]] | None = None
         self._seq = 0
@@ -244,6 +248,7 @@ class PresenceService:
     def peer_lost(self, peer: str) -> None:
         """A peer's last connection closed."""
         self._since.pop(peer, None)
+        self._lost_at[peer] = trio.current_time()
         dialed = self._dialed.pop(peer, None)
         if dialed is not None:
             # A connection that dies at once (the peer blocks us, or is not who the
@@ -603,7 +608,8 @@ class PresenceService:
             rooms=rooms, connected={p: self._since.get(p, now) for p in connected},
             self_id=self.network.peer_id,
             blocked=[p for d in self.directories.values() for p in d.entries
-                     if self.network.is_blocked(p)],
+                     if self.network.is_blocked(p)
+                     or now - self._lost_at.get(p, -LOST_PAUSE_S) < LOST_PAUSE_S],
             dialing=self._dialing, backoff=self.backoff, limits=self.limits, now=now,
             now_ms=now_ms, rng=self._rng)
         for peer, addr in plan.dials:
@@ -615,6 +621,8 @@ class PresenceService:
             self._nursery.start_soon(self._trim, peer)
         for peer in [p for p, t in self._trimmed.items() if now - t > TRIM_MEMORY_S]:
             del self._trimmed[peer]
+        for peer in [p for p, t in self._lost_at.items() if now - t > LOST_PAUSE_S]:
+            del self._lost_at[peer]
 
     async def _dial(self, peer: str, addr: str) -> None:
         self.stats.dials += 1
