@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5
 FRAME_TIMEOUT_S = 30.0
 SESSION_TIMEOUT_S = 300.0
+# Opening the stream (multistream negotiation included): py-libp2p's new_stream never
+# returns when the peer resets the stream during negotiation, and a session stuck
+# there would hold its (room, peer) slot for good.
+OPEN_TIMEOUT_S = 10.0
 GAP_DEBOUNCE_S = 1.0
 MAX_CONCURRENT_SESSIONS = 4
 MAX_BACKOFF_S = 60.0
@@ -237,8 +241,9 @@ class SyncService:
         """One session; the number of differences found, or None if it failed."""
         started = trio.current_time()
         try:
-            stream = await self.network.open_stream(peer, syncwire.PROTOCOL)
-        except (StreamClosedError, GossipchatError) as exc:
+            with trio.fail_after(OPEN_TIMEOUT_S):
+                stream = await self.network.open_stream(peer, syncwire.PROTOCOL)
+        except (StreamClosedError, GossipchatError, trio.TooSlowError) as exc:
             self._fail("open", room, peer, exc)
             return None
         framed = FramedStream(stream)
