@@ -7,13 +7,14 @@ a test parametrized with `transport` runs unchanged over either (the Kubo patter
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from gossipchat.clients import Client
-from gossipchat.rpc.client import Connection, RpcError
+from gossipchat.rpc.client import Connection
 from tests.harness import DaemonProcess
 from tests.wsclient import SyncWebSocket
 
@@ -26,23 +27,24 @@ def ws_url(daemon: DaemonProcess) -> str:
     return daemon.web_url.replace("http://", "ws://").rstrip("/") + "/rpc"
 
 
-class WsConnection:
-    """A JSON-RPC connection over the web UI's WebSocket, shaped like rpc.client.Connection."""
+class WsConnection(Connection):
+    """rpc.client.Connection carried over the web UI's WebSocket: only the framing
+    differs, so requests, responses and notifications are the client's own code."""
 
     def __init__(self, daemon: DaemonProcess, *, timeout: float | None = 30.0,
                  headers: dict[str, str] | None = None) -> None:
-        self.timeout = timeout
-        self._next_id = 0
+        # Not Connection.__init__: that one opens the unix socket.
+        self.path = daemon.rpc_path
+        self._ids = itertools.count(1)
+        self._buffer = bytearray()
         self._pending: deque[dict[str, Any]] = deque()
+        self.timeout = timeout
         auth = {"Authorization": f"Bearer {daemon.web_token}"}
         self.ws = SyncWebSocket(ws_url(daemon), headers if headers is not None else auth,
                                 timeout=timeout)
 
     def __enter__(self) -> WsConnection:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the WebSocket."""
@@ -59,46 +61,6 @@ class WsConnection:
     def read_value(self) -> Any:
         """The next JSON value the daemon sends."""
         return json.loads(self.ws.recv())
-
-    def request(self, method: str, params: dict[str, Any] | None = None) -> int:
-        """Send a request without waiting; returns its id."""
-        self._next_id += 1
-        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": self._next_id}
-        if params:
-            message["params"] = params
-        self.send_raw(json.dumps(message).encode())
-        return self._next_id
-
-    def response(self, rid: int,
-                 on_notification: Callable[[dict[str, Any]], None] | None = None) -> Any:
-        """Wait for the response to request rid, keeping notifications meanwhile."""
-        while True:
-            value = self.read_value()
-            if isinstance(value, dict) and "method" in value and "id" not in value:
-                if on_notification is not None:
-                    on_notification(value)
-                else:
-                    self._pending.append(value)
-                continue
-            if isinstance(value, dict) and value.get("id") == rid:
-                if "error" in value:
-                    err = value["error"]
-                    raise RpcError(err.get("code", 0), err.get("message", ""), err.get("data"))
-                return value.get("result")
-
-    def call(self, method: str, params: dict[str, Any] | None = None, *,
-             on_notification: Callable[[dict[str, Any]], None] | None = None) -> Any:
-        """Call a method and return its result, or raise RpcError."""
-        return self.response(self.request(method, params), on_notification)
-
-    def notifications(self) -> Iterator[dict[str, Any]]:
-        """Notifications as they arrive."""
-        while True:
-            while self._pending:
-                yield self._pending.popleft()
-            value = self.read_value()
-            if isinstance(value, dict) and "method" in value and "id" not in value:
-                yield value
 
 
 class WsClient(Client):
