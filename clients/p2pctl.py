@@ -52,6 +52,14 @@ def _print_human(command: str, result: Any) -> None:
                 print(f"{key:<10}{result[key]}")
         if result.get("rejected"):
             print(f"{'rejected':<10}{json.dumps(result['rejected'], sort_keys=True)}")
+        conns = result.get("connections") or {}
+        if conns:
+            print(f"{'conns':<10}{conns.get('connected')} connected, {conns.get('dialing')}"
+                  f" dialing (per room {conns.get('room_peers_min')}-"
+                  f"{conns.get('room_peers_max')}, at most {conns.get('max_connections')})")
+        for room, here in sorted(((result.get("presence") or {}).get("rooms") or {}).items()):
+            print(f"{'room':<10}{visible(room)}: {here.get('online')} of "
+                  f"{here.get('members')} members online, {here.get('connected')} connected")
         store = result.get("store") or {}
         if store.get("degraded"):
             print(f"{'store':<10}DEGRADED: {store.get('reason')} "
@@ -71,8 +79,8 @@ def _print_human(command: str, result: Any) -> None:
                   f"{room['messages']:>7} messages")
     elif command == "members":
         for m in result:
-            print(f"{visible(m['peer_id'])}  {visible(m['nick'] or '-'):<20} "
-                  f"{_ago(m['last_seen'])}")
+            seen = "online" if m.get("online") else f"seen {_ago(m['last_seen'])}"
+            print(f"{visible(m['peer_id'])}  {visible(m['nick'] or '-'):<20} {seen}")
     elif command == "send":
         print(visible(result["id"]))
         if result.get("image"):

@@ -51,6 +51,10 @@ class Config:
     rpc_max_line_bytes: int = 48 * 1024 * 1024
     rpc_max_batch: int = 1000
     rpc_max_response_bytes: int = 8 * 1024 * 1024
+    presence_interval_s: float = 60.0
+    room_peers_min: int = 4
+    room_peers_max: int = 10
+    max_connections: int = 200
     web_listen: str = DEFAULT_WEB_LISTEN
 
     @property
@@ -113,6 +117,14 @@ def _validate(config: Config) -> Config:
         raise ConfigError("config key 'fetch_timeout_s' must be in (0, 3600]")
     if config.sync_interval_s < 1:
         raise ConfigError("config key 'sync_interval_s' must be at least 1 second")
+    if not 1 <= config.presence_interval_s <= 86400:
+        raise ConfigError("config key 'presence_interval_s' must be in [1, 86400]")
+    if config.room_peers_min < 1:
+        raise ConfigError("config key 'room_peers_min' must be at least 1")
+    if config.room_peers_max < config.room_peers_min:
+        raise ConfigError("config key 'room_peers_max' must be at least room_peers_min")
+    if config.max_connections < config.room_peers_max:
+        raise ConfigError("config key 'max_connections' must be at least room_peers_max")
     if not config.listen:
         raise ConfigError("at least one listen address is needed")
     if config.nick:

@@ -36,6 +36,8 @@ from .adapters.store import Store
 from .config import Config
 from .core import envelope as env_codec
 from .core import peerid
+from .core import presence as presence_codec
+from .core.connmgr import Limits
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
 from .core.store_health import Backoff, PendingEnvelopes, StoreHealth
@@ -50,6 +52,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .images import ImageService, Progress
+from .presence import PresenceService
 from .redial import Redialer
 from .sync import SyncService
 
@@ -173,7 +176,8 @@ class Node:
         self.started_at = time.monotonic()
         self._rooms: dict[str, RoomState] = {}
         self._joined_set: set[str] = set(store.joined_rooms())
-        self._nicks: dict[str, str] = {}
+        # The nick on each author's newest message heard, with that message's ts.
+        self._nicks: dict[str, tuple[str, int]] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._next_subscription = 1
         self._outbound: deque[tuple[str, bytes]] = deque()
@@ -191,6 +195,10 @@ class Node:
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
         self.redialer = Redialer(network, store)
+        self.presence = PresenceService(self, network, limits=Limits(
+            room_peers_min=config.room_peers_min, room_peers_max=config.room_peers_max,
+            max_connections=config.max_connections), interval_s=config.presence_interval_s)
+        self.redialer.defer = self.presence.manages
         self.images = ImageService(self, config, blocks, BlockExchange(network, blocks))
 
     # lifecycle
@@ -204,11 +212,14 @@ class Node:
             for room in self.store.joined_rooms():
                 self._room_state(room)
                 await self.network.subscribe(topic_for(room))
+                await self.network.subscribe(presence_codec.topic_for(room))
             nursery.start_soon(self._process_inbound)
             nursery.start_soon(self._process_peer_events)
             nursery.start_soon(self._publish_outbound)
             nursery.start_soon(self._retry_store_writes)
             await nursery.start(self.sync.run)
+            # Presence first: it loads the directories the Redialer defers to.
+            await nursery.start(self.presence.run)
             await nursery.start(self.redialer.run)
             await nursery.start(self.images.run)
             for addr in self.config.bootstrap:
@@ -324,6 +335,8 @@ class Node:
             "sync": self.sync.view(),
             "redial": {"attempts": self.redialer.attempts,
                        "reconnected": self.redialer.reconnected},
+            "connections": self.presence.connections_view(),
+            "presence": self.presence.view(),
             "store": {**self.store_health.view(), "pending": len(self._pending),
                       "pending_dropped": self._pending.dropped},
         }
@@ -364,6 +377,7 @@ class Node:
         self.nick_name = nick
         for room in self.store.joined_rooms():
             self._publish_local(room, "nick", {"nick": nick})
+        self.presence.changed()
         return {"nick": nick}
 
     async def join(self, room: object) -> dict[str, Any]:
@@ -375,7 +389,9 @@ class Node:
         self._joined_set.add(name)
         self._room_state(name)
         await self.network.subscribe(topic_for(name))
+        await self.network.subscribe(presence_codec.topic_for(name))
         if not already:
+            self.presence.joined(name)
             self._publish_local(name, "join", self._nick_body())
             self.sync.sync_now(name)
         return {"room": name}
@@ -388,7 +404,9 @@ class Node:
         self.store.leave_room(state.name)
         self.images.unpin_room(state.name)
         self._joined_set.discard(state.name)
+        self.presence.left(state.name)
         await self.network.unsubscribe(topic_for(state.name))
+        await self.network.unsubscribe(presence_codec.topic_for(state.name))
         return {"room": state.name}
 
     def rooms(self) -> list[dict[str, Any]]:
@@ -398,7 +416,7 @@ class Node:
             sync = self.sync.rooms.get(room)
             out.append({
                 "room": room,
-                "members": len(self._members(room)),
+                "members": len(self.presence.members(room)),
                 "messages": self.store.count_messages(room),
                 "last_sync": sync.last_sync_ms if sync else 0,
                 "repaired": sync.repaired if sync else 0,
@@ -406,29 +424,16 @@ class Node:
         return out
 
     def members(self, room: object) -> list[dict[str, Any]]:
-        """Peers known in a room, with nick and when they were last seen (ms)."""
+        """The room's members from its presence directory, this node included:
+        nick, when each was last heard (ms) and whether it is online now."""
         state = self._joined(room)
-        return sorted(self._members(state.name).values(), key=lambda m: m["peer_id"])
-
-    def _members(self, room: str) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-
-        def saw(peer: str, nick: str, seen: int) -> None:
-            entry = found.setdefault(peer, {"peer_id": peer, "nick": "", "last_seen": 0})
-            entry["last_seen"] = max(entry["last_seen"], seen)
-            entry["nick"] = self._nicks.get(peer) or nick or entry["nick"]
-
-        for author, nick, seen in self.store.authors(room):
-            saw(author, nick, seen)
-        state = self._rooms.get(room)
-        if state is not None:
-            for member in state.members.values():
-                saw(member.peer_id, member.nick, member.last_seen_ms)
-        now = now_ms()
-        for peer in self.network.topic_peers(topic_for(room)):
-            saw(peer, "", now)
-        saw(self.identity.peer_id_text, self.nick_name, now)
-        return found
+        rows = self.presence.members(state.name)
+        for row in rows:
+            # A nick set since the member's last announcement shows on its messages first.
+            heard = self._nicks.get(row["peer_id"])
+            if heard is not None and heard[1] >= row["last_seen"]:
+                row["nick"] = heard[0]
+        return rows
 
     async def send(self, room: object, text: object) -> dict[str, Any]:
         """Post a text message; returns it once it is committed locally."""
@@ -588,6 +593,7 @@ class Node:
         self.store.unblock(peer_id)
         self.network.unblock(peer_id)
         self.redialer.lost(peer_id)
+        self.presence.wake()
         return {"peer": peer_id}
 
     def blocked(self) -> list[str]:
@@ -670,7 +676,10 @@ class Node:
         for msg in batch:
             room = room_of_topic(msg.topic)
             if room is None:
-                self.stats.rejected["unknown_topic"] += 1
+                if presence_codec.room_of_topic(msg.topic) is not None:
+                    self.presence.accept_gossip(msg)
+                else:
+                    self.stats.rejected["unknown_topic"] += 1
                 continue
             try:
                 env = env_codec.decode(msg.data, now_ms=now)
@@ -720,8 +729,8 @@ class Node:
                     self.sync.suspect_gap(env.room, source)
             state.clock.observe(env.lamport)
             state.saw(env.author_text, env.nick, env.ts_ms)
-            if env.nick:
-                self._nicks[env.author_text] = env.nick
+            if env.nick and env.ts_ms >= self._nicks.get(env.author_text, ("", -1))[1]:
+                self._nicks[env.author_text] = (env.nick, env.ts_ms)
             if env.kind == "image":
                 try:
                     self.images.on_image(env)
@@ -812,6 +821,8 @@ class Node:
         if not event.connected:
             if not self.network.is_connected(event.peer_id):
                 self.sync.forget_peer(event.peer_id)
+                self.presence.peer_lost(event.peer_id)
+                # Room members are the connection manager's to replace or redial.
                 if not self._stopping:
                     self.redialer.lost(event.peer_id)
             return

@@ -6,6 +6,8 @@ Rules:
 - A loop dials with exponential backoff and jitter (0.5 s doubling to 60 s) and ends
   when the peer is connected, blocked, or after MAX_ATTEMPTS; a later drop or restart
   starts a new one. At most one loop runs per peer.
+- Peers that `defer` names are left to another service: the connection manager
+  (presence.py) reconnects the room members recently present.
 - The service task owns the set of running loops.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -40,6 +43,8 @@ class Redialer:
         self._rng = rng or random.Random()
         self._loops: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        # Peers someone else reconnects (the connection manager's room members).
+        self.defer: Callable[[str], bool] = lambda _peer: False
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start loops for the remembered peers, then serve `lost` until cancelled."""
@@ -55,6 +60,8 @@ class Redialer:
         if self._nursery is None or peer_id in self._loops:
             return
         if peer_id == self.network.peer_id or self.network.is_blocked(peer_id):
+            return
+        if self.defer(peer_id):
             return
         self._loops.add(peer_id)
         self._nursery.start_soon(self._loop, peer_id)

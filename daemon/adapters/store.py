@@ -81,6 +81,16 @@ CREATE TABLE IF NOT EXISTS image_verdicts (
     unavailable TEXT,
     checked_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Each room's directory: the latest verified presence record of every member and when
+-- it was last heard (core/presence.py). Not history: never synced as messages.
+CREATE TABLE IF NOT EXISTS presence (
+    room TEXT NOT NULL,
+    peer_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    wire BLOB NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (room, peer_id)
+) WITHOUT ROWID;
 """
 
 _CHAT_KINDS_SQL = "(" + ",".join(f"'{k}'" for k in sorted(CHAT_KINDS)) + ")"
@@ -496,6 +506,26 @@ class Store:
             "SELECT peer_id, addrs FROM peers ORDER BY last_seen_ms DESC LIMIT ?", (limit,)
         ).fetchall()
         return [(r[0], list(json.loads(r[1]))) for r in rows]
+
+    # presence
+
+    def save_presence(self, rows: Iterable[tuple[str, str, int, bytes, int]]) -> None:
+        """Keep directory entries (room, peer_id, seq, wire, last_seen_ms) in one commit."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO presence (room, peer_id, seq, wire, last_seen_ms)"
+                " VALUES (?, ?, ?, ?, ?)", list(rows))
+
+    def presence(self, room: str) -> list[tuple[bytes, int]]:
+        """(wire, last_seen_ms) of a room's stored directory entries."""
+        rows = self._db.execute(
+            "SELECT wire, last_seen_ms FROM presence WHERE room = ?", (room,)).fetchall()
+        return [(bytes(r[0]), int(r[1])) for r in rows]
+
+    def forget_presence(self, room: str) -> None:
+        """Drop a room's directory (on leave)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM presence WHERE room = ?", (room,))
 
     # block list
 

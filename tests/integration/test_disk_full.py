@@ -61,11 +61,21 @@ def held_or_stored(daemon: DaemonProcess) -> bool:
     return bool(store["degraded"] and "full" in store["reason"] and store["pending"] >= 1)
 
 
+def _one_room_peer(home: Path) -> None:
+    """A config that keeps the line a - b - c a line: the connection manager would
+    otherwise connect c to a as well (room_peers_min is 4 by default)."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (home / "config.toml").write_text("room_peers_min = 1\n")
+
+
 def test_full_disk_keeps_the_daemon_up_and_it_resumes_by_itself(cluster: Cluster) -> None:
+    _one_room_peer(cluster.home("a"))
     a = cluster.start("a")
     with small_filesystem(cluster.home("b"), "16m") as home:
+        _one_room_peer(home)
         b = cluster.start("b")
         try:
+            _one_room_peer(cluster.home("c"))
             c = cluster.start("c")
             connect(a, b)
             connect(b, c)

@@ -7,6 +7,7 @@ Each daemon runs in its own namespace with its own 198.18.0.x address and listen
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -98,20 +99,12 @@ def test_an_address_two_peers_observe_is_advertised_and_one_peer_is_not_enough(
              message="a to stop advertising an address only b still reports")
 
 
-class StillApart(AssertionError):
-    """After the middle of the line went away, the ends still do not hear each other."""
-
-
-@pytest.mark.xfail(raises=StillApart, strict=True,
-                   reason="no connection manager yet (issue 10 item 3)")
 def test_a_line_of_three_survives_losing_its_middle(netns: Build) -> None:
     """a - b - c in a line: b dials a, c dials b. Messages cross the line both ways.
 
-    Then b's cable is pulled. Today a and c know nothing of each other and the room
-    falls apart (the single point of failure of issue 10). Only the last step raises
-    StillApart; anything failing before it is a real failure, not the expected one.
-    When a connection manager keeps a and c connected, this test passes, strict xfail
-    turns that red, and the marker must go.
+    Then b's cable is pulled (its connections hang, no reset reaches anyone). Presence
+    told a and c of each other and the connection manager joined them, so the room
+    carries on without b, with no `connect` from anyone.
     """
     net = netns(Scenario.lan("a", "b", "c"))
     a, b, c = (net.start_daemon(h, h) for h in "abc")
@@ -129,12 +122,47 @@ def test_a_line_of_three_survives_losing_its_middle(netns: Build) -> None:
     wait_for(lambda: "from c" in texts(a, ROOM), message="a to hear c through b")
 
     net.cut("b")
+    cut = time.monotonic()
     a.call("send", room=ROOM, text="a after the cut")
     c.call("send", room=ROOM, text="c after the cut")
-    try:
-        wait_for(lambda: "a after the cut" in texts(c, ROOM), timeout=30,
-                 message="c to hear a without b")
-        wait_for(lambda: "c after the cut" in texts(a, ROOM), timeout=30,
-                 message="a to hear c without b")
-    except AssertionError as exc:
-        raise StillApart(str(exc)) from exc
+    wait_for(lambda: "a after the cut" in texts(c, ROOM), timeout=30,
+             message="c to hear a without b")
+    wait_for(lambda: "c after the cut" in texts(a, ROOM), timeout=30,
+             message="a to hear c without b")
+    print(f"both ways delivered {time.monotonic() - cut:.2f} s after b's cable was pulled")
+    # a and c reached each other at the addresses they announced, not at loopback.
+    seen = next(p for p in a.call("peers") if p["peer_id"] == c.peer_id)
+    assert seen["addrs"][0].startswith(f"/ip4/{net.ip('c')}/tcp/") \
+        or seen["addrs"][0].startswith(f"/ip4/{net.ip('a')}/tcp/"), seen
+
+
+def test_a_line_of_three_heals_after_its_middle_is_killed(netns: Build) -> None:
+    """The same line on three hosts, each keeping a single room peer (room_peers_min =
+    1), so a and c are not connected while b lives. b is killed -9 and stays down: the
+    connection manager dials across the LAN at the addresses a and c announced."""
+    net = netns(Scenario.lan("a", "b", "c"))
+    for host in "abc":
+        home = net.cluster.home(host)
+        home.mkdir(parents=True, mode=0o700)
+        (home / "config.toml").write_text("room_peers_min = 1\n")
+    a, b, c = (net.start_daemon(h, h) for h in "abc")
+    connect(a, b)
+    connect(b, c)
+    for d in (a, b, c):
+        d.call("join", room=ROOM)
+    wait_for(lambda: len(a.call("members", room=ROOM)) == 3
+             and len(c.call("members", room=ROOM)) == 3, timeout=30,
+             message="a and c to know all three")
+    assert not any(p["peer_id"] == c.peer_id for p in a.call("peers"))
+
+    b.kill()
+    killed = time.monotonic()
+    a.call("send", room=ROOM, text="a after the kill")
+    c.call("send", room=ROOM, text="c after the kill")
+    wait_for(lambda: "a after the kill" in texts(c, ROOM), timeout=30,
+             message="c to hear a without b")
+    wait_for(lambda: "c after the kill" in texts(a, ROOM), timeout=30,
+             message="a to hear c without b")
+    print(f"both ways delivered {time.monotonic() - killed:.2f} s after kill -9 of b")
+    seen = next(p for p in a.call("peers") if p["peer_id"] == c.peer_id)
+    assert seen["addrs"][0].startswith((f"/ip4/{net.ip('a')}/", f"/ip4/{net.ip('c')}/")), seen
