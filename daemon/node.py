@@ -829,6 +829,11 @@ class Node:
         if self.network.is_blocked(event.peer_id) and self._nursery is not None:
             self._nursery.start_soon(self.network.hang_up, event.peer_id)
             return
+        # A connection coming up is a reason to sync, from both sides. The event of the
+        # connection that went before it may have been read only after this one came up
+        # (so it did not look like a loss): without this, a pair's routine schedule
+        # would survive a reconnect and leave the session to one side only.
+        self.sync.forget_peer(event.peer_id)
         addrs = self.network.peer_addrs(event.peer_id)
         if addrs:
             self.store.remember_peer(event.peer_id, addrs, now_ms())

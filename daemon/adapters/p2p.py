@@ -322,6 +322,34 @@ class _DeepQueues(dict[ID, Any]):
         super().__setitem__(peer, queue)
 
 
+def _keep_live_subscriptions(pubsub: Pubsub) -> None:
+    """Stop a dead stale stream from erasing what a peer's live stream told us.
+
+    py-libp2p's `Pubsub._handle_dead_peer` forgets every topic a peer subscribed to.
+    It runs when any pubsub stream with the peer fails, also the one of a connection
+    that was already replaced: when a peer reconnects, its hello (with its
+    subscriptions) comes over the new connection and the old stream's failure, read
+    later, erases them. The peer never repeats a hello on a stream that works, so it
+    stays out of every topic for good: no mesh, no sync partner. Here the
+    subscriptions survive while the peer is still connected; a peer that really went
+    away loses them as before. Shown by
+    tests/upstream/test_pubsub_dead_stream_subscriptions.py. Set on this instance
+    only, so it cannot leak into another host.
+    """
+    handle_dead_peer = pubsub._handle_dead_peer
+
+    def handle_dead_peer_keeping_live_subscriptions(peer_id: ID) -> None:
+        topics = [topic for topic, peers in pubsub.peer_topics.items() if peer_id in peers]
+        handle_dead_peer(peer_id)
+        if not topics or not pubsub._peer_is_connected(peer_id):
+            return
+        for topic in topics:
+            pubsub.peer_topics.setdefault(topic, set()).add(peer_id)
+        pubsub._peer_subscription_count[peer_id] = len(topics)
+
+    pubsub._handle_dead_peer = handle_dead_peer_keeping_live_subscriptions  # type: ignore[method-assign]
+
+
 class P2PNetwork:
     """A libp2p host with GossipSub, owned by one `run` task."""
 
@@ -358,6 +386,7 @@ class P2PNetwork:
         self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
         self.stats = GossipStats()
         self.pubsub.peer_queues = _DeepQueues(self.stats)
+        _keep_live_subscriptions(self.pubsub)
         self.peer_id = self.host.get_id().to_base58()
         self._blocked: set[str] = set()
         self._subscriptions: set[str] = set()
