@@ -59,7 +59,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .adapters.p2p import P2PNetwork
+    from .adapters.store import Store
+    from .history import History
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +123,11 @@ def _image_error(exc: imaging.ImageError) -> GossipchatError:
 class ImageService:
     """The node's images: post, fetch, auto-fetch, pin."""
 
-    def __init__(self, node: Node, config: Config, blocks: BlockStore,
-                 exchange: BlockExchange) -> None:
-        self.node = node
+    def __init__(self, history: History, store: Store, network: P2PNetwork, config: Config,
+                 blocks: BlockStore, exchange: BlockExchange) -> None:
+        self.history = history
+        self.store = store
+        self.network = network
         self.config = config
         self.blocks = blocks
         self.exchange = exchange
@@ -194,7 +198,7 @@ class ImageService:
             self.blocks.pin(result.root)
             await self.blocks.put_many_async(
                 [(b.cid, b.data) for b in result.blocks], verified=True)
-            env = self.node.post(room, "image", body)
+            env = self.history.post(room, "image", body)
         except BaseException as exc:
             # Nothing was posted: the blocks may stay as cache, the pin must not.
             if not already_pinned:
@@ -265,7 +269,7 @@ class ImageService:
             base = Path(directory)
             if not base.is_absolute() or not base.is_dir():
                 raise PathError(f"dir must be an existing absolute directory: {directory!r}")
-            found = self.node.store.image_by_cid(cid)
+            found = self.store.image_by_cid(cid)
             name = imaging.sanitize_filename(found[1] if found else cid)
             target = base / name
             # sanitize_filename gives a bare name; resolving proves it stays inside.
@@ -281,10 +285,10 @@ class ImageService:
 
     def _peers_for(self, cid: str) -> list[str]:
         """Connected peers most likely to hold an image first, then everyone else."""
-        connected = self.node.network.connected_peers()
+        connected = self.network.connected_peers()
         likely: list[str] = []
-        for room in self.node.store.rooms_with_image(cid):
-            for peer in self.node.network.topic_peers(topic_for(room)):
+        for room in self.store.rooms_with_image(cid):
+            for peer in self.network.topic_peers(topic_for(room)):
                 if peer in connected and peer not in likely:
                     likely.append(peer)
         return likely + [p for p in connected if p not in likely]
@@ -382,9 +386,9 @@ class ImageService:
         The root is pinned only if the bytes are what one of them says. A message that
         lied is marked, but nothing is evicted: the user asked for these bytes.
         """
-        joined = set(self.node.joined_rooms())
-        messages = [m for m in self.node.store.image_messages(cid) if m.room in joined]
-        verdicts = self.node.store.image_verdicts(m.id for m in messages)
+        joined = set(self.history.joined_rooms())
+        messages = [m for m in self.store.image_messages(cid) if m.room in joined]
+        verdicts = self.store.image_verdicts(m.id for m in messages)
         matched = False
         checked: dict[imaging.ImageClaim, str | None] = {}  # reposts say the same
         for env in messages:
@@ -404,7 +408,7 @@ class ImageService:
             await self._keep(root, data)
 
     def _record(self, env: Envelope, unavailable: str | None) -> None:
-        self.node.store.record_image_verdict(env.id, env.author_text, unavailable, _now_ms())
+        self.store.record_image_verdict(env.id, env.author_text, unavailable, _now_ms())
 
     def _refuse(self, env: Envelope, root: bytes, reason: str, *, evict: bool) -> None:
         """The bytes behind a message's CID are not what it says: mark, count, evict."""
@@ -498,7 +502,7 @@ class ImageService:
             self._refuse(env, root, reason, evict=True)
             return
         self._record(env, None)
-        if env.room in self.node.joined_rooms():
+        if env.room in self.history.joined_rooms():
             await self._keep(root, data)
         self.auto_fetched += 1
 
@@ -524,9 +528,9 @@ class ImageService:
 
     def unpin_room(self, room: str) -> None:
         """Leaving a room: its images become evictable unless another room has them."""
-        keep = set(self.node.joined_rooms()) - {room}
-        for cid in self.node.store.image_cids(room):
-            if self.node.store.rooms_with_image(cid) & keep:
+        keep = set(self.history.joined_rooms()) - {room}
+        for cid in self.store.image_cids(room):
+            if self.store.rooms_with_image(cid) & keep:
                 continue
             try:
                 self.blocks.unpin(unixfs.cid_from_str(cid))
@@ -558,7 +562,7 @@ class ImageService:
 
     def view(self) -> dict[str, Any]:
         """Counters for `status`."""
-        refused = self.node.store.unavailable_images_by_author()
+        refused = self.store.unavailable_images_by_author()
         return {
             "blocks": self.blocks.count, "bytes": self.blocks.total_bytes,
             "quota": self.blocks.quota_bytes, "pinned_images": len(self.blocks.pinned_roots()),

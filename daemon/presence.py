@@ -48,7 +48,9 @@ from .core.presence import Directory, PresenceError, PresenceRecord
 from .errors import GossipchatError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .adapters.identity import Identity
+    from .adapters.store import Store
+    from .history import History
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +145,13 @@ async def _read_exact(stream: Stream, n: int) -> bytes:
 class PresenceService:
     """Announces this node, keeps each room's directory, and manages connections."""
 
-    def __init__(self, node: Node, network: P2PNetwork, *, limits: Limits,
+    def __init__(self, history: History, store: Store, network: P2PNetwork,
+                 identity: Identity, *, limits: Limits,
                  interval_s: float = codec.BASE_INTERVAL_S,
                  rng: random.Random | None = None) -> None:
-        self.node = node
+        self.history = history
+        self.store = store
+        self.identity = identity
         self.interval_s = interval_s
         self.network = network
         self.limits = limits
@@ -181,10 +186,10 @@ class PresenceService:
         """Serve fetches, load the directories, and run the schedule until cancelled."""
         self.network.set_stream_handler(codec.PROTOCOL, self._serve)
         try:
-            self._seq = int(self.node.store.get_setting("presence_seq") or 0)
+            self._seq = int(self.store.get_setting("presence_seq") or 0)
         except (StoreUnavailable, ValueError):
             self._seq = 0
-        for room in self.node.joined_rooms():
+        for room in self.history.joined_rooms():
             self.joined(room)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -209,7 +214,7 @@ class PresenceService:
         if room not in self.directories:
             directory = Directory(room, base_interval_s=self.interval_s)
             try:
-                stored = self.node.store.presence(room)
+                stored = self.store.presence(room)
             except StoreUnavailable:
                 stored = []
             for wire, last_seen in stored:
@@ -235,7 +240,7 @@ class PresenceService:
         self._updated_at = {k: v for k, v in self._updated_at.items() if k[0] != room}
         self._saved_seen = {k: v for k, v in self._saved_seen.items() if k[0] != room}
         try:
-            self.node.store.forget_presence(room)
+            self.store.forget_presence(room)
         except StoreUnavailable:
             pass
 
@@ -294,7 +299,7 @@ class PresenceService:
     def _announce_due(self, now: float) -> None:
         assert self._nursery is not None
         addrs = self._own_addrs()
-        nick = self.node.nick_name
+        nick = self.history.nick_name
         for room in list(self.directories):
             has_peers = bool(self.network.topic_peers(codec.topic_for(room)))
             last = self._announced.get(room)
@@ -330,12 +335,12 @@ class PresenceService:
         now_ms = _now_ms()
         self._seq = max(now_ms, self._seq + 1)
         try:
-            self.node.store.set_setting("presence_seq", str(self._seq))
+            self.store.set_setting("presence_seq", str(self._seq))
         except StoreUnavailable:
             pass  # a restart may reuse a seq: peers then drop that one as a replay
         try:
-            record = codec.create(room=room, peer=self.node.identity.peer_id, addrs=addrs,
-                                  nick=nick, seq=self._seq, sign=self.node.identity.sign)
+            record = codec.create(room=room, peer=self.identity.peer_id, addrs=addrs,
+                                  nick=nick, seq=self._seq, sign=self.identity.sign)
         except PresenceError as exc:
             log.error("cannot build our presence record for %s: %s", room, exc)
             return None
@@ -425,7 +430,7 @@ class PresenceService:
             self._batch.extend(rows)
             return
         try:
-            self.node.store.save_presence(rows)
+            self.store.save_presence(rows)
         except StoreUnavailable as exc:  # the directory lives on in memory
             log.debug("presence not saved: %s", exc.message)
 
@@ -657,7 +662,7 @@ class PresenceService:
         rows = {r["peer_id"]: r
                 for r in directory.view(now_ms, set(self.network.connected_peers()))}
         rows[self.network.peer_id] = {"peer_id": self.network.peer_id,
-                                      "nick": self.node.nick_name, "last_seen": now_ms,
+                                      "nick": self.history.nick_name, "last_seen": now_ms,
                                       "online": True}
         return sorted(rows.values(), key=lambda r: r["peer_id"])
 

@@ -47,7 +47,8 @@ from .core.syncwire import (
 from .errors import GossipchatError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .adapters.store import Store
+    from .history import History
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,10 @@ def _varint_len(n: int) -> int:
 class SyncService:
     """Schedules and runs sync sessions for a node; serves the peers' sessions."""
 
-    def __init__(self, node: Node, network: P2PNetwork, *, interval_s: float, depth: int,
-                 rng: random.Random | None = None) -> None:
-        self.node = node
+    def __init__(self, history: History, store: Store, network: P2PNetwork, *,
+                 interval_s: float, depth: int, rng: random.Random | None = None) -> None:
+        self.history = history
+        self.store = store
         self.network = network
         self.interval_s = interval_s
         self.depth = depth
@@ -170,11 +172,11 @@ class SyncService:
 
     def _start_due_sessions(self) -> None:
         assert self._nursery is not None
-        if self.node.store_health.writes_failing:
+        if self.history.store_health.writes_failing:
             return
         now = trio.current_time()
         connected = set(self.network.connected_peers())
-        for room in self.node.joined_rooms():
+        for room in self.history.joined_rooms():
             for peer in self.network.topic_peers(topic_for(room)):
                 key = (room, peer)
                 if peer not in connected or key in self._running:
@@ -279,13 +281,13 @@ class SyncService:
         return have + need
 
     async def _run_initiator(self, framed: FramedStream, room: str) -> tuple[int, int, int]:
-        await framed.send(Hello(room, self.node.store.window_start(room, self.depth)))
+        await framed.send(Hello(room, self.store.window_start(room, self.depth)))
         reply = await framed.recv()
         if isinstance(reply, Refuse):
             raise SyncProtocolError(f"refused: {reply.reason}")
         if not isinstance(reply, Welcome):
             raise SyncProtocolError(f"expected Welcome, got {type(reply).__name__}")
-        items = ItemSet.from_items(self.node.store.sync_items(room, reply.since))
+        items = ItemSet.from_items(self.store.sync_items(room, reply.since))
         initiator = reconcile.Initiator(items)
         message: bytes | None = initiator.initial_message()
         while message is not None:
@@ -295,7 +297,7 @@ class SyncService:
                 raise SyncProtocolError(f"expected Reconcile, got {type(answer).__name__}")
             message = initiator.receive(answer.data)
         have, need = sorted(initiator.have), sorted(initiator.need)
-        for batch in syncwire.batches(self.node.store.wires(have)):
+        for batch in syncwire.batches(self.store.wires(have)):
             await framed.send(Push(batch))
         repaired = 0
         for start in range(0, len(need), syncwire.MAX_IDS_PER_WANT):
@@ -307,7 +309,7 @@ class SyncService:
                 if not isinstance(answer, Envelopes):
                     raise SyncProtocolError(
                         f"expected Envelopes, got {type(answer).__name__}")
-                repaired += self.node.accept_synced(room, answer.envelopes, wanted)
+                repaired += self.history.accept_synced(room, answer.envelopes, wanted)
                 if answer.last:
                     break
         await framed.send(Done())
@@ -335,25 +337,25 @@ class SyncService:
         if not isinstance(hello, Hello):
             raise SyncProtocolError(f"expected Hello, got {type(hello).__name__}")
         room = hello.room
-        if room not in self.node.joined_rooms():
+        if room not in self.history.joined_rooms():
             await framed.send(Refuse(f"not in room {room!r}"))
             return
-        since = max(hello.since, self.node.store.window_start(room, self.depth))
+        since = max(hello.since, self.store.window_start(room, self.depth))
         await framed.send(Welcome(since))
         responder = reconcile.Responder(
-            ItemSet.from_items(self.node.store.sync_items(room, since)))
+            ItemSet.from_items(self.store.sync_items(room, since)))
         while True:
             frame = await framed.recv()
             match frame:
                 case Reconcile(data):
                     await framed.send(Reconcile(responder.receive(data)))
                 case Push(envelopes):
-                    added = self.node.accept_synced(room, envelopes, None)
+                    added = self.history.accept_synced(room, envelopes, None)
                     state = self.rooms.setdefault(room, RoomSyncState())
                     state.repaired += added
                     self.stats.repaired += added
                 case Want(ids):
-                    parts = syncwire.batches(self.node.store.wires(ids)) or [()]
+                    parts = syncwire.batches(self.store.wires(ids)) or [()]
                     for i, batch in enumerate(parts):
                         await framed.send(Envelopes(batch, last=i == len(parts) - 1))
                 case Done():

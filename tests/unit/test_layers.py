@@ -15,6 +15,8 @@ SERVICES = ("gossipchat.daemon.node", "gossipchat.daemon.sync", "gossipchat.daem
             "gossipchat.daemon.redial", "gossipchat.daemon.presence", "gossipchat.daemon.service",
             "gossipchat.daemon.main",
             "gossipchat.daemon.history")
+# What builds the node and hands it to the transports.
+WIRING = ("gossipchat.daemon.node", "gossipchat.daemon.service", "gossipchat.daemon.main")
 CLIENT_HALF = ("gossipchat.rpc.client", "gossipchat.rpc.paths", "gossipchat.rpc.table")
 IO_LIBRARIES = ("trio", "libp2p", "multiaddr", "sqlite3", "socket", "anyio", "hypercorn",
                 "starlette")
@@ -80,6 +82,12 @@ def _violations(path: Path) -> list[str]:
         forbid(tuple(m for m in ("gossipchat.rpc.server", "gossipchat.rpc.session",
                                  "gossipchat.rpc.dispatch", "gossipchat.rpc.limits")),
                "clients use the client half of rpc only")
+    if module in SERVICES and module not in WIRING:
+        forbid(("gossipchat.daemon.node",),
+               "services take what they use and never reach back to the node")
+    if module == "gossipchat.daemon.history":
+        forbid(tuple(s for s in SERVICES if s != module),
+               "history is below every other service; it tells them through hooks")
     if module.startswith("gossipchat.daemon") and not (
             module == "gossipchat.daemon.service" or module.startswith("gossipchat.daemon.web")):
         forbid(("gossipchat.rpc.server", "gossipchat.rpc.session", "gossipchat.rpc.dispatch"),
@@ -102,6 +110,9 @@ def test_every_module_keeps_to_its_layer() -> None:
     ("clients/x.py", "from gossipchat.rpc.session import RpcSession\n", "client half"),
     ("rpc/client.py", "from gossipchat.daemon.errors import NotFound\n", "clients are thin"),
     ("daemon/images.py", "from gossipchat.rpc.session import RpcSession\n", "wires"),
+    ("daemon/sync.py", "from .node import Node\n", "never reach back to the node"),
+    ("daemon/presence.py", "if 1:\n    from .node import Node\n", "never reach back"),
+    ("daemon/history.py", "from .sync import SyncService\n", "history is below"),
 ])
 def test_the_rules_catch_a_wrong_import(tmp_path: Path, module_file: str, source: str,
                                         expected: str, monkeypatch: pytest.MonkeyPatch
