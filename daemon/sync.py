@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
-from .core import reconcile, syncwire
+from .core import reconcile, syncwire, varint
 from .core.reconcile import ItemSet, ReconcileError
 from .core.rooms import topic_for
 from .core.syncwire import (
@@ -120,20 +120,12 @@ class FramedStream:
                 if len(self._buffer) >= 5:
                     raise SyncWireError("bad length prefix")
                 await self._fill(len(self._buffer) + 1)
-            header = _varint_len(length)
+            header = varint.encoded_len(length)
             await self._fill(header + length)
             body = bytes(self._buffer[header : header + length])
             del self._buffer[: header + length]
         self.received += header + length
         return syncwire.decode(body)
-
-
-def _varint_len(n: int) -> int:
-    size = 1
-    while n >= 0x80:
-        n >>= 7
-        size += 1
-    return size
 
 
 class SyncService:
