@@ -21,6 +21,14 @@ class GossipchatError(Exception):
         self.data = data
 
 
+class ProtocolError(Exception):
+    """A peer broke a wire protocol (yamux, bitswap): the peer's fault, never a caller's.
+
+    Handled where the stream or connection is (reset it, count it); it has no RPC code
+    because no caller ever sees it.
+    """
+
+
 class InvalidRoomName(GossipchatError):
     """A room name outside 1-64 characters of [a-z0-9._-]."""
 

@@ -11,7 +11,11 @@ Rules:
 - Every envelope a peer pushes or returns is decoded and verified exactly like a live
   one, and must belong to the session's room; a peer breaking the protocol has its
   stream reset and the error counted.
-- The scheduler task owns the schedule; session tasks only report their outcome.
+- The service's tasks own its state (the schedule and its backoff, per-room state,
+  stats), all on the one trio thread: the scheduler task starts sessions, and each
+  session task, when it ends, updates its own pair's schedule and the stats itself,
+  between awaits, so no lock is needed. Others only call `suspect_gap`, `forget_peer`
+  and `sync_now`.
 - While the store refuses writes no session starts (what it fetched could not be
   kept); the node asks for a round in every room once writes work again. A store
   error in a session, either side, ends that session, never the node.

@@ -24,7 +24,10 @@ Rules of this module:
   the routing of blocks to fetches; each peer's link task owns that peer's outbound
   stream and its wantlist (what we owe it); each `fetch` call owns its
   `unixfs.FileAssembler` and decides which peer gets which want. They talk over memory
-  channels; the only shared object is the `stats` counters.
+  channels. Shared beyond that, and touched only between awaits on the one trio
+  thread: the `stats` counters, the ban list and the set of inbound streams (each
+  inbound stream's handler checks the one and registers in the other), and the block
+  store.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
   at every peer and spreads the wants over the peers by load; the server packs several
   blocks into each message (up to `target_message_size`) and reads the next message's
@@ -55,6 +58,7 @@ from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from ..core import protobuf, unixfs, varint
+from ..errors import ProtocolError  # a peer sent bytes that are no bitswap message
 from .blockstore import BlockStore, BlockStoreError
 
 __all__ = [
@@ -121,10 +125,6 @@ class NotFoundError(FetchError):
 
 class BitswapStoppedError(FetchError):
     """The bitswap service is not running (not started yet, or shutting down)."""
-
-
-class ProtocolError(BitswapError):
-    """A peer sent bytes that are not a valid bitswap message."""
 
 
 # --------------------------------------------------------------------------------------

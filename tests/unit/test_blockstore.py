@@ -26,7 +26,7 @@ def raw_block(text: bytes) -> tuple[bytes, bytes]:
     return unixfs.cid_v1(unixfs.CODEC_RAW, text), text
 
 
-def test_put_get_has_delete(tmp_path: Path) -> None:
+def test_put_get_has_evict(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "blocks")
     cid, data = raw_block(b"hello")
     assert not store.has(cid)
@@ -36,8 +36,8 @@ def test_put_get_has_delete(tmp_path: Path) -> None:
     assert (store.count, store.total_bytes) == (1, 5)
     store.put(cid, data)  # idempotent
     assert (store.count, store.total_bytes) == (1, 5)
-    assert store.delete(cid)
-    assert not store.delete(cid)
+    assert store.evict(cid) == 1
+    assert store.evict(cid) == 0
     assert not store.has(cid)
     assert (store.count, store.total_bytes) == (0, 0)
     with pytest.raises(BlockNotFoundError):
@@ -256,16 +256,15 @@ def test_unopenable_directory_is_reported(tmp_path: Path) -> None:
 # The async variants: file work in worker threads, index work in the trio thread
 
 
-async def test_put_async_and_get_async_round_trip(tmp_path: Path) -> None:
+async def test_put_many_async_and_get_many_async_round_trip(tmp_path: Path) -> None:
     store = BlockStore(tmp_path)
     cid, data = raw_block(b"through a worker thread")
-    await store.put_async(cid, data)
+    await store.put_many_async([(cid, data)])
     assert store.has(cid)
-    assert await store.get_async(cid) == data
+    assert await store.get_many_async([cid]) == [data]
     with pytest.raises(unixfs.BlockError):
-        await store.put_async(raw_block(b"one")[0], b"two")
-    with pytest.raises(BlockNotFoundError):
-        await store.get_async(raw_block(b"absent")[0])
+        await store.put_many_async([(raw_block(b"one")[0], b"two")])
+    assert await store.get_many_async([raw_block(b"absent")[0]]) == [None]
 
 
 async def test_concurrent_puts_of_one_block_count_it_once(tmp_path: Path) -> None:
@@ -273,7 +272,7 @@ async def test_concurrent_puts_of_one_block_count_it_once(tmp_path: Path) -> Non
     cid, data = raw_block(b"x" * 1000)
     async with trio.open_nursery() as nursery:
         for _ in range(5):
-            nursery.start_soon(store.put_async, cid, data)
+            nursery.start_soon(store.put_many_async, [(cid, data)])
     assert (store.count, store.total_bytes) == (1, 1000)
     assert store._reserved == 0
 
@@ -285,7 +284,7 @@ async def test_writes_in_flight_count_against_the_quota(tmp_path: Path) -> None:
 
     async def put(cid: bytes, data: bytes) -> None:
         try:
-            await store.put_async(cid, data)
+            await store.put_many_async([(cid, data)])
         except QuotaExceededError as exc:
             refused.append(exc)
 
