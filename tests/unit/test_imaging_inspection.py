@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from gossipchat.daemon import errors
 from gossipchat.daemon.core.imaging import (
     ALLOWED_FORMATS,
     DecompressionBomb,
@@ -308,3 +309,18 @@ def test_check_claim_refuses_random_bytes_and_broken_containers() -> None:
     fake = b"\x89PNG\r\n\x1a\n" + noise
     with pytest.raises(ImageMismatch, match="no valid image/png"):
         check_claim(fake, ImageClaim("image/png", len(fake), 64, 48))
+
+
+def test_refusals_are_the_daemons_own_errors() -> None:
+    # One family: what the core raises is what the RPC layer reports, with its code.
+    assert (NotAnImage, ImageTooLarge, ImageMismatch) == (
+        errors.NotAnImage, errors.ImageTooLarge, errors.ImageMismatch)
+    assert issubclass(UnsupportedFormat, errors.NotAnImage)
+    assert issubclass(DecompressionBomb, errors.ImageTooLarge)
+    with pytest.raises(errors.NotAnImage) as caught:
+        inspect(b"no image at all")
+    assert caught.value.code == -32008
+    assert isinstance(caught.value, ImageError)
+    with pytest.raises(errors.ImageTooLarge) as too_large:
+        inspect(SAMPLES["PNG"], ImageLimits(max_bytes=10))
+    assert too_large.value.code == -32007
