@@ -346,10 +346,6 @@ class BlockStore:
         """The pinned roots, CIDv1 form."""
         return frozenset(self._pin_roots)
 
-    def is_pinned(self, cid: bytes) -> bool:
-        """True if the block is protected by some pin."""
-        return _key(cid) in self._pinned
-
     # ----------------------------------------------------------------------------------
     # Internals
 

@@ -162,7 +162,8 @@ def test_pinned_dag_is_never_evicted(tmp_path: Path) -> None:
     dag_bytes = sum(len(b.data) for b in dag.blocks)
     store = BlockStore(tmp_path, quota_bytes=dag_bytes + CHUNK_SIZE)
     root = store.import_file(data, pin=True)
-    assert all(store.is_pinned(b.cid) for b in dag.blocks)
+    assert store.evict(root) == 0  # every block of the DAG is protected by the pin
+    assert store.count == len(dag.blocks)
     filler = raw_block(b"f" * CHUNK_SIZE)
     store.put(*filler)
     other = raw_block(b"o" * CHUNK_SIZE)
@@ -172,7 +173,7 @@ def test_pinned_dag_is_never_evicted(tmp_path: Path) -> None:
     with pytest.raises(QuotaExceededError):
         store.put(*raw_block(b"x" * (CHUNK_SIZE + 1)))
     store.unpin(root)
-    assert not store.is_pinned(root)
+    assert store.pinned_roots() == set()
     store.put(*raw_block(b"x" * (CHUNK_SIZE + 1)))  # now the image may go
     assert store.total_bytes <= dag_bytes + CHUNK_SIZE
 
@@ -183,12 +184,14 @@ def test_pin_before_the_blocks_arrive_covers_them(tmp_path: Path) -> None:
     store.pin(result.root)
     for block in reversed(result.blocks):  # root first, as a fetch delivers them
         store.put(block.cid, block.data)
-    assert all(store.is_pinned(b.cid) for b in result.blocks)
+    assert store.evict(result.root) == 0  # every block of the DAG is protected
+    assert store.count == len(result.blocks)
     other = BlockStore(tmp_path / "other")
     other.pin(result.root)
     for block in result.blocks:  # leaves first, as an import writes them
         other.put(block.cid, block.data)
-    assert all(other.is_pinned(b.cid) for b in result.blocks)
+    assert other.evict(result.root) == 0
+    assert other.count == len(result.blocks)
 
 
 def test_shared_blocks_stay_pinned_by_the_other_root(tmp_path: Path) -> None:
@@ -197,10 +200,11 @@ def test_shared_blocks_stay_pinned_by_the_other_root(tmp_path: Path) -> None:
     second = store.import_file(pattern(251, 3 * CHUNK_SIZE), pin=True)  # same first chunks
     shared_leaf = unixfs.import_file(pattern(251, CHUNK_SIZE)).root
     store.unpin(first)
-    assert store.is_pinned(shared_leaf)
+    assert store.evict(shared_leaf) == 0  # still protected by `second`
+    assert store.has(shared_leaf)
     assert store.pinned_roots() == {second}
     store.unpin(second)
-    assert not store.is_pinned(shared_leaf)
+    assert store.evict(shared_leaf) == 1  # now nothing protects it
 
 
 def test_evict_drops_the_unpinned_blocks_of_a_dag(tmp_path: Path) -> None:
