@@ -7,7 +7,7 @@ from -32001 and are part of the contract with scripts: never renumber one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class GossipchatError(Exception):
@@ -19,6 +19,14 @@ class GossipchatError(Exception):
         super().__init__(message)
         self.message = message
         self.data = data
+
+
+class ProtocolError(Exception):
+    """A peer broke a wire protocol (yamux, bitswap): the peer's fault, never a caller's.
+
+    Handled where the stream or connection is (reset it, count it); it has no RPC code
+    because no caller ever sees it.
+    """
 
 
 class InvalidRoomName(GossipchatError):
@@ -57,16 +65,25 @@ class NotFound(GossipchatError):
     code = -32006
 
 
-class ImageTooLarge(GossipchatError):
-    """An image over the byte or pixel limits."""
+class ImageError(ValueError):
+    """Bytes refused as an image: the base `core/imaging` raises, mixed into the
+    RPC errors below (it has no code of its own). ``reason`` is a stable tag."""
+
+    reason: ClassVar[str] = "invalid_image"
+
+
+class ImageTooLarge(GossipchatError, ImageError):
+    """An image over the byte or pixel limits ("image too large: N bytes, limit M")."""
 
     code = -32007
+    reason: ClassVar[str] = "too_large"
 
 
-class NotAnImage(GossipchatError):
-    """Bytes that do not decode as an allowed image format."""
+class NotAnImage(GossipchatError, ImageError):
+    """Bytes that do not decode as an allowed image format ("not an image: ...")."""
 
     code = -32008
+    reason: ClassVar[str] = "not_an_image"
 
 
 class PeerBlocked(GossipchatError):
@@ -111,10 +128,11 @@ class StoreDamaged(StoreUnavailable):
     code = -32015
 
 
-class ImageMismatch(GossipchatError):
+class ImageMismatch(GossipchatError, ImageError):
     """Content behind a CID that is not what the image message says it is."""
 
     code = -32016
+    reason: ClassVar[str] = "claim_mismatch"
 
 
 class LimitReached(GossipchatError):

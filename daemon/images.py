@@ -46,6 +46,7 @@ from .adapters.exchange import BlockExchange
 from .config import Config
 from .core import imaging, unixfs
 from .core.envelope import MAX_FILENAME_BYTES, MAX_TEXT_BYTES, Envelope
+from .core.filenames import sanitize_filename
 from .core.rooms import topic_for
 from .errors import (
     GossipchatError,
@@ -53,7 +54,6 @@ from .errors import (
     ImageTooLarge,
     InvalidArgument,
     MessageTooLarge,
-    NotAnImage,
     NotFound,
     PathError,
 )
@@ -114,12 +114,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _image_error(exc: imaging.ImageError) -> GossipchatError:
-    if isinstance(exc, imaging.ImageTooLarge):
-        return ImageTooLarge(str(exc))
-    return NotAnImage(str(exc))
-
-
 class ImageService:
     """The node's images: post, fetch, auto-fetch, pin."""
 
@@ -178,12 +172,10 @@ class ImageService:
             except (binascii.Error, ValueError):
                 raise InvalidArgument("data is not valid base64") from None
             name = filename or "image"
-        try:
-            prepared = await trio.to_thread.run_sync(
-                prepare, raw, self.limits, keep_metadata, limiter=self._pillow)
-        except imaging.ImageError as exc:
-            raise _image_error(exc) from None
-        safe_name = imaging.sanitize_filename(name)
+        # A refused image raises NotAnImage or ImageTooLarge, the RPC errors as they are.
+        prepared = await trio.to_thread.run_sync(
+            prepare, raw, self.limits, keep_metadata, limiter=self._pillow)
+        safe_name = sanitize_filename(name)
         result = await trio.to_thread.run_sync(unixfs.import_file, prepared.data)
         body: dict[str, Any] = {
             "cid": unixfs.cid_to_str(result.root), "filename": safe_name,
@@ -270,7 +262,7 @@ class ImageService:
             if not base.is_absolute() or not base.is_dir():
                 raise PathError(f"dir must be an existing absolute directory: {directory!r}")
             found = self.store.image_by_cid(cid)
-            name = imaging.sanitize_filename(found[1] if found else cid)
+            name = sanitize_filename(found[1] if found else cid)
             target = base / name
             # sanitize_filename gives a bare name; resolving proves it stays inside.
             if target.resolve().parent != base.resolve():

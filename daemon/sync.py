@@ -11,7 +11,11 @@ Rules:
 - Every envelope a peer pushes or returns is decoded and verified exactly like a live
   one, and must belong to the session's room; a peer breaking the protocol has its
   stream reset and the error counted.
-- The scheduler task owns the schedule; session tasks only report their outcome.
+- The service's tasks own its state (the schedule and its backoff, per-room state,
+  stats), all on the one trio thread: the scheduler task starts sessions, and each
+  session task, when it ends, updates its own pair's schedule and the stats itself,
+  between awaits, so no lock is needed. Others only call `suspect_gap`, `forget_peer`
+  and `sync_now`.
 - While the store refuses writes no session starts (what it fetched could not be
   kept); the node asks for a round in every room once writes work again. A store
   error in a session, either side, ends that session, never the node.
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
-from .core import reconcile, syncwire
+from .core import reconcile, syncwire, varint
 from .core.reconcile import ItemSet, ReconcileError
 from .core.rooms import topic_for
 from .core.syncwire import (
@@ -121,20 +125,12 @@ class FramedStream:
                 if len(self._buffer) >= 5:
                     raise SyncWireError("bad length prefix")
                 await self._fill(len(self._buffer) + 1)
-            header = _varint_len(length)
+            header = varint.encoded_len(length)
             await self._fill(header + length)
             body = bytes(self._buffer[header : header + length])
             del self._buffer[: header + length]
         self.received += header + length
         return syncwire.decode(body)
-
-
-def _varint_len(n: int) -> int:
-    size = 1
-    while n >= 0x80:
-        n >>= 7
-        size += 1
-    return size
 
 
 class SyncService:

@@ -24,7 +24,10 @@ Rules of this module:
   the routing of blocks to fetches; each peer's link task owns that peer's outbound
   stream and its wantlist (what we owe it); each `fetch` call owns its
   `unixfs.FileAssembler` and decides which peer gets which want. They talk over memory
-  channels; the only shared object is the `stats` counters.
+  channels. Shared beyond that, and touched only between awaits on the one trio
+  thread: the `stats` counters, the ban list and the set of inbound streams (each
+  inbound stream's handler checks the one and registers in the other), and the block
+  store.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
   at every peer and spreads the wants over the peers by load; the server packs several
   blocks into each message (up to `target_message_size`) and reads the next message's
@@ -54,7 +57,8 @@ from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
-from ..core import unixfs
+from ..core import protobuf, unixfs, varint
+from ..errors import ProtocolError  # a peer sent bytes that are no bitswap message
 from .blockstore import BlockStore, BlockStoreError
 
 __all__ = [
@@ -123,10 +127,6 @@ class BitswapStoppedError(FetchError):
     """The bitswap service is not running (not started yet, or shutting down)."""
 
 
-class ProtocolError(BitswapError):
-    """A peer sent bytes that are not a valid bitswap message."""
-
-
 # --------------------------------------------------------------------------------------
 # Message codec (pure)
 
@@ -161,18 +161,18 @@ class Message:
 
 
 def _len_prefix(field_no: int, length: int) -> bytes:
-    return unixfs.varint_encode(field_no << 3 | 2) + unixfs.varint_encode(length)
+    return varint.encode(field_no << 3 | 2) + varint.encode(length)
 
 
 def _encode_entry(entry: WantEntry, protocol: TProtocol) -> bytes:
-    out = unixfs.pb_len_field(1, entry.cid) + unixfs.pb_varint_field(2, entry.priority)
+    out = protobuf.len_field(1, entry.cid) + protobuf.varint_field(2, entry.priority)
     if entry.cancel:
-        out += unixfs.pb_varint_field(3, 1)
+        out += protobuf.varint_field(3, 1)
     if protocol == PROTOCOL_ID_120:
         if entry.want_have:
-            out += unixfs.pb_varint_field(4, 1)
+            out += protobuf.varint_field(4, 1)
         if entry.send_dont_have:
-            out += unixfs.pb_varint_field(5, 1)
+            out += protobuf.varint_field(5, 1)
     return out
 
 
@@ -193,29 +193,29 @@ def encode_frame(
     parts: list[bytes] = []
     if wants or full:
         entries = b"".join(
-            unixfs.pb_len_field(1, _encode_entry(entry, protocol))
+            protobuf.len_field(1, _encode_entry(entry, protocol))
             for entry in wants
             if protocol == PROTOCOL_ID_120 or not entry.want_have
         )
-        wantlist = entries + (unixfs.pb_varint_field(2, 1) if full else b"")
-        parts.append(unixfs.pb_len_field(1, wantlist))
+        wantlist = entries + (protobuf.varint_field(2, 1) if full else b"")
+        parts.append(protobuf.len_field(1, wantlist))
     for cid, data in blocks:
         if protocol == PROTOCOL_ID_100:
             parts.append(_len_prefix(2, len(data)))
             parts.append(data)
         else:
-            prefix = unixfs.pb_len_field(1, unixfs.cid_prefix(cid))
+            prefix = protobuf.len_field(1, unixfs.cid_prefix(cid))
             inner_data_head = _len_prefix(2, len(data))
             inner_len = len(prefix) + len(inner_data_head) + len(data)
             parts.extend((_len_prefix(3, inner_len), prefix, inner_data_head, data))
     if protocol == PROTOCOL_ID_120:
         for presence in presences:
-            inner = unixfs.pb_len_field(1, presence.cid) + unixfs.pb_varint_field(
+            inner = protobuf.len_field(1, presence.cid) + protobuf.varint_field(
                 2, 0 if presence.have else 1
             )
-            parts.append(unixfs.pb_len_field(4, inner))
+            parts.append(protobuf.len_field(4, inner))
     body_len = sum(len(part) for part in parts)
-    return b"".join([unixfs.varint_encode(body_len), *parts])
+    return b"".join([varint.encode(body_len), *parts])
 
 
 class _FieldBudget:
@@ -225,8 +225,8 @@ class _FieldBudget:
         self.left = MAX_MESSAGE_FIELDS
 
     def fields(self, buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
-        """`unixfs.iter_fields`, charged to this message's budget."""
-        for item in unixfs.iter_fields(buf):
+        """`protobuf.iter_fields`, charged to this message's budget."""
+        for item in protobuf.iter_fields(buf):
             self.left -= 1
             if self.left < 0:
                 raise ProtocolError(f"message has more than {MAX_MESSAGE_FIELDS} fields")
@@ -271,7 +271,7 @@ def decode_message(frame: bytes | memoryview) -> Message:
                 msg.presences.append(Presence(cid, have=kind == 0))
             elif wire == 2 and not isinstance(value, memoryview):
                 raise ProtocolError(f"field {field_no} has the wrong type")
-    except unixfs.ProtobufError as exc:
+    except protobuf.ProtobufError as exc:
         raise ProtocolError(f"malformed bitswap message: {exc}") from None
     return msg
 
@@ -325,21 +325,16 @@ class _FrameReader:
 
     def _take(self) -> Message | None:
         buf = self._buf
-        length = 0
-        shift = 0
-        pos = 0
-        for pos, byte in enumerate(buf):  # noqa: B007 - pos is used after the loop
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-            if shift > 35:
-                raise ProtocolError("message length prefix too long")
-        else:
+        try:
+            # Six bytes hold any length up to 2**42, far over the limit.
+            prefix = varint.decode_prefix(buf, 0, max_len=6)
+        except varint.VarintError:
+            raise ProtocolError("message length prefix too long") from None
+        if prefix is None:
             return None  # the varint itself is incomplete
+        length, start = prefix
         if length > self._max:
             raise ProtocolError(f"message of {length} bytes exceeds the {self._max} limit")
-        start = pos + 1
         end = start + length
         if len(buf) < end:
             return None

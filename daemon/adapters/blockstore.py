@@ -24,9 +24,10 @@ Rules of this module:
   Recency survives restarts through file mtimes (`get` touches the file).
 - The index (what is stored, recency, pins, quota) lives in memory and is touched only
   by the trio thread: the store belongs to the daemon's event loop. `get` and `put`
-  are short blocking calls on one block; `get_async` and `put_async` do the same with
-  the hashing and file I/O in a worker thread, which is what the bitswap adapter uses
-  so that disk work overlaps network work on another core.
+  are short blocking calls on one block; `get_many_async` and `put_many_async` do the
+  same for a batch with the hashing and file I/O in a worker thread, which is what the
+  bitswap adapter and the image service use so that disk work overlaps network work on
+  another core.
 """
 
 from __future__ import annotations
@@ -148,12 +149,6 @@ class BlockStore:
                 found[key] = None
         return [found.get(key) for key in keys]
 
-    async def get_async(self, cid: bytes) -> bytes:
-        """`get` with the file read and the hash in a worker thread (off the event loop)."""
-        key = self._lookup(cid)
-        result = await trio.to_thread.run_sync(_read_file, self._path(key), key)
-        return self._after_read(key, result)
-
     def put(self, cid: bytes, data: bytes | memoryview, *, verified: bool = False) -> None:
         """Store a block (a no-op if it is already there).
 
@@ -172,33 +167,15 @@ class BlockStore:
             self._reserved -= size
         self._index(key, size)
 
-    async def put_async(
-        self, cid: bytes, data: bytes | memoryview, *, verified: bool = False
-    ) -> None:
-        """`put` with the hash and the file write in a worker thread (off the event loop).
-
-        Safe to run several at once, also for the same CID: the index is only touched
-        in the calling (trio) thread and the rename is atomic.
-        """
-        key = _key(cid)
-        if self._already(key):
-            return
-        size = len(data)
-        self._reserve(size)
-        try:
-            await trio.to_thread.run_sync(
-                _write_file, self._tmp, self._path(key), key, data, verified
-            )
-        finally:
-            self._reserved -= size
-        self._index(key, size)
-
     async def put_many_async(
         self, blocks: Sequence[tuple[bytes, bytes | memoryview]], *, verified: bool = False
     ) -> None:
-        """`put_async` for a batch, in one worker-thread hop.
+        """`put` for a batch, with the hashing and the file writes in one worker-thread
+        hop (off the event loop).
 
-        Blocks written before a failure stay stored; the error is raised after them.
+        Safe to run several at once, also for the same CID: the index is only touched
+        in the calling (trio) thread and the renames are atomic. Blocks written before
+        a failure stay stored; the error is raised after them.
         """
         todo: dict[bytes, bytes | memoryview] = {}
         for cid, data in blocks:
@@ -266,14 +243,6 @@ class BlockStore:
         self._total += size
         if key in self._pinned:
             self._pin_walk([key])
-
-    def delete(self, cid: bytes) -> bool:
-        """Remove a block; False if it was not stored. Pins are roots and stay."""
-        key = _key(cid)
-        if key not in self._lru:
-            return False
-        self._drop(key)
-        return True
 
     def evict(self, root: bytes) -> int:
         """Delete the stored blocks of the DAG under `root` that no pin protects.
@@ -376,10 +345,6 @@ class BlockStore:
     def pinned_roots(self) -> frozenset[bytes]:
         """The pinned roots, CIDv1 form."""
         return frozenset(self._pin_roots)
-
-    def is_pinned(self, cid: bytes) -> bool:
-        """True if the block is protected by some pin."""
-        return _key(cid) in self._pinned
 
     # ----------------------------------------------------------------------------------
     # Internals

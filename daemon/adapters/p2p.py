@@ -1,15 +1,16 @@
 """The libp2p adapter: host, GossipSub, peer events, streams and the block list.
 
-Only this module (and the block-exchange adapter) imports libp2p. Everything it hands
-out uses the project's own types: peer ids and multiaddrs as text, `Stream` with
-`StreamClosedError`, `GossipMessage` for what arrives on a topic. A py-libp2p upgrade
-or replacement touches this file.
+Only the adapters import libp2p (this module, bitswap, exchange, yamux and
+peer_records). Everything this one hands out uses the project's own types: peer ids and
+multiaddrs as text, `Stream` with `StreamClosedError`, `GossipMessage` for what arrives
+on a topic. A py-libp2p upgrade or replacement touches the adapters only.
 
 py-libp2p 0.8.1 drops silently in two places (DESIGN.md): a peer's outbound RPC queue
-rejects past 32 entries, and a subscription channel of 32 drops when unread. So
-`publish` waits while any peer's queue is over half full, and one reader task per
-topic drains its subscription into our own larger channel at once. Anything still
-lost, history sync repairs.
+rejects past 32 entries, and a subscription channel of 32 drops when unread. So each
+peer's queue is made to hold OUTBOUND_QUEUE RPCs (`_DeepQueues`) and `publish` waits
+while any holds QUEUE_HIGH_WATER, and each topic's channel is replaced by a sink
+(`_TopicSink`) that hands every message to our own larger `inbound` channel as it is
+pushed, with no reader task in between. Anything still lost, history sync repairs.
 """
 
 from __future__ import annotations

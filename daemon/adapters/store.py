@@ -308,11 +308,6 @@ class Store:
                     self._counts[env.room] += 1
         return added
 
-    def has_message(self, message_id: bytes) -> bool:
-        """True if the id is stored."""
-        row = self._db.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,))
-        return row.fetchone() is not None
-
     def position(self, message_id: bytes) -> StoredPosition | None:
         """The room and history position of a stored message."""
         row = self._db.execute(

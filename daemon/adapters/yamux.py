@@ -67,6 +67,8 @@ from libp2p.stream_muxer.exceptions import (
 )
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 
+from ..errors import ProtocolError  # a peer breaking yamux: closed with GO_AWAY
+
 logger = logging.getLogger(__name__)
 
 PROTOCOL_ID = TProtocol("/yamux/1.0.0")
@@ -108,10 +110,6 @@ MAX_CONTROL_BYTES = 64 * 1024  # our ACKs, pongs and resets beyond that: the pee
 
 def header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
     return HEADER.pack(VERSION, kind, flags, stream_id, length)
-
-
-class ProtocolError(Exception):
-    """The peer broke the yamux protocol; the connection is closed with GO_AWAY."""
 
 
 class _PlainReader:

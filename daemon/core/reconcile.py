@@ -64,6 +64,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, TypeAlias
 
+from . import varint
+
 __all__ = [
     "DEFAULT_BRANCHING",
     "DEFAULT_FRAME_SIZE_LIMIT",
@@ -107,9 +109,8 @@ _INFINITY: Final[_Key] = (2**64, b"")
 _BEFORE_ALL: Final[_Key] = (-1, b"")
 _ZERO_ID: Final = bytes(ID_SIZE)
 _MOD: Final = 1 << 256
-_MAX_VARINT_BYTES: Final = 10
 # Largest encoded bound: timestamp varint, prefix length byte, a whole id.
-_MAX_BOUND_SIZE: Final = _MAX_VARINT_BYTES + 1 + ID_SIZE
+_MAX_BOUND_SIZE: Final = varint.MAX_LEN + 1 + ID_SIZE
 # Kept free in every frame so that a pending Skip and the closing Fingerprint always fit.
 _CLOSING_RESERVE: Final = (_MAX_BOUND_SIZE + 1) + (1 + 1 + FINGERPRINT_SIZE)
 
@@ -126,17 +127,8 @@ class Mode(IntEnum):
     ID_LIST = 2
 
 
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _fingerprint(id_sum: int, count: int) -> bytes:
-    digest = hashlib.sha256((id_sum % _MOD).to_bytes(32, "little") + _encode_varint(count))
+    digest = hashlib.sha256((id_sum % _MOD).to_bytes(32, "little") + varint.encode(count))
     return digest.digest()[:FINGERPRINT_SIZE]
 
 
@@ -155,7 +147,7 @@ def _encode_bound(key: _Key, last_ts: int) -> tuple[bytes, int]:
         return b"\x00", last_ts
     ts, padded = key
     prefix = padded.rstrip(b"\x00")
-    return _encode_varint(ts - last_ts + 1) + _encode_varint(len(prefix)) + prefix, ts
+    return varint.encode(ts - last_ts + 1) + varint.encode(len(prefix)) + prefix, ts
 
 
 class ItemSet:
@@ -260,23 +252,14 @@ class _Reader:
         return chunk
 
     def varint(self, what: str) -> int:
+        # One value, one encoding (minimal): a redundant zero group would let peers
+        # smuggle different bytes for the same message.
         start = self.pos
-        value = 0
-        for index in range(_MAX_VARINT_BYTES):
-            if self.pos >= len(self._data):
-                raise ReconcileError(f"truncated varint for {what} at offset {start}")
-            byte = self._data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << (7 * index)
-            if byte < 0x80:
-                # One value, one encoding: a redundant zero group would let peers
-                # smuggle different bytes for the same message.
-                if byte == 0 and index > 0:
-                    raise ReconcileError(f"non-minimal varint for {what} at offset {start}")
-                if value >= 2**64:
-                    raise ReconcileError(f"varint for {what} at offset {start} exceeds 64 bits")
-                return value
-        raise ReconcileError(f"varint for {what} at offset {start} is longer than 10 bytes")
+        try:
+            value, self.pos = varint.decode(self._data, start, minimal=True)
+        except varint.VarintError as exc:
+            raise ReconcileError(f"{exc} for {what} at offset {start}") from None
+        return value
 
 
 def _decode_message(data: WireBytes, size_limit: int) -> list[_Range]:
@@ -393,7 +376,7 @@ class _Frame:
         """
         count = hi - lo
         chunk, ts = self._header(bound, Mode.ID_LIST)
-        count_bytes = _encode_varint(count)
+        count_bytes = varint.encode(count)
         space = self._room - len(self._out) - len(chunk) - len(count_bytes)
         if count * ID_SIZE > space:
             # Reserve for the worst-case bound, which replaces the one in `chunk`.
@@ -401,7 +384,7 @@ class _Frame:
             if count <= 0:
                 return None
             chunk, ts = self._header(self._items._separator(lo + count), Mode.ID_LIST)
-            count_bytes = _encode_varint(count)
+            count_bytes = varint.encode(count)
         chunk += count_bytes
         for item_id in self._items._ids(lo, lo + count):
             chunk += item_id

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import cbor2
 
-from . import plaincbor
+from . import plaincbor, varint
 from .envelope import MAX_ENVELOPE_BYTES
 from .reconcile import DEFAULT_FRAME_SIZE_LIMIT
 
@@ -110,18 +110,6 @@ _TAGS: dict[type, int] = {
 }
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def encode(frame: Frame) -> bytes:
     """Length-prefixed bytes of a frame."""
     tag = _TAGS[type(frame)]
@@ -146,24 +134,22 @@ def encode(frame: Frame) -> bytes:
     body = cbor2.dumps([tag, *fields], canonical=True)
     if len(body) > MAX_FRAME_BYTES:
         raise SyncWireError(f"frame of {len(body)} bytes over {MAX_FRAME_BYTES}")
-    return _varint(len(body)) + body
+    return varint.encode(len(body)) + body
 
 
 def read_length(prefix: bytes) -> int | None:
     """The frame length from a varint prefix, None if more bytes are needed."""
-    value = shift = 0
-    for i, byte in enumerate(prefix):
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if i and byte == 0:
-                raise SyncWireError("non-minimal length prefix")
-            if value > MAX_FRAME_BYTES:
-                raise SyncWireError(f"frame of {value} bytes over {MAX_FRAME_BYTES}")
-            return value
-        shift += 7
-        if shift > 28:
-            raise SyncWireError("length prefix too long")
-    return None
+    try:
+        # The frame limit needs three bytes; a prefix longer than five is garbage.
+        found = varint.decode_prefix(prefix, 0, minimal=True, max_len=5)
+    except varint.VarintError as exc:
+        raise SyncWireError(f"bad length prefix: {exc}") from None
+    if found is None:
+        return None
+    value = found[0]
+    if value > MAX_FRAME_BYTES:
+        raise SyncWireError(f"frame of {value} bytes over {MAX_FRAME_BYTES}")
+    return value
 
 
 def _bytes_list(value: object, *, max_items: int, max_each: int, exact: int | None = None

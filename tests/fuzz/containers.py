@@ -3,7 +3,7 @@
 Byte-level mutations mostly die at the first CRC or length check. These work on the
 containers' own units (PNG chunks with their CRCs recomputed, JPEG segments, GIF
 blocks, RIFF chunks with the RIFF size fixed) so the bytes reach the walkers in
-core/imaging.py and Pillow's decoders behind them.
+core/imaging/ and Pillow's decoders behind them.
 """
 
 from __future__ import annotations

@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 
 from gossipchat.daemon.adapters import bitswap
 from gossipchat.daemon.adapters.bitswap import Message, ProtocolError, _FrameReader
-from gossipchat.daemon.core import unixfs
+from gossipchat.daemon.core import unixfs, varint
 from tests.fuzz.helpers import corpus, fuzz_settings, hostile, mutated, peak_bytes
 
 FRAMES = corpus("bitswap")  # with their length prefixes, as on the wire
 
 
 def _body(frame: bytes) -> bytes:
-    _, start = unixfs.varint_decode(frame, 0)
+    _, start = varint.decode(frame, 0)
     return frame[start:]
 
 
@@ -49,7 +49,7 @@ def test_seed_frames_decode() -> None:
 # now stops after MAX_MESSAGE_FIELDS fields.
 _N = (bitswap.MAX_MESSAGE_SIZE - 16) // 4
 _ENTRIES = b"\x0a\x02\x0a\x00" * _N
-MINIMAL_ENTRIES = b"\x0a" + unixfs.varint_encode(len(_ENTRIES)) + _ENTRIES
+MINIMAL_ENTRIES = b"\x0a" + varint.encode(len(_ENTRIES)) + _ENTRIES
 UNKNOWN_FIELDS = b"\x48\x00" * (2 * _N)
 EMPTY_BLOCKS = b"\x12\x00" * (2 * _N)
 PRESENCES = b"\x22\x02\x0a\x00" * _N
@@ -155,13 +155,13 @@ def test_frame_reader_raises_only_protocol_error(stream: tuple[bytes, list[int]]
 
 
 CLAIMS = {
-    "frame of 4 MiB + 1": unixfs.varint_encode(bitswap.MAX_MESSAGE_SIZE + 1),
-    "frame of 2**35": unixfs.varint_encode(2**35),
-    "frame of 2**64 - 1": unixfs.varint_encode(2**64 - 1),
+    "frame of 4 MiB + 1": varint.encode(bitswap.MAX_MESSAGE_SIZE + 1),
+    "frame of 2**35": varint.encode(2**35),
+    "frame of 2**64 - 1": varint.encode(2**64 - 1),
     "a prefix that never ends": b"\x80" * 64,
-    "wantlist of 2**63 bytes": b"\x10\x0a" + unixfs.varint_encode(2**63),
-    "block of 4 GiB": b"\x10\x12" + unixfs.varint_encode(2**32),
-    "presence cid of 2**40 bytes": b"\x10\x22\x0e\x0a" + unixfs.varint_encode(2**40),
+    "wantlist of 2**63 bytes": b"\x10\x0a" + varint.encode(2**63),
+    "block of 4 GiB": b"\x10\x12" + varint.encode(2**32),
+    "presence cid of 2**40 bytes": b"\x10\x22\x0e\x0a" + varint.encode(2**40),
 }
 
 

@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gossipchat.daemon.adapters.p2p import Stream, StreamClosedError
-from gossipchat.daemon.core import reconcile, syncwire
+from gossipchat.daemon.core import reconcile, syncwire, varint
 from gossipchat.daemon.core.reconcile import ReconcileError
 from gossipchat.daemon.core.syncwire import SyncWireError
 from gossipchat.daemon.sync import FramedStream
@@ -122,8 +122,8 @@ def test_length_prefix(prefix: bytes) -> None:
         assert len(prefix) < 5
         return
     assert 0 <= length <= syncwire.MAX_FRAME_BYTES
-    # FramedStream skips _varint_len(length) bytes: the prefix must be the minimal one.
-    assert prefix.startswith(syncwire._varint(length))
+    # FramedStream skips varint.encoded_len(length) bytes: the prefix must be the minimal one.
+    assert prefix.startswith(varint.encode(length))
 
 
 class _BytesStream:

@@ -12,19 +12,20 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gossipchat.daemon.core import unixfs
+from gossipchat.daemon.core import protobuf, unixfs
+from gossipchat.daemon.core.protobuf import ProtobufError
+from gossipchat.daemon.core.protobuf import len_field as pb_len_field
+from gossipchat.daemon.core.protobuf import varint_field as pb_varint_field
 from gossipchat.daemon.core.unixfs import (
     CODEC_DAG_PB,
     CODEC_RAW,
     FileAssembler,
     InvalidDagError,
-    ProtobufError,
     UnixfsError,
     cid_v1,
-    pb_len_field,
-    pb_varint_field,
-    varint_encode,
 )
+from gossipchat.daemon.core.unixfs.cid import _b58encode
+from gossipchat.daemon.core.varint import encode as varint_encode
 from tests.fuzz.helpers import corpus, fuzz_settings, hostile, mutated, peak_bytes
 
 NODES = corpus("dagpb")
@@ -39,7 +40,7 @@ MAX_SIZE = 4 * 1024 * 1024
 @given(hostile(NODES))
 def test_protobuf_fields_raise_only_protobuf_error(data: bytes) -> None:
     try:
-        for field, wire, value in unixfs.iter_fields(data):
+        for field, wire, value in protobuf.iter_fields(data):
             assert field > 0
             assert isinstance(value, int) == (wire != 2)
     except ProtobufError:
@@ -78,8 +79,8 @@ def test_binary_cids_raise_only_cid_error(cid: bytes) -> None:
 _CID_TEXTS = (
     *(unixfs.cid_to_str(c) for c in CIDS),
     unixfs.cid_to_str(CIDS[0]).upper(),
-    "z" + unixfs._b58encode(CIDS[0]),
-    unixfs._b58encode(CIDS[-1][2:]),  # the CIDv0 "Qm..." of a dag-pb node
+    "z" + _b58encode(CIDS[0]),
+    _b58encode(CIDS[-1][2:]),  # the CIDv0 "Qm..." of a dag-pb node
 )
 
 

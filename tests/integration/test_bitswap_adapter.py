@@ -31,7 +31,7 @@ from gossipchat.daemon.adapters.bitswap import (
     WantEntry,
 )
 from gossipchat.daemon.adapters.blockstore import BlockStore
-from gossipchat.daemon.core import unixfs
+from gossipchat.daemon.core import unixfs, varint
 
 LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 MB = 1_000_000
@@ -486,7 +486,7 @@ async def test_oversized_frame_resets_the_stream(nursery: trio.Nursery, tmp_path
     peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
     await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
     stream = await peer.host.new_stream(node.id, [PROTOCOL_ID_120])
-    await stream.write(unixfs.varint_encode(bitswap.MAX_MESSAGE_SIZE + 1) + b"\0" * 100)
+    await stream.write(varint.encode(bitswap.MAX_MESSAGE_SIZE + 1) + b"\0" * 100)
     await wait_for(lambda: node.bitswap.stats.protocol_errors == 1)
     assert node.bitswap.stats.peers[peer.host.get_id().to_base58()].protocol_errors == 1
     # The node still serves the peer on a new stream.
@@ -504,7 +504,7 @@ def test_message_codec_round_trip() -> None:
         blocks=[(cid, b"abc")],
         presences=[bitswap.Presence(cid, have=False)],
     )
-    length, start = unixfs.varint_decode(frame, 0)
+    length, start = varint.decode(frame, 0)
     assert length == len(frame) - start
     msg = bitswap.decode_message(frame[start:])
     assert msg.wants == [WantEntry(cid, priority=7, want_have=True, send_dont_have=True)]

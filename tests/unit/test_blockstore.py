@@ -26,7 +26,7 @@ def raw_block(text: bytes) -> tuple[bytes, bytes]:
     return unixfs.cid_v1(unixfs.CODEC_RAW, text), text
 
 
-def test_put_get_has_delete(tmp_path: Path) -> None:
+def test_put_get_has_evict(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "blocks")
     cid, data = raw_block(b"hello")
     assert not store.has(cid)
@@ -36,8 +36,8 @@ def test_put_get_has_delete(tmp_path: Path) -> None:
     assert (store.count, store.total_bytes) == (1, 5)
     store.put(cid, data)  # idempotent
     assert (store.count, store.total_bytes) == (1, 5)
-    assert store.delete(cid)
-    assert not store.delete(cid)
+    assert store.evict(cid) == 1
+    assert store.evict(cid) == 0
     assert not store.has(cid)
     assert (store.count, store.total_bytes) == (0, 0)
     with pytest.raises(BlockNotFoundError):
@@ -162,7 +162,8 @@ def test_pinned_dag_is_never_evicted(tmp_path: Path) -> None:
     dag_bytes = sum(len(b.data) for b in dag.blocks)
     store = BlockStore(tmp_path, quota_bytes=dag_bytes + CHUNK_SIZE)
     root = store.import_file(data, pin=True)
-    assert all(store.is_pinned(b.cid) for b in dag.blocks)
+    assert store.evict(root) == 0  # every block of the DAG is protected by the pin
+    assert store.count == len(dag.blocks)
     filler = raw_block(b"f" * CHUNK_SIZE)
     store.put(*filler)
     other = raw_block(b"o" * CHUNK_SIZE)
@@ -172,7 +173,7 @@ def test_pinned_dag_is_never_evicted(tmp_path: Path) -> None:
     with pytest.raises(QuotaExceededError):
         store.put(*raw_block(b"x" * (CHUNK_SIZE + 1)))
     store.unpin(root)
-    assert not store.is_pinned(root)
+    assert store.pinned_roots() == set()
     store.put(*raw_block(b"x" * (CHUNK_SIZE + 1)))  # now the image may go
     assert store.total_bytes <= dag_bytes + CHUNK_SIZE
 
@@ -183,12 +184,14 @@ def test_pin_before_the_blocks_arrive_covers_them(tmp_path: Path) -> None:
     store.pin(result.root)
     for block in reversed(result.blocks):  # root first, as a fetch delivers them
         store.put(block.cid, block.data)
-    assert all(store.is_pinned(b.cid) for b in result.blocks)
+    assert store.evict(result.root) == 0  # every block of the DAG is protected
+    assert store.count == len(result.blocks)
     other = BlockStore(tmp_path / "other")
     other.pin(result.root)
     for block in result.blocks:  # leaves first, as an import writes them
         other.put(block.cid, block.data)
-    assert all(other.is_pinned(b.cid) for b in result.blocks)
+    assert other.evict(result.root) == 0
+    assert other.count == len(result.blocks)
 
 
 def test_shared_blocks_stay_pinned_by_the_other_root(tmp_path: Path) -> None:
@@ -197,10 +200,11 @@ def test_shared_blocks_stay_pinned_by_the_other_root(tmp_path: Path) -> None:
     second = store.import_file(pattern(251, 3 * CHUNK_SIZE), pin=True)  # same first chunks
     shared_leaf = unixfs.import_file(pattern(251, CHUNK_SIZE)).root
     store.unpin(first)
-    assert store.is_pinned(shared_leaf)
+    assert store.evict(shared_leaf) == 0  # still protected by `second`
+    assert store.has(shared_leaf)
     assert store.pinned_roots() == {second}
     store.unpin(second)
-    assert not store.is_pinned(shared_leaf)
+    assert store.evict(shared_leaf) == 1  # now nothing protects it
 
 
 def test_evict_drops_the_unpinned_blocks_of_a_dag(tmp_path: Path) -> None:
@@ -256,16 +260,15 @@ def test_unopenable_directory_is_reported(tmp_path: Path) -> None:
 # The async variants: file work in worker threads, index work in the trio thread
 
 
-async def test_put_async_and_get_async_round_trip(tmp_path: Path) -> None:
+async def test_put_many_async_and_get_many_async_round_trip(tmp_path: Path) -> None:
     store = BlockStore(tmp_path)
     cid, data = raw_block(b"through a worker thread")
-    await store.put_async(cid, data)
+    await store.put_many_async([(cid, data)])
     assert store.has(cid)
-    assert await store.get_async(cid) == data
+    assert await store.get_many_async([cid]) == [data]
     with pytest.raises(unixfs.BlockError):
-        await store.put_async(raw_block(b"one")[0], b"two")
-    with pytest.raises(BlockNotFoundError):
-        await store.get_async(raw_block(b"absent")[0])
+        await store.put_many_async([(raw_block(b"one")[0], b"two")])
+    assert await store.get_many_async([raw_block(b"absent")[0]]) == [None]
 
 
 async def test_concurrent_puts_of_one_block_count_it_once(tmp_path: Path) -> None:
@@ -273,7 +276,7 @@ async def test_concurrent_puts_of_one_block_count_it_once(tmp_path: Path) -> Non
     cid, data = raw_block(b"x" * 1000)
     async with trio.open_nursery() as nursery:
         for _ in range(5):
-            nursery.start_soon(store.put_async, cid, data)
+            nursery.start_soon(store.put_many_async, [(cid, data)])
     assert (store.count, store.total_bytes) == (1, 1000)
     assert store._reserved == 0
 
@@ -285,7 +288,7 @@ async def test_writes_in_flight_count_against_the_quota(tmp_path: Path) -> None:
 
     async def put(cid: bytes, data: bytes) -> None:
         try:
-            await store.put_async(cid, data)
+            await store.put_many_async([(cid, data)])
         except QuotaExceededError as exc:
             refused.append(exc)
 

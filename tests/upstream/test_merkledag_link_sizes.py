@@ -11,8 +11,8 @@ never produce for the same bytes (the leaves themselves are identical):
   ipfs-unixfs-importer wrap it (so a 175-chunk file's root links a node, not a leaf).
 
 These tests assert the defects; they fail, and say so, once upstream is fixed.
-gossipchat imports files with daemon/core/unixfs.py instead, pinned by the golden
-CIDs in tests/unit/test_unixfs.py.
+gossipchat imports files with daemon/core/unixfs/importer.py instead, pinned by the golden
+CIDs in tests/unit/test_unixfs_importer.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from libp2p.bitswap.dag_pb import decode_dag_pb
 
 CHUNK = 262144
 # ipfs-unixfs-importer 17.1.1 with {cidVersion: 1, rawLeaves: true, fixedSize 262144,
-# balanced 174} on bytes(range(251)) repeated to 262145 bytes (tests/unit/test_unixfs.py).
+# balanced 174} on bytes(range(251)) repeated to 262145 bytes (tests/unit/test_unixfs_importer.py).
 STANDARD_ROOT_262145 = "bafybeiexg2oqkfnj56l7fcmawswqbijt5shq4b5rg6a546uwpkqqzwjioi"
 
 

@@ -21,7 +21,7 @@ import nacl.bindings
 from PIL import Image, PngImagePlugin
 
 from gossipchat.daemon.adapters import bitswap, yamux
-from gossipchat.daemon.core import envelope, peerid, reconcile, syncwire, unixfs
+from gossipchat.daemon.core import envelope, peerid, protobuf, reconcile, syncwire, unixfs, varint
 
 ROOT = Path(__file__).resolve().parent
 TS_MS = 1_790_000_000_000  # the corpus's "now": tests decode with this now_ms
@@ -106,18 +106,18 @@ def dag_nodes() -> dict[str, bytes]:
     result = unixfs.import_file(data)
     root = next(b.data for b in result.blocks if b.cid == result.root)
     leaf = unixfs.cid_v1(unixfs.CODEC_RAW, b"leaf")
-    unixfs_inline = unixfs.pb_varint_field(1, 2) + unixfs.pb_len_field(2, b"inline bytes") + \
-        unixfs.pb_varint_field(3, 12)
-    packed = unixfs.pb_varint_field(1, 2) + unixfs.pb_varint_field(3, 4) + \
-        unixfs.pb_len_field(4, unixfs.varint_encode(4))
-    link = unixfs.pb_len_field(1, leaf) + unixfs.pb_len_field(2, b"") + \
-        unixfs.pb_varint_field(3, 4)
-    directory = unixfs.pb_varint_field(1, 1)
+    unixfs_inline = protobuf.varint_field(1, 2) + protobuf.len_field(2, b"inline bytes") + \
+        protobuf.varint_field(3, 12)
+    packed = protobuf.varint_field(1, 2) + protobuf.varint_field(3, 4) + \
+        protobuf.len_field(4, varint.encode(4))
+    link = protobuf.len_field(1, leaf) + protobuf.len_field(2, b"") + \
+        protobuf.varint_field(3, 4)
+    directory = protobuf.varint_field(1, 1)
     return {
         "root-3-chunks": root,
-        "inline-file": unixfs.pb_len_field(1, unixfs_inline),
-        "packed-blocksizes": unixfs.pb_len_field(2, link) + unixfs.pb_len_field(1, packed),
-        "directory": unixfs.pb_len_field(1, directory),
+        "inline-file": protobuf.len_field(1, unixfs_inline),
+        "packed-blocksizes": protobuf.len_field(2, link) + protobuf.len_field(1, packed),
+        "directory": protobuf.len_field(1, directory),
     }
 
 
