@@ -7,19 +7,16 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.harness import Cluster
-from tests.netns import Network, Scenario, network
-from tests.netns import unavailable as netns_unavailable
+from harness.daemons import Cluster
+from harness.netns import Network, Scenario, network
+from harness.netns import unavailable as netns_unavailable
 
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     """Real gossipchatd processes on 127.0.0.1, stopped after the test."""
-    c = Cluster()
-    try:
+    with Cluster() as c:
         yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture
@@ -32,6 +29,6 @@ def netns_available() -> None:
 
 @pytest.fixture
 def netns(netns_available: None) -> Iterator[Callable[[Scenario], Network]]:
-    """Build network-namespace scenarios (tests/netns.py); all are torn down at the end."""
+    """Build network-namespace scenarios (harness/netns.py); all are torn down at the end."""
     with ExitStack() as stack:
         yield lambda scenario: stack.enter_context(network(scenario))

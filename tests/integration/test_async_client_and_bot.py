@@ -17,7 +17,8 @@ import trio
 from PIL import Image
 
 from gossipchat.clients import AsyncClient, DaemonNotRunning, RpcError
-from tests.harness import Cluster, DaemonProcess, connect, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, wait_mesh
+from harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BOT = REPO / "deploy" / "examples" / "echo_bot.py"

@@ -15,7 +15,8 @@ from PIL import Image
 
 from gossipchat.clients.chat import Chat, Transfer
 from gossipchat.rpc.client import Connection, ConnectionLost
-from tests.harness import Cluster, DaemonProcess, connect, run_p2pctl, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, run_p2pctl, wait_mesh
+from harness.waiting import wait_for
 
 
 class Screen:

@@ -9,7 +9,7 @@ import pytest
 from libp2p.pubsub.pb import rpc_pb2
 
 from gossipchat.daemon.adapters import peer_records
-from tests.upstream.libp2p_pair import connected_pair, record_checks_per_publish
+from harness.libp2p_hosts import connected_pair, record_checks_per_publish
 
 MESSAGES = 30
 

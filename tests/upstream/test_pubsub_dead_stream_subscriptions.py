@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import trio
 
-from tests.upstream.libp2p_pair import connected_pair
+from harness.libp2p_hosts import connected_pair
 
 
 async def test_a_dead_stream_forgets_the_subscriptions_of_a_connected_peer() -> None:

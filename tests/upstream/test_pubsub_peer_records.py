@@ -11,7 +11,7 @@ import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
 import pytest
 
-from tests.upstream.libp2p_pair import record_checks_per_publish
+from harness.libp2p_hosts import record_checks_per_publish
 
 MESSAGES = 30
 
