@@ -28,7 +28,7 @@ run: $(STAMP)
 	$(BIN)/gossipchatd
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon rpc clients tests deploy/examples $(wildcard bench)
+	$(BIN)/ruff check daemon rpc clients tests harness deploy/examples $(wildcard bench)
 
 # mypy resolves gossipchat.* through a symlink tree, because the package maps
 # top-level folders (daemon/, rpc/, clients/) to gossipchat.daemon and so on.
