@@ -25,8 +25,8 @@ The machine is shared: other work on its 2 cores moves every figure by a factor 
 or more from one minute to the next. Medians of alternating runs are the honest
 summary; compare figures from the same run only.
 
-Run: `python bench/image_fetch.py [--size BYTES] [--repeat N] [--out FILE]` with the
-project installed (or its package on PYTHONPATH); it prints the JSON and writes it to
+Run: `python -m bench.image_fetch [--size BYTES] [--repeat N] [--out FILE]` from the
+checkout's root with the project installed; it prints the JSON and writes it to
 --out too. `bench.run` calls `run(quick=...)`.
 """
 
@@ -328,11 +328,13 @@ def measure_two_process(size: int, repeat: int) -> dict[str, list[float] | str]:
             servers: dict[str, tuple[str, str]] = {}
             for kind in KINDS:
                 command = [
-                    sys.executable, str(Path(__file__).resolve()),
+                    sys.executable, "-m", "bench.image_fetch",
                     "--serve", kind, "--size", str(size),
                 ]  # fmt: skip
+                # From the checkout's root, where the dev-only `harness` package is.
                 child = subprocess.Popen(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    cwd=Path(__file__).resolve().parent.parent,
                 )
                 children.append(child)
                 assert child.stdout is not None

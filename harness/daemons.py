@@ -321,6 +321,17 @@ def wait_mesh(daemon: DaemonProcess, room: str, peers: int, timeout: float = 20.
     )
 
 
+def pair_in_room(cluster: Cluster, room: str) -> tuple[DaemonProcess, DaemonProcess]:
+    """Daemons a and b, connected, both in room, each seeing the other in its mesh."""
+    a, b = cluster.start("a"), cluster.start("b")
+    connect(a, b)
+    for d in (a, b):
+        d.call("join", room=room)
+    wait_mesh(a, room, 1)
+    wait_mesh(b, room, 1)
+    return a, b
+
+
 def texts(daemon: DaemonProcess, room: str, limit: int = 10_000) -> list[str]:
     """The texts of a room's history on a daemon."""
     return [m["text"] for m in daemon.call("history", room=room, limit=limit)]

@@ -15,10 +15,11 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
@@ -66,6 +67,25 @@ def muxed(host: IHost, peer: IHost) -> Any:
     conns = host.get_network().get_connections(peer.get_id())
     assert conns, "not connected"
     return conns[0].muxed_conn
+
+
+class SmallReadSink:
+    """A stream handler that reads as gossipsub does, a 1-byte read then a 999-byte
+    read, until the stream ends or is reset; counts the reads and sets `done`."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.done = trio.Event()
+
+    async def __call__(self, stream: INetStream) -> None:
+        try:
+            while True:
+                await stream.read(1)
+                await stream.read(999)
+                self.reads += 2
+        except (StreamEOF, StreamReset):
+            pass
+        self.done.set()
 
 
 def make_node(**gossip: Any) -> GossipNode:

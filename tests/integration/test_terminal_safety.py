@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gossipchat.daemon.core import envelope, peerid
-from harness.daemons import BIN, Cluster, DaemonProcess, connect, wait_mesh
+from harness.daemons import BIN, Cluster, DaemonProcess, pair_in_room
 from harness.libp2p_hosts import gossip_peer
 from harness.waiting import wait_for
 
@@ -109,13 +109,7 @@ def _check_human_rendering(raw: bytes, author_suffix: str) -> None:
 
 
 def _pair_in_lobby(cluster: Cluster) -> tuple[DaemonProcess, DaemonProcess]:
-    a, b = cluster.start("a"), cluster.start("b")
-    connect(a, b)
-    for d in (a, b):
-        d.call("join", room="lobby")
-    wait_mesh(a, "lobby", 1)
-    wait_mesh(b, "lobby", 1)
-    return a, b
+    return pair_in_room(cluster, "lobby")
 
 
 def test_peer_text_reaches_history_and_watch_only_as_visible_text(cluster: Cluster) -> None:

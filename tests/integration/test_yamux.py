@@ -23,7 +23,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux as StockYamux
 
 from gossipchat.daemon.adapters import yamux
 from gossipchat.daemon.adapters.p2p import new_libp2p_host
-from harness.libp2p_hosts import muxed, running_pair, stock_host
+from harness.libp2p_hosts import SmallReadSink, muxed, running_pair, stock_host
 
 ECHO = TProtocol("/gossipchat-test/echo/1.0.0")
 SINK = TProtocol("/gossipchat-test/sink/1.0.0")
@@ -195,28 +195,15 @@ async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
             await original(data)
 
         conn._send = counting_send
-        done = trio.Event()
-        reads = 0
-
-        async def sink(stream: INetStream) -> None:
-            nonlocal reads
-            try:
-                while True:
-                    await stream.read(1)
-                    await stream.read(999)
-                    reads += 2
-            except (StreamEOF, StreamReset):
-                pass
-            done.set()
-
+        sink = SmallReadSink()
         a.set_stream_handler(SINK, sink)
         stream = await b.new_stream(a.get_id(), [SINK])
         with trio.fail_after(60):
             await stream.write(pattern(4 * MB))
             await stream.close()
-            await done.wait()
+            await sink.done.wait()
     window_updates = [f for f in sent_frames if f[1] == yamux.TYPE_WINDOW_UPDATE]
-    assert reads >= 8000
+    assert sink.reads >= 8000
     # 4 MB through a 1 MiB window credited at half: about 8 updates (plus the ACK).
     assert len(window_updates) <= 12, len(window_updates)
 

@@ -16,7 +16,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from harness.libp2p_hosts import muxed, running_pair, stock_host
+from harness.libp2p_hosts import SmallReadSink, muxed, running_pair, stock_host
 
 SINK = TProtocol("/gossipchat-test/sink/1.0.0")
 
@@ -47,8 +47,6 @@ async def test_a_window_update_for_nearly_every_read() -> None:
     gossipsub reads) makes the reader send about one WINDOW_UPDATE per read."""
     async with pair(muxer_preference="YAMUX") as (a, b):
         updates = 0
-        reads = 0
-        done = trio.Event()
         conn = muxed(a, b)
         original = conn._write_frame
 
@@ -60,25 +58,15 @@ async def test_a_window_update_for_nearly_every_read() -> None:
 
         conn._write_frame = counting
 
-        async def sink(stream: INetStream) -> None:
-            nonlocal reads
-            try:
-                while True:
-                    await stream.read(1)
-                    await stream.read(999)
-                    reads += 2
-            except StreamEOF:
-                pass
-            done.set()
-
+        sink = SmallReadSink()
         a.set_stream_handler(SINK, sink)
         stream = await b.new_stream(a.get_id(), [SINK])
         with trio.fail_after(60):
             await stream.write(bytes(2_000_000))
             await stream.close()
-            await done.wait()
-    assert reads >= 3_900
-    assert updates >= reads * 0.9, (updates, reads)
+            await sink.done.wait()
+    assert sink.reads >= 3_900
+    assert updates >= sink.reads * 0.9, (updates, sink.reads)
 
 
 async def test_every_data_frame_is_two_noise_messages() -> None:
