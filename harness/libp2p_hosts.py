@@ -87,6 +87,16 @@ class SmallReadSink:
             pass
         self.done.set()
 
+    async def take(self, data: bytes, receiver: IHost, sender: IHost, protocol: str) -> None:
+        """Serve `protocol` on receiver with this sink, send data from sender, close,
+        and wait (at most a minute) until the sink has read it all."""
+        receiver.set_stream_handler(TProtocol(protocol), self)
+        stream = await sender.new_stream(receiver.get_id(), [TProtocol(protocol)])
+        with trio.fail_after(60):
+            await stream.write(data)
+            await stream.close()
+            await self.done.wait()
+
 
 def make_node(**gossip: Any) -> GossipNode:
     """A stock host with GossipSub (our daemon's mesh settings unless `gossip` says)."""

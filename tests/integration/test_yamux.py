@@ -196,12 +196,7 @@ async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
 
         conn._send = counting_send
         sink = SmallReadSink()
-        a.set_stream_handler(SINK, sink)
-        stream = await b.new_stream(a.get_id(), [SINK])
-        with trio.fail_after(60):
-            await stream.write(pattern(4 * MB))
-            await stream.close()
-            await sink.done.wait()
+        await sink.take(pattern(4 * MB), a, b, SINK)
     window_updates = [f for f in sent_frames if f[1] == yamux.TYPE_WINDOW_UPDATE]
     assert sink.reads >= 8000
     # 4 MB through a 1 MiB window credited at half: about 8 updates (plus the ACK).

@@ -59,12 +59,7 @@ async def test_a_window_update_for_nearly_every_read() -> None:
         conn._write_frame = counting
 
         sink = SmallReadSink()
-        a.set_stream_handler(SINK, sink)
-        stream = await b.new_stream(a.get_id(), [SINK])
-        with trio.fail_after(60):
-            await stream.write(bytes(2_000_000))
-            await stream.close()
-            await sink.done.wait()
+        await sink.take(bytes(2_000_000), a, b, SINK)
     assert sink.reads >= 3_900
     assert updates >= sink.reads * 0.9, (updates, sink.reads)
 
