@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 
 import pytest
 import trio
@@ -19,6 +18,7 @@ import trio.lowlevel
 from gossipchat.daemon import redial
 from gossipchat.daemon.errors import PeerUnreachable, StoreUnavailable
 from gossipchat.daemon.redial import Redialer
+from harness.services import gaps, run_for, running
 
 SEED = 3
 ADDRS = ["/ip4/127.0.0.1/tcp/4001"]
@@ -87,19 +87,14 @@ def expected_gaps(count: int) -> list[float]:
     return out
 
 
-def gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in pairwise(times)]
 
 
 async def test_remembered_peers_are_dialled_at_start_with_doubling_backoff(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     redialer, network, _ = make({"p": 6}, known=["p"])
-    async with trio.open_nursery() as nursery:
-        started = trio.current_time()
-        await nursery.start(redialer.run)
-        await trio.sleep(3600)
-        nursery.cancel_scope.cancel()
+    started = trio.current_time()
+    await run_for(redialer, 3600)
     times = network.times("p")
     assert times[0] == pytest.approx(started)
     assert gaps(times) == pytest.approx(expected_gaps(6))  # 0.5 s doubling, jittered
@@ -112,14 +107,12 @@ async def test_the_delay_stops_doubling_at_a_minute_and_the_loop_gives_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     redialer, network, _ = make({"p": 10_000}, known=["p"])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(redialer.run)
+    async with running(redialer):
         await trio.sleep(24 * 3600)
         assert len(network.times("p")) == redial.MAX_ATTEMPTS
         # The loop is over: a new loss starts a new one.
         redialer.lost("p")
         await trio.sleep(0.1)  # its first dial; the next is 0.4-0.6 s away
-        nursery.cancel_scope.cancel()
     times = network.times("p")
     assert gaps(times[: redial.MAX_ATTEMPTS]) == pytest.approx(
         expected_gaps(redial.MAX_ATTEMPTS - 1))
@@ -131,13 +124,11 @@ async def test_one_loop_per_peer_however_often_it_is_lost(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     redialer, network, _ = make({"p": 3}, known=["p"])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(redialer.run)
+    async with running(redialer):
         for _ in range(5):
             redialer.lost("p")
             await trio.sleep(0.1)
         await trio.sleep(60)
-        nursery.cancel_scope.cancel()
     assert len(network.times("p")) == 4  # three failures and the success, once
     assert gaps(network.times("p")) == pytest.approx(expected_gaps(3))
 
@@ -146,8 +137,7 @@ async def test_a_peer_that_comes_back_by_itself_is_not_dialled_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     redialer, network, store = make({"p": 10_000})
-    async with trio.open_nursery() as nursery:
-        await nursery.start(redialer.run)
+    async with running(redialer):
         redialer.lost("p")
         await trio.sleep(0.1)
         assert network.times("p") == []  # not remembered: no address, no dial
@@ -156,7 +146,6 @@ async def test_a_peer_that_comes_back_by_itself_is_not_dialled_again(
         await trio.sleep(0.1)  # one failed dial; the next is 0.4-0.6 s away
         network.connected.add("p")  # it dialled us
         await trio.sleep(600)
-        nursery.cancel_scope.cancel()
     assert len(network.times("p")) == 1
     assert redialer.reconnected == 0
 
@@ -167,13 +156,11 @@ async def test_blocked_deferred_own_and_unreadable_peers_get_no_dials(
     redialer, network, store = make(known=["blocked", "room-member", "me", "q"])
     network.blocked.add("blocked")
     redialer.defer = lambda peer: peer == "room-member"  # the connection manager's
-    async with trio.open_nursery() as nursery:
-        await nursery.start(redialer.run)
+    async with running(redialer):
         await trio.sleep(60)
         assert [p for _, p in network.dials] == ["q"]
         network.connected.discard("q")
         store.broken = True
         redialer.lost("q")
         await trio.sleep(60)
-        nursery.cancel_scope.cancel()
     assert [p for _, p in network.dials] == ["q"]  # the store failed: nothing to dial

@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import pairwise
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +21,7 @@ import trio
 from gossipchat.daemon import sync
 from gossipchat.daemon.core.rooms import topic_for
 from gossipchat.daemon.sync import SyncService
+from harness.services import gaps, run_for, running
 
 INTERVAL = 30.0
 SEED = 7
@@ -96,8 +96,6 @@ def setup(outcomes: list[int | None], *, me: str = "A", peers: Iterable[str] = (
     return ScriptedSync(node, network, outcomes, session_s=session_s), node, network
 
 
-def gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in pairwise(times)]
 
 
 def within_a_tick(actual: list[float], due: list[float]) -> None:
@@ -112,11 +110,8 @@ async def test_a_first_meeting_syncs_at_once_and_quiet_rounds_double_to_8x(
 ) -> None:
     service, _, _ = setup([0])  # every round finds nothing to do
     jitter = random.Random(SEED)
-    async with trio.open_nursery() as nursery:
-        start = trio.current_time()
-        await nursery.start(service.run)
-        await trio.sleep(INTERVAL * 60)
-        nursery.cancel_scope.cancel()
+    start = trio.current_time()
+    await run_for(service, INTERVAL * 60)
     times = service.times()
     assert times[0] == pytest.approx(start)
     # Quiet rounds: 2x, 4x, then 8x the interval (each with its own jitter), and no more.
@@ -132,10 +127,7 @@ async def test_a_difference_brings_the_pair_back_to_the_interval(
 ) -> None:
     service, _, _ = setup([0, 0, 0, 5, 0])
     jitter = random.Random(SEED)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        await trio.sleep(INTERVAL * 40)
-        nursery.cancel_scope.cancel()
+    await run_for(service, INTERVAL * 40)
     # After rounds finding 0, 0, 0, 5, 0 differences: 2x, 4x, 8x, 1x, 2x.
     due = [INTERVAL * f * jitter.uniform(0.75, 1.25) for f in (2, 4, 8, 1, 2)]
     for gap, want in zip(gaps(service.times()), due, strict=False):
@@ -147,10 +139,7 @@ async def test_failures_back_off_doubling_to_a_minute_then_success_resets(
 ) -> None:
     outcomes: list[int | None] = [None] * 8 + [3]
     service, _, _ = setup(outcomes)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        await trio.sleep(400)
-        nursery.cancel_scope.cancel()
+    await run_for(service, 400)
     times = service.times()
     backoff = [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
     for gap, want in zip(gaps(times), backoff, strict=False):
@@ -165,11 +154,8 @@ async def test_routine_rounds_are_the_lower_peer_ids_but_first_meetings_are_eith
 ) -> None:
     higher, _, _ = setup([0], me="Z", peers=("B",))
     lower, _, _ = setup([0], me="A", peers=("B",))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(higher.run)
-        await nursery.start(lower.run)
+    async with running(higher), running(lower):
         await trio.sleep(INTERVAL * 30)
-        nursery.cancel_scope.cancel()
     assert len(higher.times()) == 1  # the first meeting only
     assert len(lower.times()) > 3
 
@@ -179,10 +165,7 @@ async def test_a_failed_pair_is_still_retried_by_the_higher_peer_id(
 ) -> None:
     """Backoff retries are not routine rounds: whoever failed tries again."""
     service, _, _ = setup([None, None, 0], me="Z")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        await trio.sleep(INTERVAL * 30)
-        nursery.cancel_scope.cancel()
+    await run_for(service, INTERVAL * 30)
     assert len(service.times()) == 3  # two failures, then the success, then nothing
 
 
@@ -190,8 +173,7 @@ async def test_forget_peer_makes_the_next_meeting_immediate_and_resets_doubling(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     service, _, network = setup([0])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
+    async with running(service):
         await trio.sleep(INTERVAL * 20)  # quiet rounds: now at 8x
         assert len(service.times()) >= 4
         network.connected.discard("B")
@@ -201,7 +183,6 @@ async def test_forget_peer_makes_the_next_meeting_immediate_and_resets_doubling(
         network.connected.add("B")
         back = trio.current_time()
         await trio.sleep(INTERVAL * 4)
-        nursery.cancel_scope.cancel()
     times = service.times()[count:]
     within_a_tick(times[:1], [back])  # at once, not after the 8x wait
     assert gaps(times)[0] <= INTERVAL * 2 * 1.25 + sync.TICK_S  # doubling starts over
@@ -211,15 +192,13 @@ async def test_a_suspected_gap_syncs_after_the_debounce(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     service, _, _ = setup([0])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
+    async with running(service):
         await trio.sleep(5)  # the first meeting is done; the next round is ~60 s away
         assert len(service.times()) == 1
         suspected = trio.current_time()
         service.suspect_gap(ROOM, "B")
         service.suspect_gap(ROOM, "B")  # a second suspicion does not postpone it
         await trio.sleep(sync.GAP_DEBOUNCE_S + 2 * sync.TICK_S)
-        nursery.cancel_scope.cancel()
     within_a_tick(service.times()[1:], [suspected + sync.GAP_DEBOUNCE_S])
     assert len(service.times()) == 2
 
@@ -228,13 +207,11 @@ async def test_sync_now_starts_every_peer_of_the_room_at_the_next_tick(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     service, _, _ = setup([0], peers=("B", "C"))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
+    async with running(service):
         await trio.sleep(5)
         asked = trio.current_time()
         service.sync_now(ROOM)
         await trio.sleep(2 * sync.TICK_S)
-        nursery.cancel_scope.cancel()
     for peer in ("B", "C"):
         within_a_tick(service.times(peer)[1:], [asked])
 
@@ -244,14 +221,12 @@ async def test_no_session_starts_while_the_store_refuses_writes(
 ) -> None:
     service, node, _ = setup([0])
     node.store_health.writes_failing = True
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
+    async with running(service):
         await trio.sleep(INTERVAL * 10)
         assert service.times() == []
         node.store_health.writes_failing = False
         healed = trio.current_time()
         await trio.sleep(1)
-        nursery.cancel_scope.cancel()
     within_a_tick(service.times(), [healed])
 
 
@@ -261,10 +236,7 @@ async def test_disconnected_and_blocked_peers_are_left_alone(
     service, _, network = setup([0], peers=("B", "C", "D"))
     network.connected.discard("C")  # still listed in the topic, but gone
     network.blocked.add("D")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        await trio.sleep(INTERVAL * 10)
-        nursery.cancel_scope.cancel()
+    await run_for(service, INTERVAL * 10)
     assert service.times("B")
     assert service.times("C") == []
     assert service.times("D") == []
@@ -276,10 +248,7 @@ async def test_at_most_four_sessions_run_at_once_and_never_two_per_pair(
     peers = [f"P{i}" for i in range(10)]
     # Sessions longer than the interval: a pair's next round must wait for its last.
     service, _, _ = setup([0], peers=peers, session_s=INTERVAL * 3)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        await trio.sleep(INTERVAL * 40)
-        nursery.cancel_scope.cancel()
+    await run_for(service, INTERVAL * 40)
     assert service.most_at_once == sync.MAX_CONCURRENT_SESSIONS
     for peer in peers:
         starts = service.times(peer)
