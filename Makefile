@@ -28,15 +28,17 @@ run: $(STAMP)
 	$(BIN)/gossipchatd
 
 lint: $(STAMP)
-	$(BIN)/ruff check daemon rpc clients tests deploy/examples $(wildcard bench)
+	$(BIN)/ruff check daemon rpc clients tests harness deploy/examples $(wildcard bench)
 
 # mypy resolves gossipchat.* through a symlink tree, because the package maps
-# top-level folders (daemon/, rpc/, clients/) to gossipchat.daemon and so on.
+# top-level folders (daemon/, rpc/, clients/) to gossipchat.daemon and so on. The
+# dev-only harness/ (tests and bench import it) is checked as strictly.
 typecheck: $(STAMP)
 	rm -rf .typecheck && mkdir -p .typecheck/gossipchat
 	for d in daemon rpc clients; do ln -s ../../$$d .typecheck/gossipchat/$$d; done
+	ln -s ../harness .typecheck/harness
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml \
-		-p gossipchat.daemon -p gossipchat.rpc -p gossipchat.clients
+		-p gossipchat.daemon -p gossipchat.rpc -p gossipchat.clients -p harness
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -35,7 +35,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .daemons import BenchTimeout, Caller, Cluster, sparse_topology, wait_for, wait_quiet
+from harness.waiting import WaitTimeout, wait_for
+
+from .daemons import Caller, Cluster, sparse_topology, wait_quiet
 from .raw_cluster import RawCluster, RawNode
 from .stats import aggregate, rounded
 
@@ -118,8 +120,8 @@ def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
         samplers[k].call("send", room=room, text=f"warm{r}s{k}")
     try:
         wait_for(lambda: all(_room_count(c, room) >= len(senders) for c in samplers),
-                 timeout=WARMUP_TIMEOUT_S, interval=0.05, what="every warm-up message")
-    except BenchTimeout:
+                 timeout=WARMUP_TIMEOUT_S, interval=0.05, message="every warm-up message")
+    except WaitTimeout:
         pass  # a late warm-up only makes a count run ahead; history decides
     base = [_room_count(c, room) for c in samplers]
     settle_s, settle_load = wait_quiet([d.pid for d in daemons], timeout=SETTLE_TIMEOUT_S)
@@ -194,7 +196,7 @@ def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
 def _run_gossipchat(cfg: BurstConfig, edges: list[tuple[int, int]]) -> list[BurstRound]:
     results = []
     with Cluster("burst") as cluster:
-        cluster.start(cfg.daemons)
+        cluster.start_many(cfg.daemons)
         cluster.connect(edges)
         samplers = [Caller(d) for d in cluster.daemons]
         try:
@@ -219,8 +221,8 @@ def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,
     try:
         wait_for(lambda: all(f"warm{r}s{k}" in node.arrivals
                              for k in senders for node in nodes),
-                 timeout=WARMUP_TIMEOUT_S, interval=0.05, what="every warm-up message")
-    except BenchTimeout:
+                 timeout=WARMUP_TIMEOUT_S, interval=0.05, message="every warm-up message")
+    except WaitTimeout:
         pass
     settle_s, settle_load = wait_quiet([node.proc.pid for node in nodes],
                                        timeout=SETTLE_TIMEOUT_S)

@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from gossipchat.rpc.client import RpcError
+from harness.daemons import DaemonProcess
+from harness.waiting import WaitTimeout, wait_for
 
-from .daemons import BenchTimeout, Cluster, Daemon, sparse_topology, subscriptions_above, wait_for
+from .daemons import Cluster, sparse_topology, subscriptions_above
 from .stats import aggregate, rounded
 
 MIB = 1024 * 1024
@@ -105,7 +107,7 @@ def bitswap_bytes_sent(status: dict[str, Any]) -> int | None:
 class _Member(threading.Thread):
     """Waits for the image message in `room`, fetches it, stamps the time."""
 
-    def __init__(self, daemon: Daemon, room: str, out: Path, timeout: float) -> None:
+    def __init__(self, daemon: DaemonProcess, room: str, out: Path, timeout: float) -> None:
         super().__init__(daemon=True, name=f"fanout-{daemon.name}")
         self.daemon_proc = daemon
         self.room = room
@@ -163,7 +165,7 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
     for t in threads:
         t.start()
     for d, count in zip(members, before_subs, strict=True):
-        wait_for(partial(subscriptions_above, d, count), timeout=30, what=f"{d.name}'s watch")
+        wait_for(partial(subscriptions_above, d, count), timeout=30, message=f"{d.name}'s watch")
     with sender.client(timeout=cfg.deadline_s) as client:
         sent_before = bitswap_bytes_sent(client.status())
         t0 = time.time()
@@ -171,8 +173,8 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
         posted = time.time()
         try:
             wait_for(lambda: all(t.done_at is not None or t.error for t in threads),
-                     timeout=cfg.deadline_s, interval=0.02, what="every member's fetch")
-        except BenchTimeout:
+                     timeout=cfg.deadline_s, interval=0.02, message="every member's fetch")
+        except WaitTimeout:
             pass
         sent_after = bitswap_bytes_sent(client.status())
     images = [d.call("status").get("images", {}) for d in members]
@@ -227,7 +229,7 @@ def run(cfg: FanoutConfig) -> dict[str, Any]:
         for r in range(cfg.rounds):
             image = cluster.root / f"noise-{r}.png"
             images.append((image, make_noisy_png(image, int(cfg.size_mb * MIB), cfg.seed + r)))
-        cluster.start(cfg.daemons)
+        cluster.start_many(cfg.daemons)
         cluster.connect(edges)
         runs = [_round(cluster, cfg, r, *images[r]) for r in range(cfg.rounds)]
         size = images[0][1]

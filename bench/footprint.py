@@ -35,7 +35,7 @@ class FootprintConfig:
 
 def _round(cfg: FootprintConfig, r: int) -> dict[str, Any]:
     with Cluster(f"fp{r}") as cluster:
-        (daemon,) = cluster.start(1)
+        (daemon,) = cluster.start_many(1)
         with daemon.client() as client:
             for i in range(ROOMS):
                 client.join(f"idle-{i}")
@@ -48,7 +48,7 @@ def _round(cfg: FootprintConfig, r: int) -> dict[str, Any]:
                 break
             time.sleep(cfg.sample_s)
         return {
-            "ready_s": rounded(daemon.ready_s),
+            "ready_s": rounded(daemon.ready_seconds),
             "rss_mb_idle_5_rooms": rounded(samples[-1], 1),
             "rss_mb_peak": rounded(max(samples), 1),
         }

@@ -25,8 +25,8 @@ The machine is shared: other work on its 2 cores moves every figure by a factor 
 or more from one minute to the next. Medians of alternating runs are the honest
 summary; compare figures from the same run only.
 
-Run: `python bench/image_fetch.py [--size BYTES] [--repeat N] [--out FILE]` with the
-project installed (or its package on PYTHONPATH); it prints the JSON and writes it to
+Run: `python -m bench.image_fetch [--size BYTES] [--repeat N] [--out FILE]` from the
+checkout's root with the project installed; it prints the JSON and writes it to
 --out too. `bench.run` calls `run(quick=...)`.
 """
 
@@ -48,19 +48,16 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from gossipchat.daemon.adapters.bitswap import Bitswap
 from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from gossipchat.daemon.core import unixfs
+from harness.libp2p_hosts import LOOPBACK, stock_host
 
 KINDS = ("ours", "baseline_bitswap", "raw_stream", "loopback")
 KEYS = {
@@ -71,7 +68,6 @@ KEYS = {
 }
 STREAM_PROTOCOL = TProtocol("/gossipchat-bench/stream/1.0.0")
 STREAM_WRITE = 256 * 1024
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 TARGET_MB_S = 40.0
 TARGET_SPEEDUP = 2.0
 TRANSFER_TIMEOUT = 120.0
@@ -84,9 +80,7 @@ def payload(size: int) -> bytes:
 
 def make_host() -> IHost:
     """A stock py-libp2p 0.8.1 host (Noise, its own yamux): the baselines run on it."""
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
+    return stock_host()
 
 
 def make_our_host() -> IHost:
@@ -334,11 +328,13 @@ def measure_two_process(size: int, repeat: int) -> dict[str, list[float] | str]:
             servers: dict[str, tuple[str, str]] = {}
             for kind in KINDS:
                 command = [
-                    sys.executable, str(Path(__file__).resolve()),
+                    sys.executable, "-m", "bench.image_fetch",
                     "--serve", kind, "--size", str(size),
                 ]  # fmt: skip
+                # From the checkout's root, where the dev-only `harness` package is.
                 child = subprocess.Popen(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    cwd=Path(__file__).resolve().parent.parent,
                 )
                 children.append(child)
                 assert child.stdout is not None

@@ -39,15 +39,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from .daemons import (
-    BenchTimeout,
-    Cluster,
-    cluster_load,
-    sparse_topology,
-    start_watchers,
-    wait_for,
-    wait_quiet,
-)
+from harness.waiting import WaitTimeout, wait_for
+
+from .daemons import Cluster, cluster_load, sparse_topology, start_watchers, wait_quiet
 from .raw_cluster import RawCluster, RawNode
 from .stats import aggregate, percentile, rounded
 
@@ -125,8 +119,8 @@ def _paced_round(n: int, cfg: PropagationConfig, round_no: int,
                    for tag, sender, _ in sent for j in range(n) if j != sender)
 
     try:
-        wait_for(all_arrived, timeout=cfg.grace_s, interval=0.1, what="every arrival")
-    except BenchTimeout:
+        wait_for(all_arrived, timeout=cfg.grace_s, interval=0.1, message="every arrival")
+    except WaitTimeout:
         pass  # what is missing at the deadline counts as lost
     result = RoundResult(expected=len(sent) * (n - 1))
     for tag, sender, sent_at in sent:
@@ -148,7 +142,7 @@ def _run_gossipchat(cfg: PropagationConfig, edges: list[tuple[int, int]]
                     ) -> tuple[list[RoundResult], float]:
     results = []
     with Cluster("prop") as cluster:
-        daemons = cluster.start(cfg.daemons)
+        daemons = cluster.start_many(cfg.daemons)
         cluster.connect(edges)
         watchers = start_watchers(daemons)
         clients = [d.client() for d in daemons]
@@ -160,7 +154,7 @@ def _run_gossipchat(cfg: PropagationConfig, edges: list[tuple[int, int]]
                 warm = time.monotonic()
                 clients[0].send(room, f"warm{r}")
                 wait_for(partial(all_have, [w.arrivals for w in watchers], f"warm{r}"),
-                         timeout=WARMUP_TIMEOUT_S, interval=0.05, what="the warm-up message")
+                         timeout=WARMUP_TIMEOUT_S, interval=0.05, message="the warm-up message")
                 warmup_s = time.monotonic() - warm
                 settle_s, load = wait_quiet([d.pid for d in daemons], timeout=SETTLE_TIMEOUT_S)
 
@@ -195,7 +189,7 @@ def _run_raw(cfg: PropagationConfig, edges: list[tuple[int, int]]
             warm = time.monotonic()
             nodes[0].send(f"pub {topic} warm{r}")
             wait_for(partial(all_have, [n.arrivals for n in nodes], f"warm{r}"),
-                     timeout=WARMUP_TIMEOUT_S, interval=0.05, what="the warm-up message")
+                     timeout=WARMUP_TIMEOUT_S, interval=0.05, message="the warm-up message")
             warmup_s = time.monotonic() - warm
             settle_s, load = wait_quiet([n.proc.pid for n in nodes], timeout=SETTLE_TIMEOUT_S)
 

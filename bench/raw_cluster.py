@@ -20,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from . import procs
-from .daemons import READY_TIMEOUT_S, BenchTimeout, degrees, wait_for
+from harness import procs
+from harness.waiting import WaitTimeout, wait_for
+
+from .daemons import READY_TIMEOUT_S, degrees
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +68,7 @@ class RawNode:
             left = deadline - time.monotonic()
             if left <= 0 or self.proc.poll() is not None:
                 tail = "\n".join(self.stderr_tail)
-                raise BenchTimeout(f"raw node {self.name}: no '{prefix}' reply "
+                raise WaitTimeout(f"raw node {self.name}: no '{prefix}' reply "
                                    f"(exit {self.proc.poll()}):\n{tail}")
             try:
                 line = self._replies.get(timeout=min(left, 0.2))
@@ -145,7 +147,7 @@ class RawCluster:
         want = degrees(len(self.nodes), edges)
         for i, node in enumerate(self.nodes):
             wait_for(partial(node.peers_at_least, want[i]),
-                     timeout=timeout, interval=0.1, what=f"{node.name} to see {want[i]} peers")
+                     timeout=timeout, interval=0.1, message=f"{node.name} to see {want[i]} peers")
 
     def subscribe(self, topic: str) -> None:
         """Every node subscribes to topic."""
@@ -163,7 +165,7 @@ class RawCluster:
 
         for i, node in enumerate(self.nodes):
             wait_for(partial(meshed, node, want[i]), timeout=timeout, interval=0.1,
-                     what=f"{node.name}'s mesh in {topic}")
+                     message=f"{node.name}'s mesh in {topic}")
 
     def close(self) -> None:
         """Stop every node."""

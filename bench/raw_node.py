@@ -35,16 +35,13 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p import new_host
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
+
+from harness.libp2p_hosts import stock_host
 
 PAYLOAD_BYTES = 300  # about the size of a short text envelope of the daemon
 DIAL_TIMEOUT_S = 10.0
@@ -73,10 +70,7 @@ def emit(line: str) -> None:
 
 async def main() -> None:
     """Run one node until `quit` or end of stdin."""
-    key_pair = create_new_key_pair()
-    security = {NOISE_PROTOCOL_ID: NoiseTransport(
-        key_pair, noise_privkey=create_x25519_key_pair().private_key)}
-    host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX")
+    host = stock_host()
     router = GossipSub(**GOSSIPSUB_SETTINGS)
     pubsub = Pubsub(host, router, strict_signing=True)
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]

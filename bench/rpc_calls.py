@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gossipchat.rpc.client import Connection
+from harness.daemons import BIN, DaemonProcess
 
-from .daemons import BIN, Cluster, Daemon
+from .daemons import Cluster
 from .stats import aggregate, rounded
 
 PIPELINE_WINDOW = 64
@@ -42,7 +43,7 @@ class RpcConfig:
     cli_runs: int = 5
 
 
-def sequential_calls(daemon: Daemon, method: str, seconds: float) -> float:
+def sequential_calls(daemon: DaemonProcess, method: str, seconds: float) -> float:
     """Calls of `method` per second, one at a time on one connection."""
     with daemon.client() as client:
         client.call(method)
@@ -55,7 +56,7 @@ def sequential_calls(daemon: Daemon, method: str, seconds: float) -> float:
         return calls / (time.perf_counter() - start)
 
 
-def pipelined_calls(daemon: Daemon, method: str, seconds: float,
+def pipelined_calls(daemon: DaemonProcess, method: str, seconds: float,
                     window: int = PIPELINE_WINDOW) -> float:
     """Calls of `method` per second with `window` requests in flight on one connection."""
     with Connection(daemon.rpc_path, timeout=30) as conn:
@@ -80,7 +81,7 @@ def wall_time(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def _round(daemon: Daemon, cfg: RpcConfig, room: str) -> dict[str, Any]:
+def _round(daemon: DaemonProcess, cfg: RpcConfig, room: str) -> dict[str, Any]:
     status = sequential_calls(daemon, "status", cfg.seconds)
     by_id = sequential_calls(daemon, "id", cfg.seconds / 2)
     cheap = sequential_calls(daemon, "blocked", cfg.seconds / 2)
@@ -108,7 +109,7 @@ KEYS = ("calls_per_s", "calls_per_s_id", "calls_per_s_blocked", "calls_per_s_pip
 def run(cfg: RpcConfig) -> dict[str, Any]:
     """Run the RPC scenario; returns its JSON section."""
     with Cluster("rpc") as cluster:
-        (daemon,) = cluster.start(1)
+        (daemon,) = cluster.start_many(1)
         room = "bench-rpc"
         daemon.call("join", room=room)
         runs = [_round(daemon, cfg, room) for _ in range(cfg.rounds)]

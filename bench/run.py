@@ -9,7 +9,7 @@ three times (`--rounds` raises it); its section holds the median of the runs, wi
 One scenario failing does not stop the others: its section becomes {"error": ...}.
 A scenario that cannot run yet (the daemon lacks a method, a module is not written)
 becomes {"skipped": reason}. Every process started is stopped in `finally` blocks,
-and bench.procs kills whatever is left at exit or on SIGTERM.
+and harness.procs kills whatever is left at exit or on SIGTERM.
 
 Sizes: --full is the issue's sizes (20 daemons and 30 messages a run for
 propagation, 10 daemons and 1,000 messages for the burst, 20 for fanout) and fits 15
@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import burst, fanout, footprint, procs, propagation, report, rpc_calls
+from harness import procs
+
+from . import burst, fanout, footprint, propagation, report, rpc_calls
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

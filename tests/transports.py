@@ -15,7 +15,7 @@ from typing import Any
 
 from gossipchat.clients import Client
 from gossipchat.rpc.client import Connection
-from tests.harness import DaemonProcess
+from harness.daemons import DaemonProcess
 from tests.wsclient import SyncWebSocket
 
 TRANSPORTS = ("unix", "websocket")

@@ -1,16 +1,19 @@
 """The libp2p adapter: host, GossipSub, peer events, streams and the block list.
 
-Only the adapters import libp2p (this module, bitswap, exchange, yamux and
-peer_records). Everything this one hands out uses the project's own types: peer ids and
-multiaddrs as text, `Stream` with `StreamClosedError`, `GossipMessage` for what arrives
-on a topic. A py-libp2p upgrade or replacement touches the adapters only.
+Only the adapters import libp2p. Everything this one hands out uses the project's own
+types: peer ids and multiaddrs as text, `Stream` with `StreamClosedError`,
+`GossipMessage` for what arrives on a topic. A py-libp2p upgrade or replacement touches
+the adapters only.
 
 py-libp2p 0.8.1 drops silently in two places (DESIGN.md): a peer's outbound RPC queue
-rejects past 32 entries, and a subscription channel of 32 drops when unread. So each
-peer's queue is made to hold OUTBOUND_QUEUE RPCs (`_DeepQueues`) and `publish` waits
-while any holds QUEUE_HIGH_WATER, and each topic's channel is replaced by a sink
-(`_TopicSink`) that hands every message to our own larger `inbound` channel as it is
-pushed, with no reader task in between. Anything still lost, history sync repairs.
+rejects past 32 entries, and a subscription channel of 32 drops when unread. Every
+patch to py-libp2p that works around these and its other defects lives in
+`libp2p_patches.py`, applied to this host's own objects and undone at close: each
+peer's queue holds OUTBOUND_QUEUE RPCs (`deep_peer_queues`) and `publish` waits while
+any holds QUEUE_HIGH_WATER; each topic's channel is a sink (`sink_topic`) that hands
+every message to our own larger `inbound` channel as it is pushed; a stale stream's
+death no longer erases a connected peer's subscriptions (`keep_live_subscriptions`).
+Anything still lost, history sync repairs.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import multiaddr
 import trio
@@ -42,7 +45,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from ..core.addrs import advertised_addrs
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
-from . import peer_records, yamux
+from . import libp2p_patches, yamux
 from .interfaces import interface_ips
 
 log = logging.getLogger(__name__)
@@ -51,8 +54,9 @@ GOSSIPSUB_PROTOCOLS = (TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0"))
 
 # Our own inbound buffer per node; py-libp2p's per-topic channel holds only 32.
 INBOUND_BUFFER = 8192
-# py-libp2p's per-peer outbound queue holds 32 RPCs and drops silently beyond; ours
-# hold OUTBOUND_QUEUE (see _DeepQueues), and publish() waits while any holds this many.
+# py-libp2p's per-peer outbound queue holds 32 RPCs and drops silently beyond; ours hold
+# OUTBOUND_QUEUE (libp2p_patches.deep_peer_queues), and publish() waits while any holds
+# QUEUE_HIGH_WATER.
 OUTBOUND_QUEUE = 512
 QUEUE_HIGH_WATER = 16
 QUEUE_POLL_S = 0.002
@@ -275,80 +279,8 @@ def new_libp2p_host(key_pair: KeyPair) -> IHost:
     host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX",
                     addrs_factory=advertiser)
     advertiser.host = host
-    yamux.install(host)
+    libp2p_patches.build_negotiated_muxer(host, yamux.PROTOCOL_ID, yamux.Yamux)
     return host
-
-
-class _TopicSink:
-    """Stands in for py-libp2p's send side of one topic's subscription channel."""
-
-    def __init__(self, network: P2PNetwork, topic: str) -> None:
-        self._network = network
-        self._topic = topic
-
-    def send_nowait(self, msg: Any) -> None:
-        self._network._deliver(self._topic, msg)
-
-    async def aclose(self) -> None:
-        return None  # Pubsub.unsubscribe closes it; nothing to release
-
-
-class _DeepQueues(dict[ID, Any]):
-    """`Pubsub.peer_queues` whose queues hold OUTBOUND_QUEUE RPCs, not 32.
-
-    py-libp2p drops whatever does not fit a peer's queue without a word (see
-    tests/upstream/test_gossipsub_defaults.py). Our own publishes are paced, but a
-    forwarder relaying a burst fills them too, and each drop there costs a sync
-    repair later, which is dearer than relaying. 512 RPCs of ~1 KB per peer bounds
-    the memory; the queue is `RpcQueue()` made inside `Pubsub._handle_new_peer`, so
-    its bound is set as it is stored here.
-    """
-
-    def __init__(self, stats: GossipStats) -> None:
-        super().__init__()
-        self._stats = stats
-
-    def __setitem__(self, peer: ID, queue: Any) -> None:
-        queue._queue.max_size = OUTBOUND_QUEUE
-        push = queue.push
-        stats = self._stats
-
-        def counted_push(rpc: Any, priority: bool = False) -> bool:
-            accepted = bool(push(rpc, priority))
-            if not accepted:
-                stats.outbound_dropped += 1
-            return accepted
-
-        queue.push = counted_push
-        super().__setitem__(peer, queue)
-
-
-def _keep_live_subscriptions(pubsub: Pubsub) -> None:
-    """Stop a dead stale stream from erasing what a peer's live stream told us.
-
-    py-libp2p's `Pubsub._handle_dead_peer` forgets every topic a peer subscribed to.
-    It runs when any pubsub stream with the peer fails, also the one of a connection
-    that was already replaced: when a peer reconnects, its hello (with its
-    subscriptions) comes over the new connection and the old stream's failure, read
-    later, erases them. The peer never repeats a hello on a stream that works, so it
-    stays out of every topic for good: no mesh, no sync partner. Here the
-    subscriptions survive while the peer is still connected; a peer that really went
-    away loses them as before. Shown by
-    tests/upstream/test_pubsub_dead_stream_subscriptions.py. Set on this instance
-    only, so it cannot leak into another host.
-    """
-    handle_dead_peer = pubsub._handle_dead_peer
-
-    def handle_dead_peer_keeping_live_subscriptions(peer_id: ID) -> None:
-        topics = [topic for topic, peers in pubsub.peer_topics.items() if peer_id in peers]
-        handle_dead_peer(peer_id)
-        if not topics or not pubsub._peer_is_connected(peer_id):
-            return
-        for topic in topics:
-            pubsub.peer_topics.setdefault(topic, set()).add(peer_id)
-        pubsub._peer_subscription_count[peer_id] = len(topics)
-
-    pubsub._handle_dead_peer = handle_dead_peer_keeping_live_subscriptions  # type: ignore[method-assign]
 
 
 class P2PNetwork:
@@ -358,8 +290,6 @@ class P2PNetwork:
         key_pair = create_new_key_pair(seed)
         self._listen_addrs = list(listen_addrs)
         self.host: IHost = new_libp2p_host(key_pair)
-        # py-libp2p signs, sends and verifies its peer record with every pubsub RPC.
-        peer_records.install()
         self.router = GossipSub(
             protocols=list(GOSSIPSUB_PROTOCOLS),
             # D, D_lo, D_hi as in go-libp2p-pubsub.
@@ -386,8 +316,8 @@ class P2PNetwork:
         # StrictSign: every gossipsub message is signed by its origin (INTERFACE.md).
         self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
         self.stats = GossipStats()
-        self.pubsub.peer_queues = _DeepQueues(self.stats)
-        _keep_live_subscriptions(self.pubsub)
+        libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
+        libp2p_patches.keep_live_subscriptions(self.pubsub)
         self.peer_id = self.host.get_id().to_base58()
         self._blocked: set[str] = set()
         self._subscriptions: set[str] = set()
@@ -401,6 +331,8 @@ class P2PNetwork:
         self.host.get_network().register_notifee(_Notifee(self._events_send))
         try:
             async with (
+                # py-libp2p signs, sends and verifies its peer record with every RPC.
+                libp2p_patches.memoised_peer_records(self.host),
                 self.host.run(listen_addrs=self._listen_addrs),
                 trio.open_nursery() as nursery,
                 background_trio_service(self.pubsub),
@@ -527,11 +459,9 @@ class P2PNetwork:
         if topic in self._subscriptions or self._nursery is None:
             return
         await self.pubsub.subscribe(topic)
-        # py-libp2p hands a topic's messages to a 32-slot channel with send_nowait and
-        # drops (logging a warning) whatever does not fit until a reader task runs;
-        # one read of a busy connection can carry more than 32. Our sink takes each
-        # message as it is pushed, into the 8192-slot `inbound`.
-        self.pubsub.subscribed_topics_send[topic] = cast(Any, _TopicSink(self, topic))
+        # py-libp2p's 32-slot channel drops; the sink takes each message as it is
+        # pushed, into the 8192-slot `inbound`.
+        libp2p_patches.sink_topic(self.pubsub, topic, lambda msg: self._deliver(topic, msg))
         self._subscriptions.add(topic)
 
     async def unsubscribe(self, topic: str) -> None:
@@ -555,6 +485,9 @@ class P2PNetwork:
         except trio.WouldBlock:
             # The node is far behind; history sync fetches what we drop here.
             self.stats.inbound_dropped += 1
+
+    def _outbound_dropped(self) -> None:
+        self.stats.outbound_dropped += 1
 
     def _max_queue_depth(self) -> int:
         queues = self.pubsub.peer_queues.values()

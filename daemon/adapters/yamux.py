@@ -15,8 +15,8 @@ stream tops out near 55-70 MB/s on this machine, below what an image fetch needs
   frame goes out as two Noise messages and two `send` calls.
 
 And `MuxerMultistream.new_conn` ignores the class given for `/yamux/1.0.0` in
-`muxer_opt` (it always builds its own `Yamux`), so `install()` replaces the host's
-muxer selector with one that uses the class it negotiated.
+`muxer_opt` (it always builds its own `Yamux`), so a host uses this one through
+`libp2p_patches.build_negotiated_muxer`.
 
 This module keeps the protocol (hashicorp's yamux spec, with go-yamux's habits) and
 changes the mechanics:
@@ -54,7 +54,7 @@ from typing import Any, cast
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, IMuxedConn, IMuxedStream, ISecureConn
+from libp2p.abc import IMuxedConn, IMuxedStream, ISecureConn
 from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
@@ -65,7 +65,6 @@ from libp2p.stream_muxer.exceptions import (
     MuxedStreamError,
     MuxedStreamReset,
 )
-from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 
 from ..errors import ProtocolError  # a peer breaking yamux: closed with GO_AWAY
 
@@ -715,23 +714,3 @@ class Yamux(IMuxedConn):
                     await self.on_close()
                 except Exception:
                     logger.exception("yamux: on_close for %s failed", self.peer_id)
-
-
-class _Multistream(MuxerMultistream):
-    """py-libp2p's muxer selector, but it builds the class it negotiated."""
-
-    async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
-        protocol, transport_class = await self._selector.select(
-            conn, conn.is_initiator, self.negotiate_timeout
-        )
-        muxed = transport_class(conn, peer_id)
-        return self._annotate_connection(muxed, conn, protocol)
-
-
-def install(host: IHost) -> None:
-    """Make `host` use this yamux for every connection, inbound and outbound."""
-    upgrader = cast(Any, host.get_network()).upgrader
-    current = upgrader.muxer_multistream
-    upgrader.muxer_multistream = _Multistream(
-        {PROTOCOL_ID: Yamux}, negotiate_timeout=current.negotiate_timeout
-    )

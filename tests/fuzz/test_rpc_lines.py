@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from gossipchat.rpc.client import Connection
 from gossipchat.rpc.table import METHODS
+from harness.daemons import Cluster, DaemonProcess
 from tests.fuzz.helpers import PROFILE, fuzz_settings
-from tests.harness import Cluster, DaemonProcess
 
 SEED = 20261202
 # The figure in `make test`; `make fuzz` sends ten times as many.

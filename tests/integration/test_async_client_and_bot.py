@@ -17,7 +17,8 @@ import trio
 from PIL import Image
 
 from gossipchat.clients import AsyncClient, DaemonNotRunning, RpcError
-from tests.harness import Cluster, DaemonProcess, connect, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, pair_in_room, wait_mesh
+from harness.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BOT = REPO / "deploy" / "examples" / "echo_bot.py"
@@ -88,12 +89,7 @@ def _check(seen: dict[str, Any], a: DaemonProcess) -> None:
 
 
 def _pair(cluster: Cluster) -> tuple[DaemonProcess, DaemonProcess]:
-    a, b = cluster.start("a"), cluster.start("b")
-    connect(a, b)
-    for d in (a, b):
-        d.call("join", room="aio")
-    wait_mesh(b, "aio", 1)
-    return a, b
+    return pair_in_room(cluster, "aio")
 
 
 async def test_async_client_on_trio(cluster: Cluster) -> None:

@@ -7,18 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import multiaddr
 import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from gossipchat.daemon.adapters import bitswap
 from gossipchat.daemon.adapters.bitswap import (
@@ -32,25 +26,13 @@ from gossipchat.daemon.adapters.bitswap import (
 )
 from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.core import unixfs, varint
+from harness.libp2p_hosts import run_host, stock_host
 
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 MB = 1_000_000
 
 
 def pattern(size: int, period: int = 251) -> bytes:
     return (bytes(range(period)) * (size // period + 1))[:size]
-
-
-def make_host() -> IHost:
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
-
-
-async def _run_host(host: IHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    async with host.run(listen_addrs=LOOPBACK):
-        task_status.started()
-        await trio.sleep_forever()
 
 
 class Node:
@@ -77,8 +59,8 @@ async def start_node(
     store_class: type[BlockStore] = BlockStore,
     **options: Any,
 ) -> Node:
-    host = make_host()
-    await nursery.start(_run_host, host)
+    host = stock_host()
+    await nursery.start(run_host, host)
     store = store_class(directory)
     service = Bitswap(host, store, **options)
     await nursery.start(service.run)
@@ -86,8 +68,8 @@ async def start_node(
 
 
 async def start_bare_host(nursery: trio.Nursery) -> IHost:
-    host = make_host()
-    await nursery.start(_run_host, host)
+    host = stock_host()
+    await nursery.start(run_host, host)
     return host
 
 
@@ -314,10 +296,10 @@ async def test_disconnect_forgets_the_peer(nursery: trio.Nursery, tmp_path: Path
 
 
 async def test_stopped_service_refuses_fetches(tmp_path: Path) -> None:
-    service = Bitswap(make_host(), BlockStore(tmp_path))
+    service = Bitswap(stock_host(), BlockStore(tmp_path))
     root = unixfs.import_file(b"x").root
     with pytest.raises(bitswap.BitswapStoppedError):
-        await service.fetch(root, [make_host().get_id()], max_size=10, timeout=1)
+        await service.fetch(root, [stock_host().get_id()], max_size=10, timeout=1)
 
 
 # --------------------------------------------------------------------------------------

@@ -23,21 +23,16 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from gossipchat.daemon.adapters.bitswap import Bitswap
 from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.core import unixfs
+from harness.libp2p_hosts import run_host, stock_host
 
 INTEROP = Path(__file__).resolve().parent.parent / "interop"
 SCRIPT = INTEROP / "helia_peer.mjs"
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 MB = 1_000_000
 
 pytestmark = pytest.mark.skipif(
@@ -72,21 +67,9 @@ def helia() -> Path:
     return SCRIPT
 
 
-def make_host() -> IHost:
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
-
-
-async def _run_host(host: IHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    async with host.run(listen_addrs=LOOPBACK):
-        task_status.started()
-        await trio.sleep_forever()
-
-
 async def start_node(nursery: trio.Nursery, directory: Path) -> tuple[IHost, BlockStore, Bitswap]:
-    host = make_host()
-    await nursery.start(_run_host, host)
+    host = stock_host()
+    await nursery.start(run_host, host)
     store = BlockStore(directory)
     service = Bitswap(host, store)
     await nursery.start(service.run)

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.harness import BIN, Cluster, connect, texts, wait_for, wait_mesh
+from harness.daemons import BIN, Cluster, connect, texts, wait_mesh
+from harness.waiting import wait_for
 from tests.transports import TRANSPORTS, open_client, open_connection
 
 

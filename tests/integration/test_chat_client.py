@@ -15,7 +15,8 @@ from PIL import Image
 
 from gossipchat.clients.chat import Chat, Transfer
 from gossipchat.rpc.client import Connection, ConnectionLost
-from tests.harness import Cluster, DaemonProcess, connect, run_p2pctl, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, pair_in_room, run_p2pctl
+from harness.waiting import wait_for
 
 
 class Screen:
@@ -41,13 +42,7 @@ class Screen:
 
 @pytest.fixture
 def pair(cluster: Cluster) -> tuple[DaemonProcess, DaemonProcess]:
-    a, b = cluster.start("a"), cluster.start("b")
-    connect(a, b)
-    for d in (a, b):
-        d.call("join", room="lobby")
-    wait_mesh(a, "lobby", 1)
-    wait_mesh(b, "lobby", 1)
-    return a, b
+    return pair_in_room(cluster, "lobby")
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.harness import BIN, Cluster, DaemonProcess, connect, wait_for, wait_mesh
-from tests.system_packages import ensure_apt
+from harness.daemons import BIN, Cluster, DaemonProcess, connect, wait_mesh
+from harness.system_packages import ensure_apt
+from harness.waiting import wait_for
 
 INDENT = "    "
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gossipchat.clients.p2pctl import COMMANDS
-from tests.harness import run_p2pctl
-from tests.system_packages import ensure_apt
+from harness.daemons import run_p2pctl
+from harness.system_packages import ensure_apt
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import stat
 import subprocess
 import sys
 
-from tests.harness import BIN, Cluster, run_p2pctl, wait_for
+from harness.daemons import BIN, Cluster, run_p2pctl
+from harness.waiting import wait_for
 
 
 def test_ready_line_and_modes(cluster: Cluster) -> None:

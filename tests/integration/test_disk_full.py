@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from gossipchat.rpc.client import RpcError
-from tests.harness import Cluster, DaemonProcess, connect, texts, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
+from harness.waiting import wait_for
 
 STORAGE_FULL = -32014
 

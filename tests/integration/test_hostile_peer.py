@@ -6,18 +6,16 @@ import os
 import time
 
 import cbor2
-import multiaddr
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
-from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 
 from gossipchat.daemon.core import envelope, peerid
-from tests.harness import Cluster, wait_for
-from tests.upstream.libp2p_pair import LOOPBACK, make_node
+from harness.daemons import Cluster
+from harness.libp2p_hosts import gossip_peer
+from harness.waiting import wait_for
 
 
 def _author() -> tuple[Ed25519PrivateKey, bytes]:
@@ -50,15 +48,8 @@ def _hostile_payloads(ts: int) -> dict[str, bytes]:
 async def test_bad_envelopes_and_frames_are_dropped_and_counted(cluster: Cluster) -> None:
     d = cluster.start("d")
     d.call("join", room="den")
-    host, router, pubsub = make_node()
     topic = "/gossipchat/1/room/den"
-    async with (host.run(listen_addrs=LOOPBACK), background_trio_service(pubsub),
-                background_trio_service(router)):
-        await pubsub.wait_until_ready()
-        info = info_from_p2p_addr(multiaddr.Multiaddr(d.addr))
-        await host.connect(info)
-        await pubsub.subscribe(topic)
-        await pubsub.wait_for_subscription(info.peer_id, topic, timeout=20)
+    async with gossip_peer(d.addr, topic) as ((host, _, pubsub), daemon_id):
         ts = time.time_ns() // 1_000_000
         payloads = _hostile_payloads(ts)
         for name, data in payloads.items():
@@ -72,7 +63,7 @@ async def test_bad_envelopes_and_frames_are_dropped_and_counted(cluster: Cluster
 
         await trio.to_thread.run_sync(lambda: wait_for(settled, message="all judged"))
         # A sync stream that speaks garbage is reset; the daemon carries on.
-        stream = await host.new_stream(info.peer_id, [TProtocol("/gossipchat/sync/1.0.0")])
+        stream = await host.new_stream(daemon_id, [TProtocol("/gossipchat/sync/1.0.0")])
         await stream.write(b"\x05\xff\xff\xff\xff\xff")
         with trio.move_on_after(10):
             try:

@@ -7,18 +7,16 @@ import struct
 import time
 
 import cbor2
-import multiaddr
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
-from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 
 from gossipchat.daemon.core import peerid, presence
-from tests.harness import Cluster, wait_for
-from tests.upstream.libp2p_pair import LOOPBACK, make_node
+from harness.daemons import Cluster
+from harness.libp2p_hosts import gossip_peer
+from harness.waiting import wait_for
 
 ROOM = "den"
 
@@ -48,15 +46,8 @@ async def _raw_fetch(host: object, peer: object, request: bytes, *, framed: bool
 async def test_bad_presence_is_dropped_and_counted(cluster: Cluster) -> None:
     d = cluster.start("d")
     d.call("join", room=ROOM)
-    host, router, pubsub = make_node()
     topic = presence.topic_for(ROOM)
-    async with (host.run(listen_addrs=LOOPBACK), background_trio_service(pubsub),
-                background_trio_service(router)):
-        await pubsub.wait_until_ready()
-        info = info_from_p2p_addr(multiaddr.Multiaddr(d.addr))
-        await host.connect(info)
-        await pubsub.subscribe(topic)
-        await pubsub.wait_for_subscription(info.peer_id, topic, timeout=20)
+    async with gossip_peer(d.addr, topic) as ((host, _, pubsub), daemon_id):
         me = host.get_id().to_bytes()
         sign = host.get_private_key().sign
         addrs = [str(a).split("/p2p/")[0] for a in host.get_addrs()][:1]
@@ -110,16 +101,16 @@ async def test_bad_presence_is_dropped_and_counted(cluster: Cluster) -> None:
 
         # The fetch protocol: garbage is refused and counted; a request that pushes
         # another peer's record gets an answer, but that record is not taken.
-        await _raw_fetch(host, info.peer_id, b"\xff\xfe")
+        await _raw_fetch(host, daemon_id, b"\xff\xfe")
         foreign = presence.create(room=ROOM, peer=other, addrs=addrs, nick="y",
                                   seq=now + 20, sign=other_key.sign).wire
-        reply = await _raw_fetch(host, info.peer_id,
+        reply = await _raw_fetch(host, daemon_id,
                                  cbor2.dumps([1, ROOM, foreign], canonical=True))
         served = cbor2.loads(reply[4:])
         assert {presence.decode(w, now_ms=now + 60_000).nick for w, _age in served} \
             >= {"raw"}
         # A request frame that says it holds 1 GiB is refused from its header.
-        assert await _raw_fetch(host, info.peer_id, struct.pack(">I", 1 << 30) + b"x",
+        assert await _raw_fetch(host, daemon_id, struct.pack(">I", 1 << 30) + b"x",
                                 framed=False) == b""
 
     status = d.call("status")

@@ -9,32 +9,23 @@ said, the daemon's memory stays bounded, and every hostile stream is cut or capp
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import multiaddr
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 
 from gossipchat.daemon.adapters import yamux
 from gossipchat.daemon.core import syncwire
-from tests.harness import Cluster, DaemonProcess, connect, texts, wait_for, wait_mesh
-from tests.upstream.libp2p_pair import LOOPBACK, make_node
+from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
+from harness.libp2p_hosts import make_node, running_node
+from harness.waiting import wait_for
 
 SYNC = TProtocol(syncwire.PROTOCOL)
 BITSWAP = TProtocol("/ipfs/bitswap/1.2.0")
 ROOM = "den"
 TOPIC = f"/gossipchat/1/room/{ROOM}"
-
-
-def _rss_kib(daemon: DaemonProcess) -> int:
-    assert daemon.proc is not None
-    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def _chat(a: DaemonProcess, b: DaemonProcess, text: str) -> None:
@@ -51,12 +42,9 @@ async def test_slow_loris_oversize_and_replay_leave_honest_chat_untouched(
         daemon.call("join", room=ROOM)
     connect(honest, d)
     wait_mesh(d, ROOM, 1)
-    rss_before = _rss_kib(d)
-    host, router, pubsub = make_node()
+    rss_before = d.rss_kib()
     held: list = []
-    async with (host.run(listen_addrs=LOOPBACK), background_trio_service(pubsub),
-                background_trio_service(router)):
-        await pubsub.wait_until_ready()
+    async with running_node(make_node()) as (host, _, pubsub):
         info = info_from_p2p_addr(multiaddr.Multiaddr(d.addr))
         await host.connect(info)
 
@@ -123,7 +111,7 @@ async def test_slow_loris_oversize_and_replay_leave_honest_chat_untouched(
     assert texts(d, ROOM) == texts(honest, ROOM)
     assert d.call("id")["peer_id"] == d.peer_id
     # The streams are gone and so is what they held.
-    rss_after = _rss_kib(d)
+    rss_after = d.rss_kib()
     print(f"RSS before {rss_before} KiB, after {rss_after} KiB")
     assert rss_after < rss_before + 64 * 1024
 

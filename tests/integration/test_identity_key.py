@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from tests.harness import Cluster
+from harness.daemons import Cluster
 
 
 def test_identity_key_readable_by_others_is_warned_about_and_fixed(cluster: Cluster) -> None:

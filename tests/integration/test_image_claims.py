@@ -24,14 +24,14 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 from PIL import Image
 
 from gossipchat.daemon.adapters.bitswap import Bitswap
 from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.core import envelope, peerid, unixfs
-from tests.harness import Cluster, DaemonProcess, wait_for
-from tests.upstream.libp2p_pair import LOOPBACK, make_node
+from harness.daemons import Cluster, DaemonProcess
+from harness.libp2p_hosts import make_node, running_node
+from harness.waiting import wait_for
 
 ROOM = "den"
 MiB = 1024 * 1024
@@ -85,17 +85,15 @@ class HostileMember:
 
 @asynccontextmanager
 async def hostile_member(victim: DaemonProcess, directory: Path) -> AsyncIterator[HostileMember]:
-    host, router, pubsub = make_node()
+    node = host, _, pubsub = make_node()
     store = BlockStore(directory)
     service = Bitswap(host, store)
     key = Ed25519PrivateKey.from_private_bytes(os.urandom(32))
     author = peerid.from_public_key(key.public_key().public_bytes(Encoding.Raw,
                                                                   PublicFormat.Raw))
     topic = f"/gossipchat/1/room/{ROOM}"
-    async with (host.run(listen_addrs=LOOPBACK), background_trio_service(pubsub),
-                background_trio_service(router), trio.open_nursery() as nursery):
+    async with running_node(node), trio.open_nursery() as nursery:
         await nursery.start(service.run)
-        await pubsub.wait_until_ready()
         info = info_from_p2p_addr(multiaddr.Multiaddr(victim.addr))
         await host.connect(info)
         await pubsub.subscribe(topic)

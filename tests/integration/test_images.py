@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.harness import Cluster, DaemonProcess, connect, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, wait_mesh
+from harness.waiting import wait_for
 from tests.transports import TRANSPORTS, open_client
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from tests.netns import Network, Scenario
+from harness.netns import Network, Scenario
 
 Build = Callable[[Scenario], Network]
 LIST = ("import json; from gossipchat.daemon.adapters.interfaces import interface_ips; "

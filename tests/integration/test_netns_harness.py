@@ -1,4 +1,4 @@
-"""The namespace harness itself (tests/netns.py): links, isolation, faults, clean-up."""
+"""The namespace harness itself (harness/netns.py): links, isolation, faults, clean-up."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 
 from gossipchat.daemon.adapters.interfaces import interface_ips
-from tests.harness import wait_for
-from tests.netns import (
+from harness.netns import (
     Network,
     Scenario,
     namespaces,
     network,
     remove_leftovers,
 )
-from tests.system_packages import ensure_apt
+from harness.system_packages import ensure_apt
+from harness.waiting import wait_for
 
 Build = Callable[[Scenario], Network]
 pytestmark = pytest.mark.usefixtures("netns_available")

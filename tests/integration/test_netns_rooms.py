@@ -1,4 +1,4 @@
-"""Daemons on separate hosts (network namespaces, tests/netns.py): addresses and rooms.
+"""Daemons on separate hosts (network namespaces, harness/netns.py): addresses and rooms.
 
 Each daemon runs in its own namespace with its own 198.18.0.x address and listens on
 0.0.0.0, as a user's daemon does by default.
@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.harness import DaemonProcess, connect, texts, wait_for, wait_mesh
-from tests.netns import Network, Scenario, Segment
-from tests.system_packages import ensure_apt
+from harness.daemons import DaemonProcess, connect, texts, wait_mesh
+from harness.netns import Network, Scenario, Segment
+from harness.system_packages import ensure_apt
+from harness.waiting import wait_for
 
 Build = Callable[[Scenario], Network]
 ROOM = "line"

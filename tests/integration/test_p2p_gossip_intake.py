@@ -11,10 +11,9 @@ import multiaddr
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.tools.anyio_service import background_trio_service
 
 from gossipchat.daemon.adapters.p2p import P2PNetwork
-from tests.upstream.libp2p_pair import LOOPBACK, make_node, signed_message
+from harness.libp2p_hosts import make_node, running_node, signed_message
 
 TOPIC = "/gossipchat/1/room/intake"
 BURST = 100
@@ -22,13 +21,10 @@ BURST = 100
 
 async def test_a_hundred_messages_in_one_rpc_all_reach_inbound() -> None:
     network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
-    host, router, pubsub = make_node()  # a stock py-libp2p GossipSub peer
+    stock = host, router, pubsub = make_node()  # a stock py-libp2p GossipSub peer
     async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
         await nursery.start(network.run)
-        await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
-        await stack.enter_async_context(background_trio_service(pubsub))
-        await stack.enter_async_context(background_trio_service(router))
-        await pubsub.wait_until_ready()
+        await stack.enter_async_context(running_node(stock))
         await network.subscribe(TOPIC)
         await pubsub.subscribe(TOPIC)
         ours = network.host

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from tests.harness import Cluster, DaemonProcess, connect, texts, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
+from harness.waiting import wait_for
 
 ROOM = "line"
 

@@ -12,7 +12,7 @@ import pytest
 
 from gossipchat.clients import RpcError
 from gossipchat.rpc.client import Connection
-from tests.harness import Cluster, DaemonProcess
+from harness.daemons import Cluster, DaemonProcess
 from tests.transports import TRANSPORTS, WsConnection, open_client, open_connection
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from gossipchat.clients import RpcError
 from gossipchat.rpc.client import Connection, ConnectionLost
-from tests.harness import Cluster, DaemonProcess, wait_for
+from harness.daemons import Cluster, DaemonProcess
+from harness.waiting import wait_for
 
 SMALL_LIMITS = """
 rpc_max_connections = 3

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gossipchat.daemon.adapters.store import Store
 from gossipchat.daemon.core import envelope, peerid
-from tests.harness import BIN, Cluster, connect, texts, wait_for, wait_mesh
+from harness.daemons import BIN, Cluster, connect, texts, wait_mesh
+from harness.waiting import wait_for
 
 EXIT_STORE_REFUSED = 65
 

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gossipchat.daemon.adapters.store import Store
 from gossipchat.daemon.core import envelope, peerid
-from tests.harness import Cluster, DaemonProcess, connect, texts, wait_for, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
+from harness.waiting import wait_for
 
 
 def ids(daemon: DaemonProcess, room: str) -> list[str]:

@@ -18,16 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import cbor2
-import multiaddr
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 
 from gossipchat.daemon.core import envelope, peerid
-from tests.harness import BIN, Cluster, DaemonProcess, connect, wait_for, wait_mesh
-from tests.upstream.libp2p_pair import LOOPBACK, make_node
+from harness.daemons import BIN, Cluster, DaemonProcess, pair_in_room
+from harness.libp2p_hosts import gossip_peer
+from harness.waiting import wait_for
 
 INDENT = b"    "
 # The text of issue 15, in the old format and the new one, with the escapes it carried,
@@ -111,13 +109,7 @@ def _check_human_rendering(raw: bytes, author_suffix: str) -> None:
 
 
 def _pair_in_lobby(cluster: Cluster) -> tuple[DaemonProcess, DaemonProcess]:
-    a, b = cluster.start("a"), cluster.start("b")
-    connect(a, b)
-    for d in (a, b):
-        d.call("join", room="lobby")
-    wait_mesh(a, "lobby", 1)
-    wait_mesh(b, "lobby", 1)
-    return a, b
+    return pair_in_room(cluster, "lobby")
 
 
 def test_peer_text_reaches_history_and_watch_only_as_visible_text(cluster: Cluster) -> None:
@@ -176,15 +168,8 @@ async def test_bad_nicks_from_the_wire_are_rejected_and_counted(cluster: Cluster
         key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
     ts = time.time_ns() // 1_000_000
     bad = ["al\x9bice", "\u202eecila", "alice\n2026-12-02 #lobby", "x" * 65]
-    host, router, pubsub = make_node()
     topic = "/gossipchat/1/room/lobby"
-    async with (host.run(listen_addrs=LOOPBACK), background_trio_service(pubsub),
-                background_trio_service(router)):
-        await pubsub.wait_until_ready()
-        info = info_from_p2p_addr(multiaddr.Multiaddr(d.addr))
-        await host.connect(info)
-        await pubsub.subscribe(topic)
-        await pubsub.wait_for_subscription(info.peer_id, topic, timeout=20)
+    async with gossip_peer(d.addr, topic) as ((_, _, pubsub), _):
         for lamport, nick in enumerate(bad, start=1):
             await pubsub.publish(topic, _raw_with_nick(key, author, lamport, ts, nick))
         good = envelope.create(room="lobby", author=author, lamport=len(bad) + 1, ts_ms=ts,

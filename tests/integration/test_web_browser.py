@@ -23,8 +23,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.harness import Cluster, DaemonProcess, connect, wait_for, wait_mesh
-from tests.system_packages import ensure_apt
+from harness.daemons import Cluster, DaemonProcess, connect, wait_mesh
+from harness.system_packages import ensure_apt
+from harness.waiting import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -405,14 +406,6 @@ def test_other_sites_and_rebinding_get_nothing(cluster: Cluster, browser: Browse
         ctx.close()
 
 
-def _rss_kib(daemon: DaemonProcess) -> int:
-    assert daemon.proc is not None
-    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_first_render_of_500_messages_and_the_memory_the_ui_adds(
         cluster: Cluster, browser: Browser) -> None:
     """Measures, does not time-assert: printed for the record (README, bench)."""
@@ -430,7 +423,7 @@ def test_first_render_of_500_messages_and_the_memory_the_ui_adds(
         first_render_ms = page.evaluate(
             "performance.getEntriesByName('gc-first-render')[0].startTime")
         assert page.locator("#message-list li.message").count() == 500
-        rss_on, rss_off = _rss_kib(on), _rss_kib(off)
+        rss_on, rss_off = on.rss_kib(), off.rss_kib()
         print(f"\nweb UI: first render of 500 messages {first_render_ms:.0f} ms after "
               f"navigation; daemon RSS with the UI {rss_on / 1024:.1f} MiB (page loaded), "
               f"without {rss_off / 1024:.1f} MiB: +{(rss_on - rss_off) / 1024:.1f} MiB")

@@ -25,7 +25,8 @@ from gossipchat.daemon.adapters.blockstore import BlockStore
 from gossipchat.daemon.core import unixfs
 from gossipchat.rpc import weblogin
 from gossipchat.rpc.client import ConnectionLost
-from tests.harness import Cluster, DaemonProcess, run_p2pctl, wait_for
+from harness.daemons import Cluster, DaemonProcess, run_p2pctl
+from harness.waiting import wait_for
 from tests.transports import WsConnection, ws_url
 from tests.wsclient import SyncWebSocket, WebSocketRejected
 

@@ -10,37 +10,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from contextlib import asynccontextmanager
 
-import multiaddr
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
-from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.exceptions import MuxedStreamReset
 from libp2p.stream_muxer.yamux.yamux import Yamux as StockYamux
 
 from gossipchat.daemon.adapters import yamux
 from gossipchat.daemon.adapters.p2p import new_libp2p_host
+from harness.libp2p_hosts import SmallReadSink, muxed, running_pair, stock_host
 
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 ECHO = TProtocol("/gossipchat-test/echo/1.0.0")
 SINK = TProtocol("/gossipchat-test/sink/1.0.0")
 MB = 1_000_000
-
-
-def stock_host() -> IHost:
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
 
 
 def our_host() -> IHost:
@@ -82,19 +69,10 @@ async def pair(
     make_a: Callable[[], IHost], make_b: Callable[[], IHost]
 ) -> AsyncIterator[tuple[IHost, IHost]]:
     """Two running hosts, b dialled to a, both serving ECHO."""
-    a, b = make_a(), make_b()
-    async with AsyncExitStack() as stack:
+    async with running_pair(make_a(), make_b()) as (a, b):
         for host in (a, b):
-            await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
             host.set_stream_handler(ECHO, echo)
-        await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
         yield a, b
-
-
-def muxed(host: IHost, peer: IHost) -> Any:
-    conns = host.get_network().get_connections(peer.get_id())
-    assert conns, "not connected"
-    return conns[0].muxed_conn
 
 
 KINDS = {
@@ -217,28 +195,10 @@ async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
             await original(data)
 
         conn._send = counting_send
-        done = trio.Event()
-        reads = 0
-
-        async def sink(stream: INetStream) -> None:
-            nonlocal reads
-            try:
-                while True:
-                    await stream.read(1)
-                    await stream.read(999)
-                    reads += 2
-            except (StreamEOF, StreamReset):
-                pass
-            done.set()
-
-        a.set_stream_handler(SINK, sink)
-        stream = await b.new_stream(a.get_id(), [SINK])
-        with trio.fail_after(60):
-            await stream.write(pattern(4 * MB))
-            await stream.close()
-            await done.wait()
+        sink = SmallReadSink()
+        await sink.take(pattern(4 * MB), a, b, SINK)
     window_updates = [f for f in sent_frames if f[1] == yamux.TYPE_WINDOW_UPDATE]
-    assert reads >= 8000
+    assert sink.reads >= 8000
     # 4 MB through a 1 MiB window credited at half: about 8 updates (plus the ACK).
     assert len(window_updates) <= 12, len(window_updates)
 

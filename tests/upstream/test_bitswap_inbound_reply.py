@@ -16,28 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import multiaddr
 import trio
-from libp2p import new_host
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import INetStream
 from libp2p.bitswap import BitswapClient, MemoryBlockStore
 from libp2p.bitswap.cid import CODEC_RAW, compute_cid_v1
 from libp2p.bitswap.pb.bitswap_pb2 import Message
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from harness.libp2p_hosts import LOOPBACK, stock_host
 
 BITSWAP_120 = TProtocol("/ipfs/bitswap/1.2.0")
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
-
-
-def make_host() -> IHost:
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
 
 
 async def read_frame(stream: INetStream) -> bytes:
@@ -58,7 +47,7 @@ async def read_frame(stream: INetStream) -> bytes:
 
 
 async def test_server_replies_on_the_inbound_stream() -> None:
-    server, client = make_host(), make_host()
+    server, client = stock_host(), stock_host()
     block = b"a block the client wants"
     cid = compute_cid_v1(block, codec=CODEC_RAW)
     opened_by_server: list[Any] = []

@@ -14,7 +14,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import SUBSCRIPTION_CHANNEL_SIZE
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
-from tests.upstream.libp2p_pair import connected_pair, signed_message
+from harness.libp2p_hosts import connected_pair, signed_message
 
 
 def test_unsafe_constructor_defaults() -> None:

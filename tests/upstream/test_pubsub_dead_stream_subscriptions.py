@@ -1,6 +1,7 @@
 """py-libp2p 0.8.1 pubsub: a failing stale stream erases a live peer's subscriptions.
 
-Why daemon/adapters/p2p.py wraps `Pubsub._handle_dead_peer` (`_keep_live_subscriptions`).
+Why daemon/adapters/libp2p_patches.py wraps `Pubsub._handle_dead_peer`
+(`keep_live_subscriptions`).
 When a peer reconnects, its hello with its subscriptions arrives over the new
 connection; the old connection's pubsub stream then fails and `_handle_dead_peer`
 forgets every topic of the peer, although it is still connected. The peer has no
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import trio
 
-from tests.upstream.libp2p_pair import connected_pair
+from harness.libp2p_hosts import connected_pair
 
 
 async def test_a_dead_stream_forgets_the_subscriptions_of_a_connected_peer() -> None:

@@ -1,8 +1,8 @@
 """py-libp2p 0.8.1 pubsub signs and checks its peer record in every RPC.
 
-Why daemon/adapters/peer_records.py memoises both ends. The test restores
-py-libp2p's own functions for its duration, in case the memo was installed by an
-earlier test in this process.
+Why daemon/adapters/libp2p_patches.py memoises both ends (`memoised_peer_records`).
+That memo is in place only while a host is inside it, so this test first checks that
+py-libp2p's own functions are the ones in place.
 """
 
 from __future__ import annotations
@@ -11,14 +11,9 @@ import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
 import pytest
 
-from tests.upstream.libp2p_pair import record_checks_per_publish
+from harness.libp2p_hosts import record_checks_per_publish
 
 MESSAGES = 30
-
-
-def _unwrap(module: object, name: str) -> object:
-    function = getattr(module, name)
-    return getattr(function, "__wrapped__", function)
 
 
 async def test_every_received_rpc_has_its_peer_record_verified(
@@ -26,7 +21,7 @@ async def test_every_received_rpc_has_its_peer_record_verified(
 ) -> None:
     for module in (pubsub_module, gossipsub_module):
         for name in ("env_to_send_in_RPC", "maybe_consume_signed_record"):
-            monkeypatch.setattr(module, name, _unwrap(module, name))
+            assert not hasattr(getattr(module, name), "__wrapped__"), f"{name} is patched"
     checked, _ = await record_checks_per_publish(monkeypatch, MESSAGES)
     print(f"{MESSAGES} messages: {checked} peer records parsed and verified")
     # One full Envelope parse + Ed25519 verify per message, at least.

@@ -14,7 +14,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import gc, trio
-    from tests.upstream.libp2p_pair import connected_pair
+    from harness.libp2p_hosts import connected_pair
 
     async def main():
         async with connected_pair():

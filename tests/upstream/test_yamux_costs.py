@@ -6,25 +6,18 @@ one, its test fails and the workaround can be reconsidered.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import multiaddr
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost, INetStream
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
-from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+from harness.libp2p_hosts import SmallReadSink, muxed, running_pair, stock_host
+
 SINK = TProtocol("/gossipchat-test/sink/1.0.0")
 
 
@@ -32,31 +25,17 @@ class MarkedYamux(Yamux):
     """py-libp2p's own yamux, under another class name."""
 
 
-def stock_host(**options: Any) -> IHost:
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(key_pair=key_pair, sec_opt={NOISE_ID: noise}, **options)
-
-
-@asynccontextmanager
-async def pair(**options: Any) -> AsyncIterator[tuple[IHost, IHost]]:
-    a, b = stock_host(**options), stock_host(**options)
-    async with AsyncExitStack() as stack:
-        for host in (a, b):
-            await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
-        await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
-        yield a, b
-
-
-def muxed(host: IHost, peer: IHost) -> Any:
-    return host.get_network().get_connections(peer.get_id())[0].muxed_conn
+def pair(**options: Any) -> AbstractAsyncContextManager[tuple[IHost, IHost]]:
+    """Two stock hosts built with `new_host(**options)`, b dialled to a."""
+    return running_pair(stock_host(**options), stock_host(**options))
 
 
 async def test_muxer_opt_class_for_yamux_is_ignored() -> None:
     """`muxer_opt={"/yamux/1.0.0": cls}` negotiates yamux but builds py-libp2p's own
     `Yamux`, never `cls` (MuxerMultistream.new_conn special-cases the protocol id).
-    Our host therefore swaps the selector (`adapters.yamux.install`)."""
-    async with pair(muxer_opt={YAMUX_ID: MarkedYamux}) as (a, b):
+    Our host therefore swaps the selector
+    (`adapters.libp2p_patches.build_negotiated_muxer`)."""
+    async with pair(muxer_opt={YAMUX_ID: MarkedYamux}, muxer_preference=None) as (a, b):
         conn = muxed(b, a)
         assert conn.negotiated_muxer_protocol == YAMUX_ID
         assert type(conn) is Yamux
@@ -68,8 +47,6 @@ async def test_a_window_update_for_nearly_every_read() -> None:
     gossipsub reads) makes the reader send about one WINDOW_UPDATE per read."""
     async with pair(muxer_preference="YAMUX") as (a, b):
         updates = 0
-        reads = 0
-        done = trio.Event()
         conn = muxed(a, b)
         original = conn._write_frame
 
@@ -81,25 +58,10 @@ async def test_a_window_update_for_nearly_every_read() -> None:
 
         conn._write_frame = counting
 
-        async def sink(stream: INetStream) -> None:
-            nonlocal reads
-            try:
-                while True:
-                    await stream.read(1)
-                    await stream.read(999)
-                    reads += 2
-            except StreamEOF:
-                pass
-            done.set()
-
-        a.set_stream_handler(SINK, sink)
-        stream = await b.new_stream(a.get_id(), [SINK])
-        with trio.fail_after(60):
-            await stream.write(bytes(2_000_000))
-            await stream.close()
-            await done.wait()
-    assert reads >= 3_900
-    assert updates >= reads * 0.9, (updates, reads)
+        sink = SmallReadSink()
+        await sink.take(bytes(2_000_000), a, b, SINK)
+    assert sink.reads >= 3_900
+    assert updates >= sink.reads * 0.9, (updates, sink.reads)
 
 
 async def test_every_data_frame_is_two_noise_messages() -> None:

@@ -1,7 +1,8 @@
-"""Every child process the benchmarks start, so that none outlives the run.
+"""Every child process the harness and the benchmarks start, so that none outlives a run.
 
-Scenario code registers each `Popen` here. Normal exits stop processes in `finally`
-blocks; this registry is the last line: an `atexit` hook and a SIGTERM handler kill
+`harness.daemons` and the benchmarks register each `Popen` here. Normal exits stop
+processes in `finally` blocks; this registry is the last line: `install()` (the
+benchmark driver calls it) adds an `atexit` hook and a SIGTERM handler that kill
 whatever is still registered, so an error or an interrupt never leaves daemons behind.
 """
 

@@ -1,0 +1,359 @@
+"""Every change gossipchat makes to py-libp2p 0.8.1's own objects, in one place.
+
+Where a defect of py-libp2p can only be worked around by reaching into the library
+(replacing a function, a private attribute or a method of its objects), the change is
+made here and nowhere else. Each patch:
+
+- names the test in tests/upstream/ that shows the defect on the stock library; when
+  an upgrade makes that test fail, the patch can probably go;
+- can be undone: it is a context manager, or it returns its undo;
+- reaches no further than what it is given. Four patches change one host or one
+  `Pubsub` instance. The fifth, `memoised_peer_records`, has to replace two module
+  functions (py-libp2p's pubsub calls them by name); it is installed while at least
+  one host is inside it, memoises only for the hosts inside it, and puts py-libp2p's
+  functions back when the last host leaves. `leftovers()` says what is still in
+  place, and tests/conftest.py checks after every test that nothing is.
+
+The patches, what each reaches, and the test that shows why (in tests/upstream/):
+
+- `build_negotiated_muxer`: one host's upgrader;
+  test_yamux_costs.py::test_muxer_opt_class_for_yamux_is_ignored.
+- `memoised_peer_records`: two pubsub module functions, for the hosts inside;
+  test_pubsub_peer_records.py.
+- `deep_peer_queues`: one Pubsub's `peer_queues`;
+  test_gossipsub_defaults.py::test_outbound_queue_drops_past_32_without_an_error.
+- `sink_topic`: one Pubsub topic's channel;
+  test_gossipsub_defaults.py::test_subscription_channel_drops_past_32_in_one_rpc.
+- `keep_live_subscriptions`: one Pubsub's `_handle_dead_peer`;
+  test_pubsub_dead_stream_subscriptions.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from types import ModuleType, TracebackType
+from typing import Any, cast
+
+import trio
+from libp2p.abc import IHost, IMuxedConn, ISecureConn
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
+
+log = logging.getLogger(__name__)
+
+Undo = Callable[[], None]
+
+
+# --------------------------------------------------------------------------------------
+# The muxer selector
+
+
+class _Multistream(MuxerMultistream):
+    """py-libp2p's muxer selector, but it builds the class it negotiated."""
+
+    async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
+        protocol, transport_class = await self._selector.select(
+            conn, conn.is_initiator, self.negotiate_timeout
+        )
+        muxed = transport_class(conn, peer_id)
+        return self._annotate_connection(muxed, conn, protocol)
+
+
+def build_negotiated_muxer(host: IHost, protocol: str, muxer_class: type[IMuxedConn]) -> Undo:
+    """Make `host` mux every connection, inbound and outbound, with `muxer_class`.
+
+    `MuxerMultistream.new_conn` ignores the class given for `/yamux/1.0.0` in
+    `muxer_opt` and always builds py-libp2p's own `Yamux`
+    (tests/upstream/test_yamux_costs.py::test_muxer_opt_class_for_yamux_is_ignored),
+    so the host's selector is swapped for one that builds what it negotiated. Only
+    this host's upgrader changes; the undo puts its own selector back.
+    """
+    upgrader = cast(Any, host.get_network()).upgrader
+    stock = upgrader.muxer_multistream
+    upgrader.muxer_multistream = _Multistream(
+        {TProtocol(protocol): muxer_class}, negotiate_timeout=stock.negotiate_timeout
+    )
+
+    def undo() -> None:
+        upgrader.muxer_multistream = stock
+
+    return undo
+
+
+# --------------------------------------------------------------------------------------
+# Signed peer records, once per peer rather than per RPC
+
+SEND_TTL_S = 5.0
+RECEIVE_TTL_S = 60.0
+MAX_REMEMBERED = 4096  # peers per host whose last accepted record is remembered
+_FUNCTIONS = ("env_to_send_in_RPC", "maybe_consume_signed_record")
+
+_State = tuple[float, bytes]  # (expires at, record bytes)
+
+
+class _HostCache:
+    def __init__(self) -> None:
+        self.outbound: tuple[float, tuple[bytes, bool]] | None = None
+        self.inbound: OrderedDict[ID, _State] = OrderedDict()
+
+
+# The hosts inside `memoised_peer_records` (how many times each), and their memos.
+_hosts: Counter[IHost] = Counter()
+_caches: dict[IHost, _HostCache] = {}
+# (module, name) -> (py-libp2p's function, our wrapper) while installed.
+_replaced: dict[tuple[ModuleType, str], tuple[Any, Any]] = {}
+
+
+def _memo_send(original: Callable[[IHost], tuple[bytes, bool]]) -> Callable[..., Any]:
+    def env_to_send_in_RPC(host: IHost) -> tuple[bytes, bool]:
+        cache = _caches.get(host)
+        if cache is None:
+            return original(host)
+        now = trio.current_time()
+        if cache.outbound is not None and cache.outbound[0] > now:
+            return cache.outbound[1][0], False
+        result = original(host)
+        cache.outbound = (now + SEND_TTL_S, result)
+        return result
+
+    env_to_send_in_RPC.__wrapped__ = original  # type: ignore[attr-defined]
+    return env_to_send_in_RPC
+
+
+def _memo_receive(original: Callable[[Any, IHost, ID], bool]) -> Callable[..., Any]:
+    def maybe_consume_signed_record(msg: Any, host: IHost, peer_id: ID) -> bool:
+        host_cache = _caches.get(host)
+        if host_cache is None:
+            return original(msg, host, peer_id)
+        if not msg.HasField("senderRecord"):
+            return True
+        record = msg.senderRecord
+        cache = host_cache.inbound
+        now = trio.current_time()
+        known = cache.get(peer_id)
+        if known is not None and known[1] == record and known[0] > now:
+            return True
+        accepted = original(msg, host, peer_id)
+        if accepted:
+            cache[peer_id] = (now + RECEIVE_TTL_S, bytes(record))
+            cache.move_to_end(peer_id)
+            while len(cache) > MAX_REMEMBERED:
+                cache.popitem(last=False)
+        else:
+            cache.pop(peer_id, None)
+        return accepted
+
+    maybe_consume_signed_record.__wrapped__ = original  # type: ignore[attr-defined]
+    return maybe_consume_signed_record
+
+
+def _pubsub_modules() -> tuple[ModuleType, ...]:
+    import libp2p.pubsub.gossipsub as gossipsub_module
+    import libp2p.pubsub.pubsub as pubsub_module
+
+    return (pubsub_module, gossipsub_module)
+
+
+def _install() -> None:
+    for module in _pubsub_modules():
+        for name in _FUNCTIONS:
+            original = getattr(module, name)
+            wrap = _memo_send if name == "env_to_send_in_RPC" else _memo_receive
+            wrapper = wrap(original)
+            setattr(module, name, wrapper)
+            _replaced[(module, name)] = (original, wrapper)
+
+
+def _uninstall() -> None:
+    for (module, name), (original, wrapper) in _replaced.items():
+        if getattr(module, name) is wrapper:
+            setattr(module, name, original)
+        else:  # someone replaced ours in turn; theirs stays, and says so in leftovers()
+            log.warning("%s.%s was replaced over our memo; left as it is",
+                        module.__name__, name)
+    _replaced.clear()
+
+
+class memoised_peer_records:
+    """While entered, `host`'s pubsub handles signed peer records once per peer.
+
+    py-libp2p 0.8.1 attaches the host's signed peer record (a libp2p Envelope holding
+    its addresses) to every pubsub RPC it sends, and checks the one in every RPC it
+    receives (tests/upstream/test_pubsub_peer_records.py):
+
+    - sending, `env_to_send_in_RPC(host)` calls `host.get_addrs()` (multiaddr parsing
+      and base58 of the peer id) to see whether the cached record is still current,
+      then serialises it again;
+    - receiving, `maybe_consume_signed_record` parses the Envelope, verifies its
+      Ed25519 signature and rewrites the sender's addresses in the peerstore.
+
+    A py-spy profile of ten daemons during a 1,000-message burst put 17.5% of all
+    busy samples in those two functions, more than our own decode, verify and store
+    together. The records barely ever change, so for the hosts inside:
+
+    - the record to send is rebuilt at most every `SEND_TTL_S`;
+    - a record received from a peer that is byte for byte the one accepted from that
+      peer within `RECEIVE_TTL_S` is taken as accepted without parsing or verifying
+      it again (a different or expired one goes through py-libp2p's full check).
+
+    The two names are replaced in py-libp2p's pubsub modules (they import them by
+    name) when the first host enters and restored when the last one leaves; other
+    hosts meanwhile get py-libp2p's own behaviour. Usable with `with` and `async with`.
+    """
+
+    def __init__(self, host: IHost) -> None:
+        self.host = host
+
+    def __enter__(self) -> IHost:
+        if not _hosts:
+            _install()
+        _hosts[self.host] += 1
+        _caches.setdefault(self.host, _HostCache())
+        return self.host
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _hosts[self.host] -= 1
+        if _hosts[self.host] <= 0:
+            del _hosts[self.host]
+            _caches.pop(self.host, None)
+        if not _hosts:
+            _uninstall()
+
+    async def __aenter__(self) -> IHost:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def leftovers() -> list[str]:
+    """What of the process-wide patches is still in place (empty when none is)."""
+    found = [f"{len(_hosts)} host(s) inside memoised_peer_records"] if _hosts else []
+    for module in _pubsub_modules():
+        for name in _FUNCTIONS:
+            if hasattr(getattr(module, name), "__wrapped__"):
+                found.append(f"{module.__name__}.{name} is wrapped")
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# Pubsub instances
+
+
+class _DeepQueues(dict[ID, Any]):
+    """`Pubsub.peer_queues` whose queues hold `depth` RPCs, each drop reported."""
+
+    def __init__(self, depth: int, on_drop: Callable[[], None]) -> None:
+        super().__init__()
+        self._depth = depth
+        self._on_drop = on_drop
+
+    def __setitem__(self, peer: ID, queue: Any) -> None:
+        queue._queue.max_size = self._depth
+        push = queue.push
+        on_drop = self._on_drop
+
+        def counted_push(rpc: Any, priority: bool = False) -> bool:
+            accepted = bool(push(rpc, priority))
+            if not accepted:
+                on_drop()
+            return accepted
+
+        queue.push = counted_push
+        super().__setitem__(peer, queue)
+
+
+def deep_peer_queues(pubsub: Pubsub, depth: int, on_drop: Callable[[], None]) -> Undo:
+    """Give every peer queue `pubsub` makes from now on `depth` slots, not 32.
+
+    py-libp2p drops whatever does not fit a peer's queue without a word
+    (tests/upstream/test_gossipsub_defaults.py::
+    test_outbound_queue_drops_past_32_without_an_error). Our own publishes are paced,
+    but a forwarder relaying a burst fills them too, and each drop there costs a sync
+    repair later, which is dearer than relaying. The queue is `RpcQueue()` made inside
+    `Pubsub._handle_new_peer`, so its bound is set as it is stored in `peer_queues`;
+    `on_drop` is called for every RPC a full queue still refuses. The undo goes back
+    to a plain dict (queues made meanwhile keep their depth).
+    """
+    deep = _DeepQueues(depth, on_drop)
+    deep.update(pubsub.peer_queues)
+    pubsub.peer_queues = deep
+
+    def undo() -> None:
+        pubsub.peer_queues = dict(pubsub.peer_queues)
+
+    return undo
+
+
+class _TopicSink:
+    """Stands in for py-libp2p's send side of one topic's subscription channel."""
+
+    def __init__(self, deliver: Callable[[Any], None]) -> None:
+        self._deliver = deliver
+
+    def send_nowait(self, msg: Any) -> None:
+        self._deliver(msg)
+
+    async def aclose(self) -> None:
+        return None  # Pubsub.unsubscribe closes it; nothing to release
+
+
+def sink_topic(pubsub: Pubsub, topic: str, deliver: Callable[[Any], None]) -> Undo:
+    """Hand each message of a subscribed topic to `deliver` as py-libp2p pushes it.
+
+    py-libp2p hands a topic's messages to a 32-slot channel with send_nowait and
+    drops (logging a warning) whatever does not fit until a reader task runs; one
+    read of a busy connection can carry more than 32
+    (tests/upstream/test_gossipsub_defaults.py::
+    test_subscription_channel_drops_past_32_in_one_rpc). The channel's send side is
+    replaced by a sink that calls `deliver` at once. Call after `pubsub.subscribe`;
+    the undo puts py-libp2p's channel back if the topic is still subscribed.
+    """
+    stock = pubsub.subscribed_topics_send[topic]
+    sink = _TopicSink(deliver)
+    pubsub.subscribed_topics_send[topic] = cast(Any, sink)
+
+    def undo() -> None:
+        if pubsub.subscribed_topics_send.get(topic) is cast(Any, sink):
+            pubsub.subscribed_topics_send[topic] = stock
+
+    return undo
+
+
+def keep_live_subscriptions(pubsub: Pubsub) -> Undo:
+    """Stop a dead stale stream from erasing what a peer's live stream told us.
+
+    py-libp2p's `Pubsub._handle_dead_peer` forgets every topic a peer subscribed to.
+    It runs when any pubsub stream with the peer fails, also the one of a connection
+    that was already replaced: when a peer reconnects, its hello (with its
+    subscriptions) comes over the new connection and the old stream's failure, read
+    later, erases them. The peer never repeats a hello on a stream that works, so it
+    stays out of every topic for good: no mesh, no sync partner
+    (tests/upstream/test_pubsub_dead_stream_subscriptions.py). Here the
+    subscriptions survive while the peer is still connected; a peer that really went
+    away loses them as before. Set on this instance only; the undo removes it.
+    """
+    handle_dead_peer = pubsub._handle_dead_peer
+
+    def handle_dead_peer_keeping_live_subscriptions(peer_id: ID) -> None:
+        topics = [topic for topic, peers in pubsub.peer_topics.items() if peer_id in peers]
+        handle_dead_peer(peer_id)
+        if not topics or not pubsub._peer_is_connected(peer_id):
+            return
+        for topic in topics:
+            pubsub.peer_topics.setdefault(topic, set()).add(peer_id)
+        pubsub._peer_subscription_count[peer_id] = len(topics)
+
+    pubsub._handle_dead_peer = handle_dead_peer_keeping_live_subscriptions  # type: ignore[method-assign]
+
+    def undo() -> None:
+        if vars(pubsub).get("_handle_dead_peer") is handle_dead_peer_keeping_live_subscriptions:
+            del pubsub._handle_dead_peer
+
+    return undo
