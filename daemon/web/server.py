@@ -22,7 +22,7 @@ from typing import Any, cast
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.events import RawData
+from hypercorn.events import Closed, RawData
 from hypercorn.trio.run import worker_serve
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import Framework
@@ -40,19 +40,28 @@ log = logging.getLogger(__name__)
 # Slack over rpc_max_line_bytes, so that the app (not hypercorn) sees a frame just
 # over the bound and answers it with the same error as the unix socket.
 FRAME_SLACK = 64 * 1024
+# A write to a web client that does not finish within this long closes the connection:
+# on loopback only a client that stopped reading takes that long, and the daemon's stop
+# (daemon/stopwatch.py) must not wait on one.
+SEND_STALL_S = 3.0
 
 
 def _install_hypercorn_patches() -> None:
-    """Two hypercorn 0.18 defects that end the whole web server, contained here.
+    """Three hypercorn 0.18 defects of its trio TCPServer, contained here.
 
-    tests/upstream/test_hypercorn_tcp_server.py shows both on the stock library:
+    tests/upstream/test_hypercorn_tcp_server.py shows the first two on the stock
+    library, tests/upstream/test_hypercorn_shielded_send.py the third:
     - `TCPServer._close` sends EOF outside the connection's send lock, so when a
       WebSocket closes from both ends at once, a locked `send_all` meets it and raises
       `trio.BusyResourceError`, which `protocol_send` does not catch;
     - any exception of one connection leaves `TCPServer.run` and, through hypercorn's
-      handler nursery, stops the listener: every later connection is refused.
+      handler nursery, stops the listener: every later connection is refused;
+    - `protocol_send` shields `send_all` from cancellation without a bound, so a client
+      that stops reading holds its task for ever, and the daemon's stop with it.
     The first is a connection that is closing anyway: its data is dropped. The second
-    becomes a fault boundary per connection, logged once, as for the RPC socket.
+    becomes a fault boundary per connection, logged once, as for the RPC socket. The
+    third keeps the shield (a cancel must not leave half a frame on the wire) but gives
+    up after `SEND_STALL_S`, closing the connection of a client that reads nothing.
     Idempotent; `undo_hypercorn_patches` restores the library.
     """
     if getattr(TCPServer, "_gossipchat_patched", False):
@@ -60,12 +69,25 @@ def _install_hypercorn_patches() -> None:
     original_send, original_run = TCPServer.protocol_send, TCPServer.run
 
     async def protocol_send(self: TCPServer, event: Any) -> None:
-        try:
+        if not isinstance(event, RawData):
             await original_send(self, event)
-        except trio.BusyResourceError:
-            if not isinstance(event, RawData):
-                raise
-            log.debug("web: dropped data for a connection that is closing")
+            return
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + SEND_STALL_S
+                    await self.stream.send_all(event.data)
+            except trio.BusyResourceError:
+                log.debug("web: dropped data for a connection that is closing")
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+                return
+        if scope.cancelled_caught:
+            log.info("web: a client read nothing for %.0f s; closing its connection",
+                     SEND_STALL_S)
+            await self.stream.aclose()
+            await self.protocol.handle(Closed())
 
     async def run(self: TCPServer) -> None:
         try:
