@@ -31,6 +31,9 @@ def _dest(name: str) -> str:
     return f"param_{name}"
 
 
+_CONVERT: dict[str, Callable[[str], Any]] = {"integer": int, "number": float}
+
+
 def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
     """The argument that the parameter's `Cli` hint describes."""
     hint = param.cli
@@ -52,9 +55,6 @@ def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
         parser.add_argument(*hint.flags, dest=_dest(param.name), **options)
     else:
         parser.add_argument(_dest(param.name), **options)
-
-
-_CONVERT: dict[str, Callable[[str], Any]] = {"integer": int, "number": float}
 
 
 def _value(param: Param, raw: Any) -> Any:
@@ -85,6 +85,10 @@ def params_from(args: argparse.Namespace, method: str) -> dict[str, Any]:
 Call = tuple[str, dict[str, Any]]
 
 
+class UsageError(Exception):
+    """The arguments parse but do not make a call (exit code 2)."""
+
+
 def _send(args: argparse.Namespace) -> Call:
     # --image (send_image's path) turns the words into the caption.
     if getattr(args, _dest("path")) is None:
@@ -105,10 +109,6 @@ def _fetch(args: argparse.Namespace) -> Call:
         # The daemon writes the sanitised original name inside this directory only.
         params["dir"] = os.getcwd()
     return "fetch", params
-
-
-class UsageError(Exception):
-    """The arguments parse but do not make a call (exit code 2)."""
 
 
 @dataclass(frozen=True)

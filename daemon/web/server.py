@@ -40,10 +40,25 @@ log = logging.getLogger(__name__)
 # Slack over rpc_max_line_bytes, so that the app (not hypercorn) sees a frame just
 # over the bound and answers it with the same error as the unix socket.
 FRAME_SLACK = 64 * 1024
-# A write to a web client that does not finish within this long closes the connection:
-# on loopback only a client that stopped reading takes that long, and the daemon's stop
-# (daemon/stopwatch.py) must not wait on one.
-SEND_STALL_S = 3.0
+class _Sends:
+    """The shielded writes to web clients under way (the third patch below), which the
+    stop cuts short, and whether it has. Module state, as the patches are: one web
+    server per daemon."""
+
+    def __init__(self) -> None:
+        self.scopes: set[trio.CancelScope] = set()
+        self.cut = False
+
+
+_SENDS = _Sends()
+
+
+def cut_sends_short() -> None:
+    """End every write to a web client under way or to come, closing those
+    connections: the stop does this, so that a client that reads nothing cannot hold it."""
+    _SENDS.cut = True
+    for scope in _SENDS.scopes:
+        scope.cancel()
 
 
 def _install_hypercorn_patches() -> None:
@@ -60,8 +75,10 @@ def _install_hypercorn_patches() -> None:
       that stops reading holds its task for ever, and the daemon's stop with it.
     The first is a connection that is closing anyway: its data is dropped. The second
     becomes a fault boundary per connection, logged once, as for the RPC socket. The
-    third keeps the shield (a cancel must not leave half a frame on the wire) but gives
-    up after `SEND_STALL_S`, closing the connection of a client that reads nothing.
+    third keeps the shield (a cancel must not leave half a frame on the wire) but
+    registers it, so that the stop can end it (`cut_sends_short`) and close the
+    connection; while the daemon runs, a client that reads slowly is waited for as
+    before (its subscription overflows and ends, as over the unix socket).
     Idempotent; `undo_hypercorn_patches` restores the library.
     """
     if getattr(TCPServer, "_gossipchat_patched", False):
@@ -75,8 +92,13 @@ def _install_hypercorn_patches() -> None:
         async with self.send_lock:
             try:
                 with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + SEND_STALL_S
-                    await self.stream.send_all(event.data)
+                    if _SENDS.cut:
+                        scope.cancel()
+                    _SENDS.scopes.add(scope)
+                    try:
+                        await self.stream.send_all(event.data)
+                    finally:
+                        _SENDS.scopes.discard(scope)
             except trio.BusyResourceError:
                 log.debug("web: dropped data for a connection that is closing")
                 return
@@ -84,8 +106,7 @@ def _install_hypercorn_patches() -> None:
                 await self.protocol.handle(Closed())
                 return
         if scope.cancelled_caught:
-            log.info("web: a client read nothing for %.0f s; closing its connection",
-                     SEND_STALL_S)
+            log.info("web: stopping; closed a connection whose client reads nothing")
             await self.stream.aclose()
             await self.protocol.handle(Closed())
 
@@ -197,5 +218,17 @@ class WebServer:
         sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
         # Our ASGI callables are typed with plain mappings; hypercorn's with TypedDicts.
         framework = cast(Framework, app)
-        await worker_serve(wrap_app(framework, config.wsgi_max_body_size, "asgi"), config,
-                           sockets=sockets, task_status=task_status)
+        _SENDS.cut = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cut_sends_short_on_stop)
+            await worker_serve(wrap_app(framework, config.wsgi_max_body_size, "asgi"),
+                               config, sockets=sockets, task_status=task_status)
+
+    @staticmethod
+    async def _cut_sends_short_on_stop() -> None:
+        # Cancelled with the rest when the daemon stops: hypercorn's connections then
+        # wait on their shielded writes, which only this can end.
+        try:
+            await trio.sleep_forever()
+        finally:
+            cut_sends_short()

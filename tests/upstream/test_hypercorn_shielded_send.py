@@ -4,7 +4,9 @@ Found by tests/integration/test_stop_deadline.py: a WebSocket client that subscr
 and stopped reading kept the daemon's stop waiting past its deadline, because the
 write to it could not be cancelled. Shown here on a stub stream that a client drains
 only after 100 s, under trio's mock clock: the stock method outlives a 1 s cancel
-scope by the full 100 s; ours gives up after `SEND_STALL_S` and closes the connection.
+scope by the full 100 s. Ours keeps hypercorn's shield while the daemon runs (a slow
+reader is waited for), and the stop (`cut_sends_short`) ends it and closes the
+connection.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def stock() -> Any:
     web_server.undo_hypercorn_patches()
     yield
     web_server.undo_hypercorn_patches()
+    web_server._SENDS.cut = False
 
 
 async def test_stock_protocol_send_outlives_its_cancellation(
@@ -74,22 +77,33 @@ async def test_stock_protocol_send_outlives_its_cancellation(
     assert not stream.closed
 
 
-async def test_our_patch_gives_up_on_a_client_that_reads_nothing(
+async def test_our_patch_waits_for_a_slow_reader_until_the_stop_cuts_it_short(
         stock: None, autojump_clock: trio.testing.MockClock) -> None:
     web_server._install_hypercorn_patches()
     server, stream, protocol = _server()
     start = trio.current_time()
-    with trio.move_on_after(1):
-        await server.protocol_send(RawData(b"frame"))
-    assert trio.current_time() - start == pytest.approx(web_server.SEND_STALL_S)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.protocol_send, RawData(b"frame"))
+        await trio.sleep(10)
+        assert not stream.closed  # still waiting: shielded while the daemon runs
+        nursery.cancel_scope.cancel()  # the stop: cancelled, yet shielded
+        with trio.CancelScope(shield=True):
+            await trio.sleep(5)
+            assert not stream.closed
+            web_server.cut_sends_short()
+    assert trio.current_time() - start == pytest.approx(15)
     assert stream.closed
     assert any(isinstance(event, Closed) for event in protocol.events)
+    # A write that starts after the cut does not wait either.
+    server, stream, _ = _server()
+    await server.protocol_send(RawData(b"frame"))
+    assert stream.closed
 
 
 async def test_our_patch_leaves_a_reading_client_alone(
         stock: None, autojump_clock: trio.testing.MockClock) -> None:
     web_server._install_hypercorn_patches()
-    server, stream, protocol = _server(drained_after_s=web_server.SEND_STALL_S / 2)
+    server, stream, protocol = _server(drained_after_s=5)
     await server.protocol_send(RawData(b"frame"))
     assert not stream.closed
     assert protocol.events == []
