@@ -1,6 +1,9 @@
 """p2pctl: the command line on the daemon's JSON-RPC socket.
 
-Each command is one call of the method table (rpc/table.py), whose help text it shows.
+Each command is a call of the method table (rpc/table.py): its help text comes from
+there, its arguments from the parameters' `Cli` hints, and its output for people from
+the formatter table (clients/human.py); `--json` prints the result as it came. The
+shell completion (clients/completion.py) is generated from the same parser.
 Exit codes: 0 success, 1 an error the daemon reported (message on stderr), 2 bad usage,
 3 no daemon answers on the socket. Standard library only, so it starts fast.
 """
@@ -8,127 +11,140 @@ Exit codes: 0 success, 1 an error the daemon reported (message on stderr), 2 bad
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from gossipchat.clients.human import FORMATTERS, terminal_width
 from gossipchat.clients.render import format_message, json_line, visible
 from gossipchat.rpc.client import Connection, ConnectionLost, DaemonNotRunning, RpcError
 from gossipchat.rpc.paths import socket_path
-from gossipchat.rpc.table import METHODS
+from gossipchat.rpc.table import METHODS, Param
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 
 
-def _ago(ms: int) -> str:
-    delta = max(0.0, time.time() - ms / 1000)
-    if delta < 60:
-        return f"{delta:.0f}s ago"
-    if delta < 3600:
-        return f"{delta / 60:.0f}m ago"
-    return f"{delta / 3600:.1f}h ago"
+def _dest(name: str) -> str:
+    """Where argparse keeps a table parameter: apart from p2pctl's own options."""
+    return f"param_{name}"
 
 
-def _terminal_width() -> int | None:
-    """The width to wrap messages at: only a terminal wraps lines by itself."""
-    if not sys.stdout.isatty():
+_CONVERT: dict[str, Callable[[str], Any]] = {"integer": int, "number": float}
+
+
+def _add_param(parser: argparse.ArgumentParser, param: Param) -> None:
+    """The argument that the parameter's `Cli` hint describes."""
+    hint = param.cli
+    assert hint is not None
+    options: dict[str, Any] = {}
+    if hint.help is not None:
+        options["help"] = hint.help
+    if param.type == "boolean":
+        # default None: a switch left off is not sent at all.
+        parser.add_argument(*hint.flags, dest=_dest(param.name), action="store_true",
+                            default=None, **options)
+        return
+    options["metavar"] = hint.metavar or param.name.upper()
+    if hint.nargs is not None:
+        options["nargs"] = hint.nargs
+    if param.type in _CONVERT:
+        options["type"] = _CONVERT[param.type]
+    if hint.flags:
+        parser.add_argument(*hint.flags, dest=_dest(param.name), **options)
+    else:
+        parser.add_argument(_dest(param.name), **options)
+
+
+def _value(param: Param, raw: Any) -> Any:
+    """A parsed argument as the method takes it; None when it is not to be sent."""
+    hint = param.cli
+    if raw is None or hint is None:
         return None
-    return shutil.get_terminal_size().columns
+    if hint.nargs is not None:
+        if not raw:
+            return None
+        if param.type == "string":
+            raw = " ".join(raw)
+    if hint.path:
+        raw = os.path.abspath(raw)
+    return raw
 
 
-def _print_human(command: str, result: Any) -> None:
-    if command == "id":
-        print(f"peer_id  {result['peer_id']}")
-        print(f"nick     {visible(result['nick'] or '-')}")
-        for addr in result["addrs"]:
-            print(f"addr     {visible(addr)}")
-    elif command == "status":
-        for key in ("version", "peer_id", "uptime_s", "peers", "rooms", "messages", "blocks"):
-            if key in result:
-                print(f"{key:<10}{result[key]}")
-        if result.get("rejected"):
-            print(f"{'rejected':<10}{json.dumps(result['rejected'], sort_keys=True)}")
-        conns = result.get("connections") or {}
-        if conns:
-            print(f"{'conns':<10}{conns.get('connected')} connected, {conns.get('dialing')}"
-                  f" dialing (per room {conns.get('room_peers_min')}-"
-                  f"{conns.get('room_peers_max')}, at most {conns.get('max_connections')})")
-        for room, here in sorted(((result.get("presence") or {}).get("rooms") or {}).items()):
-            print(f"{'room':<10}{visible(room)}: {here.get('online')} of "
-                  f"{here.get('members')} members online, {here.get('connected')} connected")
-        store = result.get("store") or {}
-        if store.get("degraded"):
-            print(f"{'store':<10}DEGRADED: {store.get('reason')} "
-                  f"({store.get('write_errors')} write errors, {store.get('pending')} "
-                  "messages waiting to be written)")
-    elif command == "peers":
-        if not result:
-            print("no peers connected")
-        for peer in result:
-            print(f"{visible(peer['peer_id'])}  {visible(' '.join(peer['addrs'])) or '-'}  "
-                  f"rooms: {visible(', '.join(peer['rooms'])) or '-'}")
-    elif command == "rooms":
-        if not result:
-            print("not in any room; join one with 'p2pctl join ROOM'")
-        for room in result:
-            print(f"{room['room']:<24} {room['members']:>4} members "
-                  f"{room['messages']:>7} messages")
-    elif command == "members":
-        for m in result:
-            seen = "online" if m.get("online") else f"seen {_ago(m['last_seen'])}"
-            print(f"{visible(m['peer_id'])}  {visible(m['nick'] or '-'):<20} {seen}")
-    elif command == "send":
-        print(visible(result["id"]))
-        if result.get("image"):
-            print(visible(result["image"]["cid"]))
-    elif command == "history":
-        width = _terminal_width()
-        for msg in result:
-            print(format_message(msg, width=width))
-    elif command == "blocked":
-        for peer in result:
-            print(peer)
-    elif command in ("join", "leave"):
-        print(f"{command} {result['room']}: ok")
-    elif command in ("block", "unblock"):
-        print(f"{command} {result['peer']}: ok")
-    elif command == "nick":
-        print(f"nick is now {visible(result['nick'])}")
-    elif command == "fetch":
-        where = visible(result["path"] or "the block store")
-        print(f"saved {where} ({result['size']} bytes)")
-    elif command == "connect":
-        print(f"connected to {visible(result['peer_id'])}")
-    elif command == "shutdown":
-        print("daemon stopping")
-    else:
-        # ensure_ascii (the default) escapes every control and non-ASCII character.
-        print(json.dumps(result, indent=2, sort_keys=True))
+def params_from(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The parameters of `method` given on the command line, as the method takes them."""
+    params = {}
+    for param in METHODS[method].params:
+        value = _value(param, getattr(args, _dest(param.name), None))
+        if value is not None:
+            params[param.name] = value
+    return params
 
 
-def _fetch_params(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {"cid": args.cid, "timeout": args.timeout_s}
-    if args.output:
-        params["path"] = os.path.abspath(args.output)
-    else:
+Call = tuple[str, dict[str, Any]]
+
+
+class UsageError(Exception):
+    """The arguments parse but do not make a call (exit code 2)."""
+
+
+def _send(args: argparse.Namespace) -> Call:
+    # --image (send_image's path) turns the words into the caption.
+    if getattr(args, _dest("path")) is None:
+        params = params_from(args, "send")
+        if "text" not in params:
+            raise UsageError("send needs TEXT, or --image FILE")
+        return "send", params
+    params = params_from(args, "send_image")
+    caption = params_from(args, "send").get("text")
+    if caption:
+        params["caption"] = caption
+    return "send_image", params
+
+
+def _fetch(args: argparse.Namespace) -> Call:
+    params = params_from(args, "fetch")
+    if "path" not in params:
         # The daemon writes the sanitised original name inside this directory only.
         params["dir"] = os.getcwd()
-    if args.force:
-        params["force"] = True
-    return params
+    return "fetch", params
 
 
-def _send_image_params(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {"room": args.room, "path": os.path.abspath(args.image)}
-    if args.text:
-        params["caption"] = " ".join(args.text)
-    if args.keep_metadata:
-        params["keep_metadata"] = True
-    return params
+@dataclass(frozen=True)
+class Command:
+    """A p2pctl command: the method it calls, and which parameters it offers.
+
+    `params` names, in order, the parameters of `method` and of `variants` (methods
+    the same command calls instead, as `send --image` calls send_image) that are on
+    the command line; by default each one with a `Cli` hint, in table order. `help`
+    replaces the method's help for a command made of several calls. `call` turns the
+    parsed arguments into the method and its parameters where a plain mapping does not
+    fit; `extra` adds arguments of p2pctl's own.
+    """
+
+    method: str
+    params: tuple[str, ...] | None = None
+    variants: tuple[str, ...] = ()
+    help: str | None = None
+    call: Callable[[argparse.Namespace], Call] | None = None
+    extra: Callable[[argparse.ArgumentParser], object] | None = None
+
+    def offered(self) -> list[Param]:
+        """The table parameters this command puts on its command line, in order."""
+        by_name: dict[str, Param] = {}
+        for method in (self.method, *self.variants):
+            for param in METHODS[method].params:
+                if param.cli is not None:
+                    by_name.setdefault(param.name, param)
+        names = self.params if self.params is not None else tuple(by_name)
+        return [by_name[name] for name in names]
+
+    def call_of(self, args: argparse.Namespace) -> Call:
+        """The method to call and its parameters."""
+        if self.call is not None:
+            return self.call(args)
+        return self.method, params_from(args, self.method)
 
 
 def _call_with_progress(conn: Connection, method: str, params: dict[str, Any],
@@ -152,8 +168,7 @@ def _call_with_progress(conn: Connection, method: str, params: dict[str, Any],
         return conn.call(method, params, on_notification=on_note)
 
 
-def _watch(conn: Connection, args: argparse.Namespace) -> int:
-    params = {"rooms": args.rooms} if args.rooms else None
+def _watch(conn: Connection, args: argparse.Namespace, params: dict[str, Any]) -> int:
     sub = conn.call("subscribe", params)["subscription"]
     for note in conn.notifications():
         p = note.get("params", {})
@@ -165,42 +180,38 @@ def _watch(conn: Connection, args: argparse.Namespace) -> int:
         if note["method"] == "message":
             msg = p["message"]
             print(json_line(msg) if args.json
-                  else format_message(msg, width=_terminal_width()), flush=True)
+                  else format_message(msg, width=terminal_width()), flush=True)
     return EXIT_OK
 
 
-# command -> (method, function from parsed args to params)
-_Params = Callable[[argparse.Namespace], dict[str, Any]]
-COMMANDS: dict[str, tuple[str, _Params]] = {
-    "id": ("id", lambda a: {}),
-    "status": ("status", lambda a: {}),
-    "peers": ("peers", lambda a: {}),
-    "connect": ("connect", lambda a: {"addr": a.addr}),
-    "nick": ("nick", lambda a: {"name": " ".join(a.name)}),
-    "join": ("join", lambda a: {"room": a.room}),
-    "leave": ("leave", lambda a: {"room": a.room}),
-    "rooms": ("rooms", lambda a: {}),
-    "members": ("members", lambda a: {"room": a.room}),
-    "send": ("send", lambda a: {"room": a.room, "text": " ".join(a.text)}),
-    "fetch": ("fetch", lambda a: _fetch_params(a)),
-    "history": ("history", lambda a: {"room": a.room, "limit": a.limit, "before": a.before}),
-    "watch": ("subscribe", lambda a: {}),
-    "block": ("block", lambda a: {"peer": a.peer}),
-    "unblock": ("unblock", lambda a: {"peer": a.peer}),
-    "blocked": ("blocked", lambda a: {}),
-    "shutdown": ("shutdown", lambda a: {}),
-    "chat": ("subscribe", lambda a: {}),
-}
-# Commands made of several calls, with help of their own.
-_CLIENT_ONLY_HELP = {
-    "watch": "stream new messages until interrupted (all joined rooms by default)",
-    "chat": "interactive chat in the terminal: history, live messages, an input line, "
-            "/image, /fetch, /help",
+# In the order `p2pctl --help` lists them.
+COMMANDS: dict[str, Command] = {
+    "id": Command("id"),
+    "status": Command("status"),
+    "peers": Command("peers"),
+    "rooms": Command("rooms"),
+    "blocked": Command("blocked"),
+    "shutdown": Command("shutdown"),
+    "connect": Command("connect"),
+    "nick": Command("nick"),
+    "join": Command("join"),
+    "leave": Command("leave"),
+    "members": Command("members"),
+    "send": Command("send", variants=("send_image",), call=_send),
+    "fetch": Command("fetch", params=("cid", "path", "timeout", "force"), call=_fetch),
+    "history": Command("history"),
+    "watch": Command("subscribe", help="stream new messages until interrupted "
+                     "(all joined rooms by default)"),
+    "chat": Command("subscribe", params=(), help="interactive chat in the terminal: "
+                    "history, live messages, an input line, /image, /fetch, /help",
+                    extra=lambda p: p.add_argument("room", metavar="ROOM")),
+    "block": Command("block"),
+    "unblock": Command("unblock"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; each subcommand's help comes from the method table."""
+    """The argument parser: each command's help and arguments come from the method table."""
     parser = argparse.ArgumentParser(
         prog="p2pctl", description="Control a gossipchat daemon over its RPC socket.")
     parser.add_argument("--rpc", metavar="PATH", help="the daemon's socket")
@@ -213,39 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON")
-
-    def add(name: str) -> argparse.ArgumentParser:
-        text = _CLIENT_ONLY_HELP.get(name) or METHODS[COMMANDS[name][0]].help
-        return sub.add_parser(name, help=text, description=text, parents=[common])
-
-    for name in ("id", "status", "peers", "rooms", "blocked", "shutdown"):
-        add(name)
-    add("connect").add_argument("addr", metavar="MULTIADDR")
-    add("nick").add_argument("name", metavar="NAME", nargs="+")
-    for name in ("join", "leave", "members"):
-        add(name).add_argument("room", metavar="ROOM")
-    send = add("send")
-    send.add_argument("room", metavar="ROOM")
-    send.add_argument("text", metavar="TEXT", nargs="*",
-                      help="the message, or the caption with --image")
-    send.add_argument("--image", metavar="FILE", help="post this image (PNG, JPEG, GIF, WebP)")
-    send.add_argument("--keep-metadata", action="store_true",
-                      help="send the image's EXIF/XMP (location!) untouched")
-    fetch = add("fetch")
-    fetch.add_argument("cid", metavar="CID")
-    fetch.add_argument("-o", "--output", metavar="FILE",
-                       help="where to write it (default: its name, in this directory)")
-    fetch.add_argument("--timeout", dest="timeout_s", type=float, metavar="S",
-                       help="give up after S seconds (default 60)")
-    fetch.add_argument("--force", action="store_true", help="overwrite an existing file")
-    history = add("history")
-    history.add_argument("room", metavar="ROOM")
-    history.add_argument("--limit", type=int, metavar="N")
-    history.add_argument("--before", metavar="ID")
-    add("watch").add_argument("rooms", metavar="ROOM", nargs="*")
-    add("chat").add_argument("room", metavar="ROOM")
-    for name in ("block", "unblock"):
-        add(name).add_argument("peer", metavar="PEER")
+    for name, command in COMMANDS.items():
+        text = command.help or METHODS[command.method].help
+        cmd = sub.add_parser(name, help=text, description=text, parents=[common])
+        for param in command.offered():
+            _add_param(cmd, param)
+        if command.extra is not None:
+            command.extra(cmd)
     ui_help = "open the web UI in a browser, logged in"
     ui = sub.add_parser("ui", help=ui_help, description=ui_help, parents=[common])
     ui.add_argument("--url", action="store_true",
@@ -277,7 +262,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         # `send ROOM --image FILE caption words`: words after an option are text too.
         if args.command != "send" or any(word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.text = [*args.text, *extra]
+        setattr(args, _dest("text"), [*getattr(args, _dest("text")), *extra])
     if args.command == "completion":
         from . import completion
 
@@ -295,23 +280,22 @@ def run(argv: Sequence[str] | None = None) -> int:
         except RpcError as exc:
             print(f"p2pctl: {exc}", file=sys.stderr)
             return EXIT_ERROR
-    method, params_of = COMMANDS[args.command]
-    if args.command == "send" and args.image:
-        method, params_of = "send_image", _send_image_params
-    elif args.command == "send" and not args.text:
-        parser.error("send needs TEXT, or --image FILE")
     if args.command == "chat":
         # prompt_toolkit comes with it: only this command pays for the import.
         from gossipchat.clients import chat
 
         return chat.run(path, args.room)
     try:
+        method, params = COMMANDS[args.command].call_of(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+    try:
         with Connection(path, timeout=args.timeout) as conn:
             if args.command == "watch":
-                return _watch(conn, args)
-            params = {k: v for k, v in params_of(args).items() if v is not None}
+                return _watch(conn, args, params)
             if method == "fetch":
-                result = _call_with_progress(conn, method, params, f"fetch {args.cid[:16]}")
+                result = _call_with_progress(conn, method, params,
+                                             f"fetch {params['cid'][:16]}")
             elif method == "send_image":
                 result = _call_with_progress(conn, method, params, "posting image")
             else:
@@ -331,7 +315,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json_line(result))
     else:
-        _print_human(args.command, result)
+        for line in FORMATTERS[method](result):
+            print(line)
     return EXIT_OK
 
 

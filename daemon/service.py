@@ -1,8 +1,9 @@
 """Wires the daemon's services together under one root nursery.
 
 The root nursery owns the node (and through it the network) and the RPC server.
-A stop, from a signal or the `shutdown` method, cancels them under a deadline and
-closes the store last, after the final commit.
+A stop, from a signal, the `shutdown` method or a service that failed, cancels them
+and closes the store last, after the final commit, all under the stop deadline
+(`STOP_DEADLINE_S`, daemon/stopwatch.py): past it, the process ends anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .adapters.store import Store, StoreCheckFailed, StoreError
 from .config import Config
 from .errors import GossipchatError
 from .node import Node
+from .stopwatch import StopWatch
 from .web.listen import parse_web_listen
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.clean_exit = False
+        self.stopwatch = StopWatch()
         try:
             self.identity = identity_store.load_or_create(config.home)
         except (OSError, identity_store.IdentityError) as exc:
@@ -153,22 +156,29 @@ class Daemon:
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self.node.run)
-                    await nursery.start(self.rpc.run)
-                    if self.web is not None:
-                        await nursery.start(self.web.run)
-                    self._announce_ready()
-                    nursery.start_soon(self._stop_on_request, nursery)
-                    async for signum in signals:
-                        log.info("received %s; stopping", signal.Signals(signum).name)
-                        break
-                    nursery.cancel_scope.cancel()
+                    try:
+                        await nursery.start(self.node.run)
+                        await nursery.start(self.rpc.run)
+                        if self.web is not None:
+                            await nursery.start(self.web.run)
+                        self._announce_ready()
+                        nursery.start_soon(self._stop_on_request, nursery)
+                        async for signum in signals:
+                            log.info("received %s; stopping", signal.Signals(signum).name)
+                            break
+                    finally:
+                        # Whatever ends the body (a signal, `shutdown`, a failed
+                        # service) starts the clock of the stop.
+                        self.stopwatch.start()
+                        nursery.cancel_scope.cancel()
         finally:
+            self.stopwatch.start()
             self.rpc.remove_socket()
             self.store.close()
             _notify_systemd("STOPPING=1")
+        self.stopwatch.done()
         self.clean_exit = True
-        log.info("stopped")
+        log.info("stopped in %.2f s", self.stopwatch.elapsed())
 
     async def _stop_on_request(self, nursery: trio.Nursery) -> None:
         await self.node.stop_requested.wait()

@@ -1,9 +1,10 @@
 """One client session of the method table, whatever carries it (unix socket or WebSocket).
 
 Rules:
-- A session binds every method of the table to the node's service API once; the
-  transports only frame requests and responses. So the unix socket and the web UI's
-  WebSocket answer with the same dispatcher, errors and notifications.
+- A session answers with the one set of bindings (rpc/bindings.py) of the table to the
+  node's service API; the transports only frame requests and responses. So the unix
+  socket and the web UI's WebSocket answer with the same dispatcher, errors and
+  notifications.
 - Requests are answered in order, one at a time, so a script that pipelines `send`
   calls gets its messages committed in the order it wrote them.
 - Subscriptions belong to the session. Notifications are written by one pump task per
@@ -22,27 +23,16 @@ from typing import Any
 
 import trio
 
-from gossipchat.daemon.errors import GossipchatError, LimitReached, NotFound
+from gossipchat.daemon.errors import GossipchatError
 from gossipchat.daemon.node import Node, Subscription
 
+from .bindings import BINDINGS, Binding, Call
 from .dispatch import CallContext, Dispatcher, Handler, internal_error_bytes
 from .limits import RpcLimits
 
 log = logging.getLogger(__name__)
 
 Write = Callable[[bytes], Awaitable[None]]
-
-
-def _sync(fn: Callable[..., Any]) -> Handler:
-    async def call(p: dict[str, Any], ctx: CallContext) -> Any:
-        return fn(**p)
-    return call
-
-
-def _async(fn: Callable[..., Awaitable[Any]]) -> Handler:
-    async def call(p: dict[str, Any], ctx: CallContext) -> Any:
-        return await fn(**p)
-    return call
 
 
 class RpcSession:
@@ -54,62 +44,26 @@ class RpcSession:
         self._write_bytes = write
         self._write_lock = trio.Lock()
         self._nursery = nursery
-        self._limits = limits
+        self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}
         self.stop_after_reply = False
         self.dispatcher = Dispatcher(self._handlers(), self._notify, limits)
 
     def _handlers(self) -> dict[str, Handler]:
-        node = self.node
+        def handler(binding: Binding) -> Handler:
+            async def handle(params: dict[str, Any], ctx: CallContext) -> Any:
+                return await binding(Call(self.node, self, ctx), **params)
+            return handle
+        return {method: handler(binding) for method, binding in BINDINGS.items()}
 
-        async def shutdown(_: dict[str, Any], ctx: CallContext) -> bool:
-            self.stop_after_reply = True
-            return True
+    def start_feed(self, sub: Subscription) -> None:
+        """Hold a subscription and start writing its messages to the client."""
+        self.subscriptions[sub.id] = sub
+        self._nursery.start_soon(self._pump, sub)
 
-        async def subscribe(p: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-            if len(self.subscriptions) >= self._limits.max_subscriptions:
-                node.count_limit("rpc_subscriptions")
-                raise LimitReached(
-                    f"this connection has {len(self.subscriptions)} subscriptions, the "
-                    f"most one may hold (rpc_max_subscriptions); unsubscribe one first")
-            sub = node.subscribe(p.get("rooms"))
-            self.subscriptions[sub.id] = sub
-            self._nursery.start_soon(self._pump, sub)
-            return {"subscription": sub.id}
-
-        async def unsubscribe(p: dict[str, Any], ctx: CallContext) -> bool:
-            if p["subscription"] not in self.subscriptions:
-                raise NotFound(f"unknown subscription {p['subscription'][:80]!r}")
-            self.subscriptions.pop(p["subscription"])
-            return node.unsubscribe(p["subscription"])
-
-        async def fetch(p: dict[str, Any], ctx: CallContext) -> Any:
-            async def progress(done: int, total: int) -> None:
-                await ctx.notify("progress", {"id": ctx.request_id, "done": done,
-                                              "total": total})
-            return await node.fetch(**p, progress=progress)
-
-        return {
-            "id": _sync(node.id),
-            "status": _sync(node.status),
-            "peers": _sync(node.peers),
-            "connect": _async(node.connect),
-            "nick": _async(node.set_nick),
-            "join": _async(node.join),
-            "leave": _async(node.leave),
-            "rooms": _sync(node.rooms),
-            "members": _sync(node.members),
-            "send": _async(node.send),
-            "send_image": _async(node.send_image),
-            "fetch": fetch,
-            "history": _sync(node.history),
-            "subscribe": subscribe,
-            "unsubscribe": unsubscribe,
-            "block": _async(node.block),
-            "unblock": _sync(node.unblock),
-            "blocked": _sync(node.blocked),
-            "shutdown": shutdown,
-        }
+    def forget_feed(self, sub_id: str) -> bool:
+        """Stop holding a subscription; False if this session does not hold it."""
+        return self.subscriptions.pop(sub_id, None) is not None
 
     async def write(self, data: bytes) -> None:
         """Write one encoded JSON value; concurrent writers take turns."""

@@ -22,7 +22,7 @@ from typing import Any, cast
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.events import RawData
+from hypercorn.events import Closed, RawData
 from hypercorn.trio.run import worker_serve
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import Framework
@@ -40,19 +40,45 @@ log = logging.getLogger(__name__)
 # Slack over rpc_max_line_bytes, so that the app (not hypercorn) sees a frame just
 # over the bound and answers it with the same error as the unix socket.
 FRAME_SLACK = 64 * 1024
+class _Sends:
+    """The shielded writes to web clients under way (the third patch below), which the
+    stop cuts short, and whether it has. Module state, as the patches are: one web
+    server per daemon."""
+
+    def __init__(self) -> None:
+        self.scopes: set[trio.CancelScope] = set()
+        self.cut = False
+
+
+_SENDS = _Sends()
+
+
+def cut_sends_short() -> None:
+    """End every write to a web client under way or to come, closing those
+    connections: the stop does this, so that a client that reads nothing cannot hold it."""
+    _SENDS.cut = True
+    for scope in _SENDS.scopes:
+        scope.cancel()
 
 
 def _install_hypercorn_patches() -> None:
-    """Two hypercorn 0.18 defects that end the whole web server, contained here.
+    """Three hypercorn 0.18 defects of its trio TCPServer, contained here.
 
-    tests/upstream/test_hypercorn_tcp_server.py shows both on the stock library:
+    tests/upstream/test_hypercorn_tcp_server.py shows the first two on the stock
+    library, tests/upstream/test_hypercorn_shielded_send.py the third:
     - `TCPServer._close` sends EOF outside the connection's send lock, so when a
       WebSocket closes from both ends at once, a locked `send_all` meets it and raises
       `trio.BusyResourceError`, which `protocol_send` does not catch;
     - any exception of one connection leaves `TCPServer.run` and, through hypercorn's
-      handler nursery, stops the listener: every later connection is refused.
+      handler nursery, stops the listener: every later connection is refused;
+    - `protocol_send` shields `send_all` from cancellation without a bound, so a client
+      that stops reading holds its task for ever, and the daemon's stop with it.
     The first is a connection that is closing anyway: its data is dropped. The second
-    becomes a fault boundary per connection, logged once, as for the RPC socket.
+    becomes a fault boundary per connection, logged once, as for the RPC socket. The
+    third keeps the shield (a cancel must not leave half a frame on the wire) but
+    registers it, so that the stop can end it (`cut_sends_short`) and close the
+    connection; while the daemon runs, a client that reads slowly is waited for as
+    before (its subscription overflows and ends, as over the unix socket).
     Idempotent; `undo_hypercorn_patches` restores the library.
     """
     if getattr(TCPServer, "_gossipchat_patched", False):
@@ -60,12 +86,29 @@ def _install_hypercorn_patches() -> None:
     original_send, original_run = TCPServer.protocol_send, TCPServer.run
 
     async def protocol_send(self: TCPServer, event: Any) -> None:
-        try:
+        if not isinstance(event, RawData):
             await original_send(self, event)
-        except trio.BusyResourceError:
-            if not isinstance(event, RawData):
-                raise
-            log.debug("web: dropped data for a connection that is closing")
+            return
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True) as scope:
+                    if _SENDS.cut:
+                        scope.cancel()
+                    _SENDS.scopes.add(scope)
+                    try:
+                        await self.stream.send_all(event.data)
+                    finally:
+                        _SENDS.scopes.discard(scope)
+            except trio.BusyResourceError:
+                log.debug("web: dropped data for a connection that is closing")
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+                return
+        if scope.cancelled_caught:
+            log.info("web: stopping; closed a connection whose client reads nothing")
+            await self.stream.aclose()
+            await self.protocol.handle(Closed())
 
     async def run(self: TCPServer) -> None:
         try:
@@ -175,5 +218,17 @@ class WebServer:
         sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
         # Our ASGI callables are typed with plain mappings; hypercorn's with TypedDicts.
         framework = cast(Framework, app)
-        await worker_serve(wrap_app(framework, config.wsgi_max_body_size, "asgi"), config,
-                           sockets=sockets, task_status=task_status)
+        _SENDS.cut = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cut_sends_short_on_stop)
+            await worker_serve(wrap_app(framework, config.wsgi_max_body_size, "asgi"),
+                               config, sockets=sockets, task_status=task_status)
+
+    @staticmethod
+    async def _cut_sends_short_on_stop() -> None:
+        # Cancelled with the rest when the daemon stops: hypercorn's connections then
+        # wait on their shielded writes, which only this can end.
+        try:
+            await trio.sleep_forever()
+        finally:
+            cut_sends_short()

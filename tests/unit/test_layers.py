@@ -80,7 +80,8 @@ def _violations(path: Path) -> list[str]:
     if module.startswith("gossipchat.clients") or module in CLIENT_HALF:
         forbid(("trio", "libp2p", "multiaddr", "gossipchat.daemon"), "clients are thin")
         forbid(tuple(m for m in ("gossipchat.rpc.server", "gossipchat.rpc.session",
-                                 "gossipchat.rpc.dispatch", "gossipchat.rpc.limits")),
+                                 "gossipchat.rpc.bindings", "gossipchat.rpc.dispatch",
+                                 "gossipchat.rpc.limits")),
                "clients use the client half of rpc only")
     if module in SERVICES and module not in WIRING:
         forbid(("gossipchat.daemon.node",),
@@ -90,7 +91,8 @@ def _violations(path: Path) -> list[str]:
                "history is below every other service; it tells them through hooks")
     if module.startswith("gossipchat.daemon") and not (
             module == "gossipchat.daemon.service" or module.startswith("gossipchat.daemon.web")):
-        forbid(("gossipchat.rpc.server", "gossipchat.rpc.session", "gossipchat.rpc.dispatch"),
+        forbid(("gossipchat.rpc.server", "gossipchat.rpc.session", "gossipchat.rpc.bindings",
+                "gossipchat.rpc.dispatch"),
                "the daemon serves RPC only where service.py wires the transports")
     return out
 

@@ -1,7 +1,10 @@
-"""The method table, the dispatcher's validation and p2pctl's coverage of it."""
+"""The method table, the dispatcher's validation, the bindings, and p2pctl's coverage of it."""
 
 from __future__ import annotations
 
+import inspect
+import os
+import shlex
 from typing import Any
 
 import pytest
@@ -11,7 +14,9 @@ from hypothesis import strategies as st
 from jsonrpcserver.main import default_validator
 
 from gossipchat.clients import p2pctl
+from gossipchat.clients.human import FORMATTERS
 from gossipchat.daemon.errors import NotInRoom
+from gossipchat.rpc.bindings import BINDINGS
 from gossipchat.rpc.dispatch import Dispatcher, is_valid_request
 from gossipchat.rpc.table import METHODS
 
@@ -29,9 +34,86 @@ def test_method_names_are_pinned() -> None:
 
 
 def test_p2pctl_reaches_every_method() -> None:
-    reached = {method for method, _ in p2pctl.COMMANDS.values()}
-    # send --image calls send_image; watch ends its subscription by disconnecting.
-    assert reached | {"send_image", "unsubscribe"} == set(METHODS)
+    reached = {method for command in p2pctl.COMMANDS.values()
+               for method in (command.method, *command.variants)}
+    # watch ends its subscription by disconnecting.
+    assert reached | {"unsubscribe"} == set(METHODS)
+
+
+def test_every_method_has_one_binding() -> None:
+    assert list(BINDINGS) == list(METHODS)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_table_parameter_is_a_keyword_of_its_binding(name: str) -> None:
+    """The binding takes the call, then exactly the table's parameters by keyword: the
+    required ones without a default, the optional ones defaulting to None (the value
+    the dispatcher drops, so a binding never sees an explicit null)."""
+    signature = inspect.signature(BINDINGS[name])
+    call, *params = signature.parameters.values()
+    assert call.name == "call"
+    assert call.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params), params
+    assert [p.name for p in params] == [p.name for p in METHODS[name].params]
+    for param in METHODS[name].params:
+        default = signature.parameters[param.name].default
+        if param.required:
+            assert default is inspect.Parameter.empty, param.name
+        else:
+            assert default is None, param.name
+
+
+def test_every_method_has_a_formatter_for_people() -> None:
+    assert set(FORMATTERS) == set(METHODS)
+
+
+def test_every_cli_hint_is_on_some_command_and_required_parameters_are_offered() -> None:
+    offered = {(method, p.name) for command in p2pctl.COMMANDS.values()
+               for method in (command.method, *command.variants)
+               for p in command.offered() if METHODS[method].param(p.name) is p}
+    hinted = {(m.name, p.name) for m in METHODS.values() for p in m.params if p.cli}
+    assert hinted - offered == set()
+    for name, command in p2pctl.COMMANDS.items():
+        if command.call is None and command.extra is None:
+            missing = [p.name for p in METHODS[command.method].params
+                       if p.required and p.cli is None]
+            assert missing == [], f"p2pctl {name} cannot give {missing}"
+
+
+@pytest.mark.parametrize(("line", "method", "params"), [
+    ("id", "id", {}),
+    ("connect /ip4/1.2.3.4/tcp/1/p2p/x", "connect", {"addr": "/ip4/1.2.3.4/tcp/1/p2p/x"}),
+    ("nick Ada  of Lovelace", "nick", {"name": "Ada of Lovelace"}),
+    ("join lobby", "join", {"room": "lobby"}),
+    ("members lobby", "members", {"room": "lobby"}),
+    ("send lobby hello   world", "send", {"room": "lobby", "text": "hello world"}),
+    ("send --image pic.png lobby", "send_image", {"room": "lobby", "path": "@pic.png"}),
+    ("send --image pic.png --keep-metadata lobby look here", "send_image",
+     {"room": "lobby", "path": "@pic.png", "caption": "look here", "keep_metadata": True}),
+    ("history lobby", "history", {"room": "lobby"}),
+    ("history lobby --limit 5 --before m1", "history",
+     {"room": "lobby", "limit": 5, "before": "m1"}),
+    ("fetch bafy", "fetch", {"cid": "bafy", "dir": "@"}),
+    ("fetch bafy -o out.png --timeout 2.5 --force", "fetch",
+     {"cid": "bafy", "path": "@out.png", "timeout": 2.5, "force": True}),
+    ("watch", "subscribe", {}),
+    ("watch a b", "subscribe", {"rooms": ["a", "b"]}),
+    ("block 12D3KooWx", "block", {"peer": "12D3KooWx"}),
+    ("shutdown", "shutdown", {}),
+])
+def test_command_lines_become_calls(line: str, method: str, params: dict[str, Any]) -> None:
+    """What each command sends, "@" standing for the working directory: a switch left
+    off and an option not given are not sent at all."""
+    args = p2pctl.build_parser().parse_args(shlex.split(line))
+    expected = {k: os.path.abspath(v[1:] or ".") if isinstance(v, str) and v.startswith("@")
+                else v for k, v in params.items()}
+    assert p2pctl.COMMANDS[args.command].call_of(args) == (method, expected)
+
+
+def test_send_without_text_or_image_is_a_usage_error() -> None:
+    args = p2pctl.build_parser().parse_args(["send", "lobby"])
+    with pytest.raises(p2pctl.UsageError, match="send needs TEXT"):
+        p2pctl.COMMANDS["send"].call_of(args)
 
 
 json_values = st.recursive(
