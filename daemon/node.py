@@ -21,7 +21,7 @@ import base64
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,6 +191,8 @@ class Node:
         self._store_wakeup = trio.Event()
         store.on_error = self._on_store_error
         self.web_url: str | None = None  # set by the daemon when the web UI listens
+        # (name, view) of each discovery service the daemon runs, for status.discovery.
+        self.discovery: list[tuple[str, Callable[[], dict[str, Any]]]] = []
         self.nick_name = _usable_nick(store.get_setting("nick")) or config.nick
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
@@ -337,6 +339,7 @@ class Node:
                        "reconnected": self.redialer.reconnected},
             "connections": self.presence.connections_view(),
             "presence": self.presence.view(),
+            "discovery": {name: view() for name, view in self.discovery},
             "store": {**self.store_health.view(), "pending": len(self._pending),
                       "pending_dropped": self._pending.dropped},
         }

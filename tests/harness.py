@@ -72,6 +72,9 @@ class DaemonProcess:
     extra_args: list[str] = field(default_factory=list)
     listen: str = LOOPBACK_LISTEN
     prefix_argv: list[str] = field(default_factory=list)
+    # LAN discovery is off unless a test in its own network namespaces turns it on: a
+    # daemon in the host's namespace must not multicast on the host's real interfaces.
+    mdns: bool = False
     proc: subprocess.Popen[str] | None = None
     ready_line: str = ""
     peer_id: str = ""
@@ -89,6 +92,8 @@ class DaemonProcess:
         """Start the process and wait for its ready line."""
         # A free port for the web UI unless the test chose: tests never compete for 4180.
         web = [] if "--web-listen" in self.extra_args else ["--web-listen", "127.0.0.1:0"]
+        if not self.mdns and "--no-mdns" not in self.extra_args:
+            web.append("--no-mdns")
         cmd = [*self.prefix_argv, str(BIN / "gossipchatd"), "--home", str(self.home),
                "--listen", self.listen, "--log-level", "info", *web, *self.extra_args]
         started = time.monotonic()
@@ -209,9 +214,13 @@ class Cluster:
         return self.root / name
 
     def start(self, name: str, *extra: str, listen: str = LOOPBACK_LISTEN,
-              prefix_argv: Sequence[str] = ()) -> DaemonProcess:
-        """Start (or restart, on the same home) a daemon called name."""
-        daemon = DaemonProcess(name, self.home(name), list(extra), listen, list(prefix_argv))
+              prefix_argv: Sequence[str] = (), mdns: bool = False) -> DaemonProcess:
+        """Start (or restart, on the same home) a daemon called name. `mdns` only in a
+        network namespace of the test's own (tests/netns.py)."""
+        if mdns and not prefix_argv:
+            raise ValueError("mDNS would multicast on the host's interfaces: use tests/netns.py")
+        daemon = DaemonProcess(name, self.home(name), list(extra), listen, list(prefix_argv),
+                               mdns=mdns)
         self.daemons.append(daemon)
         return daemon.start()
 
