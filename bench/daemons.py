@@ -168,7 +168,7 @@ class Daemon:
     def launch(self) -> None:
         """Start the process; `wait_ready` waits for its ready line."""
         cmd = [str(BIN / "gossipchatd"), "--home", str(self.home),
-               "--listen", "/ip4/127.0.0.1/tcp/0", *self.extra_args]
+               "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", *self.extra_args]
         self._started = time.monotonic()
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,

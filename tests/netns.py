@@ -219,6 +219,9 @@ class Network:
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait(10)
+                for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
             for ns in namespaces():
                 if ns.startswith(self.prefix + "-"):
                     _remove_namespace(ns)
