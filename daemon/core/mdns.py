@@ -18,10 +18,12 @@ Rules:
 - `Discovery` keeps at most MAX_PEERS peers, each until its TTL (capped at MAX_TTL_S)
   runs out; when full, a new peer is refused (the known ones keep their place).
 - Dials are bounded so that a hostile LAN cannot turn us into a dial flood: a peer is
-  dialed at most MAX_ATTEMPTS times after failures (the gap doubling from
-  RETRY_AFTER_S), failures are remembered for FAILURES_KEPT_S across goodbyes and
-  re-announcements, at most MAX_DIALS_IN_FLIGHT run at once and at most
-  DIALS_PER_WINDOW start per DIAL_WINDOW_S in all.
+  dialed at most MAX_ATTEMPTS times in ATTEMPTS_KEPT_S, successful dials included (a
+  peer that accepts and hangs up at once must not get a dial loop; one whose
+  connection drops is the Redialer's to reconnect), after a failure the gap doubles
+  from RETRY_AFTER_S, attempts are remembered across goodbyes and re-announcements,
+  at most MAX_DIALS_IN_FLIGHT run at once and at most DIALS_PER_WINDOW start per
+  DIAL_WINDOW_S in all.
 - Answers are rate-limited: at most one response per ANSWER_GAP_S (RFC 6762 §6); a
   query heard in the gap is answered when it ends.
 - Pure: no sockets and no clock; `now` (seconds) comes in as an argument.
@@ -58,8 +60,8 @@ MAX_PEERS = 64
 MAX_TTL_S = 600
 MAX_ATTEMPTS = 3
 RETRY_AFTER_S = 5.0
-FAILURES_KEPT_S = 600.0
-MAX_FAILURES_KEPT = 1024
+ATTEMPTS_KEPT_S = 600.0
+MAX_ATTEMPTS_KEPT = 1024
 MAX_DIALS_IN_FLIGHT = 2
 DIALS_PER_WINDOW = 10
 DIAL_WINDOW_S = 60.0
@@ -366,9 +368,10 @@ class Peer:
 
 
 @dataclass
-class _Failures:
+class _Attempts:
     count: int
     last: float
+    failed: bool
 
 
 @dataclass
@@ -378,7 +381,7 @@ class Discovery:
     own_peer: str
     max_peers: int = MAX_PEERS
     peers: dict[str, Peer] = field(default_factory=dict)
-    failures: dict[str, _Failures] = field(default_factory=dict)
+    attempts: dict[str, _Attempts] = field(default_factory=dict)
     dial_starts: deque[float] = field(default_factory=deque)
     last_answer: float | None = None
     answer_pending: bool = False
@@ -403,11 +406,11 @@ class Discovery:
         return "new"
 
     def expire(self, now: float) -> None:
-        """Forget peers whose TTL ran out and failures older than FAILURES_KEPT_S."""
+        """Forget peers whose TTL ran out and dial attempts older than ATTEMPTS_KEPT_S."""
         for peer in [p for p, e in self.peers.items() if e.expires_at <= now and not e.dialing]:
             del self.peers[peer]
-        for peer in [p for p, f in self.failures.items() if now - f.last > FAILURES_KEPT_S]:
-            del self.failures[peer]
+        for peer in [p for p, a in self.attempts.items() if now - a.last > ATTEMPTS_KEPT_S]:
+            del self.attempts[peer]
 
     def dials(self, now: float, *, connected: set[str], blocked: set[str],
               room: int) -> list[tuple[str, tuple[str, ...]]]:
@@ -425,10 +428,9 @@ class Discovery:
                 break
             if entry.dialing or peer in connected or peer in blocked or peer == self.own_peer:
                 continue
-            failed = self.failures.get(peer)
-            if failed is not None and (
-                    failed.count >= MAX_ATTEMPTS
-                    or now < failed.last + RETRY_AFTER_S * 2 ** (failed.count - 1)):
+            tried = self.attempts.get(peer)
+            if tried is not None and (tried.count >= MAX_ATTEMPTS or (
+                    tried.failed and now < tried.last + RETRY_AFTER_S * 2 ** (tried.count - 1))):
                 continue
             entry.dialing = True
             in_flight += 1
@@ -437,18 +439,15 @@ class Discovery:
         return out
 
     def dialed(self, peer: str, ok: bool, now: float) -> None:
-        """A dial ended: a success clears the peer's failures, a failure counts."""
+        """A dial ended, well or not: it counts as one of the peer's attempts."""
         entry = self.peers.get(peer)
         if entry is not None:
             entry.dialing = False
-        if ok:
-            self.failures.pop(peer, None)
-            return
-        failed = self.failures.get(peer)
-        self.failures[peer] = _Failures(1 if failed is None else failed.count + 1, now)
-        if len(self.failures) > MAX_FAILURES_KEPT:
-            oldest = min(self.failures, key=lambda p: self.failures[p].last)
-            del self.failures[oldest]
+        tried = self.attempts.get(peer)
+        self.attempts[peer] = _Attempts(1 if tried is None else tried.count + 1, now, not ok)
+        if len(self.attempts) > MAX_ATTEMPTS_KEPT:
+            oldest = min(self.attempts, key=lambda p: self.attempts[p].last)
+            del self.attempts[oldest]
 
     def query_heard(self, now: float) -> None:
         """A query for our service arrived: answer it now or when the gap ends."""

@@ -204,19 +204,24 @@ def test_a_failing_peer_is_dialed_at_most_three_times_even_if_it_comes_back() ->
             state.dialed(peer, False, now)
         now += 1.0
     assert dialed == mdns.MAX_ATTEMPTS
-    state.expire(500 + mdns.FAILURES_KEPT_S + 1)
-    assert state.failures == {}
+    state.expire(500 + mdns.ATTEMPTS_KEPT_S + 1)
+    assert state.attempts == {}
+    state.heard(announcement(), 1200.0)
+    assert len(state.dials(1200.0, connected=set(), blocked=set(), room=10)) == 1
 
 
-def test_a_success_clears_failures() -> None:
+def test_a_failure_waits_and_successes_count_too() -> None:
+    """A peer that accepts and hangs up at once gets no dial loop."""
     state = Discovery(own_peer=ME)
-    state.heard(announcement(), 0.0)
+    state.heard(announcement(ttl=600), 0.0)
     (peer, _), = state.dials(0.0, connected=set(), blocked=set(), room=10)
     state.dialed(peer, False, 0.0)
-    assert state.dials(1.0, connected=set(), blocked=set(), room=10) == []
+    assert state.dials(4.9, connected=set(), blocked=set(), room=10) == []
     assert len(state.dials(5.0, connected=set(), blocked=set(), room=10)) == 1
     state.dialed(peer, True, 5.0)
-    assert state.failures == {}
+    assert len(state.dials(5.1, connected=set(), blocked=set(), room=10)) == 1
+    state.dialed(peer, True, 5.1)
+    assert state.dials(100.0, connected=set(), blocked=set(), room=10) == []
 
 
 def test_dials_per_window_and_room_are_bounded() -> None:
