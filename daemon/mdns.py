@@ -8,7 +8,8 @@ Rules:
   goes out when our addresses change.
 - Each response heard is parsed by the core; junk is dropped and counted by reason
   (`status.discovery.mdns.rejected`). A peer found is kept until its TTL ends and
-  dialed when it is not connected, not blocked and not us, within the core's bounds;
+  dialed when it is not connected, not blocked, not just trimmed by the connection
+  manager (`defer`) and not us, within the core's bounds;
   once connected, presence and history sync treat it like any other peer.
 - Failing to open the socket (port taken without SO_REUSEPORT, no permission) does not
   stop the daemon: it is logged and shown in status as `error`.
@@ -23,6 +24,7 @@ import random
 import secrets
 import string
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,8 @@ class MdnsService:
         self.announced: list[str] = []
         self._wakeup = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # Peers another service wants left alone (the connection manager's trims).
+        self.defer: Callable[[str], bool] = lambda _peer: False
         # Our own queries come back to us (multicast loopback): (count, until).
         self._echoes = (0, 0.0)
 
@@ -214,7 +218,8 @@ class MdnsService:
             return
         now = trio.current_time()
         connected = set(self.network.connected_peers())
-        blocked = {p for p in self.state.peers if self.network.is_blocked(p)}
+        blocked = {p for p in self.state.peers
+                   if self.network.is_blocked(p) or self.defer(p)}
         for peer, addrs in self.state.dials(
                 now, connected=connected, blocked=blocked,
                 room=self.max_connections - len(connected)):

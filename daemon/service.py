@@ -120,6 +120,7 @@ class Daemon:
         self.node = Node(config, self.identity, self.store, self.network, blocks)
         self.mdns = MdnsService(self.network, enabled=config.mdns,
                                 max_connections=config.max_connections)
+        self.mdns.defer = self.node.presence.recently_trimmed
         self.node.discovery.append(("mdns", self.mdns.view))
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
