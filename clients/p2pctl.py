@@ -57,6 +57,14 @@ def _print_human(command: str, result: Any) -> None:
             print(f"{'conns':<10}{conns.get('connected')} connected, {conns.get('dialing')}"
                   f" dialing (per room {conns.get('room_peers_min')}-"
                   f"{conns.get('room_peers_max')}, at most {conns.get('max_connections')})")
+        lan = (result.get("discovery") or {}).get("mdns")
+        if lan is not None:
+            if lan.get("enabled"):
+                print(f"{'mdns':<10}on, {lan.get('peers')} peers found on the LAN, "
+                      f"{lan.get('dials')} dialed")
+            else:
+                error = lan.get("error")
+                print(f"{'mdns':<10}off" + (f" ({visible(str(error))})" if error else ""))
         for room, here in sorted(((result.get("presence") or {}).get("rooms") or {}).items()):
             print(f"{'room':<10}{visible(room)}: {here.get('online')} of "
                   f"{here.get('members')} members online, {here.get('connected')} connected")

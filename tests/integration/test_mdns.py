@@ -119,6 +119,8 @@ def test_three_hosts_find_each_other_and_chat_with_no_connect(netns: Build) -> N
         assert status["discovered"] == 2, status
         assert status["rejected"] == {}, status
     assert {m["peer_id"] for m in daemons[2].call("members", room=ROOM)} == everyone
+    shown = daemons[0].cli("status")
+    assert "mdns      on, 2 peers found on the LAN, " in shown.stdout, shown.stdout
 
 
 def _tcp_addr(daemon: DaemonProcess, ip: str) -> str:
@@ -132,6 +134,7 @@ def test_no_mdns_sends_nothing_and_is_not_found(netns: Build) -> None:
     a = net.start_daemon("a", "a", mdns=True)
     b = net.start_daemon("b", "b", "--no-mdns")
     assert mdns_status(b)["enabled"] is False
+    assert "mdns      off\n" in b.cli("status").stdout
     def answers_from_a() -> int:
         return sum(r.peer == a.peer_id for r in probe.responses(net.ip("a")))
 
