@@ -87,6 +87,8 @@ class MdnsService:
         self.announced: list[str] = []
         self._wakeup = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # Counts a contained bug in status.faults (the node's count_fault).
+        self.count_fault: Callable[[str], None] = lambda _surface: None
         # Peers another service wants left alone (the connection manager's trims).
         self.defer: Callable[[str], bool] = lambda _peer: False
         # Our own queries come back to us (multicast loopback): (count, until).
@@ -172,8 +174,13 @@ class MdnsService:
                 data, sender = await sock.receive()
             except OSError as exc:  # e.g. ICMP errors surfacing on the socket
                 log.debug("mDNS receive: %s", exc)
+                await trio.sleep(0.1)
                 continue
-            self.take(data, sender, trio.current_time())
+            try:
+                self.take(data, sender, trio.current_time())
+            except Exception:  # a bug one packet hit: count it, keep listening
+                log.exception("mDNS: a packet from %s could not be handled", sender)
+                self.count_fault("mdns")
 
     def _own_echo(self, data: bytes, sender: str, now: float) -> bool:
         count, until = self._echoes

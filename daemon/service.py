@@ -121,6 +121,7 @@ class Daemon:
         self.mdns = MdnsService(self.network, enabled=config.mdns,
                                 max_connections=config.max_connections)
         self.mdns.defer = self.node.presence.recently_trimmed
+        self.mdns.count_fault = self.node.count_fault
         self.node.discovery.append(("mdns", self.mdns.view))
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
