@@ -45,11 +45,15 @@ class MulticastSocket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            # Only the groups this socket joined, not every group some other socket did.
-            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MULTICAST_ALL", 49), 0)
         except OSError:
             sock.close()
             raise
+        try:
+            # Only the groups this socket joined, not every group some other socket did
+            # (Linux delivers them all by default).
+            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MULTICAST_ALL", 49), 0)
+        except OSError:
+            pass  # not Linux: the core drops whatever is not mDNS anyway
         self._sock = sock
 
     async def bind(self) -> None:
