@@ -211,8 +211,8 @@ def test_junk_from_a_raw_socket_changes_nothing_and_is_counted(netns: Build) -> 
     wait_for(lambda: mdns_status(a)["rejected"] == expected, timeout=10,
              message=f"a to count {expected}")
 
-    # 1000 addresses of one peer, over many packets (one packet holds at most 9000
-    # bytes): a keeps 8, dials that peer at most a few times.
+    # 1000 addresses of one peer, over 20 packets (one packet holds at most 9000
+    # bytes): a keeps 8 of each packet's 50 and skips the rest.
     many = [f"/ip4/198.18.0.{100 + i % 100}/tcp/{1000 + i}" for i in range(1000)]
     batches = [[_response(fake_peer(4), many[i:i + 50]) for i in range(0, 1000, 50)]]
     # And 200 fake peers, each at an address nobody answers on.
@@ -230,6 +230,7 @@ def test_junk_from_a_raw_socket_changes_nothing_and_is_counted(netns: Build) -> 
     time.sleep(3)  # dials to dead addresses time out; count what was attempted meanwhile
     status = mdns_status(a)
     print(f"after the junk: {status}")
+    assert status["addrs_skipped"] >= 20 * (50 - core.MAX_ADDRS_PER_PEER), status
     assert status["peers"] <= core.MAX_PEERS, status
     assert status["dials"] <= core.DIALS_PER_WINDOW, status
     assert peer_ids(a) == set()
