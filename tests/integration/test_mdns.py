@@ -278,10 +278,12 @@ def test_a_js_libp2p_mdns_peer_and_a_daemon_find_each_other(
 
     me = wait_for(lambda: saw(lambda e: "peer" in e), timeout=30, message="the js peer")
     a = net.start_daemon("a", "a", mdns=True)
+    ready = time.monotonic()
 
     found = wait_for(lambda: saw(lambda e: e.get("discovered") == a.peer_id), timeout=20,
                      message="the js peer to discover the daemon")
-    print(f"js-libp2p discovered the daemon: {found}")
+    print(f"js-libp2p discovered the daemon {time.monotonic() - ready:.2f} s after it was "
+          f"ready: {found}")
     assert found["addrs"], found
     for addr in found["addrs"]:
         assert "/0.0.0.0/" not in addr, found
@@ -290,6 +292,8 @@ def test_a_js_libp2p_mdns_peer_and_a_daemon_find_each_other(
 
     wait_for(lambda: me["peer"] in peer_ids(a), timeout=20,
              message="the daemon to discover and connect to the js peer")
+    print(f"the daemon found the js peer (status.discovery.mdns) and is connected to it "
+          f"{time.monotonic() - ready:.2f} s after it was ready")
     status = mdns_status(a)
     assert status["discovered"] >= 1, status
     assert status["rejected"] == {}, status
