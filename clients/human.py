@@ -60,6 +60,14 @@ def _status(result: Any) -> list[str]:
         lines.append(f"{'conns':<10}{conns.get('connected')} connected, "
                      f"{conns.get('dialing')} dialing (per room {conns.get('room_peers_min')}-"
                      f"{conns.get('room_peers_max')}, at most {conns.get('max_connections')})")
+    lan = (result.get("discovery") or {}).get("mdns")
+    if lan is not None:
+        if lan.get("enabled"):
+            lines.append(f"{'mdns':<10}on, {lan.get('peers')} peers found on the LAN, "
+                         f"{lan.get('dials')} dialed")
+        else:
+            error = lan.get("error")
+            lines.append(f"{'mdns':<10}off" + (f" ({visible(str(error))})" if error else ""))
     for room, here in sorted(((result.get("presence") or {}).get("rooms") or {}).items()):
         lines.append(f"{'room':<10}{visible(room)}: {here.get('online')} of "
                      f"{here.get('members')} members online, {here.get('connected')} connected")

@@ -55,6 +55,7 @@ class Config:
     room_peers_min: int = 4
     room_peers_max: int = 10
     max_connections: int = 200
+    mdns: bool = True
     web_listen: str = DEFAULT_WEB_LISTEN
 
     @property

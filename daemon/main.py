@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--web-listen", metavar="HOST:PORT",
                    help="the local web UI (loopback only); default 127.0.0.1:4180, "
                         "'off' disables it")
+    p.add_argument("--no-mdns", dest="mdns", action="store_false", default=None,
+                   help="do not announce or discover peers on the LAN (config mdns = false)")
     p.add_argument("--version", action="version", version=f"gossipchatd {__version__}")
     return p
 
@@ -96,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rpc": Path(args.rpc).expanduser() if args.rpc else None,
         "log_level": args.log_level,
         "web_listen": args.web_listen,
+        "mdns": args.mdns,
     }
     try:
         config = load(Path(args.config) if args.config else None, overrides)

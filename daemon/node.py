@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,8 @@ class Node:
                                subscriber_buffer=config.subscriber_buffer)
         self.sync = SyncService(self.room_history, store, network,
                                 interval_s=config.sync_interval_s, depth=config.sync_depth)
+        # (name, view) of each discovery service the daemon runs, for status.discovery.
+        self.discovery: list[tuple[str, Callable[[], dict[str, Any]]]] = []
         self.redialer = Redialer(network, store)
         self.presence = PresenceService(
             self.room_history, store, network, identity, limits=Limits(
@@ -219,6 +222,7 @@ class Node:
                        "reconnected": self.redialer.reconnected},
             "connections": self.presence.connections_view(),
             "presence": self.presence.view(),
+            "discovery": {name: view() for name, view in self.discovery},
             "store": self.room_history.store_view(),
         }
 

@@ -262,12 +262,17 @@ class PresenceService:
         self._fetched = {k for k in self._fetched if k[1] != peer}
         self.wake()
 
+    def recently_trimmed(self, peer: str) -> bool:
+        """True for a peer the manager hung up on as surplus within TRIM_MEMORY_S: other
+        services (mDNS) must not dial it back."""
+        trimmed = self._trimmed.get(peer)
+        return trimmed is not None and trio.current_time() - trimmed < TRIM_MEMORY_S
+
     def manages(self, peer: str) -> bool:
         """True if reconnecting to this peer is the manager's call, not the Redialer's:
         a member recently present in a joined room (the manager dials those), or a peer
         it trimmed."""
-        trimmed = self._trimmed.get(peer)
-        if trimmed is not None and trio.current_time() - trimmed < TRIM_MEMORY_S:
+        if self.recently_trimmed(peer):
             return True
         now_ms = _now_ms()
         for directory in self.directories.values():

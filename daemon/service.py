@@ -26,6 +26,7 @@ from .adapters.p2p import P2PNetwork, resolve_listen_addrs
 from .adapters.store import Store, StoreCheckFailed, StoreError
 from .config import Config
 from .errors import GossipchatError
+from .mdns import MdnsService
 from .node import Node
 from .stopwatch import StopWatch
 from .web.listen import parse_web_listen
@@ -120,6 +121,11 @@ class Daemon:
             raise StartupError(str(exc)) from exc
         self.network = P2PNetwork(self.identity.seed, listen)
         self.node = Node(config, self.identity, self.store, self.network, blocks)
+        self.mdns = MdnsService(self.network, enabled=config.mdns,
+                                max_connections=config.max_connections)
+        self.mdns.defer = self.node.presence.recently_trimmed
+        self.mdns.count_fault = self.node.count_fault
+        self.node.discovery.append(("mdns", self.mdns.view))
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
             self.rpc.bind()
@@ -158,6 +164,7 @@ class Daemon:
                 async with trio.open_nursery() as nursery:
                     try:
                         await nursery.start(self.node.run)
+                        await nursery.start(self.mdns.run)
                         await nursery.start(self.rpc.run)
                         if self.web is not None:
                             await nursery.start(self.web.run)

@@ -14,7 +14,8 @@ trap cleanup EXIT
 
 start() {  # start NAME: run a daemon with its own home, wait for its ready line
   local name=$1 home=$root/$1
-  gossipchatd --home "$home" --listen /ip4/127.0.0.1/tcp/0 --log-level warning \
+  # Loopback only, connected by hand below: no LAN discovery (mDNS) on this machine.
+  gossipchatd --home "$home" --listen /ip4/127.0.0.1/tcp/0 --log-level warning --no-mdns \
     >"$root/$name.out" 2>"$root/$name.err" &
   pids+=($!)
   for _ in $(seq 200); do

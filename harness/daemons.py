@@ -70,6 +70,9 @@ class DaemonProcess:
     prefix_argv: list[str] = field(default_factory=list)
     log_level: str | None = "info"
     free_web_port: bool = True
+    # LAN discovery is off unless a test in its own network namespaces turns it on: a
+    # daemon in the host's namespace must not multicast on the host's real interfaces.
+    mdns: bool = False
     proc: subprocess.Popen[str] | None = None
     ready_line: str = ""
     peer_id: str = ""
@@ -92,6 +95,8 @@ class DaemonProcess:
             options += ["--log-level", self.log_level]
         if self.free_web_port and "--web-listen" not in self.extra_args:
             options += ["--web-listen", "127.0.0.1:0"]
+        if not self.mdns and "--no-mdns" not in self.extra_args:
+            options.append("--no-mdns")
         return [*self.prefix_argv, str(BIN / "gossipchatd"), *options, *self.extra_args]
 
     def launch(self) -> DaemonProcess:
@@ -264,17 +269,20 @@ class Cluster:
         return self.root / name
 
     def daemon(self, name: str, *extra: str, listen: str = LOOPBACK_LISTEN,
-               prefix_argv: Sequence[str] = ()) -> DaemonProcess:
-        """A daemon called name on its home, not started yet; `close` stops it."""
+               prefix_argv: Sequence[str] = (), mdns: bool = False) -> DaemonProcess:
+        """A daemon called name on its home, not started yet; `close` stops it. `mdns`
+        only in a network namespace of the test's own (harness/netns.py)."""
+        if mdns and not prefix_argv:
+            raise ValueError("mDNS would multicast on the host's interfaces: use harness/netns.py")
         daemon = DaemonProcess(name, self.home(name), list(extra), listen, list(prefix_argv),
-                               self.log_level, self.free_web_port)
+                               self.log_level, self.free_web_port, mdns)
         self.daemons.append(daemon)
         return daemon
 
     def start(self, name: str, *extra: str, listen: str = LOOPBACK_LISTEN,
-              prefix_argv: Sequence[str] = ()) -> DaemonProcess:
+              prefix_argv: Sequence[str] = (), mdns: bool = False) -> DaemonProcess:
         """Start (or restart, on the same home) a daemon called name."""
-        daemon = self.daemon(name, *extra, listen=listen, prefix_argv=prefix_argv)
+        daemon = self.daemon(name, *extra, listen=listen, prefix_argv=prefix_argv, mdns=mdns)
         return daemon.start(self.ready_timeout)
 
     def start_many(self, n: int, *extra: str) -> list[DaemonProcess]:

@@ -23,7 +23,10 @@ one address per interface. The bridges live in one more namespace of their own, 
   the router (install iptables with harness/system_packages.py).
 - Processes: `run(host, argv)` and `popen(host, argv)` run inside a host's namespace
   (`ip netns exec`); `start_daemon(host, name)` starts a real gossipchatd there
-  (harness/daemons.py), listening on 0.0.0.0 by default. Unix sockets are files, so the
+  (harness/daemons.py), listening on 0.0.0.0 by default, LAN discovery (mDNS) off
+  unless asked for. Multicast on a segment works without a route for a program that
+  picks its interface (gossipchatd does); `route_multicast(host)` adds one for the
+  others. Unix sockets are files, so the
   test talks to that daemon's RPC socket and runs p2pctl from the host namespace.
 - Clean-up: `close()` stops the daemons, kills every process left in the run's
   namespaces and deletes them; deleting a namespace deletes its veths and bridges.
@@ -216,6 +219,9 @@ class Network:
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait(10)
+                for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
             for ns in namespaces():
                 if ns.startswith(self.prefix + "-"):
                     _remove_namespace(ns)
@@ -263,10 +269,17 @@ class Network:
         return proc
 
     def start_daemon(self, host: str, name: str, *extra: str,
-                     listen: str = "/ip4/0.0.0.0/tcp/0") -> DaemonProcess:
-        """A real gossipchatd inside a host's namespace, ready (its ready line read)."""
+                     listen: str = "/ip4/0.0.0.0/tcp/0", mdns: bool = False) -> DaemonProcess:
+        """A real gossipchatd inside a host's namespace, ready (its ready line read).
+        LAN discovery (mDNS) is off unless `mdns` is true."""
         return self.cluster.start(name, *extra, listen=listen,
-                                  prefix_argv=self.exec_prefix(host))
+                                  prefix_argv=self.exec_prefix(host), mdns=mdns)
+
+    def route_multicast(self, host: str) -> None:
+        """Route 224.0.0.0/4 out of the host's first interface, for programs that send
+        multicast without choosing an interface (js-libp2p's mDNS). It reaches only the
+        segment's bridge, like every other route here."""
+        _command("ip", "-n", self.ns(host), "route", "add", "224.0.0.0/4", "dev", "eth0")
 
     # faults
 

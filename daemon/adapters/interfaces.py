@@ -15,6 +15,8 @@ from pathlib import Path
 SIOCGIFFLAGS = 0x8913
 SIOCGIFADDR = 0x8915
 IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_MULTICAST = 0x1000
 # /proc/net/if_inet6 flags (IFA_F_*): not yet usable, or failed duplicate detection.
 _IFA_F_DADFAILED = 0x08
 _IFA_F_TENTATIVE = 0x40
@@ -25,13 +27,17 @@ def _ifreq(name: str) -> bytes:
     return struct.pack("256s", name.encode()[:15])
 
 
-def _is_up(sock: socket.socket, name: str) -> bool:
+def _flags(sock: socket.socket, name: str) -> int:
     try:
-        flags = struct.unpack_from("H", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, _ifreq(name)),
-                                   16)[0]
+        flags: int = struct.unpack_from(
+            "H", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, _ifreq(name)), 16)[0]
     except OSError:
-        return False  # the interface went away while we looked
-    return bool(flags & IFF_UP)
+        return 0  # the interface went away while we looked
+    return flags
+
+
+def _is_up(sock: socket.socket, name: str) -> bool:
+    return bool(_flags(sock, name) & IFF_UP)
 
 
 def _ipv4_of(sock: socket.socket, name: str) -> str | None:
@@ -69,3 +75,17 @@ def interface_ips() -> list[str]:
     up_set = set(up)
     ipv6 = [ip for ip, name in _ipv6_lines() if name in up_set]
     return ipv4 + ipv6
+
+
+def multicast_ipv4_interfaces() -> list[tuple[int, str]]:
+    """(index, IPv4 address) of every interface that is up, can multicast and is not
+    loopback: where LAN discovery (mDNS) listens and sends."""
+    out = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for index, name in socket.if_nameindex():
+            flags = _flags(sock, name)
+            if flags & IFF_UP and flags & IFF_MULTICAST and not flags & IFF_LOOPBACK:
+                ip = _ipv4_of(sock, name)
+                if ip is not None and not ip.startswith("127."):
+                    out.append((index, ip))
+    return out

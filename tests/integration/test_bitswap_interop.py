@@ -9,13 +9,11 @@ older than the lock file, and skip only if node or npm is not installed.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import random
 import shutil
 import subprocess
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,25 +44,9 @@ def pattern(size: int, period: int = 251) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def helia() -> Path:
-    """The interop project, with node_modules installed from the lock file."""
-    lock = INTEROP / "package-lock.json"
-    marker = INTEROP / "node_modules" / ".package-lock.json"
-    # Other test runs may install at the same time; take turns.
-    lock_path = Path(tempfile.gettempdir()) / "gossipchat-interop-npm.lock"
-    with open(lock_path, "w") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
-            done = subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund"],
-                cwd=INTEROP,
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
-            assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-    return SCRIPT
+def helia(interop: Path) -> Path:
+    """The Helia peer script, with the interop tree installed (tests/conftest.py)."""
+    return interop / SCRIPT.name
 
 
 async def start_node(nursery: trio.Nursery, directory: Path) -> tuple[IHost, BlockStore, Bitswap]:

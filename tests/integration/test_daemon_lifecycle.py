@@ -37,7 +37,8 @@ def test_sigterm_and_shutdown_stop_cleanly(cluster: Cluster) -> None:
 def test_second_daemon_on_same_home_is_refused(cluster: Cluster) -> None:
     a = cluster.start("a")
     second = subprocess.run(
-        [str(BIN / "gossipchatd"), "--home", str(a.home), "--listen", "/ip4/127.0.0.1/tcp/0"],
+        [str(BIN / "gossipchatd"), "--home", str(a.home), "--listen", "/ip4/127.0.0.1/tcp/0",
+         "--no-mdns"],
         capture_output=True, text=True, timeout=30,
     )
     assert second.returncode == 1
@@ -65,7 +66,7 @@ def test_socket_held_by_another_process_is_not_stolen(cluster: Cluster) -> None:
     try:
         done = subprocess.run(
             [str(BIN / "gossipchatd"), "--home", str(cluster.home("x")),
-             "--listen", "/ip4/127.0.0.1/tcp/0", "--rpc", str(other)],
+             "--listen", "/ip4/127.0.0.1/tcp/0", "--rpc", str(other), "--no-mdns"],
             capture_output=True, text=True, timeout=30,
         )
         assert done.returncode == 1

@@ -54,7 +54,8 @@ def overwrite_pages(path: Path, pages: list[int]) -> None:
 def start_refused(home: Path) -> subprocess.CompletedProcess[str]:
     """Run gossipchatd on a home whose store must be refused; it must exit by itself."""
     return subprocess.run(
-        [str(BIN / "gossipchatd"), "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0"],
+        [str(BIN / "gossipchatd"), "--home", str(home), "--listen", "/ip4/127.0.0.1/tcp/0",
+         "--no-mdns"],
         capture_output=True, text=True, timeout=60,
     )
 

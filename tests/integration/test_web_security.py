@@ -129,7 +129,7 @@ def test_a_chosen_port_that_is_taken_fails_the_start(cluster: Cluster,
     taken = urlsplit(daemon.web_url).netloc
     done = subprocess.run(
         [str(Path(sys.executable).parent / "gossipchatd"), "--home", str(cluster.home("b")),
-         "--listen", "/ip4/127.0.0.1/tcp/0", "--web-listen", taken],
+         "--listen", "/ip4/127.0.0.1/tcp/0", "--web-listen", taken, "--no-mdns"],
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "web UI" in done.stderr
@@ -364,7 +364,7 @@ def test_the_default_address_falls_back_to_a_free_port(cluster: Cluster) -> None
         home = cluster.home("default")
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "gossipchatd"), "--home", str(home),
-             "--listen", "/ip4/127.0.0.1/tcp/0"],
+             "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"daemon": "gossipchat.daemon", "rpc": "gossipchat.rpc",
             "clients": "gossipchat.clients"}
 SERVICES = ("gossipchat.daemon.node", "gossipchat.daemon.sync", "gossipchat.daemon.images",
-            "gossipchat.daemon.redial", "gossipchat.daemon.presence", "gossipchat.daemon.service",
+            "gossipchat.daemon.redial", "gossipchat.daemon.presence", "gossipchat.daemon.mdns",
+            "gossipchat.daemon.service",
             "gossipchat.daemon.main",
             "gossipchat.daemon.history")
 # What builds the node and hands it to the transports.
