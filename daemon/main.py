@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from . import __version__
-from .config import LOG_LEVELS, Config, ConfigError, load
+from .config import DHT_MODES, LOG_LEVELS, Config, ConfigError, load
 
 log = logging.getLogger("gossipchat")
 
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--web-listen", metavar="HOST:PORT",
                    help="the local web UI (loopback only); default 127.0.0.1:4180, "
                         "'off' disables it")
+    p.add_argument("--dht", choices=DHT_MODES,
+                   help="Kademlia DHT mode for room rendezvous; default auto (a server "
+                        "unless known unreachable)")
     p.add_argument("--version", action="version", version=f"gossipchatd {__version__}")
     return p
 
@@ -93,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rpc": Path(args.rpc).expanduser() if args.rpc else None,
         "log_level": args.log_level,
         "web_listen": args.web_listen,
+        "dht": args.dht,
     }
     try:
         config = load(Path(args.config) if args.config else None, overrides)

@@ -21,7 +21,7 @@ import base64
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,6 +191,8 @@ class Node:
         self._store_wakeup = trio.Event()
         store.on_error = self._on_store_error
         self.web_url: str | None = None  # set by the daemon when the web UI listens
+        # Discovery services (service.py registers them) by name, each with its view.
+        self.discovery: dict[str, Callable[[], dict[str, Any]]] = {}
         self.nick_name = _usable_nick(store.get_setting("nick")) or config.nick
         self.sync = SyncService(self, network, interval_s=config.sync_interval_s,
                                 depth=config.sync_depth)
@@ -337,9 +339,14 @@ class Node:
                        "reconnected": self.redialer.reconnected},
             "connections": self.presence.connections_view(),
             "presence": self.presence.view(),
+            "discovery": self.discovery_view(),
             "store": {**self.store_health.view(), "pending": len(self._pending),
                       "pending_dropped": self._pending.dropped},
         }
+
+    def discovery_view(self) -> dict[str, Any]:
+        """The `discovery` section of `status`: one entry per discovery service."""
+        return {name: view() for name, view in sorted(self.discovery.items())}
 
     def _message_count(self) -> int | None:
         # status must answer on a damaged store too: the count is what it can spare.

@@ -24,6 +24,7 @@ from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.p2p import P2PNetwork, resolve_listen_addrs
 from .adapters.store import Store, StoreCheckFailed, StoreError
 from .config import Config
+from .dht import DhtService
 from .errors import GossipchatError
 from .node import Node
 from .web.listen import parse_web_listen
@@ -117,6 +118,9 @@ class Daemon:
             raise StartupError(str(exc)) from exc
         self.network = P2PNetwork(self.identity.seed, listen)
         self.node = Node(config, self.identity, self.store, self.network, blocks)
+        self.dht = DhtService(self.node, self.network, mode=config.dht,
+                              room_peers_min=config.room_peers_min)
+        self.node.discovery["dht"] = self.dht.view
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
             self.rpc.bind()
@@ -154,6 +158,7 @@ class Daemon:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.node.run)
+                    await nursery.start(self.dht.run)
                     await nursery.start(self.rpc.run)
                     if self.web is not None:
                         await nursery.start(self.web.run)
