@@ -13,6 +13,7 @@ PACKAGES = {"daemon": "gossipchat.daemon", "rpc": "gossipchat.rpc",
             "clients": "gossipchat.clients"}
 SERVICES = ("gossipchat.daemon.node", "gossipchat.daemon.sync", "gossipchat.daemon.images",
             "gossipchat.daemon.redial", "gossipchat.daemon.presence", "gossipchat.daemon.service",
+            "gossipchat.daemon.dht",
             "gossipchat.daemon.main",
             "gossipchat.daemon.history")
 CLIENT_HALF = ("gossipchat.rpc.client", "gossipchat.rpc.paths", "gossipchat.rpc.table")
