@@ -23,6 +23,13 @@ from libp2p.tools.anyio_service import background_trio_service
 LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
 
 
+def make_host() -> Any:
+    """A bare host (Noise, yamux) with no protocol of its own but identify and ping."""
+    kp = create_new_key_pair()
+    return new_host(key_pair=kp, muxer_preference="YAMUX", sec_opt={
+        NOISE_ID: NoiseTransport(kp, noise_privkey=create_x25519_key_pair().private_key)})
+
+
 def make_node(**gossip: Any) -> tuple[Any, GossipSub, Pubsub]:
     kp = create_new_key_pair()
     host = new_host(key_pair=kp, muxer_preference="YAMUX", sec_opt={
