@@ -308,7 +308,11 @@ class DhtService:
                     room.next_provide = now + PROVIDE_S * self._rng.uniform(0.8, 1.2)
                 else:
                     room.next_provide = now + FIND_FIRST_S
+            # The walk's answers, and the records others stored here (a server may be
+            # one of the nearest itself); never our own record.
             found = list(lookup.providers.values())
+            found += [Peer(r.peer_id, r.addrs) for r in self.providers.get(room.key, now, K)
+                      if r.peer_id != self.self_id and r.peer_id not in lookup.providers]
             self.stats.providers_found += len(found)
             await self._dial_members(name, found)
             now = trio.current_time()
