@@ -144,6 +144,10 @@ class DhtService:
         self._refreshing = False
         self._expired_at = 0.0
         self._nursery: trio.Nursery | None = None
+        if self.mode == "server":
+            # Before the host listens, so that the first identify already lists it:
+            # py-libp2p pushes no identify update when a handler is added later.
+            network.set_stream_handler(PROTOCOL, self._serve)
 
     # lifecycle
 
@@ -152,8 +156,6 @@ class DhtService:
         if self.mode == "off":
             task_status.started()
             return
-        if self.mode == "server":
-            self.network.set_stream_handler(PROTOCOL, self._serve)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
