@@ -38,9 +38,10 @@ class KadPeer:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(["node", str(SCRIPT)], cwd=SCRIPT.parent, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.DEVNULL)
         self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         hello = self._next(60)
         self.addr, self.peer_id = hello["multiaddr"], hello["peer"]
 
@@ -72,6 +73,9 @@ class KadPeer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(10)  # it ends at the exited process's EOF
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
