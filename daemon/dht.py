@@ -215,6 +215,10 @@ class DhtService:
     async def _refresh(self) -> None:
         try:
             await self._walk(MessageType.FIND_NODE, self.self_id)
+        except Exception:
+            # A bug that one walk hits must not take the daemon down with it.
+            log.exception("DHT refresh failed")
+            self.node.count_fault("dht")
         finally:
             self._refreshing = False
 
@@ -300,32 +304,39 @@ class DhtService:
     async def _rendezvous(self, name: str, room: _Room, provide: bool) -> None:
         """Walk the room's key, announce ourselves if due, and dial the members found."""
         try:
-            lookup = await self._walk(MessageType.GET_PROVIDERS, room.key)
-            now = trio.current_time()
-            if provide:
-                closest = lookup.closest()
-                if closest:
-                    await self._announce(room.key, closest)
-                    room.provided = True
-                    room.next_provide = now + PROVIDE_S * self._rng.uniform(0.8, 1.2)
-                else:
-                    room.next_provide = now + FIND_FIRST_S
-            # The walk's answers, and the records others stored here (a server may be
-            # one of the nearest itself); never our own record.
-            found = list(lookup.providers.values())
-            found += [Peer(r.peer_id, r.addrs) for r in self.providers.get(room.key, now, K)
-                      if r.peer_id != self.self_id and r.peer_id not in lookup.providers]
-            self.stats.providers_found += len(found)
-            await self._dial_members(name, found)
-            now = trio.current_time()
-            if self._room_short(name):
-                room.next_find = now + room.find_delay
-                room.find_delay = min(FIND_MAX_S, room.find_delay * 2)
-            else:
-                room.next_find = now + FIND_IDLE_S
-                room.find_delay = FIND_FIRST_S
+            await self._rendezvous_once(name, room, provide)
+        except Exception:
+            log.exception("DHT rendezvous of room %s failed", name)
+            self.node.count_fault("dht")
+            room.next_find = trio.current_time() + FIND_MAX_S
         finally:
             room.busy = False
+
+    async def _rendezvous_once(self, name: str, room: _Room, provide: bool) -> None:
+        lookup = await self._walk(MessageType.GET_PROVIDERS, room.key)
+        now = trio.current_time()
+        if provide:
+            closest = lookup.closest()
+            if closest:
+                await self._announce(room.key, closest)
+                room.provided = True
+                room.next_provide = now + PROVIDE_S * self._rng.uniform(0.8, 1.2)
+            else:
+                room.next_provide = now + FIND_FIRST_S
+        # The walk's answers, and the records others stored here (a server may be
+        # one of the nearest itself); never our own record.
+        found = list(lookup.providers.values())
+        found += [Peer(r.peer_id, r.addrs) for r in self.providers.get(room.key, now, K)
+                  if r.peer_id != self.self_id and r.peer_id not in lookup.providers]
+        self.stats.providers_found += len(found)
+        await self._dial_members(name, found)
+        now = trio.current_time()
+        if self._room_short(name):
+            room.next_find = now + room.find_delay
+            room.find_delay = min(FIND_MAX_S, room.find_delay * 2)
+        else:
+            room.next_find = now + FIND_IDLE_S
+            room.find_delay = FIND_FIRST_S
 
     async def _announce(self, key: bytes, closest: list[Peer]) -> None:
         me = self._own_peer()
