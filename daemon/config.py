@@ -19,6 +19,7 @@ from .web.listen import DEFAULT_WEB_LISTEN, WebListenError, parse_web_listen
 
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DHT_MODES = ("auto", "server", "client", "off")
 
 
 class ConfigError(Exception):
@@ -57,6 +58,7 @@ class Config:
     max_connections: int = 200
     mdns: bool = True
     web_listen: str = DEFAULT_WEB_LISTEN
+    dht: str = "auto"
 
     @property
     def rpc_path(self) -> Path:
@@ -126,6 +128,8 @@ def _validate(config: Config) -> Config:
         raise ConfigError("config key 'room_peers_max' must be at least room_peers_min")
     if config.max_connections < config.room_peers_max:
         raise ConfigError("config key 'max_connections' must be at least room_peers_max")
+    if config.dht not in DHT_MODES:
+        raise ConfigError(f"config key 'dht' must be one of {', '.join(DHT_MODES)}")
     if not config.listen:
         raise ConfigError("at least one listen address is needed")
     if config.nick:

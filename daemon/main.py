@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from . import __version__
-from .config import LOG_LEVELS, Config, ConfigError, load
+from .config import DHT_MODES, LOG_LEVELS, Config, ConfigError, load
 
 log = logging.getLogger("gossipchat")
 
@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                         "'off' disables it")
     p.add_argument("--no-mdns", dest="mdns", action="store_false", default=None,
                    help="do not announce or discover peers on the LAN (config mdns = false)")
+    p.add_argument("--dht", choices=DHT_MODES,
+                   help="Kademlia DHT mode for room rendezvous; default auto (a server "
+                        "unless known unreachable)")
     p.add_argument("--version", action="version", version=f"gossipchatd {__version__}")
     return p
 
@@ -99,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "log_level": args.log_level,
         "web_listen": args.web_listen,
         "mdns": args.mdns,
+        "dht": args.dht,
     }
     try:
         config = load(Path(args.config) if args.config else None, overrides)

@@ -95,8 +95,8 @@ class Node:
                                subscriber_buffer=config.subscriber_buffer)
         self.sync = SyncService(self.room_history, store, network,
                                 interval_s=config.sync_interval_s, depth=config.sync_depth)
-        # (name, view) of each discovery service the daemon runs, for status.discovery.
-        self.discovery: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+        # Discovery services (service.py registers them) by name, each with its view.
+        self.discovery: dict[str, Callable[[], dict[str, Any]]] = {}
         self.redialer = Redialer(network, store)
         self.presence = PresenceService(
             self.room_history, store, network, identity, limits=Limits(
@@ -222,9 +222,13 @@ class Node:
                        "reconnected": self.redialer.reconnected},
             "connections": self.presence.connections_view(),
             "presence": self.presence.view(),
-            "discovery": {name: view() for name, view in self.discovery},
+            "discovery": self.discovery_view(),
             "store": self.room_history.store_view(),
         }
+
+    def discovery_view(self) -> dict[str, Any]:
+        """The `discovery` section of `status`: one entry per discovery service."""
+        return {name: view() for name, view in sorted(self.discovery.items())}
 
     def _message_count(self) -> int | None:
         # status must answer on a damaged store too: the count is what it can spare.

@@ -25,6 +25,7 @@ from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.p2p import P2PNetwork, resolve_listen_addrs
 from .adapters.store import Store, StoreCheckFailed, StoreError
 from .config import Config
+from .dht import DhtService
 from .errors import GossipchatError
 from .mdns import MdnsService
 from .node import Node
@@ -125,7 +126,11 @@ class Daemon:
                                 max_connections=config.max_connections)
         self.mdns.defer = self.node.presence.recently_trimmed
         self.mdns.count_fault = self.node.count_fault
-        self.node.discovery.append(("mdns", self.mdns.view))
+        self.node.discovery["mdns"] = self.mdns.view
+        self.dht = DhtService(self.node.room_history, self.network, mode=config.dht,
+                              room_peers_min=config.room_peers_min)
+        self.dht.count_fault = self.node.count_fault
+        self.node.discovery["dht"] = self.dht.view
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
             self.rpc.bind()
@@ -165,6 +170,7 @@ class Daemon:
                     try:
                         await nursery.start(self.node.run)
                         await nursery.start(self.mdns.run)
+                        await nursery.start(self.dht.run)
                         await nursery.start(self.rpc.run)
                         if self.web is not None:
                             await nursery.start(self.web.run)

@@ -389,6 +389,14 @@ class P2PNetwork:
         except Exception:  # the peerstore raises PeerStoreError for unknown peers
             return []
 
+    def peer_protocols(self, peer_id: str) -> list[str]:
+        """The protocols a peer announced in identify (empty until identify ran)."""
+        try:
+            peerstore = self.host.get_peerstore()
+            return [str(p) for p in peerstore.get_protocols(ID.from_base58(peer_id))]
+        except Exception:  # the peerstore raises PeerStoreError for unknown peers
+            return []
+
     async def connect(self, addr_text: str) -> str:
         """Dial a multiaddr with /p2p/<id>; return the peer id."""
         addr = parse_multiaddr(addr_text, need_peer=True)

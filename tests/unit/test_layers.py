@@ -14,6 +14,7 @@ PACKAGES = {"daemon": "gossipchat.daemon", "rpc": "gossipchat.rpc",
 SERVICES = ("gossipchat.daemon.node", "gossipchat.daemon.sync", "gossipchat.daemon.images",
             "gossipchat.daemon.redial", "gossipchat.daemon.presence", "gossipchat.daemon.mdns",
             "gossipchat.daemon.service",
+            "gossipchat.daemon.dht",
             "gossipchat.daemon.main",
             "gossipchat.daemon.history")
 # What builds the node and hands it to the transports.

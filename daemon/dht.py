@@ -1,0 +1,499 @@
+"""Room rendezvous over the Kademlia DHT (`/ipfs/kad/1.0.0`).
+
+Rules:
+- Mode: a server answers kad requests and announces the protocol (identify); a
+  client only asks. `auto` is a server unless the node knows it is unreachable
+  (status.reachability "private"); `off` runs nothing.
+- The routing table (core/kadtable.py) holds DHT servers only: connected peers whose
+  identify lists the protocol (bootstrap peers among them), peers that answered our
+  queries, and the closer peers lookups meet. A peer that only sent us a request
+  never enters it. Every TICK_S the connected peers are looked at; the table is
+  refreshed by a lookup of our own id, soon after the first contact and then every
+  REFRESH_S.
+- Each joined room's key (core/rendezvous.py) is walked with GET_PROVIDERS
+  (core/kadlookup.py); the k nearest servers that answered get ADD_PROVIDER with our
+  id and addresses. That repeats every PROVIDE_S (+-20%). The walk's providers, never
+  our own store alone, are the room's members: up to room_peers_min of them that are
+  not connected are dialed (announced addresses back off like the connection
+  manager's). While a room has fewer connected members than room_peers_min, the walk
+  repeats after FIND_FIRST_S, doubling to FIND_MAX_S.
+- Serving is bounded: MAX_INBOUND streams in all and MAX_STREAMS_PER_PEER per peer
+  (more are reset), IDLE_S without a whole request closes a stream, a request is at
+  most MAX_REQUEST_BYTES, a stream carries at most MAX_REQUESTS_PER_STREAM. An
+  ADD_PROVIDER is taken only for the peer that sent it. Every refusal is counted in
+  `status.discovery.dht.rejected`.
+- One task (`run`) owns the table, the provider store, the schedules and the
+  counters; query tasks report back through return values.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .adapters import kadaddrs
+from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
+from .core import kadwire
+from .core.connmgr import AddressBackoff
+from .core.kadlookup import Lookup
+from .core.kadtable import K, ProvidersFull, ProviderStore, RoutingTable
+from .core.kadwire import Message, MessageType, Peer
+from .core.rendezvous import room_key
+from .core.rooms import topic_for
+from .errors import GossipchatError
+
+if TYPE_CHECKING:
+    from .history import History
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "/ipfs/kad/1.0.0"
+MODES = ("auto", "server", "client", "off")
+TICK_S = 1.0
+REFRESH_S = 300.0
+FIRST_REFRESHES_S = (1.0, 10.0, 60.0)
+PROVIDE_S = 300.0
+FIND_FIRST_S = 2.0
+FIND_MAX_S = 60.0
+FIND_IDLE_S = 120.0  # a room with enough members still looks now and then
+LOOKUP_TIMEOUT_S = 30.0
+QUERY_TIMEOUT_S = 5.0
+IDLE_S = 10.0
+MAX_INBOUND = 64
+MAX_STREAMS_PER_PEER = 4
+MAX_REQUESTS_PER_STREAM = 1024
+MAX_REQUEST_BYTES = 16 * 1024
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_DIAL_ADDRS = 4
+MAX_OWN_ADDRS = 16
+READ_CHUNK = 16 * 1024
+EXPIRE_EVERY_S = 60.0
+
+
+@dataclass
+class DhtStats:
+    """Counters for `status.discovery.dht`."""
+
+    lookups: int = 0
+    lookups_empty: int = 0
+    queries: int = 0
+    queries_failed: int = 0
+    providers_announced: int = 0
+    providers_found: int = 0
+    dials: int = 0
+    dials_failed: int = 0
+    served: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Room:
+    key: bytes
+    next_provide: float = 0.0
+    next_find: float = 0.0
+    find_delay: float = FIND_FIRST_S
+    busy: bool = False
+    provided: bool = False
+
+
+def resolve_mode(mode: str, reachability: str) -> str:
+    """The mode a daemon runs: `auto` is a server unless known unreachable."""
+    if mode == "auto":
+        return "client" if reachability == "private" else "server"
+    return mode
+
+
+async def _read_message(stream: Stream, reader: kadwire.FrameReader) -> bytes | None:
+    """The next length-prefixed message; None at a clean end between messages."""
+    while True:
+        body = reader.next()
+        if body is not None:
+            return body
+        chunk = await stream.read(READ_CHUNK)
+        if not chunk:
+            if reader.pending():
+                raise kadwire.KadWireError("the stream ended inside a message")
+            return None
+        reader.feed(chunk)
+
+
+class DhtService:
+    """The node's Kademlia DHT client/server and the rooms' rendezvous on it."""
+
+    def __init__(self, history: History, network: P2PNetwork, *, mode: str,
+                 room_peers_min: int, rng: random.Random | None = None) -> None:
+        self.history = history
+        # Counts a contained bug in status.faults (the node's count_fault).
+        self.count_fault: Callable[[str], None] = lambda _surface: None
+        self.network = network
+        self.mode = resolve_mode(mode, "unknown")
+        self.room_peers_min = room_peers_min
+        self.stats = DhtStats()
+        self.self_id = kadaddrs.peer_bytes(network.peer_id) or b""
+        self.table = RoutingTable(self.self_id)
+        self.providers = ProviderStore()
+        self.backoff = AddressBackoff()
+        self._rng = rng or random.Random()
+        self._rooms: dict[str, _Room] = {}
+        self._inbound: Counter[str] = Counter()
+        self._refreshes = list(FIRST_REFRESHES_S)
+        self._next_refresh: float | None = None
+        self._refreshing = False
+        self._expired_at = 0.0
+        self._nursery: trio.Nursery | None = None
+        if self.mode == "server":
+            # Before the host listens, so that the first identify already lists it:
+            # py-libp2p pushes no identify update when a handler is added later.
+            network.set_stream_handler(PROTOCOL, self._serve)
+
+    # lifecycle
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve (in server mode) and keep the table and the rooms' records fresh."""
+        if self.mode == "off":
+            task_status.started()
+            return
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                self._tick(trio.current_time())
+                await trio.sleep(TICK_S)
+
+    def _tick(self, now: float) -> None:
+        assert self._nursery is not None
+        self._seed_from_connections(now)
+        if now - self._expired_at > EXPIRE_EVERY_S:
+            self._expired_at = now
+            self.providers.expire(now)
+        self._sync_rooms(now)
+        if not self.table:
+            return
+        if self._next_refresh is None:
+            self._next_refresh = now + self._refreshes.pop(0)
+        if now >= self._next_refresh and not self._refreshing:
+            self._refreshing = True
+            delay = self._refreshes.pop(0) if self._refreshes else REFRESH_S
+            self._next_refresh = now + delay
+            self._nursery.start_soon(self._refresh)
+        for name, room in self._rooms.items():
+            if room.busy:
+                continue
+            if now >= room.next_provide or now >= room.next_find:
+                room.busy = True
+                self._nursery.start_soon(self._rendezvous, name, room,
+                                         now >= room.next_provide)
+
+    def _seed_from_connections(self, now: float) -> None:
+        for peer in self.network.connected_peers():
+            peer_id = kadaddrs.peer_bytes(peer)
+            if peer_id is None or peer_id in self.table or self.network.is_blocked(peer):
+                continue
+            if PROTOCOL in self.network.peer_protocols(peer):
+                self.table.add(peer_id, self._peerstore_addrs(peer), now)
+
+    def _sync_rooms(self, now: float) -> None:
+        joined = set(self.history.joined_rooms())
+        for name in joined - self._rooms.keys():
+            self._rooms[name] = _Room(room_key(topic_for(name)))
+        for name in self._rooms.keys() - joined:
+            del self._rooms[name]
+
+    def _peerstore_addrs(self, peer: str) -> tuple[bytes, ...]:
+        out = [kadaddrs.addr_to_bytes(a) for a in self.network.peer_addrs(peer)]
+        return tuple(a for a in out if a)[:MAX_OWN_ADDRS]
+
+    def _own_peer(self) -> Peer:
+        addrs = [kadaddrs.addr_to_bytes(a) for a in self.network.listen_addrs()]
+        return Peer(self.self_id, tuple(a for a in addrs if a)[:MAX_OWN_ADDRS])
+
+    # lookups
+
+    async def _refresh(self) -> None:
+        try:
+            await self._walk(MessageType.FIND_NODE, self.self_id)
+        except Exception:
+            # A bug that one walk hits must not take the daemon down with it.
+            log.exception("DHT refresh failed")
+            self.count_fault("dht")
+        finally:
+            self._refreshing = False
+
+    async def _walk(self, kind: MessageType, key: bytes) -> Lookup:
+        """An iterative lookup of key; the table learns every server that answers."""
+        lookup = Lookup(key, self.self_id)
+        lookup.add_candidates([Peer(c.peer_id, c.addrs)
+                               for c in self.table.closest(key, K)])
+        self.stats.lookups += 1
+        request = Message(kind, key)
+        send, receive = trio.open_memory_channel[tuple[Peer, Message | None]](64)
+        with trio.move_on_after(LOOKUP_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                while True:
+                    for peer in lookup.next_queries():
+                        nursery.start_soon(self._query_into, peer, request, send)
+                    if lookup.done:
+                        break
+                    peer, reply = await receive.receive()
+                    if reply is None:
+                        lookup.failed(peer.id)
+                        self.table.failed(peer.id)
+                        continue
+                    lookup.answered(peer.id, reply.closer, reply.providers)
+                    # It answered on the protocol: it is a server.
+                    self.table.add(peer.id, peer.addrs, trio.current_time())
+                nursery.cancel_scope.cancel()
+        if not lookup.answered_ids:
+            self.stats.lookups_empty += 1
+        return lookup
+
+    async def _query_into(self, peer: Peer, request: Message,
+                          send: trio.MemorySendChannel[tuple[Peer, Message | None]]) -> None:
+        reply = await self._query(peer, request)
+        await send.send((peer, reply))
+
+    async def _query(self, peer: Peer, request: Message) -> Message | None:
+        """One request and its reply; None on any failure (counted)."""
+        text = kadaddrs.peer_text(peer.id)
+        self.stats.queries += 1
+        if self.network.is_blocked(text):
+            return None
+        try:
+            with trio.fail_after(QUERY_TIMEOUT_S):
+                if not await self._ensure_connected(text, peer.addrs):
+                    raise StreamClosedError(f"{text} has no address to dial")
+                stream = await self.network.open_stream(text, PROTOCOL)
+                try:
+                    await stream.write(kadwire.frame(request))
+                    if request.type == MessageType.ADD_PROVIDER:
+                        return request
+                    body = await _read_message(stream, kadwire.FrameReader(MAX_RESPONSE_BYTES))
+                finally:
+                    await stream.close()
+            if body is None:
+                raise kadwire.KadWireError("no reply")
+            reply = kadwire.decode(body, max_size=MAX_RESPONSE_BYTES)
+        except (trio.TooSlowError, StreamClosedError, GossipchatError,
+                kadwire.KadWireError) as exc:
+            self.stats.queries_failed += 1
+            log.debug("kad %s to %s failed: %s", request.type, text, exc)
+            return None
+        return reply
+
+    async def _ensure_connected(self, peer: str, addrs: tuple[bytes, ...]) -> bool:
+        if self.network.is_connected(peer):
+            return True
+        texts = kadaddrs.dialable([t for t in map(kadaddrs.addr_from_bytes, addrs) if t])
+        now = trio.current_time()
+        texts = [t for t in texts if self.backoff.allowed(t, now)][:MAX_DIAL_ADDRS]
+        if not texts:
+            return False
+        try:
+            await self.network.dial_known(peer, texts)
+        except GossipchatError:
+            for text in texts:
+                self.backoff.failed(text, trio.current_time())
+            raise
+        return True
+
+    # rooms
+
+    async def _rendezvous(self, name: str, room: _Room, provide: bool) -> None:
+        """Walk the room's key, announce ourselves if due, and dial the members found."""
+        try:
+            await self._rendezvous_once(name, room, provide)
+        except Exception:
+            log.exception("DHT rendezvous of room %s failed", name)
+            self.count_fault("dht")
+            room.next_find = trio.current_time() + FIND_MAX_S
+        finally:
+            room.busy = False
+
+    async def _rendezvous_once(self, name: str, room: _Room, provide: bool) -> None:
+        lookup = await self._walk(MessageType.GET_PROVIDERS, room.key)
+        now = trio.current_time()
+        if provide:
+            closest = lookup.closest()
+            if closest:
+                await self._announce(room.key, closest)
+                room.provided = True
+                room.next_provide = now + PROVIDE_S * self._rng.uniform(0.8, 1.2)
+            else:
+                room.next_provide = now + FIND_FIRST_S
+        # The walk's answers, and the records others stored here (a server may be
+        # one of the nearest itself); never our own record.
+        found = list(lookup.providers.values())
+        found += [Peer(r.peer_id, r.addrs) for r in self.providers.get(room.key, now, K)
+                  if r.peer_id != self.self_id and r.peer_id not in lookup.providers]
+        self.stats.providers_found += len(found)
+        await self._dial_members(name, found)
+        now = trio.current_time()
+        if self._room_short(name):
+            room.next_find = now + room.find_delay
+            room.find_delay = min(FIND_MAX_S, room.find_delay * 2)
+        else:
+            room.next_find = now + FIND_IDLE_S
+            room.find_delay = FIND_FIRST_S
+
+    async def _announce(self, key: bytes, closest: list[Peer]) -> None:
+        me = self._own_peer()
+        if self.mode == "server":
+            self.providers.add(key, me.id, me.addrs, trio.current_time())
+        request = Message(MessageType.ADD_PROVIDER, key, providers=(me,))
+        results: list[bool] = []
+
+        async def one(peer: Peer) -> None:
+            results.append(await self._query(peer, request) is not None)
+
+        async with trio.open_nursery() as nursery:
+            for peer in closest:
+                nursery.start_soon(one, peer)
+        self.stats.providers_announced += sum(results)
+
+    def _room_peers(self, name: str) -> set[str]:
+        connected = set(self.network.connected_peers())
+        return connected & set(self.network.topic_peers(topic_for(name)))
+
+    def _room_short(self, name: str) -> bool:
+        return len(self._room_peers(name)) < self.room_peers_min
+
+    async def _dial_members(self, name: str, found: list[Peer]) -> None:
+        wanted = self.room_peers_min - len(self._room_peers(name))
+        candidates = [p for p in found
+                      if not self.network.is_connected(kadaddrs.peer_text(p.id))]
+        self._rng.shuffle(candidates)
+
+        async def dial(peer: Peer) -> None:
+            self.stats.dials += 1
+            try:
+                if not await self._ensure_connected(kadaddrs.peer_text(peer.id), peer.addrs):
+                    self.stats.dials_failed += 1
+            except GossipchatError:
+                self.stats.dials_failed += 1
+
+        async with trio.open_nursery() as nursery:
+            for peer in candidates[: max(0, wanted)]:
+                nursery.start_soon(dial, peer)
+
+    # serving
+
+    async def _serve(self, stream: Stream) -> None:
+        peer = stream.peer_id
+        if sum(self._inbound.values()) >= MAX_INBOUND:
+            self.stats.rejected["streams_total"] += 1
+            await stream.reset()
+            return
+        if self._inbound[peer] >= MAX_STREAMS_PER_PEER:
+            self.stats.rejected["streams_per_peer"] += 1
+            await stream.reset()
+            return
+        self._inbound[peer] += 1
+        try:
+            await self._serve_requests(stream)
+        finally:
+            self._inbound[peer] -= 1
+            if not self._inbound[peer]:
+                del self._inbound[peer]
+
+    async def _serve_requests(self, stream: Stream) -> None:
+        reader = kadwire.FrameReader(MAX_REQUEST_BYTES)
+        for _ in range(MAX_REQUESTS_PER_STREAM):
+            body: bytes | None = None
+            with trio.move_on_after(IDLE_S) as idle:
+                try:
+                    body = await _read_message(stream, reader)
+                except kadwire.KadOversize:
+                    self.stats.rejected["oversize"] += 1
+                    await stream.reset()
+                    return
+                except kadwire.KadWireError:
+                    self.stats.rejected["malformed"] += 1
+                    await stream.reset()
+                    return
+            if idle.cancelled_caught:
+                self.stats.rejected["idle"] += 1
+                await stream.reset()
+                return
+            if body is None:
+                return
+            try:
+                request = kadwire.decode(body, max_size=MAX_REQUEST_BYTES)
+            except kadwire.KadWireError as exc:
+                self.stats.rejected["malformed"] += 1
+                log.debug("kad request from %s: %s", stream.peer_id, exc)
+                await stream.reset()
+                return
+            reply = self._answer(stream.peer_id, request, trio.current_time())
+            if reply is not None:
+                await stream.write(kadwire.frame(reply))
+        self.stats.rejected["requests_per_stream"] += 1
+        await stream.reset()
+
+    def _answer(self, asker: str, request: Message, now: float) -> Message | None:
+        """The reply to one request (None for ADD_PROVIDER and PUT_VALUE)."""
+        kind = MessageType(request.type)
+        self.stats.served[kind.name] += 1
+        asker_id = kadaddrs.peer_bytes(asker) or b""
+        if kind == MessageType.PING:
+            return Message(MessageType.PING)
+        if kind == MessageType.PUT_VALUE:
+            self.stats.rejected["put_value"] += 1  # this node stores no values
+            return None
+        if kind == MessageType.ADD_PROVIDER:
+            self._add_providers(asker, asker_id, request, now)
+            return None
+        closer = tuple(Peer(c.peer_id, c.addrs)
+                       for c in self.table.closest(request.key, K, exclude=asker_id))
+        if kind == MessageType.GET_PROVIDERS:
+            records = self.providers.get(request.key, now, K)
+            found = tuple(Peer(r.peer_id, r.addrs) for r in records)
+            return Message(kind, request.key, closer=closer, providers=found)
+        return Message(kind, request.key, closer=closer)
+
+    def _add_providers(self, asker: str, asker_id: bytes, request: Message,
+                       now: float) -> None:
+        if not request.key or not request.providers:
+            self.stats.rejected["malformed"] += 1
+            return
+        for provider in request.providers:
+            if provider.id != asker_id:
+                # Only a peer may announce itself: a record naming someone else could
+                # send every joiner to dial a third party.
+                self.stats.rejected["provider_not_sender"] += 1
+                continue
+            addrs = provider.addrs or self._peerstore_addrs(asker)
+            try:
+                self.providers.add(request.key, provider.id, addrs, now)
+            except ProvidersFull:
+                self.stats.rejected["providers_full"] += 1
+
+    # views
+
+    def view(self) -> dict[str, Any]:
+        """The `discovery.dht` section of `status`."""
+        return {
+            "mode": self.mode,
+            "protocol": PROTOCOL,
+            "routing_table": len(self.table),
+            "buckets": self.table.buckets(),
+            "rooms_provided": sum(r.provided for r in self._rooms.values()),
+            "providers_announced": self.stats.providers_announced,
+            "provider_records": self.providers.count(),
+            "provider_keys": len(self.providers.records),
+            "lookups": self.stats.lookups,
+            "lookups_empty": self.stats.lookups_empty,
+            "queries": self.stats.queries,
+            "queries_failed": self.stats.queries_failed,
+            "providers_found": self.stats.providers_found,
+            "dials": self.stats.dials,
+            "dials_failed": self.stats.dials_failed,
+            "inbound_streams": sum(self._inbound.values()),
+            "served": dict(self.stats.served),
+            "rejected": dict(self.stats.rejected),
+        }
