@@ -28,6 +28,7 @@ from typing import Any
 import trio
 
 from . import __version__
+from .adapters.autonat import AutoNAT
 from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.exchange import BlockExchange
 from .adapters.identity import Identity
@@ -200,6 +201,7 @@ class Node:
             max_connections=config.max_connections), interval_s=config.presence_interval_s)
         self.redialer.defer = self.presence.manages
         self.images = ImageService(self, config, blocks, BlockExchange(network, blocks))
+        self.autonat = AutoNAT(network)
 
     # lifecycle
 
@@ -222,6 +224,7 @@ class Node:
             await nursery.start(self.presence.run)
             await nursery.start(self.redialer.run)
             await nursery.start(self.images.run)
+            await nursery.start(self.autonat.run)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._bootstrap, addr)
             self._nursery = nursery
@@ -314,7 +317,8 @@ class Node:
             "rooms": len(self._joined_set),
             "messages": self._message_count(),
             "blocks": self.images.blocks.count,
-            "reachability": "unknown",
+            "reachability": self.autonat.verdict(),
+            "autonat": self.autonat.view(),
             "web": self.web_url,
             "images": self.images.view(),
             "gossip": {

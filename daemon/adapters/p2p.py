@@ -114,6 +114,11 @@ class Stream:
         self._raw = raw
         self.peer_id = peer_id
 
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's (ip, port) on this stream's connection; None when it has none
+        (a relayed connection)."""
+        return _ip_remote(self._raw.muxed_conn)
+
     async def read(self, max_bytes: int) -> bytes:
         """Up to max_bytes; b"" at end of stream."""
         try:
@@ -146,6 +151,22 @@ class Stream:
 
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
+
+
+def _ip_remote(muxed_conn: Any) -> tuple[str, int] | None:
+    """(ip, port) of a connection's remote end, None unless it is a direct IP one."""
+    try:
+        remote = muxed_conn.get_remote_address()
+    except Exception:  # connections without a socket raise a spread of types
+        return None
+    if not remote or not isinstance(remote, tuple) or len(remote) != 2:
+        return None
+    host, port = remote
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    if ":" not in host and "." not in host:
+        return None
+    return host, port
 
 
 class _Notifee(INotifee):
@@ -431,6 +452,11 @@ class P2PNetwork:
     def is_connected(self, peer_id: str) -> bool:
         """True while at least one connection to the peer is open."""
         return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+
+    def is_direct(self, peer_id: str) -> bool:
+        """True while a connection to the peer runs over IP directly (not relayed)."""
+        conns = self.host.get_network().get_connections(ID.from_base58(peer_id))
+        return any(_ip_remote(conn.muxed_conn) is not None for conn in conns)
 
     def snapshot(self) -> list[PeerSnapshot]:
         """Connected peers with their addresses and the topics they subscribe to."""
