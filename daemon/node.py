@@ -33,6 +33,7 @@ from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.exchange import BlockExchange
 from .adapters.identity import Identity
 from .adapters.p2p import GossipMessage, P2PNetwork, PeerEvent
+from .adapters.relay import Relay
 from .adapters.store import Store
 from .config import Config
 from .core import envelope as env_codec
@@ -40,6 +41,7 @@ from .core import peerid
 from .core import presence as presence_codec
 from .core.connmgr import Limits
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
+from .core.relay import RelayLimits
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
 from .core.store_health import Backoff, PendingEnvelopes, StoreHealth
 from .errors import (
@@ -202,6 +204,14 @@ class Node:
         self.redialer.defer = self.presence.manages
         self.images = ImageService(self, config, blocks, BlockExchange(network, blocks))
         self.autonat = AutoNAT(network)
+        self.relay = Relay(network, self.autonat, serve=config.relay_service,
+                           want=config.relay_reservations, limits=RelayLimits(
+                               max_reservations=config.relay_max_reservations,
+                               max_circuits=config.relay_max_circuits,
+                               max_circuits_per_peer=config.relay_max_circuits_per_peer,
+                               reservation_ttl_s=config.relay_reservation_ttl_s,
+                               circuit_duration_s=config.relay_circuit_duration_s,
+                               circuit_bytes=config.relay_circuit_bytes))
 
     # lifecycle
 
@@ -225,6 +235,7 @@ class Node:
             await nursery.start(self.redialer.run)
             await nursery.start(self.images.run)
             await nursery.start(self.autonat.run)
+            await nursery.start(self.relay.run)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._bootstrap, addr)
             self._nursery = nursery
@@ -319,6 +330,7 @@ class Node:
             "blocks": self.images.blocks.count,
             "reachability": self.autonat.verdict(),
             "autonat": self.autonat.view(),
+            "relay": self.relay.view(),
             "web": self.web_url,
             "images": self.images.view(),
             "gossip": {
@@ -826,6 +838,7 @@ class Node:
             if not self.network.is_connected(event.peer_id):
                 self.sync.forget_peer(event.peer_id)
                 self.presence.peer_lost(event.peer_id)
+                self.relay.peer_lost(event.peer_id)
                 # Room members are the connection manager's to replace or redial.
                 if not self._stopping:
                     self.redialer.lost(event.peer_id)

@@ -153,6 +153,15 @@ class Stream:
 StreamHandler = Callable[[Stream], Awaitable[None]]
 
 
+def _circuit_addrs(muxed_conn: Any) -> list[str]:
+    """The `/p2p/<relay>/p2p-circuit/p2p/<peer>` address of a relayed connection."""
+    try:
+        addrs = muxed_conn.get_transport_addresses()
+    except Exception:  # connections that cannot say raise a spread of types
+        return []
+    return [str(a) for a in addrs or () if "/p2p-circuit" in str(a)]
+
+
 def _ip_remote(muxed_conn: Any) -> tuple[str, int] | None:
     """(ip, port) of a connection's remote end, None unless it is a direct IP one."""
     try:
@@ -415,6 +424,18 @@ class P2PNetwork:
         self._events_send, self.peer_events = trio.open_memory_channel[PeerEvent](1024)
         self._nursery: trio.Nursery | None = None
         self._addrs_cache: tuple[float, list[str]] | None = None
+        # Dials `<relay>/p2p-circuit/p2p/<peer>` (adapters/relay.py); py-libp2p's swarm
+        # drops such addresses.
+        self.circuit_dialer: Callable[[str], Awaitable[str]] | None = None
+
+        self._extra_addrs: tuple[str, ...] = ()
+
+    def set_extra_addrs(self, addrs: Sequence[str]) -> None:
+        """Announce these relayed addresses (`<relay addr>/p2p/<relay>/p2p-circuit`)
+        after our own, in `id` and presence. Not in identify: py-libp2p's
+        `host.get_addrs()` strips every /p2p part of an address, the relay's too
+        (tests/upstream/test_circuit_relay_v2.py)."""
+        self._extra_addrs = tuple(addrs)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, start GossipSub, and report started; runs until cancelled."""
@@ -441,7 +462,7 @@ class P2PNetwork:
         now = time.monotonic()
         if self._addrs_cache is None or now - self._addrs_cache[0] > ADDRS_CACHE_S:
             self._addrs_cache = (now, [str(addr) for addr in self.host.get_addrs()])
-        return list(self._addrs_cache[1])
+        return self._addrs_cache[1] + [f"{a}/p2p/{self.peer_id}" for a in self._extra_addrs]
 
     # peers
 
@@ -465,10 +486,12 @@ class P2PNetwork:
         for peer, conns in network.get_connections_map().items():
             addrs: list[str] = []
             for conn in conns:
-                remote = getattr(conn.muxed_conn, "get_remote_address", lambda: None)()
+                remote = _ip_remote(conn.muxed_conn)
                 if remote:
                     family = "ip6" if ":" in remote[0] else "ip4"
                     addrs.append(f"/{family}/{remote[0]}/tcp/{remote[1]}")
+                else:
+                    addrs.extend(_circuit_addrs(conn.muxed_conn))
             if not addrs:
                 addrs = [str(a) for a in self.host.get_peerstore().addrs(peer)]
             topics = sorted(t for t, peers in self.pubsub.peer_topics.items() if peer in peers)
@@ -485,6 +508,8 @@ class P2PNetwork:
     async def connect(self, addr_text: str) -> str:
         """Dial a multiaddr with /p2p/<id>; return the peer id."""
         addr = parse_multiaddr(addr_text, need_peer=True)
+        if "/p2p-circuit" in addr_text:
+            return await self._dial_circuit(addr_text)
         try:
             info = info_from_p2p_addr(addr)
         except Exception as exc:  # malformed /p2p/ part
@@ -492,7 +517,24 @@ class P2PNetwork:
         return await self._dial(info)
 
     async def dial_known(self, peer_id: str, addrs: Sequence[str]) -> str:
-        """Dial a peer at remembered addresses."""
+        """Dial a peer at remembered addresses; relayed ones only if no other works."""
+        circuits = [text if text.endswith(f"/p2p/{peer_id}") else f"{text}/p2p/{peer_id}"
+                    for text in addrs if "/p2p-circuit" in text]
+        direct = [text for text in addrs if "/p2p-circuit" not in text]
+        if circuits:
+            if direct:
+                try:
+                    return await self.dial_known(peer_id, direct)
+                except PeerUnreachable:
+                    pass
+            failure: PeerUnreachable | None = None
+            for text in circuits:
+                try:
+                    return await self._dial_circuit(text)
+                except PeerUnreachable as exc:
+                    failure = exc
+            assert failure is not None
+            raise failure
         parsed = []
         for text in addrs:
             try:
@@ -502,6 +544,18 @@ class P2PNetwork:
         if not parsed:
             raise PeerUnreachable(f"no usable address for {peer_id}")
         return await self._dial(PeerInfo(ID.from_base58(peer_id), parsed))
+
+    async def _dial_circuit(self, addr_text: str) -> str:
+        peer_id = addr_text.rsplit("/p2p/", 1)[1]
+        if peer_id == self.peer_id:
+            raise InvalidArgument("that address is this node itself")
+        if peer_id in self._blocked:
+            raise PeerBlocked(f"peer {peer_id} is blocked; unblock it first")
+        if self.circuit_dialer is None:
+            raise PeerUnreachable("this node does not dial relayed addresses")
+        if self.is_connected(peer_id):
+            return peer_id
+        return await self.circuit_dialer(addr_text)
 
     async def _dial(self, info: PeerInfo) -> str:
         peer_id = info.peer_id.to_base58()
