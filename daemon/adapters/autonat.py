@@ -169,7 +169,10 @@ class AutoNAT:
         conn = None
         with trio.move_on_after(DIALBACK_TIMEOUT_S):
             try:
-                conn = await swarm.dial_addr(multiaddr.Multiaddr(addr), ID.from_base58(peer_id))
+                # One attempt: `dial_addr` retries a refused dial with backoff, which
+                # only delays the verdict.
+                dial = getattr(swarm, "_dial_addr_single_attempt", swarm.dial_addr)
+                conn = await dial(multiaddr.Multiaddr(addr), ID.from_base58(peer_id))
             except Exception as exc:  # the swarm raises SwarmException, OSError, noise errors
                 log.debug("autonat dial-back to %s at %s: %s", peer_id, addr, exc)
         if conn is None:

@@ -19,7 +19,7 @@ using). This module speaks the same wire with py-libp2p's generated protobufs
   connection, so GossipSub, sync and presence use it like any other.
 - Client: a private node (AutoNAT) keeps `want` reservations on directly connected
   peers that accept (a relay refuses while it does not know itself public), renews
-  them at half their lifetime with backoff on failure, and advertises
+  them at half their lifetime, retrying with backoff on failure, and advertises
   `<relay addr>/p2p/<relay>/p2p-circuit` (identify, presence, `id`). CONNECT goes to
   the relay named in the address; no RESERVE first.
 """
@@ -52,7 +52,7 @@ STOP = "/libp2p/circuit/relay/0.2.0/stop"
 MESSAGE_TIMEOUT_S = 10.0
 SPLICE_CHUNK = 64 * 1024
 RESERVE_POLL_S = 2.0
-RESERVE_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
+RESERVE_BACKOFF_S = (3.0, 10.0, 30.0, 120.0, 300.0)
 
 
 class CircuitConnection(RawConnection):

@@ -87,5 +87,5 @@ def test_two_daemons_behind_nat_chat_both_ways_through_a_public_relay(
     # Still relayed, never direct: the routers let nothing in.
     assert all("/p2p-circuit" in x for x in next(
         p for p in a.call("peers") if p["peer_id"] == b.peer_id)["addrs"])
-    print(f"verdicts after start {verdicts}, reservations after {reserved} s, a-b connected after {connected} s, "
-          f"a->b {a_to_b} s, b->a {b_to_a} s, relay {relay}")
+    print(f"verdicts after start {verdicts}, reservations after {reserved} s, "
+          f"a-b connected after {connected} s, a->b {a_to_b} s, b->a {b_to_a} s, relay {relay}")
