@@ -203,7 +203,7 @@ class AutoNAT:
                 stream = await self.network.open_stream(server, PROTOCOL)
             except Exception as exc:  # StreamClosedError, PeerBlocked: not a server
                 log.debug("autonat: no stream to %s: %s", server, exc)
-                self.reachability.failed()
+                self._no_answer(server)
                 return None
             try:
                 await write_message(stream, bytes(msg.SerializeToString()))
@@ -211,7 +211,7 @@ class AutoNAT:
             except Exception as exc:  # StreamClosedError, ValueError, protobuf's DecodeError
                 log.debug("autonat: %s did not answer: %s", server, exc)
                 await stream.reset()
-                self.reachability.failed()
+                self._no_answer(server)
                 return None
             await stream.close()
             status = int(reply.dialResponse.status)
@@ -224,8 +224,14 @@ class AutoNAT:
             verdict = self.reachability.record(server, status, time.monotonic(), addr)
             log.info("autonat: %s answered %d; reachability %s", server, status, verdict)
             return status
-        self.reachability.failed()
+        self._no_answer(server)
         return None
+
+    def _no_answer(self, server: str) -> None:
+        # A peer that did not answer (a stream refused while its connection settles)
+        # may be asked again after UNKNOWN_RETRY_S, not after ASK_AGAIN_S.
+        self.reachability.failed()
+        self._asked_at[server] = time.monotonic() - ASK_AGAIN_S + UNKNOWN_RETRY_S
 
     def _pick(self, now: float) -> list[str]:
         direct = [p for p in self.network.connected_peers() if self.network.is_direct(p)]
