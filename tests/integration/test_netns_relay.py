@@ -40,10 +40,11 @@ def relayed_peer(daemon: DaemonProcess, other: DaemonProcess) -> list[str]:
 
 
 @pytest.mark.usefixtures("iptables")
+@pytest.mark.parametrize("random_fully", [False, True], ids=["port-preserving", "symmetric"])
 def test_two_daemons_behind_nat_chat_both_ways_through_a_public_relay(
-        netns: Build) -> None:
+        netns: Build, random_fully: bool) -> None:
     net = netns(Scenario.nat(["r"], ["a"], ["b"]))
-    net.masquerade_all()
+    net.masquerade_all(random_fully=random_fully)
     r = net.start_daemon("r", "r", listen="/ip4/0.0.0.0/tcp/4001")
     r.call("join", room=ROOM)
     started = time.monotonic()
