@@ -15,7 +15,7 @@ its own server and client:
 - Client: asks up to `QUERY_FANOUT` connected peers at a time that it has not asked
   lately, each with all its advertised TCP addresses, and keeps the verdict in a
   `core.autonat.Reachability`; asks again every `RECHECK_S` (sooner while unknown)
-  and at once when its advertised addresses change.
+  and within `ADDRS_POLL_S` when its advertised addresses change.
 """
 
 from __future__ import annotations
@@ -110,7 +110,6 @@ class AutoNAT:
                                        "bad_request": 0}
         self._asked_at: dict[str, float] = {}
         self._addrs: list[str] = []
-        self._wake = trio.Event()
 
     # server
 
@@ -239,10 +238,6 @@ class AutoNAT:
         random.shuffle(fresh)
         return fresh[:QUERY_FANOUT]
 
-    def addresses_changed(self) -> None:
-        """Ask again now (called when something may have changed our addresses)."""
-        self._wake.set()
-
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve, and keep our verdict current until cancelled."""
         if self.serve:
@@ -268,10 +263,7 @@ class AutoNAT:
                 next_round = time.monotonic() + (RECHECK_S if settled else UNKNOWN_RETRY_S)
                 if not servers:
                     next_round = time.monotonic() + 1.0
-            self._wake = trio.Event()
-            with trio.move_on_after(min(ADDRS_POLL_S, max(0.0, next_round - time.monotonic()))):
-                await self._wake.wait()
-                next_round = 0.0
+            await trio.sleep(min(ADDRS_POLL_S, max(0.0, next_round - time.monotonic())))
 
     def verdict(self) -> str:
         """public, private or unknown."""
