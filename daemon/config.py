@@ -59,6 +59,14 @@ class Config:
     mdns: bool = True
     web_listen: str = DEFAULT_WEB_LISTEN
     dht: str = "auto"
+    relay_service: bool = True
+    relay_max_reservations: int = 128
+    relay_max_circuits: int = 256
+    relay_max_circuits_per_peer: int = 16
+    relay_reservation_ttl_s: float = 3600.0
+    relay_circuit_duration_s: float = 3600.0
+    relay_circuit_bytes: int = 64 * 1024 * 1024
+    relay_reservations: int = 2
 
     @property
     def rpc_path(self) -> Path:
@@ -130,6 +138,16 @@ def _validate(config: Config) -> Config:
         raise ConfigError("config key 'max_connections' must be at least room_peers_max")
     if config.dht not in DHT_MODES:
         raise ConfigError(f"config key 'dht' must be one of {', '.join(DHT_MODES)}")
+    for key in ("relay_max_reservations", "relay_max_circuits", "relay_max_circuits_per_peer"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be at least 1")
+    if not 0 <= config.relay_reservations <= 16:
+        raise ConfigError("config key 'relay_reservations' must be in [0, 16]")
+    for key in ("relay_reservation_ttl_s", "relay_circuit_duration_s"):
+        if not 60 <= getattr(config, key) <= 86400:
+            raise ConfigError(f"config key {key!r} must be in [60, 86400] seconds")
+    if config.relay_circuit_bytes < 64 * 1024:
+        raise ConfigError("config key 'relay_circuit_bytes' must be at least 65536 bytes")
     if not config.listen:
         raise ConfigError("at least one listen address is needed")
     if config.nick:

@@ -25,10 +25,12 @@ from typing import Any
 import trio
 
 from . import __version__
+from .adapters.autonat import AutoNAT
 from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.exchange import BlockExchange
 from .adapters.identity import Identity
 from .adapters.p2p import GossipMessage, P2PNetwork, PeerEvent
+from .adapters.relay import Relay
 from .adapters.store import Store
 from .config import Config
 from .core import envelope as env_codec
@@ -36,6 +38,7 @@ from .core import peerid
 from .core import presence as presence_codec
 from .core.connmgr import Limits
 from .core.envelope import Envelope, EnvelopeError
+from .core.relay import RelayLimits
 from .core.rooms import check_room_name, room_of_topic, topic_for
 from .errors import (
     GossipchatError,
@@ -109,6 +112,15 @@ class Node:
         self.room_history.on_gap = self.sync.suspect_gap
         self.room_history.on_image = self._on_image
         self.room_history.on_store_recovered = self._on_store_recovered
+        self.autonat = AutoNAT(network)
+        self.relay = Relay(network, self.autonat, serve=config.relay_service,
+                           want=config.relay_reservations, limits=RelayLimits(
+                               max_reservations=config.relay_max_reservations,
+                               max_circuits=config.relay_max_circuits,
+                               max_circuits_per_peer=config.relay_max_circuits_per_peer,
+                               reservation_ttl_s=config.relay_reservation_ttl_s,
+                               circuit_duration_s=config.relay_circuit_duration_s,
+                               circuit_bytes=config.relay_circuit_bytes))
 
     # lifecycle
 
@@ -129,6 +141,8 @@ class Node:
             await nursery.start(self.presence.run)
             await nursery.start(self.redialer.run)
             await nursery.start(self.images.run)
+            await nursery.start(self.autonat.run)
+            await nursery.start(self.relay.run)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._bootstrap, addr)
             self._nursery = nursery
@@ -199,7 +213,9 @@ class Node:
             "rooms": len(self.room_history.joined_rooms()),
             "messages": self._message_count(),
             "blocks": self.images.blocks.count,
-            "reachability": "unknown",
+            "reachability": self.autonat.verdict(),
+            "autonat": self.autonat.view(),
+            "relay": self.relay.view(),
             "web": self.web_url,
             "images": self.images.view(),
             "gossip": {
@@ -480,6 +496,7 @@ class Node:
             if not self.network.is_connected(event.peer_id):
                 self.sync.forget_peer(event.peer_id)
                 self.presence.peer_lost(event.peer_id)
+                self.relay.peer_lost(event.peer_id)
                 # Room members are the connection manager's to replace or redial.
                 if not self._stopping:
                     self.redialer.lost(event.peer_id)

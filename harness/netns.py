@@ -21,6 +21,15 @@ one address per interface. The bridges live in one more namespace of their own, 
 - Routing: `enable_forwarding(router)` and `add_route(host, prefix, via)` (no default
   routes) join segments through a host; NAT rules are iptables commands `run` inside
   the router (install iptables with harness/system_packages.py).
+- Home networks behind NAT: `Scenario.nat(["r"], ["a"], ["b"])` puts r on the public
+  segment 198.18.0.0/24 with one router per home (`nat1`, `nat2`, ...; .2, .3, ...
+  there), and home i's hosts on 192.168.i.0/24 behind router `nat<i>` (.1 there, the
+  hosts from .2). `masquerade(router)` makes the router a home gateway: it forwards,
+  masquerades what leaves through its public side (port-preserving where it can;
+  `random_fully=True` adds `--random-fully`, a symmetric NAT for hole punching), and
+  drops anything from outside that is not a reply; the home hosts get a route to
+  the public subnet (never a default route). `Network.nat_routers()` lists them;
+  `masquerade_all()` sets up every one.
 - Processes: `run(host, argv)` and `popen(host, argv)` run inside a host's namespace
   (`ip netns exec`); `start_daemon(host, name)` starts a real gossipchatd there
   (harness/daemons.py), listening on 0.0.0.0 by default, LAN discovery (mDNS) off
@@ -84,6 +93,16 @@ class Scenario:
     def lan(cls, *hosts: str) -> Scenario:
         """Every host on one segment, 198.18.0.0/24."""
         return cls((Segment(tuple(hosts)),))
+
+    @classmethod
+    def nat(cls, public: Sequence[str], *homes: Sequence[str]) -> Scenario:
+        """Public hosts on 198.18.0.0/24 and home networks 192.168.<i>.0/24, each
+        behind its router `nat<i>` (on both segments); see `Network.masquerade`."""
+        routers = tuple(f"nat{i}" for i in range(1, len(homes) + 1))
+        segments = [Segment((*public, *routers))]
+        for i, home in enumerate(homes, start=1):
+            segments.append(Segment((f"nat{i}", *home), subnet=f"192.168.{i}.0/24"))
+        return cls(tuple(segments))
 
     @property
     def hosts(self) -> list[str]:
@@ -246,6 +265,45 @@ class Network:
     def enable_forwarding(self, host: str) -> None:
         """Let a host on several segments route between them."""
         self.run(host, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True)
+
+    def nat_routers(self) -> list[str]:
+        """The routers of a `Scenario.nat` (hosts named nat<i> on two segments)."""
+        return [h for h in self.scenario.hosts
+                if re.fullmatch(r"nat\d+", h) and len(self._segments_of(h)) == 2]
+
+    def masquerade(self, router: str, *, random_fully: bool = False) -> None:
+        """Make a router on a public (198.18/15) and a home segment a home NAT gateway.
+
+        It forwards; what leaves through its public side is masqueraded to its public
+        address (MASQUERADE keeps the source port when free; `random_fully` picks a
+        random one per connection, as a symmetric NAT does); from outside only replies
+        (conntrack ESTABLISHED/RELATED) pass, anything unsolicited is dropped. The home
+        hosts route the public subnet through it. Needs iptables (`ensure_apt`)."""
+        public_net = ipaddress.ip_network("198.18.0.0/15")
+        segments = self._segments_of(router)
+        wan = next(i for i in segments if self._addresses[(router, i)].ip in public_net)
+        lan = next(i for i in segments if i != wan)
+        wan_if, lan_if = self.iface(router, wan), self.iface(router, lan)
+        self.enable_forwarding(router)
+        masq = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan_if, "-j", "MASQUERADE"]
+        rules = [
+            masq + (["--random-fully"] if random_fully else []),
+            ["iptables", "-A", "FORWARD", "-i", wan_if, "-o", lan_if, "-m", "conntrack",
+             "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+            ["iptables", "-A", "FORWARD", "-i", wan_if, "-o", lan_if, "-j", "DROP"],
+        ]
+        for rule in rules:
+            self.run(router, rule, check=True)
+        gateway = str(self._addresses[(router, lan)].ip)
+        wan_net = str(self._addresses[(router, wan)].network)
+        for host in self.scenario.segments[lan].hosts:
+            if host != router:
+                self.add_route(host, wan_net, via=gateway)
+
+    def masquerade_all(self, *, random_fully: bool = False) -> None:
+        """`masquerade` every router of a `Scenario.nat`."""
+        for router in self.nat_routers():
+            self.masquerade(router, random_fully=random_fully)
 
     def exec_prefix(self, host: str) -> list[str]:
         """The argv prefix that runs a command inside a host's namespace."""

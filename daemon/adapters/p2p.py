@@ -119,6 +119,11 @@ class Stream:
         self._raw = raw
         self.peer_id = peer_id
 
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's (ip, port) on this stream's connection; None when it has none
+        (a relayed connection)."""
+        return _ip_remote(self._raw.muxed_conn)
+
     async def read(self, max_bytes: int) -> bytes:
         """Up to max_bytes; b"" at end of stream."""
         try:
@@ -151,6 +156,31 @@ class Stream:
 
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
+
+
+def _circuit_addrs(muxed_conn: Any) -> list[str]:
+    """The `/p2p/<relay>/p2p-circuit/p2p/<peer>` address of a relayed connection."""
+    try:
+        addrs = muxed_conn.get_transport_addresses()
+    except Exception:  # connections that cannot say raise a spread of types
+        return []
+    return [str(a) for a in addrs or () if "/p2p-circuit" in str(a)]
+
+
+def _ip_remote(muxed_conn: Any) -> tuple[str, int] | None:
+    """(ip, port) of a connection's remote end, None unless it is a direct IP one."""
+    try:
+        remote = muxed_conn.get_remote_address()
+    except Exception:  # connections without a socket raise a spread of types
+        return None
+    if not remote or not isinstance(remote, tuple) or len(remote) != 2:
+        return None
+    host, port = remote
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    if ":" not in host and "." not in host:
+        return None
+    return host, port
 
 
 class _Notifee(INotifee):
@@ -325,6 +355,18 @@ class P2PNetwork:
         self._events_send, self.peer_events = trio.open_memory_channel[PeerEvent](1024)
         self._nursery: trio.Nursery | None = None
         self._addrs_cache: tuple[float, list[str]] | None = None
+        # Dials `<relay>/p2p-circuit/p2p/<peer>` (adapters/relay.py); py-libp2p's swarm
+        # drops such addresses.
+        self.circuit_dialer: Callable[[str], Awaitable[str]] | None = None
+
+        self._extra_addrs: tuple[str, ...] = ()
+
+    def set_extra_addrs(self, addrs: Sequence[str]) -> None:
+        """Announce these relayed addresses (`<relay addr>/p2p/<relay>/p2p-circuit`)
+        after our own, in `id` and presence. Not in identify: py-libp2p's
+        `host.get_addrs()` strips every /p2p part of an address, the relay's too
+        (tests/upstream/test_circuit_relay_v2.py)."""
+        self._extra_addrs = tuple(addrs)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, start GossipSub, and report started; runs until cancelled."""
@@ -353,7 +395,7 @@ class P2PNetwork:
         now = time.monotonic()
         if self._addrs_cache is None or now - self._addrs_cache[0] > ADDRS_CACHE_S:
             self._addrs_cache = (now, [str(addr) for addr in self.host.get_addrs()])
-        return list(self._addrs_cache[1])
+        return self._addrs_cache[1] + [f"{a}/p2p/{self.peer_id}" for a in self._extra_addrs]
 
     # peers
 
@@ -365,6 +407,11 @@ class P2PNetwork:
         """True while at least one connection to the peer is open."""
         return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
 
+    def is_direct(self, peer_id: str) -> bool:
+        """True while a connection to the peer runs over IP directly (not relayed)."""
+        conns = self.host.get_network().get_connections(ID.from_base58(peer_id))
+        return any(_ip_remote(conn.muxed_conn) is not None for conn in conns)
+
     def snapshot(self) -> list[PeerSnapshot]:
         """Connected peers with their addresses and the topics they subscribe to."""
         network = self.host.get_network()
@@ -372,10 +419,12 @@ class P2PNetwork:
         for peer, conns in network.get_connections_map().items():
             addrs: list[str] = []
             for conn in conns:
-                remote = getattr(conn.muxed_conn, "get_remote_address", lambda: None)()
+                remote = _ip_remote(conn.muxed_conn)
                 if remote:
                     family = "ip6" if ":" in remote[0] else "ip4"
                     addrs.append(f"/{family}/{remote[0]}/tcp/{remote[1]}")
+                else:
+                    addrs.extend(_circuit_addrs(conn.muxed_conn))
             if not addrs:
                 addrs = [str(a) for a in self.host.get_peerstore().addrs(peer)]
             topics = sorted(t for t, peers in self.pubsub.peer_topics.items() if peer in peers)
@@ -400,6 +449,8 @@ class P2PNetwork:
     async def connect(self, addr_text: str) -> str:
         """Dial a multiaddr with /p2p/<id>; return the peer id."""
         addr = parse_multiaddr(addr_text, need_peer=True)
+        if "/p2p-circuit" in addr_text:
+            return await self._dial_circuit(addr_text)
         try:
             info = info_from_p2p_addr(addr)
         except Exception as exc:  # malformed /p2p/ part
@@ -407,7 +458,24 @@ class P2PNetwork:
         return await self._dial(info)
 
     async def dial_known(self, peer_id: str, addrs: Sequence[str]) -> str:
-        """Dial a peer at remembered addresses."""
+        """Dial a peer at remembered addresses; relayed ones only if no other works."""
+        circuits = [text if text.endswith(f"/p2p/{peer_id}") else f"{text}/p2p/{peer_id}"
+                    for text in addrs if "/p2p-circuit" in text]
+        direct = [text for text in addrs if "/p2p-circuit" not in text]
+        if circuits:
+            if direct:
+                try:
+                    return await self.dial_known(peer_id, direct)
+                except PeerUnreachable:
+                    pass
+            failure: PeerUnreachable | None = None
+            for text in circuits:
+                try:
+                    return await self._dial_circuit(text)
+                except PeerUnreachable as exc:
+                    failure = exc
+            assert failure is not None
+            raise failure
         parsed = []
         for text in addrs:
             try:
@@ -417,6 +485,18 @@ class P2PNetwork:
         if not parsed:
             raise PeerUnreachable(f"no usable address for {peer_id}")
         return await self._dial(PeerInfo(ID.from_base58(peer_id), parsed))
+
+    async def _dial_circuit(self, addr_text: str) -> str:
+        peer_id = addr_text.rsplit("/p2p/", 1)[1]
+        if peer_id == self.peer_id:
+            raise InvalidArgument("that address is this node itself")
+        if peer_id in self._blocked:
+            raise PeerBlocked(f"peer {peer_id} is blocked; unblock it first")
+        if self.circuit_dialer is None:
+            raise PeerUnreachable("this node does not dial relayed addresses")
+        if self.is_connected(peer_id):
+            return peer_id
+        return await self.circuit_dialer(addr_text)
 
     async def _dial(self, info: PeerInfo) -> str:
         peer_id = info.peer_id.to_base58()

@@ -99,10 +99,16 @@ def room_of_topic(topic: str) -> str | None:
 
 
 def check_addr(addr: object) -> str:
-    """An announceable address `/ip4|ip6/<ip>/tcp/<port>`, or PresenceError("bad_addr")."""
+    """An announceable address `/ip4|ip6/<ip>/tcp/<port>`, or a relay's such address
+    with `/p2p/<relay id>/p2p-circuit` (circuit relay v2), or PresenceError("bad_addr")."""
     if not isinstance(addr, str) or len(addr.encode("utf-8", "surrogatepass")) > MAX_ADDR_BYTES:
         raise PresenceError("bad_addr", "not a string of at most 200 bytes")
     parts = addr.split("/")
+    if len(parts) == 8 and parts[5] == "p2p" and parts[7] == "p2p-circuit":
+        if not peerid.is_valid_text(parts[6]):
+            raise PresenceError("bad_addr", f"{parts[6][:60]!r} is not a relay's peer id")
+        check_addr("/".join(parts[:5]))
+        return addr
     if len(parts) != 5 or parts[0] != "" or parts[1] not in ("ip4", "ip6") \
             or parts[3] != "tcp":
         raise PresenceError("bad_addr", f"{addr[:60]!r} is not /ip4|ip6/<ip>/tcp/<port>")
@@ -125,7 +131,8 @@ def announceable(addrs: Iterable[str]) -> list[str]:
     """The first MAX_ADDRS of `addrs` that a record may carry, /p2p parts cut off."""
     out: list[str] = []
     for addr in addrs:
-        bare = addr.split("/p2p/")[0]
+        circuit = addr.find("/p2p-circuit")
+        bare = addr[:circuit + len("/p2p-circuit")] if circuit >= 0 else addr.split("/p2p/")[0]
         try:
             check_addr(bare)
         except PresenceError:
