@@ -324,9 +324,13 @@ class Node:
         nick, when each was last heard (ms) and whether it is online now."""
         rows = self.presence.members(self.room_history.room(room))
         for row in rows:
-            # A nick set since the member's last announcement shows on its messages first.
+            # A nick set since the member's last announcement shows on its messages
+            # first. Both times are the member's own clock: a record's seq and a
+            # message's ts. When we heard each does not matter (an old record can
+            # arrive after a newer message, from a directory fetch).
+            nick_ms = row.pop("nick_ms")
             heard = self.room_history.newest_nick(row["peer_id"])
-            if heard is not None and heard[1] >= row["last_seen"]:
+            if heard is not None and heard[1] >= nick_ms:
                 row["nick"] = heard[0]
         return rows
 

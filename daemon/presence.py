@@ -668,7 +668,7 @@ class PresenceService:
                 for r in directory.view(now_ms, set(self.network.connected_peers()))}
         rows[self.network.peer_id] = {"peer_id": self.network.peer_id,
                                       "nick": self.history.nick_name, "last_seen": now_ms,
-                                      "online": True}
+                                      "online": True, "nick_ms": now_ms}
         return sorted(rows.values(), key=lambda r: r["peer_id"])
 
     def view(self) -> dict[str, Any]:

@@ -291,13 +291,15 @@ class Directory:
         return now_ms - entry.last_seen_ms <= self.online_window_ms() or peer in set(connected)
 
     def view(self, now_ms: int, connected: set[str]) -> list[dict[str, Any]]:
-        """`members` rows: peer_id, nick, last_seen, online; sorted by peer id."""
+        """`members` rows: peer_id, nick, last_seen, online, and `nick_ms` (the record's
+        seq: the author's clock when it announced that nick); sorted by peer id."""
         window = self.online_window_ms()
         rows = []
         for peer, entry in self.entries.items():
             online = now_ms - entry.last_seen_ms <= window or peer in connected
             rows.append({"peer_id": peer, "nick": entry.record.nick,
-                         "last_seen": entry.last_seen_ms, "online": online})
+                         "last_seen": entry.last_seen_ms, "online": online,
+                         "nick_ms": entry.record.seq})
         return sorted(rows, key=lambda r: r["peer_id"])
 
     def records(self, limit: int) -> list[PresenceRecord]:

@@ -156,7 +156,7 @@ def test_online_means_heard_within_three_intervals_or_connected() -> None:
     assert not d.is_online(MALLORY.text, NOW)
     rows = d.view(NOW + int(window) + 1, set())
     assert rows == [{"peer_id": ALICE.text, "nick": "alice", "last_seen": NOW,
-                     "online": False}]
+                     "online": False, "nick_ms": NOW}]
 
 
 def test_the_announce_interval_grows_with_the_room_so_its_rate_stays_bounded() -> None:
