@@ -88,6 +88,7 @@ class DhtStats:
     providers_found: int = 0
     dials: int = 0
     dials_failed: int = 0
+    hung_up: int = 0  # connections dialed for a query and closed after it
     served: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -131,6 +132,11 @@ class DhtService:
         self.history = history
         # Counts a contained bug in status.faults (the node's count_fault).
         self.count_fault: Callable[[str], None] = lambda _surface: None
+        # Whether a connection this service dialed only to ask a question is worth
+        # keeping (the connection manager's say: a member of a room short of
+        # room_peers_max connections). Others are closed after the query, so that
+        # walks do not pile connections above the manager's bounds.
+        self.keep_connection: Callable[[str], bool] = lambda _peer: False
         self.network = network
         self.mode = resolve_mode(mode, "unknown")
         self.room_peers_min = room_peers_min
@@ -264,6 +270,7 @@ class DhtService:
         self.stats.queries += 1
         if self.network.is_blocked(text):
             return None
+        dialed = not self.network.is_connected(text)
         try:
             with trio.fail_after(QUERY_TIMEOUT_S):
                 if not await self._ensure_connected(text, peer.addrs):
@@ -276,6 +283,8 @@ class DhtService:
                     body = await _read_message(stream, kadwire.FrameReader(MAX_RESPONSE_BYTES))
                 finally:
                     await stream.close()
+                    if dialed:
+                        await self._maybe_hang_up(text)
             if body is None:
                 raise kadwire.KadWireError("no reply")
             reply = kadwire.decode(body, max_size=MAX_RESPONSE_BYTES)
@@ -285,6 +294,14 @@ class DhtService:
             log.debug("kad %s to %s failed: %s", request.type, text, exc)
             return None
         return reply
+
+    async def _maybe_hang_up(self, peer: str) -> None:
+        """Close a connection dialed for one query unless it is worth keeping."""
+        if not self.network.is_connected(peer) or self.keep_connection(peer):
+            return
+        self.stats.hung_up += 1
+        with trio.move_on_after(QUERY_TIMEOUT_S):
+            await self.network.hang_up(peer)
 
     async def _ensure_connected(self, peer: str, addrs: tuple[bytes, ...]) -> bool:
         if self.network.is_connected(peer):
@@ -493,6 +510,7 @@ class DhtService:
             "providers_found": self.stats.providers_found,
             "dials": self.stats.dials,
             "dials_failed": self.stats.dials_failed,
+            "hung_up": self.stats.hung_up,
             "inbound_streams": sum(self._inbound.values()),
             "served": dict(self.stats.served),
             "rejected": dict(self.stats.rejected),

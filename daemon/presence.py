@@ -268,6 +268,19 @@ class PresenceService:
         trimmed = self._trimmed.get(peer)
         return trimmed is not None and trio.current_time() - trimmed < TRIM_MEMORY_S
 
+    def wants(self, peer: str) -> bool:
+        """True if the manager would keep a connection to this peer: it is a member of
+        a joined room with fewer than room_peers_max other members connected. Other
+        services that dial for a moment of their own (DHT queries) close the rest."""
+        connected = set(self.network.connected_peers())
+        connected.discard(peer)
+        for directory in self.directories.values():
+            if peer in directory.entries:
+                held = sum(1 for p in directory.entries if p in connected)
+                if held < self.limits.room_peers_max:
+                    return True
+        return False
+
     def manages(self, peer: str) -> bool:
         """True if reconnecting to this peer is the manager's call, not the Redialer's:
         a member recently present in a joined room (the manager dials those), or a peer

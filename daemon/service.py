@@ -130,6 +130,7 @@ class Daemon:
         self.dht = DhtService(self.node.room_history, self.network, mode=config.dht,
                               room_peers_min=config.room_peers_min)
         self.dht.count_fault = self.node.count_fault
+        self.dht.keep_connection = self.node.presence.wants
         self.node.discovery["dht"] = self.dht.view
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
