@@ -9,9 +9,12 @@ connected to, a public one serves hop.
 - A js relay carries a chat: daemon a (private) reserves a slot on it, daemon b
   dials `<js relay addr>/p2p/<relay>/p2p-circuit/p2p/<a>` and the two chat in a room
   both ways over that circuit (Noise and yamux inside a js-spliced stream).
+- The daemon renews its reservation on the js relay in time (and a js defect in
+  renewals is documented there).
 - A daemon relays for js peers: js peer x reserves on the daemon (relay_service on,
-  reachability public), js peer y dials x through it and each echoes 256 KiB
-  off the other over that circuit.
+  reachability public), given the daemon's address or finding it through identify;
+  js peer y dials x through it and each echoes 256 KiB off the other over that
+  circuit; when y leaves, the daemon closes the circuit.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 ROOM = "porch"
 ECHO_BYTES = 256 * 1024
+JS_TTL_S = 20
 
 
 class RelayPeer:
@@ -160,12 +164,17 @@ def test_two_daemons_chat_both_ways_through_a_js_relay(
     print(f"reserved after {reserved} s, a->b {a_to_b} s, b->a {b_to_a} s, a {a_relay}")
 
 
+@pytest.mark.parametrize("listen", ["relay", "discovered"])
 def test_js_peers_echo_through_a_daemon_relay(
-        cluster: Cluster, interop: Path, js_peers: list[RelayPeer]) -> None:
+        cluster: Cluster, interop: Path, js_peers: list[RelayPeer], listen: str) -> None:
     r = start_daemon(cluster, "r", 'reachability = "public"\n')
     assert r.call("status")["relay"]["service"] is True
     started = time.monotonic()
-    x = start_js(js_peers, interop, "client", f"{r.addr}/p2p-circuit")
+    if listen == "relay":  # listen on <r>/p2p-circuit: reserve on r at start
+        x = start_js(js_peers, interop, "client", f"{r.addr}/p2p-circuit")
+    else:  # listen on /p2p-circuit: reserve on a peer identify says speaks hop
+        x = start_js(js_peers, interop, "client", "/p2p-circuit")
+        x.command("dial", r.addr)
     wait_for(lambda: r.call("status")["relay"]["reservations"] == 1, timeout=20,
              message="js peer x to reserve a slot on the daemon")
     reserved = round(time.monotonic() - started, 2)
@@ -190,5 +199,45 @@ def test_js_peers_echo_through_a_daemon_relay(
     assert relay["refused"] == {}, relay
     assert r.call("status")["faults"] == {}
     assert relay["bytes_relayed"] == 0  # counted when the circuit closes
+
+    # y goes away: the relay sees its side end and closes the circuit.
+    y.close()
+    wait_for(lambda: r.call("status")["relay"]["circuits"] == 0, timeout=20,
+             message="the daemon to close the circuit after y left")
+    relay = r.call("status")["relay"]
+    assert relay["bytes_relayed"] >= 4 * ECHO_BYTES, relay
+    assert relay["circuits_cut"] == 0, relay
     print(f"reserved after {reserved} s, echo {ECHO_BYTES} B y->x->y {y_to_x['ms']} ms, "
           f"x->y->x {x_to_y['ms']} ms, relay {relay}")
+
+
+def test_a_daemon_renews_its_reservation_on_a_js_relay(
+        cluster: Cluster, interop: Path, js_peers: list[RelayPeer]) -> None:
+    """The js relay grants JS_TTL_S; the daemon renews at half its lifetime (at least
+    15 s) and the renewal extends the reservation past the first expiry.
+
+    js defect, not asserted here: the js relay (retimeable-signal 1.0.1, under
+    @libp2p/circuit-relay-v2 4.2.13) drops a reservation at the FIRST renewal's time
+    plus the TTL, whatever renewals follow: `reset()` attaches its new timeout's
+    listener as an anonymous function, so the next `reset()` cannot remove it and the
+    old timer still fires. Seen here with a 20 s TTL: renewals at ~17 s and ~32 s,
+    reservation gone at ~40 s until the next renewal re-creates it. With js's 2-hour
+    default a client renewing at half-life is without a slot for a moment at every
+    third renewal; js's own client (renewing 5 min before expiry) for nearly a TTL.
+    """
+    relay = start_js(js_peers, interop, "relay", str(JS_TTL_S))
+    a = start_daemon(cluster, "a", 'reachability = "private"\n')
+    a.call("connect", addr=relay.addr)
+    wait_for(lambda: a.call("status")["relay"]["reserve_ok"] == 1, timeout=20,
+             message="a to reserve a slot on the js relay")
+    reserved = time.monotonic()
+    wait_for(lambda: a.call("status")["relay"]["reserve_ok"] == 2, timeout=JS_TTL_S,
+             interval=0.5, message="a to renew its reservation before it expires")
+    renewed = round(time.monotonic() - reserved, 2)
+    assert renewed < JS_TTL_S
+    time.sleep(max(0.0, reserved + JS_TTL_S + 2 - time.monotonic()))  # past the first expiry
+    assert relay.command("reservations")["reservations"] == [a.peer_id]
+    relay_view = a.call("status")["relay"]
+    assert relay_view["reserve_failed"] == 0, relay_view
+    assert relay_view["reserved_on"] == [relay.peer_id]
+    print(f"renewed after {renewed} s of a {JS_TTL_S} s reservation")
