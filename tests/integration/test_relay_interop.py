@@ -9,6 +9,7 @@ connected to, a public one serves hop.
 - A js relay carries a chat: daemon a (private) reserves a slot on it, daemon b
   dials `<js relay addr>/p2p/<relay>/p2p-circuit/p2p/<a>` and the two chat in a room
   both ways over that circuit (Noise and yamux inside a js-spliced stream).
+- A js relay's data limit cuts a circuit: the daemons notice, and lose no message.
 - The daemon renews its reservation on the js relay in time (and a js defect in
   renewals is documented there).
 - A daemon relays for js peers: js peer x reserves on the daemon (relay_service on,
@@ -123,12 +124,12 @@ def peer_addrs(daemon: DaemonProcess, other: str) -> list[str]:
 def test_two_daemons_chat_both_ways_through_a_js_relay(
         cluster: Cluster, interop: Path, js_peers: list[RelayPeer]) -> None:
     relay = start_js(js_peers, interop, "relay")
-    started = time.monotonic()
     a = start_daemon(cluster, "a", 'reachability = "private"\n')
     b = start_daemon(cluster, "b", "")
     for d in (a, b):
         d.call("join", room=ROOM)
 
+    started = time.monotonic()
     a.call("connect", addr=relay.addr)
     wait_for(lambda: a.call("status")["relay"]["reserved_on"] == [relay.peer_id],
              timeout=20, message="a to reserve a slot on the js relay")
@@ -161,7 +162,7 @@ def test_two_daemons_chat_both_ways_through_a_js_relay(
     assert b.call("status")["relay"]["circuits_dialed"] == 1
     for d in (a, b):
         assert d.call("status")["faults"] == {}
-    print(f"reserved after {reserved} s, a->b {a_to_b} s, b->a {b_to_a} s, a {a_relay}")
+    print(f"reserved {reserved} s after connecting, a->b {a_to_b} s, b->a {b_to_a} s, a {a_relay}")
 
 
 @pytest.mark.parametrize("listen", ["relay", "discovered"])
@@ -209,6 +210,43 @@ def test_js_peers_echo_through_a_daemon_relay(
     assert relay["circuits_cut"] == 0, relay
     print(f"reserved after {reserved} s, echo {ECHO_BYTES} B y->x->y {y_to_x['ms']} ms, "
           f"x->y->x {x_to_y['ms']} ms, relay {relay}")
+
+
+def test_a_js_relay_cutting_a_circuit_at_its_data_limit_loses_no_message(
+        cluster: Cluster, interop: Path, js_peers: list[RelayPeer]) -> None:
+    """js resets both spliced streams at its limit (here 64 KiB each way): both
+    daemons drop the relayed connection (no half-dead one left behind) and, redialing
+    (directly, on loopback), sync brings over whatever the cut lost."""
+    relay = start_js(js_peers, interop, "relay", "-", str(64 * 1024))
+    a = start_daemon(cluster, "a", 'reachability = "private"\n')
+    b = start_daemon(cluster, "b", "")
+    for d in (a, b):
+        d.call("join", room=ROOM)
+    a.call("connect", addr=relay.addr)
+    wait_for(lambda: a.call("status")["relay"]["reserved_on"] == [relay.peer_id],
+             timeout=20, message="a to reserve a slot on the js relay")
+    b.call("connect", addr=relay.addr)
+    b.call("connect", addr=f"{relay.addr}/p2p-circuit/p2p/{a.peer_id}")
+
+    def circuit_gone() -> bool:
+        return not any("/p2p-circuit" in x
+                       for x in peer_addrs(a, b.peer_id) + peer_addrs(b, a.peer_id))
+
+    sent: list[str] = []
+    started = time.monotonic()
+    while not circuit_gone():
+        assert len(sent) < 200, "the js relay never cut the circuit"
+        sent.append(f"message {len(sent)} " + "x" * 2000)
+        a.call("send", room=ROOM, text=sent[-1])
+        time.sleep(0.05)  # pacing, not waiting for a condition
+    cut = round(time.monotonic() - started, 2)
+    sent.append("after the cut")
+    a.call("send", room=ROOM, text=sent[-1])
+    wait_for(lambda: set(sent) <= set(texts(b, ROOM)), timeout=60, interval=0.5,
+             message="b to get every message a sent, the cut's too")
+    for d in (a, b):
+        assert d.call("status")["faults"] == {}
+    print(f"cut after {cut} s and {len(sent) - 1} messages")
 
 
 def test_a_daemon_renews_its_reservation_on_a_js_relay(

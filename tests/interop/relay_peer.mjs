@@ -1,11 +1,12 @@
 // Circuit relay v2 peers for interop tests, on js-libp2p with @libp2p/circuit-relay-v2
 // (TCP, Noise, yamux, identify, ping), listening on 127.0.0.1 only.
 //
-//   node relay_peer.mjs relay [TTL_S]
+//   node relay_peer.mjs relay [TTL_S] [DATA_LIMIT]
 //       a relay server (circuitRelayServer). Its default circuit limit (2 min,
 //       128 KiB) is raised to 10 min and 64 MiB so that a chat's sync and presence
 //       traffic fits in one test; the limit is still sent in every STATUS/STOP.
-//       Reservations last TTL_S seconds (default: js's 2 hours).
+//       Reservations last TTL_S seconds (default, or "-": js's 2 hours); DATA_LIMIT
+//       bytes per circuit direction instead of 64 MiB.
 //   node relay_peer.mjs client [LISTEN...]
 //       a relay client (circuitRelayTransport): each LISTEN such as
 //       <relay addr>/p2p-circuit reserves a slot on that relay at start.
@@ -59,8 +60,8 @@ if (role === 'relay') {
   services.relay = circuitRelayServer({
     reservations: {
       defaultDurationLimit: 10 * 60 * 1000,
-      defaultDataLimit: BigInt(64 * 1024 * 1024),
-      ...(args[0] != null ? { reservationTtl: Number(args[0]) * 1000 } : {})
+      defaultDataLimit: BigInt(args[1] ?? 64 * 1024 * 1024),
+      ...(args[0] != null && args[0] !== '-' ? { reservationTtl: Number(args[0]) * 1000 } : {})
     }
   })
 }
