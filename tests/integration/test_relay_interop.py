@@ -7,7 +7,7 @@ ForceReachability* options do: a private daemon reserves on the peers it is
 connected to, a public one serves hop.
 
 - A js relay carries a chat: daemon a (private) reserves a slot on it, daemon b
-  dials `<js relay addr>/p2p/<relay>/p2p-circuit/p2p/<a>` and the two chat in a room
+  dials `<js relay addr>/p2p/<relay>/p2p-circuit/p2p/<a>` (`p2pctl connect`) and the two chat in a room
   both ways over that circuit (Noise and yamux inside a js-spliced stream).
 - A js relay's data limit cuts a circuit: the daemons notice, and lose no message.
 - The daemon renews its reservation on the js relay in time (and a js defect in
@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from harness.daemons import Cluster, DaemonProcess, texts, wait_for
+from harness.daemons import Cluster, DaemonProcess, run_p2pctl, texts, wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None,
@@ -138,7 +138,9 @@ def test_two_daemons_chat_both_ways_through_a_js_relay(
 
     b.call("connect", addr=relay.addr)
     circuit = f"{relay.addr}/p2p-circuit/p2p/{a.peer_id}"
-    assert b.call("connect", addr=circuit) == {"peer_id": a.peer_id}
+    done = run_p2pctl("--home", str(b.home), "connect", "--json", circuit)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"peer_id": a.peer_id}
     relayed = [f"/p2p/{relay.peer_id}/p2p-circuit/p2p/{a.peer_id}"]
     assert peer_addrs(b, a.peer_id) == relayed
     assert peer_addrs(a, b.peer_id) == [f"/p2p/{relay.peer_id}/p2p-circuit/p2p/{b.peer_id}"]
