@@ -7,8 +7,9 @@ ForceReachability* options do: a private daemon reserves on the peers it is
 connected to, a public one serves hop.
 
 - A js relay carries a chat: daemon a (private) reserves a slot on it, daemon b
-  dials `<js relay addr>/p2p/<relay>/p2p-circuit/p2p/<a>` (`p2pctl connect`) and the two chat in a room
-  both ways over that circuit (Noise and yamux inside a js-spliced stream).
+  dials `<js relay addr>/p2p/<relay>/p2p-circuit/p2p/<a>` (`p2pctl connect`) and
+  the two chat in a room both ways over that circuit (Noise and yamux inside a
+  js-spliced stream).
 - A js relay's data limit cuts a circuit: the daemons notice, and lose no message.
 - The daemon renews its reservation on the js relay in time (and a js defect in
   renewals is documented there).
