@@ -20,6 +20,7 @@ from .web.listen import DEFAULT_WEB_LISTEN, WebListenError, parse_web_listen
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/4001"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DHT_MODES = ("auto", "server", "client", "off")
+REACHABILITY_MODES = ("auto", "public", "private")
 
 
 class ConfigError(Exception):
@@ -67,6 +68,7 @@ class Config:
     relay_circuit_duration_s: float = 3600.0
     relay_circuit_bytes: int = 64 * 1024 * 1024
     relay_reservations: int = 2
+    reachability: str = "auto"
 
     @property
     def rpc_path(self) -> Path:
@@ -141,6 +143,9 @@ def _validate(config: Config) -> Config:
     for key in ("relay_max_reservations", "relay_max_circuits", "relay_max_circuits_per_peer"):
         if getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1")
+    if config.reachability not in REACHABILITY_MODES:
+        raise ConfigError("config key 'reachability' must be one of "
+                          f"{', '.join(REACHABILITY_MODES)}")
     if not 0 <= config.relay_reservations <= 16:
         raise ConfigError("config key 'relay_reservations' must be in [0, 16]")
     for key in ("relay_reservation_ttl_s", "relay_circuit_duration_s"):

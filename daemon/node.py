@@ -112,7 +112,8 @@ class Node:
         self.room_history.on_gap = self.sync.suspect_gap
         self.room_history.on_image = self._on_image
         self.room_history.on_store_recovered = self._on_store_recovered
-        self.autonat = AutoNAT(network)
+        self.autonat = AutoNAT(network, forced=None if config.reachability == "auto"
+                               else config.reachability)
         self.relay = Relay(network, self.autonat, serve=config.relay_service,
                            want=config.relay_reservations, limits=RelayLimits(
                                max_reservations=config.relay_max_reservations,

@@ -16,6 +16,9 @@ its own server and client:
   lately, each with all its advertised TCP addresses, and keeps the verdict in a
   `core.autonat.Reachability`; asks again every `RECHECK_S` (sooner while unknown)
   and within `ADDRS_POLL_S` when its advertised addresses change.
+- Forced (config `reachability` = public|private, as go-libp2p's
+  ForceReachabilityPublic/Private): the verdict is fixed and the client never asks;
+  the server still answers others.
 """
 
 from __future__ import annotations
@@ -100,9 +103,13 @@ def _response(status: int, text: str = "", addr: bytes | None = None) -> bytes:
 class AutoNAT:
     """Both halves of AutoNAT v1 on one P2PNetwork; `run` is the client's task."""
 
-    def __init__(self, network: P2PNetwork, *, serve: bool = True) -> None:
+    def __init__(self, network: P2PNetwork, *, serve: bool = True,
+                 forced: str | None = None) -> None:
+        if forced not in (None, policy.PUBLIC, policy.PRIVATE):
+            raise ValueError(f"forced reachability must be public or private, not {forced!r}")
         self.network = network
         self.serve = serve
+        self.forced = forced
         self.reachability = policy.Reachability()
         self.limiter = policy.RateLimiter()
         self.started = time.monotonic()
@@ -243,6 +250,8 @@ class AutoNAT:
         if self.serve:
             self.network.set_stream_handler(PROTOCOL, self._serve)
         task_status.started()
+        if self.forced is not None:
+            await trio.sleep_forever()  # nothing to learn
         self._addrs = self._claimed()
         next_round = 0.0
         while True:
@@ -266,7 +275,9 @@ class AutoNAT:
             await trio.sleep(min(ADDRS_POLL_S, max(0.0, next_round - time.monotonic())))
 
     def verdict(self) -> str:
-        """public, private or unknown."""
+        """public, private or unknown (fixed when forced)."""
+        if self.forced is not None:
+            return self.forced
         return self.reachability.verdict(time.monotonic())
 
     def view(self) -> dict[str, Any]:
@@ -277,4 +288,5 @@ class AutoNAT:
             **self.reachability.view(now),
             "first_verdict_after_s": None if first is None else round(first - self.started, 2),
             "served": dict(self.served),
+            "forced": self.forced,
         }

@@ -44,6 +44,7 @@ def test_flags_override_file_override_defaults(tmp_path: Path) -> None:
         ("= broken", "config file"),
         ('nick = "al\\u202eice"', "nick.*bidi"),
         ('nick = " padded"', "nick.*whitespace"),
+        ('reachability = "maybe"', "reachability.*auto, public, private"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -56,3 +57,9 @@ def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "missing.toml", {"home": tmp_path})
+
+
+def test_reachability_defaults_to_auto_and_takes_public_or_private(tmp_path: Path) -> None:
+    assert load(None, {"home": tmp_path}).reachability == "auto"
+    (tmp_path / "config.toml").write_text('reachability = "private"\n')
+    assert load(None, {"home": tmp_path}).reachability == "private"
