@@ -13,6 +13,10 @@ after the kill, during the gap too, reach the other side.
 With three relays, the one a and b fail over to is killed too: by then each has
 replaced the reservation it lost on the first with one on the last relay and
 announced the new circuit address, which is the only way left to reach it.
+
+With relays outside the room (a and b bootstrapped to both, a given b's circuit
+address once), nothing but the circuit carries the room: messages sent in the gap
+arrive by history sync over the new circuit.
 """
 
 from __future__ import annotations
@@ -172,3 +176,38 @@ def test_a_lost_reservation_is_replaced_and_announced_and_carries_the_next_failo
              message="b to get a's message after both kills")
     print(f"killed {first.name}: {after_first}; reservations replaced after {replaced} s; "
           f"killed {second.name}: {after_second}; now through {last.name}")
+
+
+@pytest.mark.usefixtures("iptables")
+def test_with_relays_outside_the_room_sync_on_the_new_circuit_brings_the_gap(
+        netns: Build) -> None:
+    net = netns(Scenario.nat(["r1", "r2"], ["a"], ["b"]))
+    net.masquerade_all()
+    r1 = net.start_daemon("r1", "r1", listen="/ip4/0.0.0.0/tcp/4001")
+    r2 = net.start_daemon("r2", "r2", "--bootstrap", r1.addr, listen="/ip4/0.0.0.0/tcp/4001")
+    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, "--bootstrap", r2.addr)
+    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, "--bootstrap", r2.addr)
+    for d in (a, b):
+        d.call("join", room=ROOM)
+    relays = {r.peer_id: r for r in (r1, r2)}
+    for d in (a, b):
+        wait_for(lambda d=d: reserved_on_live(d, relays, 2), timeout=60,
+                 message=f"{d.name} to hold and announce reservations on r1 and r2")
+    # a is given b's first circuit address; presence tells it the other one.
+    a.call("connect", addr=next(x for x in b.call("id")["addrs"] if "/p2p-circuit" in x))
+    wait_for(lambda: relays_of(a, b) and relays_of(b, a), timeout=20,
+             message="a and b to connect through a relay")
+    a.call("send", room=ROOM, text="before the kill")
+    wait_for(lambda: "before the kill" in texts(b, ROOM), timeout=20,
+             message="b to get a's first message")
+
+    dead, after = kill_their_relay(a, b, relays, "outside")
+    (survivor,) = relays.values()
+    assert relays_of(a, b) == {survivor.peer_id}, relays_of(a, b)
+    sent = time.monotonic()
+    b.call("send", room=ROOM, text="after the failover from b")
+    wait_for(lambda: "after the failover from b" in texts(a, ROOM), timeout=20,
+             message="a to get b's message after the failover")
+    b_to_a = round(time.monotonic() - sent, 2)
+    print(f"relays outside the room, killed {dead.name}: {after}; "
+          f"through {survivor.name} then b->a {b_to_a} s")
