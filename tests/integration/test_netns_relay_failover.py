@@ -62,7 +62,7 @@ def wait_timed(wanted: dict[str, Callable[[], bool]], since: float, message: str
                 after[name] = round(time.monotonic() - since, 2)
         return len(after) == len(wanted)
 
-    wait_for(all_seen, timeout=30, message=message)
+    wait_for(all_seen, timeout=30, message=f"{message} (seen after: {after})")
     return after
 
 
@@ -200,6 +200,11 @@ def test_with_relays_outside_the_room_sync_on_the_new_circuit_brings_the_gap(
     a.call("send", room=ROOM, text="before the kill")
     wait_for(lambda: "before the kill" in texts(b, ROOM), timeout=20,
              message="b to get a's first message")
+    # Only presence tells a of b's other circuit (and b of a's): wait for the records.
+    for d, other in ((a, b), (b, a)):
+        wait_for(lambda d=d, o=other: o.peer_id in {m["peer_id"] for m in
+                                                    d.call("members", room=ROOM)},
+                 timeout=20, message=f"{d.name} to hold {other.name}'s presence record")
 
     dead, after = kill_their_relay(a, b, relays, "outside")
     (survivor,) = relays.values()
