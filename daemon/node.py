@@ -500,7 +500,7 @@ class Node:
         if not event.connected:
             if not self.network.is_connected(event.peer_id):
                 self.sync.forget_peer(event.peer_id)
-                self.presence.peer_lost(event.peer_id)
+                self.presence.peer_lost(event.peer_id, relayed=event.relayed)
                 self.relay.peer_lost(event.peer_id)
                 # Room members are the connection manager's to replace or redial.
                 if not self._stopping:

@@ -78,8 +78,9 @@ SEEN_SAVE_GAP_MS = 60_000
 # A connection the manager dialed clears its address's failures once it lived this
 # long; one that dies sooner counts as a failure.
 STABLE_S = 10.0
-# A member whose connection just closed (it hung up, blocked us, or went away) is not
-# dialed again for this long; the manager replaces it with another member meanwhile.
+# A member whose direct connection just closed (it hung up, blocked us, or went away)
+# is not dialed again for this long; the manager replaces it with another member
+# meanwhile. A relayed connection's loss has no pause (`peer_lost`).
 LOST_PAUSE_S = 5.0
 # A trimmed peer is left alone by the Redialer for this long.
 TRIM_MEMORY_S = 600.0
@@ -174,6 +175,8 @@ class PresenceService:
         self._updated_at: dict[tuple[str, str], float] = {}
         self._dialed: dict[str, tuple[str, float]] = {}
         self._lost_at: dict[str, float] = {}
+        # Members whose last connection was relayed (their circuits are dialed first).
+        self._relayed_lost: set[str] = set()
         self._saved_seen: dict[tuple[str, str], int] = {}
         self._batch: list[tuple[str, str, int, bytes, int]] | None = None
         self._seq = 0
@@ -250,10 +253,17 @@ class PresenceService:
             self._next_announce[room] = 0.0
         self.wake()
 
-    def peer_lost(self, peer: str) -> None:
-        """A peer's last connection closed."""
+    def peer_lost(self, peer: str, *, relayed: bool = False) -> None:
+        """A peer's last connection closed; `relayed` if it ran through a relay."""
         self._since.pop(peer, None)
-        self._lost_at[peer] = trio.current_time()
+        if relayed:
+            # A relayed connection also ends when its relay dies or cuts the circuit
+            # (protocol.md §10): the member did not hang up, so no pause; its circuits
+            # are dialed first, through another relay if its own is gone.
+            self._relayed_lost.add(peer)
+        else:
+            self._relayed_lost.discard(peer)
+            self._lost_at[peer] = trio.current_time()
         dialed = self._dialed.pop(peer, None)
         if dialed is not None:
             # A connection that dies at once (the peer blocks us, or is not who the
@@ -622,7 +632,9 @@ class PresenceService:
         for room, directory in self.directories.items():
             window = directory.online_window_ms()
             members = tuple(
-                connmgr.Member(peer, entry.record.addrs,
+                connmgr.Member(peer, connmgr.dial_order(
+                    entry.record.addrs, relayed_last=peer in self._relayed_lost,
+                    connected=connected_set),
                                now_ms - entry.last_seen_ms <= window or peer in connected_set,
                                entry.last_seen_ms)
                 for peer, entry in directory.entries.items())
@@ -646,6 +658,8 @@ class PresenceService:
             del self._trimmed[peer]
         for peer in [p for p, t in self._lost_at.items() if now - t > LOST_PAUSE_S]:
             del self._lost_at[peer]
+        self._relayed_lost = {p for p in self._relayed_lost
+                              if any(p in d.entries for d in self.directories.values())}
 
     async def _dial(self, peer: str, addr: str) -> None:
         self.stats.dials += 1

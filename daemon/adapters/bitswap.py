@@ -30,9 +30,10 @@ Rules of this module:
   store.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
   at every peer and spreads the wants over the peers by load; the server packs several
-  blocks into each message (up to `target_message_size`) and reads the next message's
-  blocks off disk while the current one is written; the reader takes large chunks off
-  the stream. Disk I/O runs in worker threads, beside the network work rather than in
+  blocks into each message (up to `target_message_size`; one block per message over
+  a relayed connection, which a relay may cut at a byte limit) and reads the next
+  message's blocks off disk while the current one is written; the reader takes large
+  chunks off the stream. Disk I/O runs in worker threads, beside the network work rather than in
   its way, so a slow disk never stalls the event loop.
 - libp2p exceptions stop here: callers see `FetchError` and its subclasses,
   `unixfs.InvalidDagError` (the DAG itself is bad or too large) and
@@ -104,6 +105,11 @@ _RECENT_DIGESTS = 65536  # digests we asked for lately: late duplicates are not 
 # event loop and 80 MiB to decode, and one of unknown 2-byte fields 2 s.
 MAX_MESSAGE_FIELDS = 32768
 
+# A fetch's peer whose connection went away may come back (a relayed connection is
+# re-dialed through a new circuit when its relay cuts it): the fetch waits this long
+# for it before "no peer can supply", and takes it back at most _MAX_REJOINS times.
+_REJOIN_S = 10.0
+_MAX_REJOINS = 16
 _NET_ERRORS = (BaseLibp2pError, OSError, EOFError, trio.BrokenResourceError)
 
 
@@ -457,6 +463,7 @@ class _Announce:
 @dataclass(frozen=True, slots=True)
 class _Disconnected:
     peer: ID
+    conn: Any = None  # the muxed connection that closed
 
 
 _Command: TypeAlias = (
@@ -689,7 +696,11 @@ class Bitswap:
             for link in self._links.values():
                 link.send(_NewBlocks(command.cids))
         elif isinstance(command, _Disconnected):
-            if not self._host.get_network().get_connections(command.peer):
+            current = self._links.get(command.peer)
+            # Also when another connection to the peer is up already (a relayed one
+            # re-dialed at once): our stream and its wantlist died with this one.
+            if not self._host.get_network().get_connections(command.peer) or (
+                    current is not None and current.rides_on(command.conn)):
                 # Its wantlist dies with the connection (as in boxo); our wants at it
                 # go to other peers now rather than after a stall.
                 gone = self._links.pop(command.peer, None)
@@ -907,7 +918,7 @@ class _DisconnectNotifee(INotifee):
             return
         with trio.move_on_after(1.0):
             try:
-                await channel.send(_Disconnected(conn.muxed_conn.peer_id))
+                await channel.send(_Disconnected(conn.muxed_conn.peer_id, conn.muxed_conn))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
@@ -925,6 +936,14 @@ class _DisconnectNotifee(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         pass
+
+
+def _relayed(stream: INetStream) -> bool:
+    """True for a stream over a relayed connection (it has no IP remote address)."""
+    try:
+        return stream.muxed_conn.get_remote_address() is None  # type: ignore[attr-defined]
+    except Exception:  # connections that cannot say raise a spread of types
+        return False
 
 
 def _prefix_ok(prefix: bytes | None) -> bool:
@@ -975,6 +994,8 @@ class _PeerLink:
         self._our_wants: list[WantEntry] = []
         self._stream: INetStream | None = None
         self._protocol = PROTOCOL_ID_120
+        # Bytes per message we aim at; one block per message over a relayed connection.
+        self._target = engine._target_message
 
     def send(self, item: _LinkItem) -> None:
         """Queue work for this link (never blocks; items are small)."""
@@ -982,6 +1003,11 @@ class _PeerLink:
             self._send.send_nowait(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
+
+    def rides_on(self, conn: Any) -> bool:
+        """True if our stream to the peer runs over this muxed connection."""
+        return conn is not None and self._stream is not None \
+            and self._stream.muxed_conn is conn
 
     def stop(self) -> None:
         """End the link task (its stream is reset)."""
@@ -1122,7 +1148,7 @@ class _PeerLink:
                 size += len(cid) + 4
             elif block_size is not None:
                 if block_size <= engine._max_block:
-                    if chosen and size + block_size + 64 > engine._target_message:
+                    if chosen and size + block_size + 64 > self._target:
                         break  # the next message takes it
                     chosen[cid] = entry
                     size += block_size + 64
@@ -1133,7 +1159,7 @@ class _PeerLink:
                 entry.dont_have_sent = True
                 size += len(cid) + 4
             self._todo.popleft()
-            if size >= engine._target_message:
+            if size >= self._target:
                 break
         blocks: list[tuple[bytes, bytes]] = []
         if chosen:
@@ -1188,6 +1214,9 @@ class _PeerLink:
             raise _LinkFailed(f"cannot open a bitswap stream: {exc!r}") from exc
         protocol = stream.get_protocol()
         self._protocol = protocol if protocol in PROTOCOLS else PROTOCOL_ID_100
+        # A relay resets a circuit past its byte limit and a message cut short is lost
+        # whole: one block per message lets every block that fits arrive.
+        self._target = 0 if _relayed(stream) else engine._target_message
         self._stream = stream
         assert engine._nursery is not None
         # Peers that (wrongly) answer on our stream are still heard.
@@ -1238,6 +1267,8 @@ class _PeerState:
     in_flight: set[bytes] = field(default_factory=set)
     dont_have: set[bytes] = field(default_factory=set)
     gone: str | None = None
+    gone_at: float = 0.0
+    rejoins: int = 0
 
 
 class _Fetcher:
@@ -1342,6 +1373,7 @@ class _Fetcher:
             state = self._peers.get(event.peer)
             if state is not None and state.gone is None:
                 state.gone = event.reason
+                state.gone_at = trio.current_time()
                 for cid in state.in_flight:
                     asked = self._asked.get(cid)
                     if asked is not None and event.peer in asked[1]:
@@ -1350,8 +1382,25 @@ class _Fetcher:
                             del self._asked[cid]
                 state.in_flight.clear()
 
+    def _rejoin(self, now: float) -> bool:
+        """Take back gone peers that are connected again; True while one that is not
+        may still come back (within _REJOIN_S)."""
+        waiting = False
+        network = self._engine._host.get_network()
+        for peer, state in self._peers.items():
+            if state.gone is None or state.rejoins >= _MAX_REJOINS:
+                continue
+            if network.get_connections(peer):
+                if now - state.gone_at >= 0.5:  # not the connection that just failed
+                    state.gone = None
+                    state.rejoins += 1
+            elif now - state.gone_at < _REJOIN_S:
+                waiting = True
+        return waiting
+
     async def _send_wants(self) -> None:
         now = trio.current_time()
+        may_return = self._rejoin(now)
         batches: dict[ID, list[bytes]] = {}
         for cid in self._asm.wants():
             asked = self._asked.get(cid)
@@ -1368,7 +1417,7 @@ class _Fetcher:
             if preferred:
                 candidates = preferred
             if not candidates:
-                if asked is None:
+                if asked is None and not may_return:
                     raise NotFoundError(self._why_not_found(cid))
                 continue  # still waiting on a slow peer; nobody else to ask
             load, _, peer = min(candidates)

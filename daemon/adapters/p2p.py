@@ -84,10 +84,13 @@ class GossipMessage:
 
 @dataclass(frozen=True)
 class PeerEvent:
-    """A connection to a peer came up (connected=True) or went away."""
+    """A connection to a peer came up (connected=True) or went away; `relayed` when
+    that connection ran through a circuit relay (it ends when its relay dies or cuts
+    the circuit at a limit, not only when the peer hangs up)."""
 
     peer_id: str
     connected: bool
+    relayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,9 @@ class _Notifee(INotifee):
 
     def _emit(self, conn: INetConn, connected: bool) -> None:
         peer = conn.muxed_conn.peer_id
+        relayed = _ip_remote(conn.muxed_conn) is None
         try:
-            self._send.send_nowait(PeerEvent(peer.to_base58(), connected))
+            self._send.send_nowait(PeerEvent(peer.to_base58(), connected, relayed))
         except (trio.WouldBlock, trio.ClosedResourceError):
             # Periodic sync covers a missed connect; never stall the swarm for it.
             log.warning("peer event for %s dropped", peer)

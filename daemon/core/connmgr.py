@@ -17,6 +17,11 @@ Rules:
   per MAX_BACKOFF_S. An IP whose addresses failed HOST_FAILURES times in a row backs
   off as a whole for LONG_BACKOFF_S, so varying the port does not help either
   (loopback is exempt: every local daemon shares it). Dials in flight are capped.
+- A member's direct addresses are dialed before its relayed ones, except right after
+  a relayed connection to it was lost (its direct ones did not work for us, and the
+  circuit is what reconnects it). Circuits through relays this node is connected to
+  come before circuits through others (a relay that died is not tried first), in the
+  order the member announced them (`dial_order`).
 - Pure: the caller passes `now` (seconds), the rng, and the state; the result is a
   Plan of dials and trims.
 """
@@ -24,7 +29,7 @@ Rules:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 RECENT_MS = 60 * 60 * 1000
@@ -72,6 +77,27 @@ class Plan:
 
     dials: tuple[tuple[str, str], ...] = ()
     trims: tuple[str, ...] = ()
+
+
+def relay_of(addr: str) -> str | None:
+    """The relay's peer id in `<relay addr>/p2p/<relay>/p2p-circuit...`, else None."""
+    before, circuit, _ = addr.partition("/p2p-circuit")
+    if not circuit or "/p2p/" not in before:
+        return None
+    return before.rsplit("/p2p/", 1)[1].split("/")[0]
+
+
+def dial_order(addrs: Sequence[str], *, relayed_last: bool,
+               connected: Collection[str]) -> tuple[str, ...]:
+    """A member's announced addresses in the order to dial them: direct ones first
+    (last, when our last connection to it was relayed), then circuits through relays in
+    `connected`, then the other circuits; otherwise as announced."""
+    direct = [a for a in addrs if relay_of(a) is None]
+    live = [a for a in addrs if relay_of(a) in connected]
+    other = [a for a in addrs if relay_of(a) is not None and relay_of(a) not in connected]
+    if relayed_last:
+        return (*live, *other, *direct)
+    return (*direct, *live, *other)
 
 
 def host_of(addr: str) -> str:

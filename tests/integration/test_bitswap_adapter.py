@@ -295,6 +295,39 @@ async def test_disconnect_forgets_the_peer(nursery: trio.Nursery, tmp_path: Path
     await wait_for(lambda: server.id not in client.bitswap._links)
 
 
+async def test_a_fetch_takes_its_peer_back_when_it_reconnects(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # A relay cutting a circuit looks like this: the connection drops mid-fetch and a
+    # new one comes up; the fetch goes on instead of failing "no peer can supply".
+    server = await start_node(nursery, tmp_path / "server")
+    client = await start_node(nursery, tmp_path / "client")
+    data = pattern(10 * MB)
+    root = server.store.import_file(data)
+    await client.connect(server)
+    started = trio.Event()
+    cut_at: list[int] = []
+
+    def progress(have: int, total: int) -> None:
+        if have > 0:
+            started.set()
+
+    async def cut_and_redial() -> None:
+        await started.wait()
+        cut_at.append(client.store.count)
+        await client.host.disconnect(server.id)
+        await trio.sleep(0.3)
+        await client.connect(server)
+
+    nursery.start_soon(cut_and_redial)
+    with trio.fail_after(30):
+        got = await client.bitswap.fetch(root, [server.id], max_size=len(data), timeout=25,
+                                         on_progress=progress)
+    assert got == data
+    assert cut_at, "the connection was never cut"
+    assert client.bitswap.stats.bad_blocks == 0
+
+
 async def test_stopped_service_refuses_fetches(tmp_path: Path) -> None:
     service = Bitswap(stock_host(), BlockStore(tmp_path))
     root = unixfs.import_file(b"x").root

@@ -184,3 +184,32 @@ def test_backoff_memory_is_bounded() -> None:
         backoff.failed(f"/ip4/10.{i // 65536}.{i // 256 % 256}.{i % 256}/tcp/1", float(i))
     assert len(backoff.addrs) == connmgr.MAX_TRACKED_ADDRS
     assert len(backoff.hosts) == connmgr.MAX_TRACKED_ADDRS
+
+
+R1, R2 = "12D3KooWRelayOne", "12D3KooWRelayTwo"
+LAN = "/ip4/192.168.2.2/tcp/4001"
+VIA_R1 = f"/ip4/198.18.0.1/tcp/4001/p2p/{R1}/p2p-circuit"
+VIA_R2 = f"/ip4/198.18.0.2/tcp/4001/p2p/{R2}/p2p-circuit"
+
+
+def test_relay_of_names_the_relay_of_a_circuit_address_only() -> None:
+    assert connmgr.relay_of(VIA_R1) == R1
+    assert connmgr.relay_of(f"{VIA_R2}/p2p/12D3KooWPeer") == R2
+    assert connmgr.relay_of(LAN) is None
+    assert connmgr.relay_of("/p2p-circuit") is None
+
+
+def test_direct_addresses_first_then_circuits_through_live_relays() -> None:
+    addrs = (VIA_R1, LAN, VIA_R2)
+    assert connmgr.dial_order(addrs, relayed_last=False, connected={R1, R2}) \
+        == (LAN, VIA_R1, VIA_R2)
+    # r1 died: its circuit goes last.
+    assert connmgr.dial_order(addrs, relayed_last=False, connected={R2}) \
+        == (LAN, VIA_R2, VIA_R1)
+
+
+def test_after_a_relayed_connection_is_lost_its_circuits_come_first() -> None:
+    addrs = (LAN, VIA_R1, VIA_R2)
+    assert connmgr.dial_order(addrs, relayed_last=True, connected={R2}) \
+        == (VIA_R2, VIA_R1, LAN)
+    assert connmgr.dial_order((LAN,), relayed_last=True, connected=()) == (LAN,)
