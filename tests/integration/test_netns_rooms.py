@@ -121,6 +121,11 @@ def test_a_line_of_three_survives_losing_its_middle(netns: Build) -> None:
     c.call("send", room=ROOM, text="from c")
     wait_for(lambda: "from a" in texts(c, ROOM), message="c to hear a through b")
     wait_for(lambda: "from c" in texts(a, ROOM), message="a to hear c through b")
+    # What the cut tests is the manager acting on presence: first presence must have
+    # told a and c of each other (under load c's first announcement can come late).
+    wait_for(lambda: c.peer_id in {m["peer_id"] for m in a.call("members", room=ROOM)}
+             and a.peer_id in {m["peer_id"] for m in c.call("members", room=ROOM)},
+             timeout=30, message="presence to tell a and c of each other")
 
     net.cut("b")
     cut = time.monotonic()
