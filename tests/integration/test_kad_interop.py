@@ -8,20 +8,16 @@ another room's key and the daemon, joining that room, finds the js node.
 
 from __future__ import annotations
 
-import json
-import queue
 import shutil
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gossipchat.daemon.core.rendezvous import cid_text, room_key
 from gossipchat.daemon.core.rooms import topic_for
 from harness.daemons import Cluster, wait_for
+from harness.node_scripts import NodeScript
 from tests.integration.test_bitswap_interop import helia  # noqa: F401 - npm ci fixture
 
 SCRIPT = Path(__file__).resolve().parents[1] / "interop" / "kad_peer.mjs"
@@ -32,50 +28,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class KadPeer:
+class KadPeer(NodeScript):
     """kad_peer.mjs, driven one command at a time."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(["node", str(SCRIPT)], cwd=SCRIPT.parent, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        hello = self._next(60)
-        self.addr, self.peer_id = hello["multiaddr"], hello["peer"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-
-    def _next(self, timeout: float) -> dict[str, Any]:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError("kad_peer.mjs did not answer") from None
-        result: dict[str, Any] = json.loads(line)
-        assert "error" not in result, result
-        return result
-
-    def command(self, *words: str, timeout: float = 40) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(" ".join(words) + "\n")
-        self.proc.stdin.flush()
-        return self._next(timeout)
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(10)  # it ends at the exited process's EOF
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        super().__init__(SCRIPT)
 
 
 @pytest.fixture

@@ -22,18 +22,15 @@ connected to, a public one serves hop.
 from __future__ import annotations
 
 import json
-import queue
 import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.daemons import Cluster, DaemonProcess, run_p2pctl, texts, wait_for
+from harness.node_scripts import NodeScript
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None,
@@ -44,50 +41,8 @@ ECHO_BYTES = 256 * 1024
 JS_TTL_S = 20
 
 
-class RelayPeer:
+class RelayPeer(NodeScript):
     """relay_peer.mjs (a js relay or relay client), driven one command at a time."""
-
-    def __init__(self, script: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(["node", str(script), *args], cwd=script.parent,
-                                     text=True, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self._lines: queue.Queue[str] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        hello = self._next(60)
-        self.addr, self.peer_id = hello["multiaddr"], hello["peer"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-
-    def _next(self, timeout: float) -> dict[str, Any]:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError("relay_peer.mjs did not answer") from None
-        result: dict[str, Any] = json.loads(line)
-        assert "error" not in result, result
-        return result
-
-    def command(self, *words: str, timeout: float = 40) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(" ".join(words) + "\n")
-        self.proc.stdin.flush()
-        return self._next(timeout)
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture
