@@ -61,6 +61,7 @@ from multiaddr import Multiaddr
 from ..core import protobuf, unixfs, varint
 from ..errors import ProtocolError  # a peer sent bytes that are no bitswap message
 from .blockstore import BlockStore, BlockStoreError
+from .libp2p_patches import live_connections
 
 __all__ = [
     "DEFAULT_MAX_BLOCK_SIZE",
@@ -699,7 +700,7 @@ class Bitswap:
             current = self._links.get(command.peer)
             # Also when another connection to the peer is up already (a relayed one
             # re-dialed at once): our stream and its wantlist died with this one.
-            if not self._host.get_network().get_connections(command.peer) or (
+            if not live_connections(self._host.get_network(), command.peer) or (
                     current is not None and current.rides_on(command.conn)):
                 # Its wantlist dies with the connection (as in boxo); our wants at it
                 # go to other peers now rather than after a stall.
@@ -1390,7 +1391,7 @@ class _Fetcher:
         for peer, state in self._peers.items():
             if state.gone is None or state.rejoins >= _MAX_REJOINS:
                 continue
-            if network.get_connections(peer):
+            if live_connections(network, peer):
                 if now - state.gone_at >= 0.5:  # not the connection that just failed
                     state.gone = None
                     state.rejoins += 1

@@ -26,6 +26,9 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_gossipsub_defaults.py::test_subscription_channel_drops_past_32_in_one_rpc.
 - `keep_live_subscriptions`: one Pubsub's `_handle_dead_peer`;
   test_pubsub_dead_stream_subscriptions.py.
+
+Not a patch but a reading aid: `live_connections` leaves out the connections the
+swarm still lists while they close; test_swarm_closing_connections.py.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from types import ModuleType, TracebackType
 from typing import Any, cast
 
 import trio
-from libp2p.abc import IHost, IMuxedConn, ISecureConn
+from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork, ISecureConn
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
@@ -46,6 +49,31 @@ from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 log = logging.getLogger(__name__)
 
 Undo = Callable[[], None]
+
+
+# --------------------------------------------------------------------------------------
+# Connections that are closing
+
+
+def live_connections(network: INetwork, peer: ID) -> list[INetConn]:
+    """The connections to `peer` that are neither closed nor closing.
+
+    py-libp2p's swarm keeps a connection in its table from the moment `close()` marks
+    it closed until its muxer has finished closing, which under load takes over a
+    second; a peer killed meanwhile still looks connected. Read connections here.
+    """
+    return [conn for conn in network.get_connections(peer) if _live(conn)]
+
+
+def live_peers(network: INetwork) -> list[ID]:
+    """The peers with at least one live connection (see `live_connections`)."""
+    return [peer for peer, conns in network.get_connections_map().items()
+            if any(_live(conn) for conn in conns)]
+
+
+def _live(conn: INetConn) -> bool:
+    muxed = conn.muxed_conn
+    return not (conn.is_closed or muxed.is_closed or getattr(muxed, "_closing", False))
 
 
 # --------------------------------------------------------------------------------------

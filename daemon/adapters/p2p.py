@@ -405,22 +405,25 @@ class P2PNetwork:
 
     def connected_peers(self) -> list[str]:
         """Peer ids with a live connection."""
-        return [p.to_base58() for p in self.host.get_network().get_connections_map()]
+        return [p.to_base58() for p in libp2p_patches.live_peers(self.host.get_network())]
 
     def is_connected(self, peer_id: str) -> bool:
         """True while at least one connection to the peer is open."""
-        return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+        return bool(libp2p_patches.live_connections(self.host.get_network(),
+                                                    ID.from_base58(peer_id)))
 
     def is_direct(self, peer_id: str) -> bool:
         """True while a connection to the peer runs over IP directly (not relayed)."""
-        conns = self.host.get_network().get_connections(ID.from_base58(peer_id))
+        conns = libp2p_patches.live_connections(self.host.get_network(),
+                                                ID.from_base58(peer_id))
         return any(_ip_remote(conn.muxed_conn) is not None for conn in conns)
 
     def snapshot(self) -> list[PeerSnapshot]:
         """Connected peers with their addresses and the topics they subscribe to."""
         network = self.host.get_network()
         out = []
-        for peer, conns in network.get_connections_map().items():
+        for peer in libp2p_patches.live_peers(network):
+            conns = libp2p_patches.live_connections(network, peer)
             addrs: list[str] = []
             for conn in conns:
                 remote = _ip_remote(conn.muxed_conn)
