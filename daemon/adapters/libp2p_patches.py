@@ -7,8 +7,8 @@ made here and nowhere else. Each patch:
 - names the test in tests/upstream/ that shows the defect on the stock library; when
   an upgrade makes that test fail, the patch can probably go;
 - can be undone: it is a context manager, or it returns its undo;
-- reaches no further than what it is given. Four patches change one host or one
-  `Pubsub` instance. The fifth, `memoised_peer_records`, has to replace two module
+- reaches no further than what it is given. All but one change one host or one
+  `Pubsub` instance. That one, `memoised_peer_records`, has to replace two module
   functions (py-libp2p's pubsub calls them by name); it is installed while at least
   one host is inside it, memoises only for the hosts inside it, and puts py-libp2p's
   functions back when the last host leaves. `leftovers()` says what is still in
@@ -26,6 +26,8 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_gossipsub_defaults.py::test_subscription_channel_drops_past_32_in_one_rpc.
 - `keep_live_subscriptions`: one Pubsub's `_handle_dead_peer`;
   test_pubsub_dead_stream_subscriptions.py.
+- `retry_pubsub_streams`: one Pubsub's `_handle_new_peer`;
+  test_pubsub_stream_failure.py.
 
 Not a patch but a reading aid: `live_connections` leaves out the connections the
 swarm still lists while they close; test_swarm_closing_connections.py.
@@ -42,8 +44,12 @@ from typing import Any, cast
 import trio
 from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork, ISecureConn
 from libp2p.custom_types import TProtocol
+from libp2p.host.exceptions import StreamFailure
+from libp2p.network.exceptions import SwarmException
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.stream_muxer.exceptions import MuxedConnError, MuxedStreamError
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 
 log = logging.getLogger(__name__)
@@ -383,5 +389,34 @@ def keep_live_subscriptions(pubsub: Pubsub) -> Undo:
     def undo() -> None:
         if vars(pubsub).get("_handle_dead_peer") is handle_dead_peer_keeping_live_subscriptions:
             del pubsub._handle_dead_peer
+
+    return undo
+
+
+def retry_pubsub_streams(pubsub: Pubsub) -> Undo:
+    """Keep trying to open a pubsub stream to a peer while it stays connected.
+
+    py-libp2p retries `_handle_new_peer` on `SwarmException` and `StreamClosed` only.
+    When the connection a new pubsub stream was opened on closes during negotiation
+    (another connection to the peer stays), the failure is a `StreamFailure` or a
+    `StreamReset`, and pubsub gives the peer up for as long as it stays connected:
+    it never gets our hello, so it never learns our rooms
+    (tests/upstream/test_pubsub_stream_failure.py). Here those failures are retried
+    like a swarm failure: with py-libp2p's backoff (0.5 s doubling to 10 s), and
+    only while the peer is connected. Set on this instance only.
+    """
+    handle_new_peer = pubsub._handle_new_peer
+
+    async def handle_new_peer_retrying_stream_failures(peer_id: ID) -> None:
+        try:
+            await handle_new_peer(peer_id)
+        except (StreamFailure, StreamError, MuxedStreamError, MuxedConnError) as error:
+            raise SwarmException(f"pubsub stream to {peer_id} failed: {error!r}") from error
+
+    pubsub._handle_new_peer = handle_new_peer_retrying_stream_failures  # type: ignore[method-assign]
+
+    def undo() -> None:
+        if vars(pubsub).get("_handle_new_peer") is handle_new_peer_retrying_stream_failures:
+            del pubsub._handle_new_peer
 
     return undo

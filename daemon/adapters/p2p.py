@@ -352,6 +352,7 @@ class P2PNetwork:
         self.stats = GossipStats()
         libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
         libp2p_patches.keep_live_subscriptions(self.pubsub)
+        libp2p_patches.retry_pubsub_streams(self.pubsub)
         self.peer_id = self.host.get_id().to_base58()
         self._blocked: set[str] = set()
         self._subscriptions: set[str] = set()
