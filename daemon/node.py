@@ -242,6 +242,7 @@ class Node:
                 "flooders_cut": gossip.flooders_cut,
                 "max_msgs_per_peer_s": self.network.limits.gossip_rate,
                 "burst_per_peer": self.network.limits.gossip_burst,
+                "bucket_low": int(self.network.gossip_limiter.lowest_tokens),
             },
             "received_new": history.received_new,
             "gaps_suspected": history.gaps_suspected,

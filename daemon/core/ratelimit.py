@@ -84,6 +84,9 @@ class GossipLimiter:
         self.max_peers = max_peers
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
         self._banned: dict[str, float] = {}  # peer -> until
+        # The fewest tokens any peer's bucket held after a message it was allowed: how
+        # close honest relays come to the bound (the burst when nobody came near).
+        self.lowest_tokens = float(burst)
 
     def check(self, peer: str, now: float) -> Verdict:
         """The verdict on one message forwarded by `peer` at `now`."""
@@ -98,6 +101,8 @@ class GossipLimiter:
         if self.is_banned(peer, now):
             return Verdict.DROP
         if state.bucket.take(now):
+            if state.bucket.tokens < self.lowest_tokens:
+                self.lowest_tokens = state.bucket.tokens
             if state.refused_since is not None and now - state.last_refused >= self.quiet_s:
                 state.refused_since = None
             return Verdict.ACCEPT

@@ -51,6 +51,8 @@ def test_honest_relay_of_a_1000_message_burst_loses_nothing() -> None:
     assert set(verdicts) == {Verdict.ACCEPT}
     verdicts = _send(limiter, "relay", per_s=400, start=10.0, seconds=30.0)
     assert set(verdicts) == {Verdict.ACCEPT}
+    # The first second cost 1,000 tokens and gave back 500.
+    assert limiter.lowest_tokens == pytest.approx(1500, abs=2)
 
 
 def test_a_flood_is_dropped_then_hung_up_on_and_banned() -> None:
