@@ -394,12 +394,24 @@ def gate_forwarded_messages(pubsub: Pubsub, allow: Callable[[ID], bool]) -> Undo
     return undo
 
 
+def _remote_ip(read_write_closer: Any) -> str | None:
+    try:
+        remote = read_write_closer.get_remote_address()
+    except Exception:  # sockets that cannot say raise a spread of types
+        return None
+    if isinstance(remote, tuple) and remote and isinstance(remote[0], str):
+        return remote[0]
+    return None
+
+
 class _ConnectionEnded(Exception):
     """An accepted connection closed: the swarm's handler may end and free its slot."""
 
 
-def release_inbound_slots(host: IHost, slots: int) -> Undo:
-    """Free a swarm's inbound slot when its connection ends, and give it `slots` slots.
+def release_inbound_slots(host: IHost, slots: int,
+                          admit: Callable[[str | None], bool] | None = None) -> Undo:
+    """Free a swarm's inbound slot when its connection ends, and give it `slots` slots;
+    with `admit`, ask it about each accepted socket's remote IP before the handshake.
 
     py-libp2p's swarm takes a slot of `_inbound_limiter` (250 by default) for each
     accepted connection and frees it when the handler returns, but the handler waits
@@ -409,8 +421,10 @@ def release_inbound_slots(host: IHost, slots: int) -> Undo:
     Here, for a socket the accept handler took only (hole punches that also upgrade
     inbound are left alone), the upgrade waits until the connection closes and then
     raises, so that the stock handler ends and frees its slot. The slots bound
-    connections that are accepted or in their handshake at once. Set on this host's
-    swarm only; the undo puts its methods and limiter back.
+    connections that are accepted or in their handshake at once. A socket `admit`
+    refuses (given its remote IP, None when it has none) is closed before the Noise
+    handshake, which costs far more. Set on this host's swarm only; the undo puts its
+    methods and limiter back.
     """
     swarm = cast(Any, host.get_network())
     stock_limiter = swarm._inbound_limiter
@@ -422,6 +436,12 @@ def release_inbound_slots(host: IHost, slots: int) -> Undo:
     accepting: set[int] = set()
 
     async def handle_inbound(read_write_closer: Any, *args: Any, **kwargs: Any) -> None:
+        if admit is not None and not admit(_remote_ip(read_write_closer)):
+            try:
+                await read_write_closer.close()
+            except Exception as exc:  # the socket may be gone already
+                log.debug("closing a refused socket: %r", exc)
+            return
         accepting.add(id(read_write_closer))
         try:
             await stock_handle(read_write_closer, *args, **kwargs)

@@ -396,7 +396,7 @@ class P2PNetwork:
         self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst)
         libp2p_patches.gate_forwarded_messages(self.pubsub, self._allow_forwarded)
         libp2p_patches.release_inbound_slots(
-            self.host, self.limits.inbound.max_total + HANDSHAKE_SLOTS)
+            self.host, self.limits.inbound.max_total + HANDSHAKE_SLOTS, self._admit_socket)
         self.peer_id = self.host.get_id().to_base58()
         self._blocked: set[str] = set()
         self._subscriptions: set[str] = set()
@@ -590,6 +590,18 @@ class P2PNetwork:
                  else "outbound", peer_id, reason)
         if self._nursery is not None:
             self._nursery.start_soon(_close_quietly, conn)
+
+    def _admit_socket(self, ip: str | None) -> bool:
+        """An accepted socket, before its handshake: refuse it at once if the inbound
+        connections held already fill a bound (the cheap check; `_admit` repeats it
+        once the handshake is done, for sockets that were in it together)."""
+        others = [_ip_of(conn) for conn in self._inbound_conns()]
+        reason = inbound_policy.refusal(ip, others, self.limits.inbound)
+        if reason is None:
+            return True
+        self.stats.refused[reason] += 1
+        log.info("refusing an inbound connection from %s before its handshake: %s", ip, reason)
+        return False
 
     def _inbound_conns(self) -> list[INetConn]:
         network = self.host.get_network()

@@ -64,9 +64,12 @@ async def test_hosts_past_the_per_ip_bound_are_closed_and_honest_peers_keep_chat
         for host in hosts:
             await nursery.start(_run_host, host)
         for host in hosts:
-            # The handshake completes; the hub closes the connection right after it.
+            # Refused before the handshake, or closed right after it when it raced in.
             with trio.move_on_after(10):
-                await host.connect(info)
+                try:
+                    await host.connect(info)
+                except Exception as exc:  # the swarm raises a spread of types
+                    print(f"refused: {type(exc).__name__}")
 
         def all_closed() -> bool:
             return not any(h.get_network().get_connections(info.peer_id) for h in hosts)
