@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import multiaddr
+import pytest
 import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
@@ -43,11 +44,16 @@ def _chat_works(sender: DaemonProcess, receivers: list[DaemonProcess], text: str
             "history", room=ROOM, limit=50)], timeout=20, message=f"{text} at {receiver.name}")
 
 
-async def test_hosts_past_the_per_ip_bound_are_closed_and_honest_peers_keep_chatting(
-        cluster: Cluster) -> None:
+@pytest.mark.parametrize(("total", "reason", "limit_key"), [
+    (3, "inbound_per_ip", "inbound_per_ip"),  # 2 from 127.0.0.1 fill the per-IP bound
+    (2, "inbound_total", "inbound_connections"),  # 2 fill both; the total is checked first
+])
+async def test_hosts_past_an_inbound_bound_are_refused_and_honest_peers_keep_chatting(
+        cluster: Cluster, total: int, reason: str, limit_key: str) -> None:
     # max_inbound_connections must be at least max_connections: keep both small.
     hub = _start(cluster, "hub", "room_peers_min = 1\nroom_peers_max = 2\n"
-                 "max_connections = 2\nmax_inbound_connections = 3\nmax_inbound_per_ip = 2\n")
+                 f"max_connections = 2\nmax_inbound_connections = {total}\n"
+                 "max_inbound_per_ip = 2\n")
     honest = [cluster.start("b"), cluster.start("c")]
     for daemon in honest:
         connect(hub, daemon)  # b and c dial the hub: its 2 inbound ones from 127.0.0.1
@@ -56,7 +62,7 @@ async def test_hosts_past_the_per_ip_bound_are_closed_and_honest_peers_keep_chat
     wait_mesh(hub, ROOM, 2)
     status = hub.call("status")["connections"]
     assert status["inbound"] == 2
-    assert (status["max_inbound_connections"], status["max_inbound_per_ip"]) == (3, 2)
+    assert (status["max_inbound_connections"], status["max_inbound_per_ip"]) == (total, 2)
 
     info = info_from_p2p_addr(multiaddr.Multiaddr(hub.addr))
     hosts = [stock_host() for _ in range(3)]
@@ -79,8 +85,8 @@ async def test_hosts_past_the_per_ip_bound_are_closed_and_honest_peers_keep_chat
         nursery.cancel_scope.cancel()
 
     status = hub.call("status")
-    assert status["connections"]["refused"].get("inbound_per_ip", 0) >= 3, status["connections"]
-    assert status["limits"]["inbound_per_ip"] >= 3
+    assert status["connections"]["refused"].get(reason, 0) >= 3, status["connections"]
+    assert status["limits"][limit_key] >= 3
     assert status["connections"]["inbound"] == 2
     # The honest connections were never touched: they still chat both ways.
     await _off_loop(lambda: _chat_works(honest[0], [hub, honest[1]], "still here"))
