@@ -48,6 +48,7 @@ class Config:
     auto_fetch_max: int = 10 * 1024 * 1024
     block_quota: int = 2 * 1024 * 1024 * 1024
     fetch_timeout_s: float = 60.0
+    max_concurrent_fetches: int = 8
     rpc_max_connections: int = 64
     rpc_max_subscriptions: int = 32
     rpc_max_line_bytes: int = 48 * 1024 * 1024
@@ -57,6 +58,10 @@ class Config:
     room_peers_min: int = 4
     room_peers_max: int = 10
     max_connections: int = 200
+    max_inbound_connections: int = 256
+    max_inbound_per_ip: int = 32
+    gossip_max_msgs_per_peer_s: float = 500.0
+    gossip_burst_per_peer: int = 2000
     mdns: bool = True
     web_listen: str = DEFAULT_WEB_LISTEN
     dht: str = "auto"
@@ -138,6 +143,22 @@ def _validate(config: Config) -> Config:
         raise ConfigError("config key 'room_peers_max' must be at least room_peers_min")
     if config.max_connections < config.room_peers_max:
         raise ConfigError("config key 'max_connections' must be at least room_peers_max")
+    if config.max_inbound_connections < config.max_connections:
+        # The manager trims down to max_connections after a grace period; refusing
+        # inbound connections below it would refuse peers the manager wants to keep.
+        raise ConfigError("config key 'max_inbound_connections' must be at least "
+                          "max_connections")
+    if not 1 <= config.max_inbound_per_ip <= config.max_inbound_connections:
+        raise ConfigError("config key 'max_inbound_per_ip' must be in "
+                          "[1, max_inbound_connections]")
+    if not 10 <= config.gossip_max_msgs_per_peer_s <= 1_000_000:
+        raise ConfigError("config key 'gossip_max_msgs_per_peer_s' must be in "
+                          "[10, 1000000] messages a second")
+    if config.gossip_burst_per_peer < config.gossip_max_msgs_per_peer_s:
+        raise ConfigError("config key 'gossip_burst_per_peer' must be at least "
+                          "gossip_max_msgs_per_peer_s (one second's worth)")
+    if not 1 <= config.max_concurrent_fetches <= 1024:
+        raise ConfigError("config key 'max_concurrent_fetches' must be in [1, 1024]")
     if config.dht not in DHT_MODES:
         raise ConfigError(f"config key 'dht' must be one of {', '.join(DHT_MODES)}")
     for key in ("relay_max_reservations", "relay_max_circuits", "relay_max_circuits_per_peer"):

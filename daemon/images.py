@@ -34,7 +34,8 @@ import os
 import random
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ from .core.envelope import MAX_FILENAME_BYTES, MAX_TEXT_BYTES, Envelope
 from .core.filenames import sanitize_filename
 from .core.rooms import topic_for
 from .errors import (
+    FetchTimeout,
     GossipchatError,
     ImageMismatch,
     ImageTooLarge,
@@ -114,6 +116,14 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass
+class FetchSlotStats:
+    """How often fetches had to wait for one of the max_concurrent_fetches slots."""
+
+    waited: int = 0  # fetches that found every slot busy and waited
+    timed_out: int = 0  # `fetch` calls whose timeout ran out before a slot came free
+
+
 class ImageService:
     """The node's images: post, fetch, auto-fetch, pin."""
 
@@ -128,6 +138,10 @@ class ImageService:
         self.limits = imaging.ImageLimits(max_bytes=config.image_max_bytes,
                                           max_pixels=config.image_max_pixels)
         self._pillow = trio.CapacityLimiter(1)
+        # Fetches at once, `fetch` calls and auto-fetches alike (max_concurrent_fetches):
+        # each holds wants, ledgers and up to a whole image in memory while it runs.
+        self._fetch_limiter = trio.CapacityLimiter(config.max_concurrent_fetches)
+        self.fetch_slots = FetchSlotStats()
         self._queue_send, self._queue = trio.open_memory_channel[Envelope](AUTO_FETCH_QUEUE)
         self._queued: set[bytes] = set()  # message ids
         self.auto_fetched = 0
@@ -297,12 +311,38 @@ class ImageService:
         timeout = self.config.fetch_timeout_s if timeout_s is None else timeout_s
         if not 0 < timeout <= 3600:
             raise InvalidArgument("timeout must be between 0 and 3600 seconds")
-        data = await self._fetch_until(root, trio.current_time() + timeout, progress)
+        deadline = trio.current_time() + timeout
+        async with self._fetch_slot(deadline):
+            data = await self._fetch_until(root, deadline, progress)
         await self._judge_messages_of(text, root, data)
         written = None
         if target is not None:
             written = await trio.to_thread.run_sync(_write_out, target, data, force)
         return {"cid": text, "path": written, "size": len(data)}
+
+    @asynccontextmanager
+    async def _fetch_slot(self, deadline: float | None) -> AsyncIterator[None]:
+        """Hold one of the max_concurrent_fetches slots; wait for one if all are busy,
+        until `deadline` (FetchTimeout past it) or for as long as it takes (None)."""
+        limiter = self._fetch_limiter
+        try:
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            self.fetch_slots.waited += 1
+            acquired = False
+            with trio.move_on_at(float("inf") if deadline is None else deadline):
+                await limiter.acquire()
+                acquired = True
+            if not acquired:
+                self.fetch_slots.timed_out += 1
+                raise FetchTimeout(
+                    f"all {int(limiter.total_tokens)} fetch slots stayed busy for the whole "
+                    "timeout (max_concurrent_fetches); try again later or with a longer "
+                    "timeout") from None
+        try:
+            yield
+        finally:
+            limiter.release()
 
     async def _fetch_until(self, root: bytes, deadline: float,
                            progress: Progress | None) -> bytes:
@@ -480,9 +520,11 @@ class ImageService:
         # Fetched unpinned, with the limit of auto-fetches and the size the message
         # claims: a root that declares another size is refused before any leaf.
         try:
-            data = await self.exchange.fetch(
-                root, peers, max_size=self._auto_fetch_limit(), timeout_s=AUTO_FETCH_TIMEOUT_S,
-                fallback=fallback, expected_size=claim.size)
+            async with self._fetch_slot(None):
+                data = await self.exchange.fetch(
+                    root, peers, max_size=self._auto_fetch_limit(),
+                    timeout_s=AUTO_FETCH_TIMEOUT_S, fallback=fallback,
+                    expected_size=claim.size)
         except ImageMismatch as exc:
             # No peer can serve other bytes for this CID: nothing to retry. Nothing was
             # stored for this message either (the root was refused), and blocks of the
@@ -564,6 +606,13 @@ class ImageService:
             "refused": sum(refused.values()),
             "refused_by_author": refused,
             "exchange": self.exchange.view(),
+            "fetch_slots": {
+                "max": int(self._fetch_limiter.total_tokens),
+                "busy": self._fetch_limiter.borrowed_tokens,
+                "waiting": self._fetch_limiter.statistics().tasks_waiting,
+                "waited": self.fetch_slots.waited,
+                "timed_out": self.fetch_slots.timed_out,
+            },
         }
 
 

@@ -163,6 +163,19 @@ class Node:
         """Count an unexpected error that one input caused and the daemon contained."""
         self.stats.faults[surface] += 1
 
+    def _limits(self) -> dict[str, int]:
+        """`status.limits`: refusals by limit, the RPC server's and the layers' below."""
+        limits = dict(self.stats.limits)
+        gossip = self.network.stats
+        for key, count in (
+                ("inbound_connections", gossip.refused["inbound_total"]),
+                ("inbound_per_ip", gossip.refused["inbound_per_ip"]),
+                ("gossip_rate", sum(gossip.rate_limited.values())),
+                ("concurrent_fetches", self.images.fetch_slots.timed_out)):
+            if count:
+                limits[key] = count
+        return limits
+
     def _faults(self) -> dict[str, int]:
         faults = dict(self.stats.faults)
         for protocol, count in self.network.stats.stream_faults.items():
@@ -226,18 +239,27 @@ class Node:
                 "inbound_dropped": gossip.inbound_dropped,
                 "outbound_dropped": gossip.outbound_dropped,
                 "outbound_queued": self.room_history.outbound_queued,
+                "rate_limited": dict(gossip.rate_limited),
+                "flooders_cut": gossip.flooders_cut,
+                "max_msgs_per_peer_s": self.network.limits.gossip_rate,
+                "burst_per_peer": self.network.limits.gossip_burst,
+                "bucket_low": int(self.network.gossip_limiter.lowest_tokens),
             },
             "received_new": history.received_new,
             "gaps_suspected": history.gaps_suspected,
             "received_duplicate": history.received_duplicate,
             "rejected": dict(history.rejected),
-            "limits": dict(self.stats.limits),
+            "limits": self._limits(),
             "faults": self._faults(),
             "subscriptions": self.room_history.subscriptions,
             "sync": self.sync.view(),
             "redial": {"attempts": self.redialer.attempts,
                        "reconnected": self.redialer.reconnected},
-            "connections": self.presence.connections_view(),
+            "connections": {**self.presence.connections_view(),
+                            "inbound": self.network.inbound_count(),
+                            "max_inbound_connections": self.network.limits.inbound.max_total,
+                            "max_inbound_per_ip": self.network.limits.inbound.max_per_ip,
+                            "refused": dict(gossip.refused)},
             "presence": self.presence.view(),
             "discovery": self.discovery_view(),
             "store": self.room_history.store_view(),

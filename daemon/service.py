@@ -22,9 +22,10 @@ from gossipchat.rpc.server import RpcServer, SocketInUse
 
 from .adapters import identity as identity_store
 from .adapters.blockstore import BlockStore, BlockStoreError
-from .adapters.p2p import P2PNetwork, resolve_listen_addrs
+from .adapters.p2p import NetworkLimits, P2PNetwork, resolve_listen_addrs
 from .adapters.store import Store, StoreCheckFailed, StoreError
 from .config import Config
+from .core.inbound import InboundLimits
 from .dht import DhtService
 from .errors import GossipchatError
 from .mdns import MdnsService
@@ -94,6 +95,15 @@ def rpc_limits(config: Config) -> RpcLimits:
         max_subscriptions=config.rpc_max_subscriptions)
 
 
+def network_limits(config: Config) -> NetworkLimits:
+    """What peers may make the host hold, from a config."""
+    return NetworkLimits(
+        inbound=InboundLimits(max_total=config.max_inbound_connections,
+                              max_per_ip=config.max_inbound_per_ip),
+        gossip_rate=config.gossip_max_msgs_per_peer_s,
+        gossip_burst=float(config.gossip_burst_per_peer))
+
+
 class Daemon:
     """One gossipchatd process: identity, store, network, node and RPC server."""
 
@@ -120,7 +130,7 @@ class Daemon:
         except BlockStoreError as exc:
             self.store.close()
             raise StartupError(str(exc)) from exc
-        self.network = P2PNetwork(self.identity.seed, listen)
+        self.network = P2PNetwork(self.identity.seed, listen, network_limits(config))
         self.node = Node(config, self.identity, self.store, self.network, blocks)
         self.mdns = MdnsService(self.network, enabled=config.mdns,
                                 max_connections=config.max_connections)

@@ -28,6 +28,11 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_pubsub_dead_stream_subscriptions.py.
 - `retry_pubsub_streams`: one Pubsub's `_handle_new_peer`;
   test_pubsub_stream_failure.py.
+- `gate_forwarded_messages`: one Pubsub's `push_msg`;
+  test_gossipsub_defaults.py::test_every_flooded_message_is_signature_checked.
+- `release_inbound_slots`: one host's swarm (`_inbound_limiter`,
+  `_do_handle_inbound_connection`, `upgrade_inbound_raw_conn`);
+  test_inbound_slots.py.
 
 Not a patch but a reading aid: `live_connections` leaves out the connections the
 swarm still lists while they close; test_swarm_closing_connections.py.
@@ -418,5 +423,111 @@ def retry_pubsub_streams(pubsub: Pubsub) -> Undo:
     def undo() -> None:
         if vars(pubsub).get("_handle_new_peer") is handle_new_peer_retrying_stream_failures:
             del pubsub._handle_new_peer
+
+    return undo
+
+
+def gate_forwarded_messages(pubsub: Pubsub, allow: Callable[[ID], bool]) -> Undo:
+    """Ask `allow(forwarder)` about each message a peer forwards, before anything else.
+
+    py-libp2p runs `push_msg` for every message of every RPC a peer sends: a seen-cache
+    lookup, then the Ed25519 signature check, then the validators. Its only per-peer
+    bound is the GossipSub spam protection (10 messages a second per topic), which we
+    turn off because it drops honest bursts; without it, a peer can make us check
+    signatures as fast as it can send
+    (tests/upstream/test_gossipsub_defaults.py::
+    test_every_flooded_message_is_signature_checked). Here `push_msg` first asks
+    `allow` (our own publishes are never asked) and drops the message on False. Set
+    on this instance only; the undo removes it.
+    """
+    push_msg = pubsub.push_msg
+    my_id = pubsub.my_id
+
+    async def push_msg_if_allowed(msg_forwarder: ID, msg: Any) -> None:
+        if msg_forwarder != my_id and not allow(msg_forwarder):
+            return
+        await push_msg(msg_forwarder, msg)
+
+    pubsub.push_msg = push_msg_if_allowed  # type: ignore[method-assign]
+
+    def undo() -> None:
+        if vars(pubsub).get("push_msg") is push_msg_if_allowed:
+            del pubsub.push_msg
+
+    return undo
+
+
+def _remote_ip(read_write_closer: Any) -> str | None:
+    try:
+        remote = read_write_closer.get_remote_address()
+    except Exception:  # sockets that cannot say raise a spread of types
+        return None
+    if isinstance(remote, tuple) and remote and isinstance(remote[0], str):
+        return remote[0]
+    return None
+
+
+class _ConnectionEnded(Exception):
+    """An accepted connection closed: the swarm's handler may end and free its slot."""
+
+
+def release_inbound_slots(host: IHost, slots: int,
+                          admit: Callable[[str | None], bool] | None = None) -> Undo:
+    """Free a swarm's inbound slot when its connection ends, and give it `slots` slots;
+    with `admit`, ask it about each accepted socket's remote IP before the handshake.
+
+    py-libp2p's swarm takes a slot of `_inbound_limiter` (250 by default) for each
+    accepted connection and frees it when the handler returns, but the handler waits
+    for the whole swarm to stop after the upgrade: every connection ever accepted
+    keeps its slot and its task, so after 250 inbound connections in the life of a
+    host it refuses every new one without a word (tests/upstream/test_inbound_slots.py).
+    Here, for a socket the accept handler took only (hole punches that also upgrade
+    inbound are left alone), the upgrade waits until the connection closes and then
+    raises, so that the stock handler ends and frees its slot. The slots bound
+    connections that are accepted or in their handshake at once. A socket `admit`
+    refuses (given its remote IP, None when it has none) is closed before the Noise
+    handshake, which costs far more. Set on this host's swarm only; the undo puts its
+    methods and limiter back.
+    """
+    swarm = cast(Any, host.get_network())
+    stock_limiter = swarm._inbound_limiter
+    stock_handle = swarm._do_handle_inbound_connection
+    stock_upgrade = swarm.upgrade_inbound_raw_conn
+    swarm._inbound_limiter = trio.CapacityLimiter(slots)
+    # The sockets the accept handler is upgrading right now, by id: the raw connection
+    # the stock handler wraps around one carries it as `.stream`.
+    accepting: set[int] = set()
+
+    async def handle_inbound(read_write_closer: Any, *args: Any, **kwargs: Any) -> None:
+        if admit is not None and not admit(_remote_ip(read_write_closer)):
+            try:
+                await read_write_closer.close()
+            except Exception as exc:  # the socket may be gone already
+                log.debug("closing a refused socket: %r", exc)
+            return
+        accepting.add(id(read_write_closer))
+        try:
+            await stock_handle(read_write_closer, *args, **kwargs)
+        finally:
+            accepting.discard(id(read_write_closer))
+
+    async def upgrade_inbound(raw_conn: Any, maddr: Any) -> Any:
+        muxed = await stock_upgrade(raw_conn, maddr)
+        closed = getattr(muxed, "event_closed", None)
+        if id(getattr(raw_conn, "stream", None)) not in accepting or closed is None:
+            return muxed
+        await closed.wait()
+        raise _ConnectionEnded("the accepted connection closed")
+
+    swarm._do_handle_inbound_connection = handle_inbound
+    swarm.upgrade_inbound_raw_conn = upgrade_inbound
+
+    def undo() -> None:
+        for name, ours in (("_do_handle_inbound_connection", handle_inbound),
+                           ("upgrade_inbound_raw_conn", upgrade_inbound)):
+            if vars(swarm).get(name) is ours:
+                delattr(swarm, name)
+        if swarm._inbound_limiter.borrowed_tokens == 0:  # else its holders release it
+            swarm._inbound_limiter = stock_limiter
 
     return undo

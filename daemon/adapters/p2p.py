@@ -43,7 +43,10 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
+from ..core import inbound as inbound_policy
 from ..core.addrs import advertised_addrs
+from ..core.inbound import InboundLimits
+from ..core.ratelimit import GossipLimiter, Verdict
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
 from . import libp2p_patches, yamux
 from .interfaces import interface_ips
@@ -66,6 +69,19 @@ ADDRS_CACHE_S = 5.0
 # (IPv4 addresses, IPv6 /56 prefixes) report it, so that one peer cannot make us
 # announce a lie. py-libp2p's own threshold of 4 rarely fills in a small room.
 OBSERVED_MIN_OBSERVERS = 2
+# Inbound connections in their handshake at once, on top of max_inbound_connections
+# (py-libp2p refuses more before the handshake; libp2p_patches.release_inbound_slots).
+HANDSHAKE_SLOTS = 64
+
+
+@dataclass(frozen=True)
+class NetworkLimits:
+    """What peers may make the host hold (config keys max_inbound_connections,
+    max_inbound_per_ip, gossip_max_msgs_per_peer_s, gossip_burst_per_peer)."""
+
+    inbound: InboundLimits = field(default_factory=InboundLimits)
+    gossip_rate: float = 500.0
+    gossip_burst: float = 2000.0
 
 
 class StreamClosedError(Exception):
@@ -113,6 +129,13 @@ class GossipStats:
     outbound_dropped: int = 0  # RPCs a full peer queue refused (py-libp2p drops them)
     # Unexpected errors one inbound stream raised, by protocol: each ended its stream only.
     stream_faults: Counter[str] = field(default_factory=Counter)
+    # Gossip dropped before any check because its forwarder sent too much, by reason
+    # (over_rate, banned), and peers hung up on for keeping it up (core/ratelimit.py).
+    rate_limited: Counter[str] = field(default_factory=Counter)
+    flooders_cut: int = 0
+    # Connections closed as soon as they came up, by reason (core/inbound.py; banned:
+    # a peer hung up on for flooding, still in its ban).
+    refused: Counter[str] = field(default_factory=Counter)
 
 
 class Stream:
@@ -186,11 +209,30 @@ def _ip_remote(muxed_conn: Any) -> tuple[str, int] | None:
     return host, port
 
 
+def _is_inbound(conn: INetConn) -> bool:
+    direction = getattr(conn, "direction", None)
+    return getattr(direction, "name", "") == "INBOUND"
+
+
+def _ip_of(conn: INetConn) -> str | None:
+    remote = _ip_remote(conn.muxed_conn)
+    return None if remote is None else remote[0]
+
+
+async def _close_quietly(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:  # closing a dying connection raises a spread of types
+        log.debug("close of a refused connection: %s", exc)
+
+
 class _Notifee(INotifee):
     """Turns swarm callbacks into PeerEvents without ever blocking the swarm."""
 
-    def __init__(self, send: trio.MemorySendChannel[PeerEvent]) -> None:
+    def __init__(self, send: trio.MemorySendChannel[PeerEvent],
+                 admit: Callable[[INetConn], None]) -> None:
         self._send = send
+        self._admit = admit
 
     def _emit(self, conn: INetConn, connected: bool) -> None:
         peer = conn.muxed_conn.peer_id
@@ -202,6 +244,7 @@ class _Notifee(INotifee):
             log.warning("peer event for %s dropped", peer)
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._admit(conn)
         self._emit(conn, True)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
@@ -320,8 +363,10 @@ def new_libp2p_host(key_pair: KeyPair) -> IHost:
 class P2PNetwork:
     """A libp2p host with GossipSub, owned by one `run` task."""
 
-    def __init__(self, seed: bytes, listen_addrs: Sequence[multiaddr.Multiaddr]) -> None:
+    def __init__(self, seed: bytes, listen_addrs: Sequence[multiaddr.Multiaddr],
+                 limits: NetworkLimits | None = None) -> None:
         key_pair = create_new_key_pair(seed)
+        self.limits = limits or NetworkLimits()
         self._listen_addrs = list(listen_addrs)
         self.host: IHost = new_libp2p_host(key_pair)
         self.router = GossipSub(
@@ -353,6 +398,10 @@ class P2PNetwork:
         libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
         libp2p_patches.keep_live_subscriptions(self.pubsub)
         libp2p_patches.retry_pubsub_streams(self.pubsub)
+        self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst)
+        libp2p_patches.gate_forwarded_messages(self.pubsub, self._allow_forwarded)
+        libp2p_patches.release_inbound_slots(
+            self.host, self.limits.inbound.max_total + HANDSHAKE_SLOTS, self._admit_socket)
         self.peer_id = self.host.get_id().to_base58()
         self._blocked: set[str] = set()
         self._subscriptions: set[str] = set()
@@ -375,7 +424,7 @@ class P2PNetwork:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, start GossipSub, and report started; runs until cancelled."""
-        self.host.get_network().register_notifee(_Notifee(self._events_send))
+        self.host.get_network().register_notifee(_Notifee(self._events_send, self._admit))
         try:
             async with (
                 # py-libp2p signs, sends and verifies its peer record with every RPC.
@@ -529,6 +578,71 @@ class P2PNetwork:
     async def hang_up(self, peer_id: str) -> None:
         """Close every connection to a peer."""
         await self.host.get_network().close_peer(ID.from_base58(peer_id))
+
+    # limits on what peers make us hold
+
+    def _admit(self, conn: INetConn) -> None:
+        """A connection came up: close it at once if it is over an inbound bound or
+        comes from a peer still banned for flooding."""
+        peer_id = conn.muxed_conn.peer_id.to_base58()
+        reason: str | None = None
+        if self.gossip_limiter.is_banned(peer_id, trio.current_time()):
+            reason = "banned"
+        elif _is_inbound(conn):
+            others = [_ip_of(other) for other in self._inbound_conns() if other is not conn]
+            reason = inbound_policy.refusal(_ip_of(conn), others, self.limits.inbound)
+        if reason is None:
+            return
+        self.stats.refused[reason] += 1
+        log.info("closing %s connection from %s: %s", "inbound" if _is_inbound(conn)
+                 else "outbound", peer_id, reason)
+        if self._nursery is not None:
+            self._nursery.start_soon(_close_quietly, conn)
+
+    def _admit_socket(self, ip: str | None) -> bool:
+        """An accepted socket, before its handshake: refuse it at once if the inbound
+        connections held already fill a bound (the cheap check; `_admit` repeats it
+        once the handshake is done, for sockets that were in it together)."""
+        others = [_ip_of(conn) for conn in self._inbound_conns()]
+        reason = inbound_policy.refusal(ip, others, self.limits.inbound)
+        if reason is None:
+            return True
+        self.stats.refused[reason] += 1
+        log.info("refusing an inbound connection from %s before its handshake: %s", ip, reason)
+        return False
+
+    def _inbound_conns(self) -> list[INetConn]:
+        network = self.host.get_network()
+        return [conn for conns in network.get_connections_map().values()
+                for conn in conns if _is_inbound(conn)]
+
+    def inbound_count(self) -> int:
+        """Inbound connections held now."""
+        return len(self._inbound_conns())
+
+    def _allow_forwarded(self, forwarder: ID) -> bool:
+        """Whether to look at one more gossip message this peer forwarded."""
+        peer_id = forwarder.to_base58()
+        now = trio.current_time()
+        verdict = self.gossip_limiter.check(peer_id, now)
+        if verdict is Verdict.ACCEPT:
+            return True
+        self.stats.rate_limited["banned" if verdict is Verdict.DROP
+                                and self.gossip_limiter.is_banned(peer_id, now)
+                                else "over_rate"] += 1
+        if verdict is Verdict.DISCONNECT:
+            self.stats.flooders_cut += 1
+            log.warning("peer %s kept sending gossip past %.0f messages/s: hanging up",
+                        peer_id, self.limits.gossip_rate)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._hang_up_quietly, peer_id)
+        return False
+
+    async def _hang_up_quietly(self, peer_id: str) -> None:
+        try:
+            await self.hang_up(peer_id)
+        except Exception as exc:  # the swarm raises a spread of types for dying peers
+            log.debug("hang-up of %s: %s", peer_id, exc)
 
     # block list
 

@@ -104,3 +104,16 @@ async def test_a_topic_sink_delivers_at_once_and_the_undo_restores_the_channel()
         undo()
         assert pubsub.subscribed_topics_send["t"] is stock
         await subscription.unsubscribe()
+
+
+async def test_the_gossip_gate_asks_about_forwarders_only_and_the_undo_removes_it() -> None:
+    (_, _, patched), (_, _, other) = make_node(), make_node()
+    asked: list[ID] = []
+    undo = libp2p_patches.gate_forwarded_messages(patched, lambda p: asked.append(p) or False)
+    assert "push_msg" in vars(patched)
+    assert "push_msg" not in vars(other)
+    stranger = ID(b"\x00\x01\x02")
+    await patched.push_msg(stranger, rpc_pb2.Message(data=b"x", topicIDs=["t"]))
+    assert asked == [stranger]  # refused before anything else looked at it
+    undo()
+    assert "push_msg" not in vars(patched)

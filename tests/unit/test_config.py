@@ -45,6 +45,15 @@ def test_flags_override_file_override_defaults(tmp_path: Path) -> None:
         ('nick = "al\\u202eice"', "nick.*bidi"),
         ('nick = " padded"', "nick.*whitespace"),
         ('reachability = "maybe"', "reachability.*auto, public, private"),
+        ("max_inbound_connections = 100", "max_inbound_connections.*max_connections"),
+        ("max_inbound_per_ip = 0", "max_inbound_per_ip"),
+        ("max_inbound_per_ip = 300", "max_inbound_per_ip.*max_inbound_connections"),
+        ('max_inbound_per_ip = "8"', "must be int"),
+        ("gossip_max_msgs_per_peer_s = 5", "gossip_max_msgs_per_peer_s"),
+        ("gossip_max_msgs_per_peer_s = 600.0\ngossip_burst_per_peer = 500",
+         "gossip_burst_per_peer.*at least"),
+        ("max_concurrent_fetches = 0", "max_concurrent_fetches"),
+        ("max_concurrent_fetches = 2000", "max_concurrent_fetches"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -7,6 +7,7 @@ workaround in daemon/adapters/p2p.py) once upstream changes the behaviour.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import trio
 from libp2p.pubsub.gossipsub import GossipSub
@@ -91,3 +92,37 @@ async def test_subscription_channel_drops_past_32_in_one_rpc() -> None:
     print(f"{burst} messages in one RPC: {received} reached the subscriber")
     # 32 in the channel, plus the one handed straight to the waiting reader.
     assert received <= SUBSCRIPTION_CHANNEL_SIZE + 1
+
+
+async def test_every_flooded_message_is_signature_checked(monkeypatch: Any) -> None:
+    """With spam protection off (it drops honest bursts), nothing bounds per peer how
+    many messages pubsub verifies: 300 in one RPC from one peer, 300 Ed25519 checks.
+
+    Why daemon/adapters/libp2p_patches.py gates `push_msg` with our own per-peer
+    token bucket (`gate_forwarded_messages`, core/ratelimit.py).
+    """
+    import libp2p.pubsub.pubsub as pubsub_module
+
+    checked = 0
+    original = pubsub_module.signature_validator
+
+    def counting(msg: Any) -> bool:
+        nonlocal checked
+        checked += 1
+        return bool(original(msg))
+
+    monkeypatch.setattr(pubsub_module, "signature_validator", counting)
+    burst = 300
+    async with connected_pair() as nodes:
+        (_, router_a, pub_a), (host_b, _, pub_b) = nodes
+        await pub_b.subscribe("t")
+        await pub_a.subscribe("t")
+        await pub_a.wait_for_subscription(host_b.get_id(), "t", timeout=10)
+        checked = 0
+        msgs = [signed_message(pub_a, "t", f"m{i}".encode()) for i in range(burst)]
+        router_a.send_rpc(host_b.get_id(), rpc_pb2.RPC(publish=msgs))
+        with trio.move_on_after(5):
+            while checked < burst:  # noqa: ASYNC110 - no event upstream
+                await trio.sleep(0.05)
+    print(f"{burst} messages from one peer in one RPC: {checked} signature checks")
+    assert checked == burst

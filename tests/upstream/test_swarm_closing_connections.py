@@ -31,5 +31,5 @@ async def test_a_closing_connection_is_still_listed_until_its_muxer_closed() -> 
                         seen_closing = True
                         # What gossipchat asks instead: no live connection.
                         assert libp2p_patches.live_connections(network, b.get_id()) == []
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
         assert seen_closing, "py-libp2p now drops a connection as it starts closing"
