@@ -62,6 +62,8 @@ class Config:
     max_inbound_per_ip: int = 32
     gossip_max_msgs_per_peer_s: float = 500.0
     gossip_burst_per_peer: int = 2000
+    max_streams_per_connection: int = 256
+    max_streams_per_protocol: int = 32
     mdns: bool = True
     web_listen: str = DEFAULT_WEB_LISTEN
     dht: str = "auto"
@@ -157,6 +159,13 @@ def _validate(config: Config) -> Config:
     if config.gossip_burst_per_peer < config.gossip_max_msgs_per_peer_s:
         raise ConfigError("config key 'gossip_burst_per_peer' must be at least "
                           "gossip_max_msgs_per_peer_s (one second's worth)")
+    if not 16 <= config.max_streams_per_connection <= 4096:
+        # Below 16 the daemon's own protocols (pubsub, identify, sync, presence,
+        # bitswap, kad) could not all run on one connection at once.
+        raise ConfigError("config key 'max_streams_per_connection' must be in [16, 4096]")
+    if not 1 <= config.max_streams_per_protocol <= config.max_streams_per_connection:
+        raise ConfigError("config key 'max_streams_per_protocol' must be in "
+                          "[1, max_streams_per_connection]")
     if not 1 <= config.max_concurrent_fetches <= 1024:
         raise ConfigError("config key 'max_concurrent_fetches' must be in [1, 1024]")
     if config.dht not in DHT_MODES:

@@ -171,7 +171,10 @@ class Node:
                 ("inbound_connections", gossip.refused["inbound_total"]),
                 ("inbound_per_ip", gossip.refused["inbound_per_ip"]),
                 ("gossip_rate", sum(gossip.rate_limited.values())),
-                ("concurrent_fetches", self.images.fetch_slots.timed_out)):
+                ("concurrent_fetches", self.images.fetch_slots.timed_out),
+                ("streams_per_connection", gossip.refused_streams["per_connection"]),
+                ("streams_per_protocol", sum(n for p, n in gossip.refused_streams.items()
+                                             if p != "per_connection"))):
             if count:
                 limits[key] = count
         return limits
@@ -259,7 +262,8 @@ class Node:
                             "inbound": self.network.inbound_count(),
                             "max_inbound_connections": self.network.limits.inbound.max_total,
                             "max_inbound_per_ip": self.network.limits.inbound.max_per_ip,
-                            "refused": dict(gossip.refused)},
+                            "refused": dict(gossip.refused),
+                            "streams_refused": dict(gossip.refused_streams)},
             "presence": self.presence.view(),
             "discovery": self.discovery_view(),
             "store": self.room_history.store_view(),

@@ -101,7 +101,9 @@ def network_limits(config: Config) -> NetworkLimits:
         inbound=InboundLimits(max_total=config.max_inbound_connections,
                               max_per_ip=config.max_inbound_per_ip),
         gossip_rate=config.gossip_max_msgs_per_peer_s,
-        gossip_burst=float(config.gossip_burst_per_peer))
+        gossip_burst=float(config.gossip_burst_per_peer),
+        streams_per_connection=config.max_streams_per_connection,
+        streams_per_protocol=config.max_streams_per_protocol)
 
 
 class Daemon:

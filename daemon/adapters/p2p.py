@@ -77,11 +77,14 @@ HANDSHAKE_SLOTS = 64
 @dataclass(frozen=True)
 class NetworkLimits:
     """What peers may make the host hold (config keys max_inbound_connections,
-    max_inbound_per_ip, gossip_max_msgs_per_peer_s, gossip_burst_per_peer)."""
+    max_inbound_per_ip, gossip_max_msgs_per_peer_s, gossip_burst_per_peer,
+    max_streams_per_connection, max_streams_per_protocol)."""
 
     inbound: InboundLimits = field(default_factory=InboundLimits)
     gossip_rate: float = 500.0
     gossip_burst: float = 2000.0
+    streams_per_connection: int = yamux.MAX_INBOUND_STREAMS
+    streams_per_protocol: int = 32
 
 
 class StreamClosedError(Exception):
@@ -136,6 +139,9 @@ class GossipStats:
     # Connections closed as soon as they came up, by reason (core/inbound.py; banned:
     # a peer hung up on for flooding, still in its ban).
     refused: Counter[str] = field(default_factory=Counter)
+    # Inbound streams reset at a bound: "per_connection" (max_streams_per_connection,
+    # in the muxer) or the protocol's name (max_streams_per_protocol).
+    refused_streams: Counter[str] = field(default_factory=Counter)
 
 
 class Stream:
@@ -340,7 +346,7 @@ class _Advertiser:
         return list(self._last[1])
 
 
-def new_libp2p_host(key_pair: KeyPair) -> IHost:
+def new_libp2p_host(key_pair: KeyPair, muxer: type[yamux.Yamux] = yamux.Yamux) -> IHost:
     """A py-libp2p host as a daemon runs it: Noise only, our own yamux, dialable addrs.
 
     Noise only: TLS in 0.8.1 cannot do mutual auth well and secio is obsolete. The
@@ -356,7 +362,7 @@ def new_libp2p_host(key_pair: KeyPair) -> IHost:
     host = new_host(key_pair=key_pair, sec_opt=security, muxer_preference="YAMUX",
                     addrs_factory=advertiser)
     advertiser.host = host
-    libp2p_patches.build_negotiated_muxer(host, yamux.PROTOCOL_ID, yamux.Yamux)
+    libp2p_patches.build_negotiated_muxer(host, yamux.PROTOCOL_ID, muxer)
     return host
 
 
@@ -368,7 +374,12 @@ class P2PNetwork:
         key_pair = create_new_key_pair(seed)
         self.limits = limits or NetworkLimits()
         self._listen_addrs = list(listen_addrs)
-        self.host: IHost = new_libp2p_host(key_pair)
+        self.stats = GossipStats()
+        self.host: IHost = new_libp2p_host(key_pair, yamux.configured(
+            self.limits.streams_per_connection,
+            lambda: self.stats.refused_streams.update(["per_connection"])))
+        # Inbound streams each peer holds open, by protocol (max_streams_per_protocol).
+        self._inbound_streams: Counter[tuple[str, str]] = Counter()
         self.router = GossipSub(
             protocols=list(GOSSIPSUB_PROTOCOLS),
             # D, D_lo, D_hi as in go-libp2p-pubsub.
@@ -394,7 +405,6 @@ class P2PNetwork:
         )
         # StrictSign: every gossipsub message is signed by its origin (INTERFACE.md).
         self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
-        self.stats = GossipStats()
         libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
         libp2p_patches.keep_live_subscriptions(self.pubsub)
         libp2p_patches.retry_pubsub_streams(self.pubsub)
@@ -727,6 +737,15 @@ class P2PNetwork:
             if peer_id in self._blocked:
                 await stream.reset()
                 return
+            key = (peer_id, protocol)
+            if self._inbound_streams[key] >= self.limits.streams_per_protocol:
+                self.stats.refused_streams[protocol] += 1
+                if self.stats.refused_streams[protocol] == 1:
+                    log.info("%s holds %d open %s streams; resetting new ones", peer_id,
+                             self.limits.streams_per_protocol, protocol)
+                await stream.reset()
+                return
+            self._inbound_streams[key] += 1
             try:
                 await handler(stream)
             except StreamClosedError as exc:
@@ -738,6 +757,9 @@ class P2PNetwork:
                 self.stats.stream_faults[protocol] += 1
                 await stream.reset()
             finally:
+                self._inbound_streams[key] -= 1
+                if not self._inbound_streams[key]:
+                    del self._inbound_streams[key]
                 await stream.close()
 
         self.host.set_stream_handler(TProtocol(protocol), _handle)

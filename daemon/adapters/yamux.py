@@ -368,6 +368,11 @@ class YamuxStream(IMuxedStream):
 class Yamux(IMuxedConn):
     """One yamux session over one secure connection."""
 
+    # Streams the peer may hold open (None: MAX_INBOUND_STREAMS), and what to call
+    # when one more is reset for it; set per host through `configured`.
+    max_inbound_streams: int | None = None
+    on_stream_refused: Callable[[], None] | None = None
+
     def __init__(
         self,
         secured_conn: ISecureConn,
@@ -644,11 +649,15 @@ class Yamux(IMuxedConn):
         if self._closing:
             self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
             return None
-        if self.inbound_open >= MAX_INBOUND_STREAMS:
+        limit = MAX_INBOUND_STREAMS if self.max_inbound_streams is None else (
+            self.max_inbound_streams)
+        if self.inbound_open >= limit:
             self.streams_refused += 1
             if self.streams_refused == 1:
                 logger.info("yamux: %s holds %d open streams; resetting new ones",
-                            self.peer_id, MAX_INBOUND_STREAMS)
+                            self.peer_id, limit)
+            if self.on_stream_refused is not None:
+                self.on_stream_refused()
             self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
             return None
         stream = YamuxStream(self, stream_id)
@@ -714,3 +723,13 @@ class Yamux(IMuxedConn):
                     await self.on_close()
                 except Exception:
                     logger.exception("yamux: on_close for %s failed", self.peer_id)
+
+
+def configured(max_inbound_streams: int, on_stream_refused: Callable[[], None]) -> type[Yamux]:
+    """A Yamux class for one host: at most `max_inbound_streams` streams the peer opened
+    held at once on a connection (config `max_streams_per_connection`), and
+    `on_stream_refused` called for each one reset past it (counted in `status`)."""
+    return type("ConfiguredYamux", (Yamux,), {
+        "max_inbound_streams": max_inbound_streams,
+        "on_stream_refused": staticmethod(on_stream_refused),
+    })

@@ -13,10 +13,10 @@ import time
 import multiaddr
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.host.exceptions import StreamFailure
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from gossipchat.daemon.adapters import yamux
 from gossipchat.daemon.core import syncwire
 from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
 from harness.libp2p_hosts import make_node, running_node
@@ -25,6 +25,7 @@ from harness.waiting import wait_for
 SYNC = TProtocol(syncwire.PROTOCOL)
 BITSWAP = TProtocol("/ipfs/bitswap/1.2.0")
 ROOM = "den"
+STREAMS = 64  # the daemon's max_streams_per_connection here
 TOPIC = f"/gossipchat/1/room/{ROOM}"
 
 
@@ -36,6 +37,13 @@ async def _chat(a: DaemonProcess, b: DaemonProcess, text: str) -> None:
 
 async def test_slow_loris_oversize_and_replay_leave_honest_chat_untouched(
         cluster: Cluster) -> None:
+    home = cluster.home("d")
+    home.mkdir(parents=True, mode=0o700)
+    # The muxer's bound is the one under test here, not the per-protocol one
+    # (test_peer_limits.py). It is set below py-libp2p's own cap on the streams a
+    # host opens (about 256), or the hostile host would stop itself first.
+    (home / "config.toml").write_text(
+        f"max_streams_per_connection = {STREAMS}\nmax_streams_per_protocol = {STREAMS}\n")
     d = cluster.start("d")
     honest = cluster.start("honest")
     for daemon in (d, honest):
@@ -49,18 +57,19 @@ async def test_slow_loris_oversize_and_replay_leave_honest_chat_untouched(
         await host.connect(info)
 
         # Slow loris: streams that start a frame and never finish it. The daemon's
-        # muxer holds at most MAX_INBOUND_STREAMS of them; the rest are refused.
+        # muxer holds at most max_streams_per_connection of them; the rest are refused.
         # (Sync streams: the sync server waits FRAME_TIMEOUT_S for a frame to finish.)
         refused = 0
-        for _ in range(yamux.MAX_INBOUND_STREAMS + 8):
-            # py-libp2p's new_stream never returns when the stream is reset during
-            # protocol negotiation, so a refused stream shows here as a time-out.
+        for _ in range(STREAMS + 8):
+            # A refused stream is reset before its protocol is negotiated: py-libp2p's
+            # new_stream raises StreamFailure (or, on older paths, never returns, so
+            # a time-out counts too).
             with trio.move_on_after(3) as timed_out:
                 try:
                     stream = await host.new_stream(info.peer_id, [SYNC])
                     await stream.write(b"\x85")  # the first byte of a multi-byte varint
                     held.append(stream)
-                except StreamError:
+                except (StreamError, StreamFailure):
                     refused += 1
             refused += timed_out.cancelled_caught
         # Our own pubsub and identify streams hold a place or two as well.
@@ -106,6 +115,8 @@ async def test_slow_loris_oversize_and_replay_leave_honest_chat_untouched(
             await stream.reset()
     status = d.call("status")
     assert status["faults"] == {}
+    assert status["connections"]["streams_refused"]["per_connection"] >= 8
+    assert status["limits"]["streams_per_connection"] >= 8
     assert status["received_duplicate"] >= 100
     assert texts(d, ROOM).count("say it once") == 1
     assert texts(d, ROOM) == texts(honest, ROOM)

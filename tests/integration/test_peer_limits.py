@@ -1,7 +1,7 @@
 """What peers can make a daemon hold (issue 9, item 3): inbound connections in all and
-per IP, gossip a peer forwards per second, image fetches at once. Each bound is set
-low in a real daemon's config.toml, hit from outside, counted in `status`, and the
-honest peers around it keep chatting."""
+per IP, gossip a peer forwards per second, image fetches at once, streams per
+protocol. Each bound is set low in a real daemon's config.toml, hit from outside,
+counted in `status`, and the honest peers around it keep chatting."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
+from libp2p.custom_types import TProtocol
+from libp2p.host.exceptions import StreamFailure
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from gossipchat.clients import RpcError
-from gossipchat.daemon.core import unixfs
+from gossipchat.daemon.core import syncwire, unixfs
 from harness.daemons import Cluster, DaemonProcess, connect, wait_mesh
 from harness.libp2p_hosts import LOOPBACK, gossip_peer, stock_host
 from harness.waiting import wait_for
@@ -221,3 +224,63 @@ def test_status_shows_the_default_bounds(cluster: Cluster) -> None:
     assert status["gossip"]["max_msgs_per_peer_s"] == 500
     assert status["gossip"]["rate_limited"] == {}
     assert status["images"]["fetch_slots"]["max"] == 8
+
+
+async def test_streams_past_the_per_protocol_bound_are_reset_and_the_slot_comes_back(
+        cluster: Cluster) -> None:
+    """A raw peer holds sync streams open with half a frame each (slow loris): past
+    max_streams_per_protocol they are reset at once; the daemon's other protocols and
+    its honest peer go on; a stream closed frees its place."""
+    d = _start(cluster, "d", "max_streams_per_protocol = 4\n")
+    honest = cluster.start("honest")
+    for daemon in (d, honest):
+        daemon.call("join", room=ROOM)
+    connect(honest, d)
+    wait_mesh(d, ROOM, 1)
+    sync = TProtocol(syncwire.PROTOCOL)
+
+    async def open_and_probe(host: Any, peer: Any) -> tuple[Any, bool]:
+        """Open a sync stream with half a varint in it; True if the daemon reset it
+        (py-libp2p raises StreamFailure when the reset overtakes the negotiation's
+        answer, StreamError when it comes after)."""
+        with trio.fail_after(10):
+            try:
+                stream = await host.new_stream(peer, [sync])
+                await stream.write(b"\x85")
+            except (StreamFailure, StreamError):
+                return None, True
+        with trio.move_on_after(2):
+            try:
+                await stream.read(1)
+            except StreamError:
+                return stream, True
+        return stream, False
+
+    host = stock_host()
+    async with host.run(listen_addrs=LOOPBACK):
+        info = info_from_p2p_addr(multiaddr.Multiaddr(d.addr))
+        await host.connect(info)
+        held, refused = [], 0
+        for _ in range(10):
+            stream, was_reset = await open_and_probe(host, info.peer_id)
+            if was_reset:
+                refused += 1
+            else:
+                held.append(stream)
+        assert (len(held), refused) == (4, 6)
+        await _off_loop(lambda: _chat_works(honest, [d], "past the loris"))
+        await _off_loop(lambda: _chat_works(d, [honest], "and back"))
+        # The daemon cuts a half frame after its frame timeout anyway; closing one
+        # ourselves frees its place at once.
+        await held.pop().reset()
+        await trio.sleep(0.5)
+        again, was_reset = await open_and_probe(host, info.peer_id)
+        assert not was_reset
+        for stream in [*held, again]:
+            await stream.reset()
+    status = await _off_loop(lambda: d.call("status"))
+    assert status["connections"]["streams_refused"] == {syncwire.PROTOCOL: 6}
+    assert status["limits"]["streams_per_protocol"] == 6
+    assert status["faults"] == {}
+    # A sync session of the honest peer still runs (its own four places).
+    assert honest.call("history", room=ROOM)[-1]["text"] == "and back"

@@ -53,6 +53,10 @@ def test_flags_override_file_override_defaults(tmp_path: Path) -> None:
         ("gossip_max_msgs_per_peer_s = 600.0\ngossip_burst_per_peer = 500",
          "gossip_burst_per_peer.*at least"),
         ("max_concurrent_fetches = 0", "max_concurrent_fetches"),
+        ("max_streams_per_connection = 8", "max_streams_per_connection.*16, 4096"),
+        ("max_streams_per_protocol = 0", "max_streams_per_protocol"),
+        ("max_streams_per_connection = 64\nmax_streams_per_protocol = 65",
+         "max_streams_per_protocol.*max_streams_per_connection"),
         ("max_concurrent_fetches = 2000", "max_concurrent_fetches"),
     ],
 )
