@@ -64,6 +64,7 @@ class Config:
     gossip_burst_per_peer: int = 2000
     max_streams_per_connection: int = 256
     max_streams_per_protocol: int = 32
+    max_wants_per_peer: int = 4096
     mdns: bool = True
     web_listen: str = DEFAULT_WEB_LISTEN
     dht: str = "auto"
@@ -166,6 +167,8 @@ def _validate(config: Config) -> Config:
     if not 1 <= config.max_streams_per_protocol <= config.max_streams_per_connection:
         raise ConfigError("config key 'max_streams_per_protocol' must be in "
                           "[1, max_streams_per_connection]")
+    if not 64 <= config.max_wants_per_peer <= 32768:
+        raise ConfigError("config key 'max_wants_per_peer' must be in [64, 32768]")
     if not 1 <= config.max_concurrent_fetches <= 1024:
         raise ConfigError("config key 'max_concurrent_fetches' must be in [1, 1024]")
     if config.dht not in DHT_MODES:

@@ -108,7 +108,8 @@ class Node:
             interval_s=config.presence_interval_s)
         self.redialer.defer = self.presence.manages
         self.images = ImageService(self.room_history, store, network, config, blocks,
-                                   BlockExchange(network, blocks))
+                                   BlockExchange(network, blocks,
+                                                 max_wants_per_peer=config.max_wants_per_peer))
         self.room_history.on_gap = self.sync.suspect_gap
         self.room_history.on_image = self._on_image
         self.room_history.on_store_recovered = self._on_store_recovered
@@ -174,7 +175,8 @@ class Node:
                 ("concurrent_fetches", self.images.fetch_slots.timed_out),
                 ("streams_per_connection", gossip.refused_streams["per_connection"]),
                 ("streams_per_protocol", sum(n for p, n in gossip.refused_streams.items()
-                                             if p != "per_connection"))):
+                                             if p != "per_connection")),
+                ("wants_per_peer", self.images.exchange.bitswap.stats.wants_dropped)):
             if count:
                 limits[key] = count
         return limits

@@ -99,7 +99,8 @@ DEFAULT_MAX_BLOCK_SIZE = 1024 * 1024
 DEFAULT_TARGET_MESSAGE_SIZE = 2 * 1024 * 1024  # many blocks per write; half the limit
 _READ_SIZE = 1024 * 1024  # yamux hands out what it has buffered, up to this
 _NEW_STREAM_TIMEOUT = 10.0
-_MAX_PEER_WANTLIST = 4096  # entries we remember per peer; the rest is dropped
+# Wants we remember per peer (config max_wants_per_peer); the rest are dropped.
+MAX_PEER_WANTLIST = 4096
 _RECENT_DIGESTS = 65536  # digests we asked for lately: late duplicates are not "bad"
 # Protobuf fields decoded per message, at every level. Our full wantlist (4096 entries)
 # takes about 25,000; unbounded, a 4 MiB message of 4-byte entries took 8 s of the
@@ -387,6 +388,7 @@ class BitswapStats:
     protocol_errors: int = 0
     peers_dropped: int = 0
     stream_faults: int = 0  # unexpected errors, each contained to its inbound stream
+    wants_dropped: int = 0  # a peer's wants past max_wants_per_peer, not remembered
     peers: dict[str, PeerStats] = field(default_factory=dict)
 
     def peer(self, peer: ID) -> PeerStats:
@@ -527,6 +529,7 @@ class Bitswap:
         stall_timeout: float = 5.0,
         idle_stream_timeout: float = 5.0,
         ban_seconds: float = 600.0,
+        max_wants_per_peer: int = MAX_PEER_WANTLIST,
     ) -> None:
         if max_block_size + 1024 > max_message_size:
             raise ValueError("max_message_size must leave room for a max_block_size block")
@@ -539,6 +542,7 @@ class Bitswap:
         self._stall = stall_timeout
         self._idle = idle_stream_timeout
         self._ban_seconds = ban_seconds
+        self.max_wants_per_peer = max_wants_per_peer
         self.stats = BitswapStats()
         self._commands_send: trio.MemorySendChannel[_Command] | None = None
         self._nursery: trio.Nursery | None = None
@@ -1107,7 +1111,9 @@ class _PeerLink:
                 if entry.cancel:
                     self._ledger.pop(entry.cid, None)
                     continue
-                if entry.cid not in self._ledger and len(self._ledger) >= _MAX_PEER_WANTLIST:
+                if (entry.cid not in self._ledger
+                        and len(self._ledger) >= self._engine.max_wants_per_peer):
+                    self._engine.stats.wants_dropped += 1
                     continue
                 self._ledger[entry.cid] = _Ledger(entry.want_have, entry.send_dont_have)
                 self._todo.append(entry.cid)

@@ -23,6 +23,7 @@ from ..errors import (
     PathError,
 )
 from .bitswap import (
+    MAX_PEER_WANTLIST,
     Bitswap,
     BitswapStoppedError,
     FetchTimeoutError,
@@ -35,9 +36,10 @@ from .p2p import P2PNetwork
 class BlockExchange:
     """Fetch and serve UnixFS files over bitswap on the node's host."""
 
-    def __init__(self, network: P2PNetwork, store: BlockStore) -> None:
+    def __init__(self, network: P2PNetwork, store: BlockStore, *,
+                 max_wants_per_peer: int = MAX_PEER_WANTLIST) -> None:
         self.store = store
-        self.bitswap = Bitswap(network.host, store)
+        self.bitswap = Bitswap(network.host, store, max_wants_per_peer=max_wants_per_peer)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve bitswap until cancelled."""
@@ -97,4 +99,5 @@ class BlockExchange:
             "blocks_received": s.blocks_received, "bytes_received": s.bytes_received,
             "duplicate_blocks": s.duplicate_blocks, "bad_blocks": s.bad_blocks,
             "peers_dropped": s.peers_dropped, "stream_faults": s.stream_faults,
+            "wants_dropped": s.wants_dropped,
         }

@@ -69,7 +69,7 @@ def test_field_floods_are_refused_early(name: str) -> None:
 def test_a_full_wantlist_is_within_the_field_budget() -> None:
     """Our own largest wantlist: as many entries as a peer's ledger keeps, all flags."""
     cids = [unixfs.cid_v1(unixfs.CODEC_RAW, i.to_bytes(4, "big"))
-            for i in range(bitswap._MAX_PEER_WANTLIST)]
+            for i in range(bitswap.MAX_PEER_WANTLIST)]
     wants = [bitswap.WantEntry(cid, 5, False, True, True) for cid in cids]
     frame = bitswap.encode_frame(bitswap.PROTOCOL_ID_120, wants=wants, full=True)
     msg = bitswap.decode_message(_body(frame))

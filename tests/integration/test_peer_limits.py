@@ -1,6 +1,6 @@
 """What peers can make a daemon hold (issue 9, item 3): inbound connections in all and
 per IP, gossip a peer forwards per second, image fetches at once, streams per
-protocol. Each bound is set low in a real daemon's config.toml, hit from outside,
+protocol, wants per peer. Each bound is set low in a real daemon's config.toml, hit from outside,
 counted in `status`, and the honest peers around it keep chatting."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from gossipchat.clients import RpcError
+from gossipchat.daemon.adapters import bitswap
 from gossipchat.daemon.core import syncwire, unixfs
 from harness.daemons import Cluster, DaemonProcess, connect, wait_mesh
 from harness.libp2p_hosts import LOOPBACK, gossip_peer, stock_host
@@ -284,3 +285,25 @@ async def test_streams_past_the_per_protocol_bound_are_reset_and_the_slot_comes_
     assert status["faults"] == {}
     # A sync session of the honest peer still runs (its own four places).
     assert honest.call("history", room=ROOM)[-1]["text"] == "and back"
+
+
+async def test_wants_past_the_per_peer_bound_are_dropped_and_counted(
+        cluster: Cluster) -> None:
+    """A raw peer asks for 100 blocks in one wantlist; the daemon remembers 64."""
+    d = _start(cluster, "d", "max_wants_per_peer = 64\n")
+    cids = [unixfs.cid_v1(unixfs.CODEC_RAW, i.to_bytes(4, "big")) for i in range(100)]
+    wants = [bitswap.WantEntry(cid, 1, False, True, False) for cid in cids]
+    frame = bitswap.encode_frame(bitswap.PROTOCOL_ID_120, wants=wants, full=True)
+    host = stock_host()
+    async with host.run(listen_addrs=LOOPBACK):
+        info = info_from_p2p_addr(multiaddr.Multiaddr(d.addr))
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [bitswap.PROTOCOL_ID_120])
+        await stream.write(frame)
+        await _off_loop(lambda: wait_for(
+            lambda: d.call("status")["images"]["exchange"]["wants_dropped"] == 36,
+            timeout=20, message="the daemon to drop the 36 wants past its bound"))
+        await stream.close()
+    status = await _off_loop(lambda: d.call("status"))
+    assert status["limits"]["wants_per_peer"] == 36
+    assert status["faults"] == {}
