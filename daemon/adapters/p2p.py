@@ -661,14 +661,19 @@ class P2PNetwork:
 
     def _allow_forwarded(self, forwarder: ID) -> bool:
         """Whether to look at one more gossip message this peer forwarded."""
-        if forwarder in self._graylisted:
-            self.stats.graylist_dropped += 1
-            return False
         peer_id = forwarder.to_base58()
         now = trio.current_time()
         verdict = self.gossip_limiter.check(peer_id, now)
         if verdict is Verdict.ACCEPT:
-            return True
+            if forwarder not in self._graylisted:
+                return True
+            # Graylisted: dropped unread, and sending on after it costs the peer more
+            # (P5), so that a junk sender goes on down to the disconnect threshold
+            # instead of resting at the graylist one for as long as its junk decays.
+            self.stats.graylist_dropped += 1
+            self.scorer.penalize_behavior(forwarder,
+                                          self.scoring.graylisted_message_penalty)
+            return False
         banned = verdict is Verdict.DROP and self.gossip_limiter.is_banned(peer_id, now)
         self.stats.rate_limited["banned" if banned else "over_rate"] += 1
         if not banned:

@@ -10,9 +10,9 @@ Rules:
   may be from a newer version or a skewed clock: no penalty).
 - Thresholds, from the top: below 0 a peer is pruned from our meshes and never
   grafted; below `gossip` we exchange no IHAVE/IWANT with it; below `publish` we
-  neither forward to it nor accept what it forwards; below `graylist` everything it
-  sends is dropped before any check; below `disconnect` it is hung up on and refused
-  for `ban_s` (the ban of core/ratelimit.py).
+  neither forward to it nor accept what it forwards; below `graylist` every message it
+  sends is dropped before any check and costs it `graylisted_message_penalty`; below
+  `disconnect` it is hung up on and refused for `ban_s` (the ban of core/ratelimit.py).
 - Pure: no libp2p here. The adapter (adapters/peer_scores.py) translates `ChatScoring`
   to py-libp2p's ScoreParams, whose P4 is linear and capped rather than go's square.
 """
@@ -65,7 +65,10 @@ class ChatScoring:
     # `over_rate_penalty` for every message the gossip rate limit drops.
     behaviour_weight: float = 1.0
     behaviour_decay: float = field(default_factory=lambda: decay_for(60.0))
-    over_rate_penalty: float = 0.01
+    over_rate_penalty: float = 0.05
+    # P5 for each message a graylisted peer sends on (dropped unread): about 80 more
+    # take a peer from the graylist threshold to the disconnect one.
+    graylisted_message_penalty: float = 4.0
     gossip_threshold: float = -10.0
     publish_threshold: float = -50.0
     graylist_threshold: float = -80.0
@@ -93,8 +96,9 @@ class ChatScoring:
             out.append("invalid messages are capped before they reach the disconnect threshold")
         if self.behaviour_weight <= 0 or not 0 < self.behaviour_decay < 1:
             out.append("behaviour: need weight > 0 and 0 < decay < 1")
-        if self.over_rate_penalty < 0 or self.ban_s <= 0:
-            out.append("need over_rate_penalty >= 0 and ban_s > 0")
+        if self.over_rate_penalty < 0 or self.graylisted_message_penalty <= 0 or self.ban_s <= 0:
+            out.append("need over_rate_penalty >= 0, graylisted_message_penalty > 0 "
+                       "and ban_s > 0")
         return out
 
     @property
