@@ -101,6 +101,17 @@ class ChatScoring:
                        "and ban_s > 0")
         return out
 
+    def score(self, first_deliveries: Mapping[str, float], invalid: Mapping[str, float],
+              behaviour: float = 0.0) -> float:
+        """The score py-libp2p's scorer gives with these counters (per topic; behaviour
+        is the P5 penalty units): the model docs/scoring.md reasons with."""
+        total = 0.0
+        for topic in set(first_deliveries) | set(invalid):
+            total += self.first_delivery.weight * min(first_deliveries.get(topic, 0.0),
+                                                      self.first_delivery.cap)
+            total -= self.invalid.weight * min(invalid.get(topic, 0.0), self.invalid.cap)
+        return total - self.behaviour_weight * max(behaviour, 0.0)
+
     @property
     def max_credit(self) -> float:
         """The most one room's first deliveries can earn a peer."""
@@ -131,8 +142,10 @@ REJECT_REASONS = frozenset({
     "room_mismatch",
 })
 # Reasons an honest peer of a newer version, or one whose clock runs an hour ahead,
-# can cause: the message is dropped here, and nobody is scored down for it.
-IGNORE_REASONS = frozenset({"unknown_version", "unknown_kind", "future"})
+# can cause: the message is dropped here, and nobody is scored down for it. Nick rules
+# are presentation policy that a later version may loosen, so a nick we refuse is
+# ignored too.
+IGNORE_REASONS = frozenset({"unknown_version", "unknown_kind", "future", "bad_nick"})
 
 
 def judge(reason: str | None) -> Validation:
