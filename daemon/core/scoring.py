@@ -9,8 +9,8 @@ Rules:
   forwarder is scored down and the message goes no further) or IGNORE (the message
   may be from a newer version or a skewed clock: no penalty).
 - Thresholds, from the top: below 0 a peer is pruned from our meshes and never
-  grafted; below `gossip` we exchange no IHAVE/IWANT with it; below `publish` we
-  neither forward to it nor accept what it forwards; below `graylist` every message it
+  grafted; below `gossip` we exchange no IHAVE/IWANT with it; below `publish` we do
+  not forward to it; below `graylist` (the same number, see below) every message it
   sends is dropped before any check and costs it `graylisted_message_penalty`; below
   `disconnect` it is hung up on and refused for `ban_s` (the ban of core/ratelimit.py).
 - Pure: no libp2p here. The adapter (adapters/peer_scores.py) translates `ChatScoring`
@@ -23,7 +23,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from itertools import pairwise
 
 from .ratelimit import BAN_S
 
@@ -70,7 +69,11 @@ class ChatScoring:
     # take a peer from the graylist threshold to the disconnect one.
     graylisted_message_penalty: float = 4.0
     gossip_threshold: float = -10.0
-    publish_threshold: float = -50.0
+    # py-libp2p applies its publish threshold to what a peer forwards us as well as to
+    # what we send it, and drops below it with no penalty: a junk sender would rest
+    # between publish and graylist for as long as its junk decays. So the two are one,
+    # and below it our gate drops and charges (go allows publish == graylist).
+    publish_threshold: float = -80.0
     graylist_threshold: float = -80.0
     disconnect_threshold: float = -400.0
     accept_px_threshold: float = 10.0
@@ -84,10 +87,9 @@ class ChatScoring:
     def problems(self) -> list[str]:
         """What is inconsistent in these numbers (empty when nothing is)."""
         out = []
-        order = [0.0, self.gossip_threshold, self.publish_threshold,
-                 self.graylist_threshold, self.disconnect_threshold]
-        if any(a <= b for a, b in pairwise(order)):
-            out.append("need 0 > gossip > publish > graylist > disconnect thresholds")
+        if not (0 > self.gossip_threshold > self.publish_threshold
+                >= self.graylist_threshold > self.disconnect_threshold):
+            out.append("need 0 > gossip > publish >= graylist > disconnect thresholds")
         for name, counter in (("first_delivery", self.first_delivery),
                               ("invalid", self.invalid)):
             if counter.weight <= 0 or counter.cap <= 0 or not 0 < counter.decay < 1:

@@ -63,8 +63,8 @@ async def test_bad_envelopes_and_frames_are_dropped_and_counted(cluster: Cluster
 
         await trio.to_thread.run_sync(lambda: wait_for(lambda: judged("unknown_kind"),
                                                        message="the first two judged"))
-        # Each invalid one from a peer of its own: three invalid messages take a peer
-        # below the publish threshold, and the daemon stops hearing it (core/scoring.py).
+        # Each invalid one from a peer of its own: a few invalid messages take a peer
+        # onto the graylist, and the daemon stops hearing it (core/scoring.py).
         for name in ("garbage", "room_mismatch", "bad_signature", "too_large"):
             async with gossip_peer(d.addr, topic) as ((_, _, junk), _):
                 await junk.publish(topic, payloads[name])

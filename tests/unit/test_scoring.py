@@ -33,11 +33,13 @@ def test_decay_halves_a_counter_every_half_life() -> None:
 
 def test_thresholds_are_ordered_and_checked() -> None:
     d = DEFAULT
-    assert 0 > d.gossip_threshold > d.publish_threshold > d.graylist_threshold \
+    assert 0 > d.gossip_threshold > d.publish_threshold >= d.graylist_threshold \
         > d.disconnect_threshold
     assert DEFAULT.problems() == []
     with pytest.raises(ValueError, match="thresholds"):
         ChatScoring(graylist_threshold=-10.0)
+    with pytest.raises(ValueError, match="thresholds"):
+        ChatScoring(gossip_threshold=-80.0)
     with pytest.raises(ValueError, match="capped"):
         ChatScoring(invalid=Counter(20.0, 10.0, 0.99))
 
@@ -47,16 +49,16 @@ def test_invalid_messages_cost_more_than_a_room_can_earn() -> None:
     # right to send junk by relaying well first.
     assert DEFAULT.invalid.weight >= DEFAULT.max_credit
     assert DEFAULT.max_credit == 20.0
-    # From a full room's credit: 2 invalid messages take it out of the mesh, 4 below
-    # the publish threshold, 6 onto the graylist, 22 to the disconnect threshold.
+    # From a full room's credit: 2 invalid messages take it out of the mesh, 6 onto
+    # the graylist (below which the daemon hears nothing from it), 22 to the
+    # disconnect threshold.
     assert DEFAULT.invalid_to_cross(0.0) == 2
-    assert DEFAULT.invalid_to_cross(DEFAULT.publish_threshold) == 4
     assert DEFAULT.invalid_to_cross(DEFAULT.graylist_threshold) == 6
     assert DEFAULT.invalid_to_cross(DEFAULT.disconnect_threshold) == 22
-    # A new peer: its first invalid message takes it out of the mesh; three and the
+    # A new peer: its first invalid message takes it out of the mesh; five and the
     # daemon stops hearing it.
     assert DEFAULT.invalid_to_cross(0.0, credit=0.0) == 1
-    assert DEFAULT.invalid_to_cross(DEFAULT.publish_threshold, credit=0.0) == 3
+    assert DEFAULT.invalid_to_cross(DEFAULT.graylist_threshold, credit=0.0) == 5
 
 
 def test_the_model_adds_rooms_and_subtracts_junk_and_behaviour() -> None:
