@@ -34,6 +34,8 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_peer_scoring.py::test_a_bad_signature_costs_the_forwarder_nothing.
 - `prune_negative_mesh_peers`: one GossipSub's `mesh_heartbeat` and `handle_graft`;
   test_peer_scoring.py::test_a_negative_score_peer_stays_in_a_small_mesh.
+- `retain_negative_scores`: one GossipSub scorer's `remove_peer`;
+  test_peer_scoring.py::test_a_peers_score_is_forgotten_when_it_disconnects.
 - `release_inbound_slots`: one host's swarm (`_inbound_limiter`,
   `_do_handle_inbound_connection`, `upgrade_inbound_raw_conn`);
   test_inbound_slots.py.
@@ -497,6 +499,13 @@ def report_bad_signatures(pubsub: Pubsub, on_bad: Callable[[ID, Any], None]) -> 
             return
         if pubsub.validation_cache.get(pubsub._msg_id_constructor(msg)) is not None:
             return
+        # Dropped before the signature check (py-libp2p's own order): not ours to judge.
+        if pubsub.is_peer_blacklisted(msg_forwarder) or pubsub.is_peer_blacklisted(
+                ID(msg.from_id)):
+            return
+        scorer = getattr(pubsub.router, "scorer", None)
+        if scorer is not None and not scorer.allow_publish(msg_forwarder, list(msg.topicIDs)):
+            return
         if not signature_validator(msg):
             on_bad(msg_forwarder, msg)
 
@@ -552,6 +561,55 @@ def prune_negative_mesh_peers(router: Any, score: Callable[[ID], float]) -> Undo
                            ("handle_graft", handle_graft_refusing_negative_peers)):
             if vars(router).get(name) is ours:
                 delattr(router, name)
+
+    return undo
+
+
+def retain_negative_scores(router: Any, retain_s: float, max_peers: int = 4096) -> Undo:
+    """Keep the score counters of a peer that leaves with a negative score for
+    `retain_s`, as go-libp2p-pubsub's RetainScore does.
+
+    py-libp2p's router drops a peer's counters the moment it disconnects, so a junk
+    sender that hangs up before it is cut comes back with a clean score
+    (tests/upstream/test_peer_scoring.py::
+    test_a_peers_score_is_forgotten_when_it_disconnects). Here the scorer's
+    `remove_peer` keeps a negative peer's counters (they go on decaying) until
+    `retain_s` has passed; each later call forgets the peers whose time is up and
+    that have not come back, and at most `max_peers` are kept (the oldest go first).
+    A peer leaving with a score of 0 or more is forgotten at once, as before. Set on
+    this router's scorer only; the undo removes it (what is retained stays).
+    """
+    scorer = router.scorer
+    remove_peer = scorer.remove_peer
+    retained: OrderedDict[ID, float] = OrderedDict()  # peer -> forget after
+
+    def topics_of(peer: ID) -> list[str]:
+        topics: set[str] = set()
+        for counters in (scorer.first_message_deliveries, scorer.invalid_messages):
+            topics.update(counters.get(peer, ()))
+        return sorted(topics)
+
+    def remove_peer_retaining_negative_scores(peer: ID) -> None:
+        now = trio.current_time()
+        for old, until in list(retained.items()):
+            if old in router.peer_protocol:  # it came back: its counters are live
+                del retained[old]
+            elif until <= now:
+                del retained[old]
+                remove_peer(old)
+        if scorer.score(peer, topics_of(peer)) < 0:
+            retained[peer] = now + retain_s
+            retained.move_to_end(peer)
+            while len(retained) > max_peers:
+                remove_peer(retained.popitem(last=False)[0])
+            return
+        remove_peer(peer)
+
+    scorer.remove_peer = remove_peer_retaining_negative_scores
+
+    def undo() -> None:
+        if vars(scorer).get("remove_peer") is remove_peer_retaining_negative_scores:
+            del scorer.remove_peer
 
     return undo
 

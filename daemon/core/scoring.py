@@ -78,6 +78,9 @@ class ChatScoring:
     disconnect_threshold: float = -400.0
     accept_px_threshold: float = 10.0
     ban_s: float = BAN_S
+    # A peer that leaves with a negative score finds it again if it comes back within
+    # this time (go's RetainScore; Lotus keeps 6 h): P4's half-life.
+    retain_s: float = 3600.0
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -98,9 +101,10 @@ class ChatScoring:
             out.append("invalid messages are capped before they reach the disconnect threshold")
         if self.behaviour_weight <= 0 or not 0 < self.behaviour_decay < 1:
             out.append("behaviour: need weight > 0 and 0 < decay < 1")
-        if self.over_rate_penalty < 0 or self.graylisted_message_penalty <= 0 or self.ban_s <= 0:
-            out.append("need over_rate_penalty >= 0, graylisted_message_penalty > 0 "
-                       "and ban_s > 0")
+        if (self.over_rate_penalty < 0 or self.graylisted_message_penalty <= 0
+                or self.ban_s <= 0 or self.retain_s < 0):
+            out.append("need over_rate_penalty >= 0, graylisted_message_penalty > 0, "
+                       "ban_s > 0 and retain_s >= 0")
         return out
 
     def score(self, first_deliveries: Mapping[str, float], invalid: Mapping[str, float],

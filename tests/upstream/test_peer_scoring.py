@@ -90,18 +90,37 @@ def test_p1_counts_grafts_not_time_and_p3_is_never_counted() -> None:
     assert params.p1_time_in_mesh.weight == params.p3_mesh_message_deliveries.weight == 0
 
 
-def test_a_peers_score_is_forgotten_when_it_disconnects() -> None:
-    """go keeps a disconnected peer's score for RetainScore, so that reconnecting does
-    not wash junk away. py-libp2p's router drops it in `remove_peer`. Our answer: a
-    peer cut for its score is banned (core/ratelimit.py) for ban_s."""
+async def test_a_peers_score_is_forgotten_when_it_disconnects(autojump_clock: Any) -> None:
+    """go keeps a disconnected peer's non-positive score for RetainScore, so that
+    reconnecting does not wash junk away. py-libp2p's router drops it in
+    `remove_peer`. `retain_negative_scores` keeps it for retain_s (and a peer cut for
+    its score is banned for ban_s besides)."""
     router = GossipSub(protocols=[], degree=6, degree_low=4, degree_high=12,
                        **_scoring())
-    assert router.scorer is not None
+    scorer = router.scorer
+    assert scorer is not None
     for _ in range(30):
-        router.scorer.on_invalid_message(PEER, TOPIC)
-    assert peer_score(router.scorer, PEER) < DEFAULT.disconnect_threshold
+        scorer.on_invalid_message(PEER, TOPIC)
+    assert peer_score(scorer, PEER) < DEFAULT.disconnect_threshold
     router.remove_peer(PEER)
-    assert peer_score(router.scorer, PEER) == 0.0
+    assert peer_score(scorer, PEER) == 0.0
+
+    undo = libp2p_patches.retain_negative_scores(router, retain_s=3600.0)
+    try:
+        honest = ID(b"\x00\x24\x08\x01\x12\x20" + bytes([1]) * 32)
+        scorer.on_first_delivery(honest, TOPIC)
+        for _ in range(30):
+            scorer.on_invalid_message(PEER, TOPIC)
+        router.remove_peer(PEER)
+        router.remove_peer(honest)
+        assert peer_score(scorer, PEER) == -600.0  # still there on its return
+        assert honest not in scorer.first_message_deliveries  # nothing to hold against it
+        await trio.sleep(3601)
+        router.remove_peer(honest)  # any later removal forgets what is due
+        assert peer_score(scorer, PEER) == 0.0
+    finally:
+        undo()
+    assert "remove_peer" not in vars(scorer)
 
 
 async def test_a_bad_signature_costs_the_forwarder_nothing() -> None:
