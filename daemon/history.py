@@ -284,7 +284,8 @@ class History:
 
     # what we hear
 
-    def validate_gossip(self, topic: str, data: bytes) -> tuple[Validation, Envelope | None]:
+    def validate_gossip(self, topic: str, data: bytes, origin: bytes = b""
+                        ) -> tuple[Validation, Envelope | None]:
         """The topic validator of chat rooms (P2PNetwork.subscribe), run before GossipSub
         forwards a message: decode and verify it once, count what is refused in
         `rejected`, and hand the envelope on. Only what no honest peer forwards is

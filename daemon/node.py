@@ -133,7 +133,8 @@ class Node:
                 await self.network.block(peer)
             for room in self.room_history.joined_rooms():
                 await self.network.subscribe(topic_for(room), self.room_history.validate_gossip)
-                await self.network.subscribe(presence_codec.topic_for(room))
+                await self.network.subscribe(presence_codec.topic_for(room),
+                                             self.presence.validate_gossip)
             await nursery.start(self.room_history.run)
             nursery.start_soon(self._process_inbound)
             nursery.start_soon(self._process_peer_events)
@@ -313,7 +314,8 @@ class Node:
         name = check_room_name(room)
         new = self.room_history.join(name)
         await self.network.subscribe(topic_for(name), self.room_history.validate_gossip)
-        await self.network.subscribe(presence_codec.topic_for(name))
+        await self.network.subscribe(presence_codec.topic_for(name),
+                                     self.presence.validate_gossip)
         if new:
             self.presence.joined(name)
             self.sync.sync_now(name)

@@ -108,8 +108,9 @@ class GossipMessage:
     checked: Any = None
 
 
-# A topic validator: (topic, data) -> the outcome and what to hand on with the message.
-TopicValidator = Callable[[str, bytes], tuple[Validation, Any]]
+# A topic validator: (topic, data, origin's peer id bytes) -> the outcome and what to
+# hand on with the message.
+TopicValidator = Callable[[str, bytes, bytes], tuple[Validation, Any]]
 
 
 @dataclass(frozen=True)
@@ -817,7 +818,7 @@ class P2PNetwork:
         """py-libp2p's synchronous topic validator around ours."""
 
         def validator(forwarder: ID, msg: Any) -> bool:
-            outcome, checked = validate(topic, bytes(msg.data))
+            outcome, checked = validate(topic, bytes(msg.data), bytes(msg.from_id))
             if outcome is Validation.REJECT:
                 # py-libp2p counts the rejection against the forwarder (P4).
                 self.stats.scored_invalid["rejected"] += 1

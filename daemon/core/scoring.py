@@ -141,17 +141,21 @@ class Validation(Enum):
     REJECT = "reject"  # invalid: dropped, not forwarded, the forwarder scored down
 
 
-# Reasons (core/envelope.py EnvelopeError.reason, and the intake's own) that no honest
+# Reasons (core/envelope.py EnvelopeError.reason, core/presence.py PresenceError.reason,
+# and the intake's own) that no honest
 # gossipchat peer ever forwards, because it checks the same before forwarding.
 REJECT_REASONS = frozenset({
     "undecodable", "bad_signature", "too_large", "non_canonical", "bad_field",
     "room_mismatch",
+    "not_origin",  # a presence record on the topic that its own member did not sign
 })
 # Reasons an honest peer of a newer version, or one whose clock runs an hour ahead,
 # can cause: the message is dropped here, and nobody is scored down for it. Nick rules
 # are presentation policy that a later version may loosen, so a nick we refuse is
 # ignored too.
-IGNORE_REASONS = frozenset({"unknown_version", "unknown_kind", "future", "bad_nick"})
+IGNORE_REASONS = frozenset({"unknown_version", "unknown_kind", "future", "bad_nick",
+                            # presence: a newer version may announce new kinds of address
+                            "bad_addr", "too_many_addrs"})
 
 
 def judge(reason: str | None) -> Validation:

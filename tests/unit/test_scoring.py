@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gossipchat.daemon.core import envelope, scoring
+from gossipchat.daemon.core import envelope, presence, scoring
 from gossipchat.daemon.core.scoring import (
     DEFAULT,
     ChatScoring,
@@ -89,10 +90,12 @@ def test_a_graylisted_peer_that_sends_on_reaches_the_disconnect_threshold() -> N
     assert DEFAULT.graylist_threshold - steady < DEFAULT.disconnect_threshold
 
 
-def test_every_refusal_reason_of_the_envelope_codec_is_sorted() -> None:
-    source = Path(envelope.__file__).read_text()
-    reasons = set(re.findall(r'EnvelopeError\(\s*"([a-z_]+)"', source))
-    assert reasons >= {"undecodable", "bad_signature", "too_large", "unknown_kind"}
+@pytest.mark.parametrize(("codec", "error"), [(envelope, "EnvelopeError"),
+                                               (presence, "PresenceError")])
+def test_every_refusal_reason_of_the_codecs_is_sorted(codec: Any, error: str) -> None:
+    source = Path(codec.__file__).read_text()
+    reasons = set(re.findall(error + r'\(\s*"([a-z_]+)"', source))
+    assert reasons >= {"undecodable", "bad_signature", "too_large"}
     unsorted = reasons - scoring.REJECT_REASONS - scoring.IGNORE_REASONS
     assert not unsorted, f"decide whether these cost the forwarder: {unsorted}"
     assert not scoring.REJECT_REASONS & scoring.IGNORE_REASONS
@@ -104,7 +107,9 @@ def test_every_refusal_reason_of_the_envelope_codec_is_sorted() -> None:
     ("room_mismatch", Validation.REJECT),
     ("too_large", Validation.REJECT),
     ("undecodable", Validation.REJECT),
+    ("not_origin", Validation.REJECT),  # a presence record its member did not send
     ("unknown_kind", Validation.IGNORE),  # a newer version's kind
+    ("bad_addr", Validation.IGNORE),  # a newer version's kind of address
     ("future", Validation.IGNORE),  # a clock an hour ahead
     ("something_new", Validation.IGNORE),  # unknown: nobody pays for it
 ])
