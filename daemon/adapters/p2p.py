@@ -730,7 +730,10 @@ class P2PNetwork:
             while len(self._ever_graylisted) > GRAYLISTED_MAX:
                 self._ever_graylisted.popitem(last=False)
         self._graylisted = {ID.from_base58(peer) for peer in graylisted}
-        for peer_id in scoring.to_disconnect(scores, self.scoring, exempt=self._blocked):
+        # Blocked and banned peers are being hung up on already (a banned one's redial
+        # lives for a moment before `_admit` closes it): not cut, nor counted, twice.
+        exempt = self._blocked | set(self.gossip_limiter.banned(now))
+        for peer_id in scoring.to_disconnect(scores, self.scoring, exempt=exempt):
             self.stats.score_cut += 1
             log.warning("peer %s scored %.1f, below %.0f: hanging up and refusing it "
                         "for %.0f s", peer_id, scores[peer_id],
