@@ -14,6 +14,11 @@ any holds QUEUE_HIGH_WATER; each topic's channel is a sink (`sink_topic`) that h
 every message to our own larger `inbound` channel as it is pushed; a stale stream's
 death no longer erases a connected peer's subscriptions (`keep_live_subscriptions`).
 Anything still lost, history sync repairs.
+
+Peers are scored as GossipSub v1.1 says, with core/scoring.py's chat parameters
+(docs/scoring.md): topic validators given to `subscribe` reject invalid messages
+before they are forwarded, and the scorer charges the forwarder; `_watch_scores`
+hangs up on peers below the disconnect threshold and bans them with the flood ban.
 """
 
 from __future__ import annotations
@@ -438,7 +443,7 @@ class P2PNetwork:
         # every peer that ever was (bounded), for status.
         self._graylisted: set[ID] = set()
         self._ever_graylisted: OrderedDict[str, None] = OrderedDict()
-        # id(msg) -> (msg, forwarder, what the validator made of it): see `_validate`.
+        # id(msg) -> (msg, forwarder, what the validator made of it): see `_validator`.
         self._judged: OrderedDict[int, tuple[Any, ID, Any]] = OrderedDict()
         libp2p_patches.release_inbound_slots(
             self.host, self.limits.inbound.max_total + HANDSHAKE_SLOTS, self._admit_socket)
@@ -692,6 +697,7 @@ class P2PNetwork:
     # peer scores
 
     def _score_of(self, peer: ID) -> float:
+        """A peer's GossipSub score now, over every topic it has counters in."""
         return peer_scores.peer_score(self.scorer, peer)
 
     def peer_scores(self) -> dict[str, float]:
@@ -709,7 +715,7 @@ class P2PNetwork:
     async def _watch_scores(self) -> None:
         """Every heartbeat: note graylisted peers for the gate, and hang up on peers
         below the disconnect threshold, banning them like flooders (py-libp2p has no
-        disconnect threshold, and it forgets a peer's score when it disconnects)."""
+        disconnect threshold; tests/upstream/test_peer_scoring.py)."""
         while True:
             await trio.sleep(scoring.HEARTBEAT_S)
             self.check_scores()
