@@ -1,13 +1,14 @@
 """GossipSub v1.1 peer scoring tuned for chat rooms: the numbers, and what counts.
 
 Rules:
-- A peer's score is the sum over rooms of what it earns by first deliveries (P2) less
-  what its invalid messages cost (P4), less a behaviour penalty (P5) for sending past
-  the gossip rate limit. Counters decay every heartbeat; the weights and decays are
-  here, the reasoning is in docs/scoring.md.
-- `judge(reason)` sorts a reason our intake refuses an envelope for into REJECT (the
-  forwarder is scored down and the message goes no further) or IGNORE (the message
-  may be from a newer version or a skewed clock: no penalty).
+- A peer's score is the sum over topics of what it earns by first deliveries (P2)
+  less what its invalid messages cost (P4), less a behaviour penalty (P5): for what
+  the gossip rate limit drops, for what it sends while graylisted, and py-libp2p's
+  own. Counters decay every heartbeat; the weights and decays are here, the reasoning
+  is in docs/scoring.md.
+- `judge(reason)` sorts a reason our intake refuses an envelope or a presence record
+  for into REJECT (the forwarder is scored down and the message goes no further) or
+  IGNORE (it may be from a newer version or a skewed clock: no penalty).
 - Thresholds, from the top: below 0 a peer is pruned from our meshes and never
   grafted; below `gossip` we exchange no IHAVE/IWANT with it; below `publish` we do
   not forward to it; below `graylist` (the same number, see below) every message it
