@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.pb import rpc_pb2
 
-from gossipchat.daemon.core import envelope, peerid
+from gossipchat.daemon.core import envelope, peerid, presence
 from gossipchat.daemon.core.scoring import DEFAULT
 from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
 from harness.libp2p_hosts import gossip_peer, signed_message, wait_for_mesh
@@ -209,3 +209,36 @@ def test_a_1000_message_burst_graylists_nobody(cluster: Cluster) -> None:
         assert view["disconnected"] == 0, (name, view)
         assert view["invalid"] == {}, (name, view)
     assert lowest_seen > DEFAULT.graylist_threshold
+
+
+async def test_junk_on_a_presence_topic_costs_the_same(cluster: Cluster) -> None:
+    a, b, c = daemons = await _off_loop(lambda: _honest_room(cluster))
+    topic = presence.topic_for(ROOM)
+    async with gossip_peer(a.addr, topic) as ((host, router, pubsub), a_id):
+        await wait_for_mesh(router, topic, a_id)
+        started = time.monotonic()
+
+        async def send_junk() -> None:
+            i = 0
+            while True:
+                msg = signed_message(pubsub, topic, b"\x00\xffnot a record %d" % i)
+                router.send_rpc(a_id, rpc_pb2.RPC(publish=[msg]))
+                i += 1
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_junk)
+            with trio.fail_after(60):
+                while host.get_network().get_connections(a_id):  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            cut_s = time.monotonic() - started
+            nursery.cancel_scope.cancel()
+    status = a.call("status")
+    print(f"\npresence junk at 20/s: hung up on after {cut_s:.2f} s; "
+          f"{status['gossip']['score']}; rejected {status['presence']['rejected']}")
+    assert status["gossip"]["score"]["disconnected"] == 1
+    assert status["presence"]["rejected"].get("undecodable", 0) >= 1
+    for daemon in (b, c):  # a forwarded none of it
+        assert daemon.call("status")["presence"]["rejected"] == {}, daemon.name
+    await _off_loop(lambda: c.call("send", room=ROOM, text="still here"))
+    await _off_loop(lambda: _everyone_has(daemons, "still here"))
