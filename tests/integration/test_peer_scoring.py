@@ -1,7 +1,8 @@
 """Peer scoring for chat (issue 9 item 4) with real daemons: a stock py-libp2p peer
 that sends junk into a room is pruned from the daemon's mesh, then hung up on and
 refused, while the honest daemons chat on with their history unchanged; and a
-1,000-message honest burst graylists nobody (core/scoring.py, docs/scoring.md)."""
+1,000-message honest burst graylists nobody (core/scoring.py, docs/scoring.md). Junk
+on a room's presence topic costs the same."""
 
 from __future__ import annotations
 
