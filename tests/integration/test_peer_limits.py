@@ -244,4 +244,8 @@ def test_status_shows_the_default_bounds(cluster: Cluster) -> None:
     assert status["connections"]["refused"] == {}
     assert status["gossip"]["max_msgs_per_peer_s"] == 500
     assert status["gossip"]["rate_limited"] == {}
+    score = status["gossip"]["score"]
+    assert score["thresholds"] == {"gossip": -10.0, "publish": -80.0, "graylist": -80.0,
+                                   "disconnect": -400.0}
+    assert (score["peers"], score["lowest"], score["disconnected"]) == (0, None, 0)
     assert status["images"]["fetch_slots"]["max"] == 8
