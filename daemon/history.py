@@ -40,6 +40,7 @@ from .adapters.store import Store
 from .core import envelope as env_codec
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
+from .core.scoring import Validation, judge
 from .core.store_health import Backoff, PendingEnvelopes, StoreHealth
 from .errors import (
     InvalidArgument,
@@ -283,11 +284,35 @@ class History:
 
     # what we hear
 
+    def validate_gossip(self, topic: str, data: bytes, origin: bytes = b""
+                        ) -> tuple[Validation, Envelope | None]:
+        """The topic validator of chat rooms (P2PNetwork.subscribe), run before GossipSub
+        forwards a message: decode and verify it once, count what is refused in
+        `rejected`, and hand the envelope on. Only what no honest peer forwards is
+        REJECTed (core/scoring.py `judge`); the rest is left to `accept_gossip`."""
+        room = room_of_topic(topic)
+        if room is None:
+            return Validation.IGNORE, None
+        try:
+            env = env_codec.decode(data, now_ms=now_ms())
+        except EnvelopeError as exc:
+            outcome = judge(exc.reason)
+            if outcome is Validation.REJECT:
+                self.stats.rejected[exc.reason] += 1
+            return outcome, None  # IGNORE: accept_gossip decodes and counts it again
+        if env.room != room:
+            self.stats.rejected["room_mismatch"] += 1
+            return judge("room_mismatch"), None
+        return Validation.ACCEPT, env
+
     def accept_gossip(self, batch: list[GossipMessage]) -> None:
         """Verify, store and deliver chat gossip; count and drop what fails."""
         now = now_ms()
         valid: list[Envelope] = []
         for msg in batch:
+            if isinstance(msg.checked, Envelope) and room_of_topic(msg.topic) == msg.checked.room:
+                valid.append(msg.checked)  # decoded and verified by validate_gossip
+                continue
             room = room_of_topic(msg.topic)
             if room is None:
                 self.stats.rejected["unknown_topic"] += 1

@@ -133,8 +133,9 @@ class Node:
             for peer in self.store.blocked():
                 await self.network.block(peer)
             for room in self.room_history.joined_rooms():
-                await self.network.subscribe(topic_for(room))
-                await self.network.subscribe(presence_codec.topic_for(room))
+                await self.network.subscribe(topic_for(room), self.room_history.validate_gossip)
+                await self.network.subscribe(presence_codec.topic_for(room),
+                                             self.presence.validate_gossip)
             await nursery.start(self.room_history.run)
             nursery.start_soon(self._process_inbound)
             nursery.start_soon(self._process_peer_events)
@@ -249,6 +250,7 @@ class Node:
                 "max_msgs_per_peer_s": self.network.limits.gossip_rate,
                 "burst_per_peer": self.network.limits.gossip_burst,
                 "bucket_low": int(self.network.gossip_limiter.lowest_tokens),
+                "score": self.network.score_view(),
             },
             "received_new": history.received_new,
             "gaps_suspected": history.gaps_suspected,
@@ -287,7 +289,8 @@ class Node:
         out = []
         for snap in self.network.snapshot():
             rooms = sorted(r for t in snap.topics if (r := room_of_topic(t)) is not None)
-            out.append({"peer_id": snap.peer_id, "addrs": snap.addrs, "rooms": rooms})
+            out.append({"peer_id": snap.peer_id, "addrs": snap.addrs, "rooms": rooms,
+                        "score": round(snap.score, 2)})
         return sorted(out, key=lambda p: p["peer_id"])
 
     async def connect(self, addr: object) -> dict[str, Any]:
@@ -316,8 +319,9 @@ class Node:
         self._check_running()
         name = check_room_name(room)
         new = self.room_history.join(name)
-        await self.network.subscribe(topic_for(name))
-        await self.network.subscribe(presence_codec.topic_for(name))
+        await self.network.subscribe(topic_for(name), self.room_history.validate_gossip)
+        await self.network.subscribe(presence_codec.topic_for(name),
+                                     self.presence.validate_gossip)
         if new:
             self.presence.joined(name)
             self.sync.sync_now(name)

@@ -45,6 +45,7 @@ from .core import connmgr, plaincbor
 from .core import presence as codec
 from .core.connmgr import AddressBackoff, Limits
 from .core.presence import Directory, PresenceError, PresenceRecord
+from .core.scoring import Validation, judge
 from .errors import GossipchatError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -384,6 +385,29 @@ class PresenceService:
 
     # intake
 
+    def validate_gossip(self, topic: str, data: bytes, origin: bytes
+                        ) -> tuple[Validation, PresenceRecord | None]:
+        """The topic validator of presence topics (P2PNetwork.subscribe), run before
+        GossipSub forwards a record: what no honest member forwards (undecodable, a bad
+        signature, another room's record, a record not announced by its own member)
+        is REJECTed and counted here; the record passes on with the message."""
+        room = codec.room_of_topic(topic)
+        if room is None or room not in self.directories:
+            return Validation.IGNORE, None  # accept_gossip counts it
+        try:
+            record = codec.decode(data, now_ms=_now_ms())
+        except PresenceError as exc:
+            outcome = judge(exc.reason)
+            if outcome is Validation.REJECT:
+                self.stats.rejected[exc.reason] += 1
+            return outcome, None  # IGNORE: accept_gossip decodes and counts it again
+        for reason, wrong in (("room_mismatch", record.room != room),
+                              ("not_origin", record.peer != origin)):
+            if wrong:
+                self.stats.rejected[reason] += 1
+                return judge(reason), None
+        return Validation.ACCEPT, record
+
     def accept_gossip(self, msg: GossipMessage) -> None:
         """A message of a presence topic: verify, check its origin, keep it."""
         room = codec.room_of_topic(msg.topic)
@@ -391,6 +415,10 @@ class PresenceService:
             self.stats.rejected["not_joined"] += 1
             return
         now_ms = _now_ms()
+        checked = msg.checked
+        if isinstance(checked, PresenceRecord) and checked.room == room:
+            self._accept(checked, now_ms)  # decoded, verified by validate_gossip
+            return
         try:
             record = codec.decode(msg.data, now_ms=now_ms)
         except PresenceError as exc:

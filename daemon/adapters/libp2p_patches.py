@@ -30,6 +30,12 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_pubsub_stream_failure.py.
 - `gate_forwarded_messages`: one Pubsub's `push_msg`;
   test_gossipsub_defaults.py::test_every_flooded_message_is_signature_checked.
+- `report_bad_signatures`: one Pubsub's `push_msg`;
+  test_peer_scoring.py::test_a_bad_signature_costs_the_forwarder_nothing.
+- `prune_negative_mesh_peers`: one GossipSub's `mesh_heartbeat` and `handle_graft`;
+  test_peer_scoring.py::test_a_negative_score_peer_stays_in_a_small_mesh.
+- `retain_negative_scores`: one GossipSub scorer's `remove_peer`;
+  test_peer_scoring.py::test_a_peers_score_is_forgotten_when_it_disconnects.
 - `release_inbound_slots`: one host's swarm (`_inbound_limiter`,
   `_do_handle_inbound_connection`, `upgrade_inbound_raw_conn`);
   test_inbound_slots.py.
@@ -448,11 +454,162 @@ def gate_forwarded_messages(pubsub: Pubsub, allow: Callable[[ID], bool]) -> Undo
             return
         await push_msg(msg_forwarder, msg)
 
-    pubsub.push_msg = push_msg_if_allowed  # type: ignore[method-assign]
+    return _wrap_push_msg(pubsub, push_msg_if_allowed)
+
+
+def _wrap_push_msg(pubsub: Pubsub, ours: Callable[..., Any]) -> Undo:
+    """Set `ours` as this instance's push_msg; the undo puts back what was there
+    (another patch's wrapper, or py-libp2p's method)."""
+    previous = vars(pubsub).get("push_msg")
+    pubsub.push_msg = ours  # type: ignore[method-assign]
 
     def undo() -> None:
-        if vars(pubsub).get("push_msg") is push_msg_if_allowed:
-            del pubsub.push_msg
+        if vars(pubsub).get("push_msg") is ours:
+            if previous is None:
+                del pubsub.push_msg
+            else:
+                pubsub.push_msg = previous  # type: ignore[method-assign]
+
+    return undo
+
+
+def report_bad_signatures(pubsub: Pubsub, on_bad: Callable[[ID, Any], None]) -> Undo:
+    """Call `on_bad(forwarder, msg)` for each message whose StrictSign signature fails.
+
+    py-libp2p's `push_msg` drops a message whose signature fails without telling the
+    scorer, so a peer can forward forged messages for ever at no cost to its score:
+    only a topic validator's rejection counts as an invalid message (P4)
+    (tests/upstream/test_peer_scoring.py::test_a_bad_signature_costs_the_forwarder_nothing).
+    py-libp2p says nothing about why it dropped a message, so here, after its
+    `push_msg`, a message that is neither seen (it passed) nor in the validation cache
+    (validators judged it) is checked again with py-libp2p's own signature check: a
+    second Ed25519 verify only for messages py-libp2p dropped before its validators,
+    never for one that passed. Set on this instance only; the undo removes it.
+    """
+    from libp2p.pubsub.validators import signature_validator
+
+    push_msg = pubsub.push_msg
+    my_id = pubsub.my_id
+
+    async def push_msg_reporting_bad_signatures(msg_forwarder: ID, msg: Any) -> None:
+        seen_before = pubsub._is_msg_seen(msg)
+        await push_msg(msg_forwarder, msg)
+        if (seen_before or msg_forwarder == my_id or not pubsub.strict_signing
+                or pubsub._is_msg_seen(msg)):
+            return
+        if pubsub.validation_cache.get(pubsub._msg_id_constructor(msg)) is not None:
+            return
+        # Dropped before the signature check (py-libp2p's own order): not ours to judge.
+        if pubsub.is_peer_blacklisted(msg_forwarder) or pubsub.is_peer_blacklisted(
+                ID(msg.from_id)):
+            return
+        scorer = getattr(pubsub.router, "scorer", None)
+        if scorer is not None and not scorer.allow_publish(msg_forwarder, list(msg.topicIDs)):
+            return
+        if not signature_validator(msg):
+            on_bad(msg_forwarder, msg)
+
+    return _wrap_push_msg(pubsub, push_msg_reporting_bad_signatures)
+
+
+def prune_negative_mesh_peers(router: Any, score: Callable[[ID], float]) -> Undo:
+    """Keep peers whose `score` is below 0 out of `router`'s meshes, as GossipSub v1.1
+    says (go-libp2p-pubsub prunes them at every heartbeat and refuses their GRAFT).
+
+    py-libp2p 0.8.1 prunes by score only when a mesh holds more than D_hi peers, picks
+    new mesh peers without looking at their score, and refuses a GRAFT only from a
+    graylisted peer: in a chat room's small mesh a peer that sends nothing but junk
+    stays in it (tests/upstream/test_peer_scoring.py::
+    test_a_negative_score_peer_stays_in_a_small_mesh). Here each heartbeat first
+    takes negative peers out of every mesh (a PRUNE goes to each, with the prune
+    backoff so the stock selection does not pick them again), drops any the stock
+    heartbeat grafted anyway, and a GRAFT from a negative peer is answered with a
+    PRUNE. Set on this router instance only; the undo removes both.
+    """
+    mesh_heartbeat = router.mesh_heartbeat
+    handle_graft = router.handle_graft
+
+    def mesh_heartbeat_pruning_negative_peers() -> tuple[Any, Any]:
+        pruned: dict[ID, list[str]] = {}
+        for topic, peers in router.mesh.items():
+            for peer in [p for p in peers if score(p) < 0]:
+                peers.discard(peer)
+                router._add_back_off(peer, topic, False)
+                pruned.setdefault(peer, []).append(topic)
+        to_graft, to_prune = mesh_heartbeat()
+        for peer in [p for p in to_graft if score(p) < 0]:
+            for topic in to_graft.pop(peer):
+                router.mesh.get(topic, set()).discard(peer)
+        for peer, topics in pruned.items():
+            for topic in topics:
+                if topic not in to_prune[peer]:
+                    to_prune[peer].append(topic)
+        return to_graft, to_prune
+
+    async def handle_graft_refusing_negative_peers(graft_msg: Any, sender_peer_id: ID) -> None:
+        if score(sender_peer_id) < 0:
+            router._add_back_off(sender_peer_id, graft_msg.topicID, False)
+            await router.emit_prune(graft_msg.topicID, sender_peer_id, False, False)
+            return
+        await handle_graft(graft_msg, sender_peer_id)
+
+    router.mesh_heartbeat = mesh_heartbeat_pruning_negative_peers
+    router.handle_graft = handle_graft_refusing_negative_peers
+
+    def undo() -> None:
+        for name, ours in (("mesh_heartbeat", mesh_heartbeat_pruning_negative_peers),
+                           ("handle_graft", handle_graft_refusing_negative_peers)):
+            if vars(router).get(name) is ours:
+                delattr(router, name)
+
+    return undo
+
+
+def retain_negative_scores(router: Any, retain_s: float, max_peers: int = 4096) -> Undo:
+    """Keep the score counters of a peer that leaves with a negative score for
+    `retain_s`, as go-libp2p-pubsub's RetainScore does.
+
+    py-libp2p's router drops a peer's counters the moment it disconnects, so a junk
+    sender that hangs up before it is cut comes back with a clean score
+    (tests/upstream/test_peer_scoring.py::
+    test_a_peers_score_is_forgotten_when_it_disconnects). Here the scorer's
+    `remove_peer` keeps a negative peer's counters (they go on decaying) until
+    `retain_s` has passed; each later call forgets the peers whose time is up and
+    that have not come back, and at most `max_peers` are kept (the oldest go first).
+    A peer leaving with a score of 0 or more is forgotten at once, as before. Set on
+    this router's scorer only; the undo removes it (what is retained stays).
+    """
+    scorer = router.scorer
+    remove_peer = scorer.remove_peer
+    retained: OrderedDict[ID, float] = OrderedDict()  # peer -> forget after
+
+    def topics_of(peer: ID) -> list[str]:
+        topics: set[str] = set()
+        for counters in (scorer.first_message_deliveries, scorer.invalid_messages):
+            topics.update(counters.get(peer, ()))
+        return sorted(topics)
+
+    def remove_peer_retaining_negative_scores(peer: ID) -> None:
+        now = trio.current_time()
+        for old, until in list(retained.items()):
+            if old in router.peer_protocol:  # it came back: its counters are live
+                del retained[old]
+            elif until <= now:
+                del retained[old]
+                remove_peer(old)
+        if scorer.score(peer, topics_of(peer)) < 0:
+            retained[peer] = now + retain_s
+            retained.move_to_end(peer)
+            while len(retained) > max_peers:
+                remove_peer(retained.popitem(last=False)[0])
+            return
+        remove_peer(peer)
+
+    scorer.remove_peer = remove_peer_retaining_negative_scores
+
+    def undo() -> None:
+        if vars(scorer).get("remove_peer") is remove_peer_retaining_negative_scores:
+            del scorer.remove_peer
 
     return undo
 

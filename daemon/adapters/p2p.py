@@ -14,6 +14,11 @@ any holds QUEUE_HIGH_WATER; each topic's channel is a sink (`sink_topic`) that h
 every message to our own larger `inbound` channel as it is pushed; a stale stream's
 death no longer erases a connected peer's subscriptions (`keep_live_subscriptions`).
 Anything still lost, history sync repairs.
+
+Peers are scored as GossipSub v1.1 says, with core/scoring.py's chat parameters
+(docs/scoring.md): topic validators given to `subscribe` reject invalid messages
+before they are forwarded, and the scorer charges the forwarder; `_watch_scores`
+hangs up on peers below the disconnect threshold and bans them with the flood ban.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,11 +49,13 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from ..core import inbound as inbound_policy
+from ..core import scoring
 from ..core.addrs import advertised_addrs
 from ..core.inbound import InboundLimits
 from ..core.ratelimit import GossipLimiter, Verdict
+from ..core.scoring import ChatScoring, Validation
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
-from . import libp2p_patches, yamux
+from . import libp2p_patches, peer_scores, yamux
 from .interfaces import interface_ips
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,11 @@ OBSERVED_MIN_OBSERVERS = 2
 # Inbound connections in their handshake at once, on top of max_inbound_connections
 # (py-libp2p refuses more before the handshake; libp2p_patches.release_inbound_slots).
 HANDSHAKE_SLOTS = 64
+# Messages a topic validator passed, waiting for py-libp2p to hand them to the topic's
+# sink (it does so right after validating; a few may never be, e.g. a forged self-origin).
+JUDGED_MAX = 256
+# Distinct peers remembered as ever graylisted, for status.
+GRAYLISTED_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ class NetworkLimits:
     gossip_burst: float = 2000.0
     streams_per_connection: int = yamux.MAX_INBOUND_STREAMS
     streams_per_protocol: int = 32
+    scoring: ChatScoring = scoring.DEFAULT
 
 
 class StreamClosedError(Exception):
@@ -99,6 +112,13 @@ class GossipMessage:
     data: bytes
     origin: str  # the peer that signed the gossipsub message
     forwarder: str  # the peer it arrived from (may be the origin)
+    # What the topic's validator made of `data` (e.g. the decoded envelope), if it ran.
+    checked: Any = None
+
+
+# A topic validator: (topic, data, origin's peer id bytes) -> the outcome and what to
+# hand on with the message.
+TopicValidator = Callable[[str, bytes, bytes], tuple[Validation, Any]]
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,7 @@ class PeerSnapshot:
     peer_id: str
     addrs: list[str]
     topics: list[str]
+    score: float = 0.0
 
 
 @dataclass
@@ -137,11 +158,19 @@ class GossipStats:
     rate_limited: Counter[str] = field(default_factory=Counter)
     flooders_cut: int = 0
     # Connections closed as soon as they came up, by reason (core/inbound.py; banned:
-    # a peer hung up on for flooding, still in its ban).
+    # a peer hung up on for flooding or for its score, still in its ban).
     refused: Counter[str] = field(default_factory=Counter)
     # Inbound streams reset at a bound: "per_connection" (max_streams_per_connection,
     # in the muxer) or the protocol's name (max_streams_per_protocol).
     refused_streams: Counter[str] = field(default_factory=Counter)
+    # Peer scoring (core/scoring.py): invalid messages reported to the scorer by cause
+    # (rejected: a topic validator; bad_signature: StrictSign), messages dropped from
+    # graylisted peers, peers hung up on for their score, and the lowest score any
+    # connected peer had at a heartbeat (None before any peer was scored).
+    scored_invalid: Counter[str] = field(default_factory=Counter)
+    graylist_dropped: int = 0
+    score_cut: int = 0
+    lowest_score: float | None = None
 
 
 class Stream:
@@ -373,6 +402,7 @@ class P2PNetwork:
                  limits: NetworkLimits | None = None) -> None:
         key_pair = create_new_key_pair(seed)
         self.limits = limits or NetworkLimits()
+        self.scoring = self.limits.scoring
         self._listen_addrs = list(listen_addrs)
         self.stats = GossipStats()
         self.host: IHost = new_libp2p_host(key_pair, yamux.configured(
@@ -402,14 +432,29 @@ class P2PNetwork:
             # Short backoffs so a restarted peer rejoins meshes quickly.
             prune_back_off=10,
             unsubscribe_back_off=5,
+            # Peer scoring with the chat parameters of core/scoring.py (docs/scoring.md).
+            score_params=peer_scores.score_params(self.scoring),
         )
+        assert self.router.scorer is not None  # GossipSub always makes one
+        self.scorer = self.router.scorer
         # StrictSign: every gossipsub message is signed by its origin (INTERFACE.md).
         self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
         libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
         libp2p_patches.keep_live_subscriptions(self.pubsub)
         libp2p_patches.retry_pubsub_streams(self.pubsub)
-        self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst)
+        self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst,
+                                            ban_s=self.scoring.ban_s)
+        # Inside the gate: a message the gate drops is never signature-checked at all.
+        libp2p_patches.report_bad_signatures(self.pubsub, self._bad_signature)
         libp2p_patches.gate_forwarded_messages(self.pubsub, self._allow_forwarded)
+        libp2p_patches.prune_negative_mesh_peers(self.router, self._score_of)
+        libp2p_patches.retain_negative_scores(self.router, self.scoring.retain_s)
+        # Graylisted peers as of the last heartbeat (the gate drops what they send), and
+        # every peer that ever was (bounded), for status.
+        self._graylisted: set[ID] = set()
+        self._ever_graylisted: OrderedDict[str, None] = OrderedDict()
+        # id(msg) -> (msg, forwarder, what the validator made of it): see `_validator`.
+        self._judged: OrderedDict[int, tuple[Any, ID, Any]] = OrderedDict()
         libp2p_patches.release_inbound_slots(
             self.host, self.limits.inbound.max_total + HANDSHAKE_SLOTS, self._admit_socket)
         self.peer_id = self.host.get_id().to_base58()
@@ -446,6 +491,7 @@ class P2PNetwork:
             ):
                 await self.pubsub.wait_until_ready()
                 self._nursery = nursery
+                nursery.start_soon(self._watch_scores)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -495,7 +541,7 @@ class P2PNetwork:
             if not addrs:
                 addrs = [str(a) for a in self.host.get_peerstore().addrs(peer)]
             topics = sorted(t for t, peers in self.pubsub.peer_topics.items() if peer in peers)
-            out.append(PeerSnapshot(peer.to_base58(), addrs, topics))
+            out.append(PeerSnapshot(peer.to_base58(), addrs, topics, self._score_of(peer)))
         return out
 
     def peer_addrs(self, peer_id: str) -> list[str]:
@@ -636,10 +682,20 @@ class P2PNetwork:
         now = trio.current_time()
         verdict = self.gossip_limiter.check(peer_id, now)
         if verdict is Verdict.ACCEPT:
-            return True
-        self.stats.rate_limited["banned" if verdict is Verdict.DROP
-                                and self.gossip_limiter.is_banned(peer_id, now)
-                                else "over_rate"] += 1
+            if forwarder not in self._graylisted:
+                return True
+            # Graylisted: dropped unread, and sending on after it costs the peer more
+            # (P5), so that a junk sender goes on down to the disconnect threshold
+            # instead of resting at the graylist one for as long as its junk decays.
+            self.stats.graylist_dropped += 1
+            self.scorer.penalize_behavior(forwarder,
+                                          self.scoring.graylisted_message_penalty)
+            return False
+        banned = verdict is Verdict.DROP and self.gossip_limiter.is_banned(peer_id, now)
+        self.stats.rate_limited["banned" if banned else "over_rate"] += 1
+        if not banned:
+            # Issue 9 item 3: dropped for the rate, and scored down (P5).
+            self.scorer.penalize_behavior(forwarder, self.scoring.over_rate_penalty)
         if verdict is Verdict.DISCONNECT:
             self.stats.flooders_cut += 1
             log.warning("peer %s kept sending gossip past %.0f messages/s: hanging up",
@@ -647,6 +703,80 @@ class P2PNetwork:
             if self._nursery is not None:
                 self._nursery.start_soon(self._hang_up_quietly, peer_id)
         return False
+
+    # peer scores
+
+    def _score_of(self, peer: ID) -> float:
+        """A peer's GossipSub score now, over every topic it has counters in."""
+        return peer_scores.peer_score(self.scorer, peer)
+
+    def peer_scores(self) -> dict[str, float]:
+        """The score of every connected peer (core/scoring.py)."""
+        return {peer.to_base58(): self._score_of(peer)
+                for peer in libp2p_patches.live_peers(self.host.get_network())}
+
+    def _bad_signature(self, forwarder: ID, msg: Any) -> None:
+        """py-libp2p dropped a message whose StrictSign signature failed: an invalid
+        message of its topics, to the forwarder's account (P4)."""
+        self.stats.scored_invalid["bad_signature"] += 1
+        for topic in msg.topicIDs:
+            self.scorer.on_invalid_message(forwarder, topic)
+
+    async def _watch_scores(self) -> None:
+        """Every heartbeat: note graylisted peers for the gate, and hang up on peers
+        below the disconnect threshold, banning them like flooders (py-libp2p has no
+        disconnect threshold; tests/upstream/test_peer_scoring.py)."""
+        while True:
+            await trio.sleep(scoring.HEARTBEAT_S)
+            self.check_scores()
+
+    def check_scores(self) -> None:
+        """One round of `_watch_scores`."""
+        now = trio.current_time()
+        scores = self.peer_scores()
+        summary = scoring.summarise(scores, self.scoring)
+        if summary.lowest is not None and (self.stats.lowest_score is None
+                                           or summary.lowest < self.stats.lowest_score):
+            self.stats.lowest_score = summary.lowest
+        graylisted = {peer for peer, score in scores.items()
+                      if score < self.scoring.graylist_threshold}
+        for peer in graylisted:
+            self._ever_graylisted[peer] = None
+            self._ever_graylisted.move_to_end(peer)
+            while len(self._ever_graylisted) > GRAYLISTED_MAX:
+                self._ever_graylisted.popitem(last=False)
+        self._graylisted = {ID.from_base58(peer) for peer in graylisted}
+        # Blocked and banned peers are being hung up on already (a banned one's redial
+        # lives for a moment before `_admit` closes it): not cut, nor counted, twice.
+        exempt = self._blocked | set(self.gossip_limiter.banned(now))
+        for peer_id in scoring.to_disconnect(scores, self.scoring, exempt=exempt):
+            self.stats.score_cut += 1
+            log.warning("peer %s scored %.1f, below %.0f: hanging up and refusing it "
+                        "for %.0f s", peer_id, scores[peer_id],
+                        self.scoring.disconnect_threshold, self.scoring.ban_s)
+            self.gossip_limiter.ban(peer_id, now, self.scoring.ban_s)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._hang_up_quietly, peer_id)
+
+    def score_view(self) -> dict[str, Any]:
+        """`status.gossip.score`: connected peers' scores now, and what scoring did."""
+        summary = scoring.summarise(self.peer_scores(), self.scoring)
+        lowest_seen = self.stats.lowest_score
+        return {
+            "peers": summary.peers,
+            "lowest": None if summary.lowest is None else round(summary.lowest, 2),
+            "lowest_seen": None if lowest_seen is None else round(lowest_seen, 2),
+            "below_zero": summary.below_zero,
+            "graylisted": summary.graylisted,
+            "ever_graylisted": len(self._ever_graylisted),
+            "graylist_dropped": self.stats.graylist_dropped,
+            "invalid": dict(self.stats.scored_invalid),
+            "disconnected": self.stats.score_cut,
+            "thresholds": {"gossip": self.scoring.gossip_threshold,
+                           "publish": self.scoring.publish_threshold,
+                           "graylist": self.scoring.graylist_threshold,
+                           "disconnect": self.scoring.disconnect_threshold},
+        }
 
     async def _hang_up_quietly(self, peer_id: str) -> None:
         try:
@@ -674,10 +804,17 @@ class P2PNetwork:
 
     # gossip
 
-    async def subscribe(self, topic: str) -> None:
-        """Join a topic's mesh; its messages go straight into `inbound`."""
+    async def subscribe(self, topic: str, validate: TopicValidator | None = None) -> None:
+        """Join a topic's mesh; its messages go straight into `inbound`.
+
+        With `validate`, each message is judged before GossipSub forwards it: REJECT
+        drops it and scores its forwarder down (P4), IGNORE and ACCEPT let it through,
+        and what `validate` made of it reaches `inbound` as `GossipMessage.checked`.
+        """
         if topic in self._subscriptions or self._nursery is None:
             return
+        if validate is not None:
+            self.pubsub.set_topic_validator(topic, self._validator(topic, validate), False)
         await self.pubsub.subscribe(topic)
         # py-libp2p's 32-slot channel drops; the sink takes each message as it is
         # pushed, into the 8192-slot `inbound`.
@@ -690,16 +827,48 @@ class P2PNetwork:
             return
         self._subscriptions.discard(topic)
         await self.pubsub.unsubscribe(topic)
+        self.pubsub.remove_topic_validator(topic)
 
     def topic_peers(self, topic: str) -> list[str]:
         """Peers that announced a subscription to a topic."""
         return [p.to_base58() for p in self.pubsub.peer_topics.get(topic, ())]
 
+    def _validator(self, topic: str, validate: TopicValidator) -> Callable[[ID, Any], bool]:
+        """py-libp2p's synchronous topic validator around ours."""
+
+        def validator(forwarder: ID, msg: Any) -> bool:
+            try:
+                outcome, checked = validate(topic, bytes(msg.data), bytes(msg.from_id))
+            except Exception:
+                # A bug of ours, not the forwarder's fault: no penalty (py-libp2p would
+                # charge it as invalid). The message goes on as before validators
+                # existed, and the intake's own fault boundary meets the bug again.
+                log.exception("validator of %s failed on a message from %s", topic,
+                              forwarder)
+                self.stats.stream_faults["gossip validator"] += 1
+                return True
+            if outcome is Validation.REJECT:
+                # py-libp2p counts the rejection against the forwarder (P4).
+                self.stats.scored_invalid["rejected"] += 1
+                return False
+            # py-libp2p hands this very object to the topic's sink right after its
+            # validators pass it, so what we made of it goes along by identity.
+            self._judged[id(msg)] = (msg, forwarder, checked)
+            while len(self._judged) > JUDGED_MAX:
+                self._judged.popitem(last=False)
+            return True
+
+        return validator
+
     def _deliver(self, topic: str, msg: Any) -> None:
         """A validated message of a subscribed topic, from py-libp2p's push_msg."""
         self.stats.received += 1
         origin = ID(msg.from_id).to_base58() if msg.from_id else ""
-        item = GossipMessage(topic, bytes(msg.data), origin, origin)
+        forwarder, checked = origin, None
+        judged = self._judged.pop(id(msg), None)
+        if judged is not None and judged[0] is msg:
+            forwarder, checked = judged[1].to_base58(), judged[2]
+        item = GossipMessage(topic, bytes(msg.data), origin, forwarder, checked)
         try:
             self._inbound_send.send_nowait(item)
         except trio.WouldBlock:

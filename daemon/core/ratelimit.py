@@ -110,12 +110,18 @@ class GossipLimiter:
             state.refused_since = now
         state.last_refused = now
         if now - state.refused_since >= self.disconnect_after_s:
-            self._banned[peer] = now + self.ban_s
-            del self._peers[peer]
-            if len(self._banned) > self.max_peers:
-                del self._banned[min(self._banned, key=self._banned.__getitem__)]
+            self.ban(peer, now)
             return Verdict.DISCONNECT
         return Verdict.DROP
+
+    def ban(self, peer: str, now: float, ban_s: float | None = None) -> None:
+        """Refuse `peer` from `now` for `ban_s` (BAN_S unless given), whatever its
+        bucket: the one ban list, also for peers cut for their score (core/scoring.py)."""
+        until = now + (self.ban_s if ban_s is None else ban_s)
+        self._banned[peer] = max(until, self._banned.get(peer, until))
+        self._peers.pop(peer, None)
+        if len(self._banned) > self.max_peers:
+            del self._banned[min(self._banned, key=self._banned.__getitem__)]
 
     def is_banned(self, peer: str, now: float) -> bool:
         """True while a peer hung up on for flooding is still refused."""

@@ -117,3 +117,29 @@ async def test_the_gossip_gate_asks_about_forwarders_only_and_the_undo_removes_i
     assert asked == [stranger]  # refused before anything else looked at it
     undo()
     assert "push_msg" not in vars(patched)
+
+
+def test_stacked_push_msg_patches_undo_one_at_a_time() -> None:
+    (_, _, pubsub) = make_node()
+    undo_signatures = libp2p_patches.report_bad_signatures(pubsub, lambda p, m: None)
+    reporting = vars(pubsub)["push_msg"]
+    undo_gate = libp2p_patches.gate_forwarded_messages(pubsub, lambda p: True)
+    assert vars(pubsub)["push_msg"] is not reporting
+    undo_gate()
+    assert vars(pubsub)["push_msg"] is reporting  # the inner patch stays
+    undo_signatures()
+    assert "push_msg" not in vars(pubsub)
+
+
+def test_scoring_patches_reach_one_router_and_undo() -> None:
+    (_, patched, _), (_, other, _) = make_node(), make_node()
+    undo_prune = libp2p_patches.prune_negative_mesh_peers(patched, lambda p: 0.0)
+    undo_retain = libp2p_patches.retain_negative_scores(patched, 60.0)
+    assert {"mesh_heartbeat", "handle_graft"} <= set(vars(patched))
+    assert "remove_peer" in vars(patched.scorer)
+    assert not {"mesh_heartbeat", "handle_graft"} & set(vars(other))
+    assert "remove_peer" not in vars(other.scorer)
+    undo_prune()
+    undo_retain()
+    assert not {"mesh_heartbeat", "handle_graft"} & set(vars(patched))
+    assert "remove_peer" not in vars(patched.scorer)

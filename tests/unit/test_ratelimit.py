@@ -96,3 +96,16 @@ def test_tracked_peers_are_bounded() -> None:
     for i in range(10):
         limiter.check(f"p{i}", 0.0)
     assert len(limiter._peers) == 3
+
+
+def test_a_ban_from_outside_the_bucket_uses_the_same_list() -> None:
+    # Peers cut for their score (core/scoring.py) are banned here too: one list.
+    limiter = GossipLimiter(rate=10, burst=5)
+    limiter.ban("junk", now=100.0)
+    assert limiter.is_banned("junk", 100.0 + BAN_S - 1)
+    assert limiter.check("junk", 101.0) is Verdict.DROP
+    assert not limiter.is_banned("junk", 100.0 + BAN_S)
+    limiter.ban("junk", now=200.0, ban_s=10.0)
+    limiter.ban("junk", now=201.0, ban_s=1.0)  # a shorter ban never cuts a longer one
+    assert limiter.banned(205.0) == ["junk"]
+    assert limiter.banned(210.0) == []
