@@ -468,6 +468,16 @@ class P2PNetwork:
                                                 ID.from_base58(peer_id))
         return any(_ip_remote(conn.muxed_conn) is not None for conn in conns)
 
+    async def close_relayed(self, peer_id: str) -> int:
+        """Close the relayed connections to a peer (a direct one replaced them, DCUtR);
+        the number closed."""
+        conns = libp2p_patches.live_connections(self.host.get_network(),
+                                                ID.from_base58(peer_id))
+        relayed = [conn for conn in conns if _ip_remote(conn.muxed_conn) is None]
+        for conn in relayed:
+            await _close_quietly(conn)
+        return len(relayed)
+
     def snapshot(self) -> list[PeerSnapshot]:
         """Connected peers with their addresses and the topics they subscribe to."""
         network = self.host.get_network()

@@ -1,0 +1,247 @@
+"""DCUtR (`/libp2p/dcutr`): turn a relayed connection into a direct one by a TCP
+hole punch. core/dcutr.py has the messages, the address rules and the book-keeping;
+this adapter does the stream I/O and the dials.
+
+py-libp2p 0.8.1 has its own DCUtR, which starts punches from both sides every 2 s
+(DESIGN.md); it is not used. Its TCP transport is: listeners carry SO_REUSEPORT, and
+the swarm can dial from a given source (ip, port) and upgrade such a dial as either
+side of the handshake (`dial_addr`, `dial_addr_as_responder`). A punch therefore
+leaves from our listen port, which a port-preserving NAT maps to the same public
+port (tests/integration/test_netns_simultaneous_open.py measures it with plain
+sockets).
+
+- B, the side that accepted the relayed connection (adapters/relay.py calls
+  `relayed_inbound`), initiates, as the spec says: CONNECT with our predicted public
+  addresses, CONNECT back gives the RTT, SYNC, RTT/2 later it dials every address
+  the peer sent and upgrades as the server (Noise responder). Up to
+  `core.dcutr.MAX_ATTEMPTS` attempts, each on a new stream; then the peer stays on
+  its relay for `core.dcutr.RETRY_AFTER_S`.
+- A answers on the relayed connection only: CONNECT back, and on SYNC it dials at
+  once and upgrades as the client (Noise initiator).
+- A router may answer the first SYN with a RST when the other side's SYN has not
+  left yet: each address is dialed again every `REDIAL_S` for `DIAL_WINDOW_S`, until
+  a direct connection to the peer exists (ours, or the other side's that our
+  listener accepted).
+- Once the peer is directly connected, both sides close the relayed connections to
+  it: GossipSub, sync and presence carry on over the direct one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.peer.id import ID
+
+from ..core import dcutr as core
+from .autonat import read_message, write_message
+from .p2p import P2PNetwork, Stream, StreamClosedError
+
+log = logging.getLogger(__name__)
+
+MESSAGE_TIMEOUT_S = 10.0
+DIAL_WINDOW_S = 5.0  # how long one attempt's dials go on
+DIAL_TIMEOUT_S = 3.0  # one dial, with its Noise and yamux upgrade
+REDIAL_S = 0.02
+DIRECT_POLL_S = 0.05
+BETWEEN_ATTEMPTS_S = 1.0
+QUEUE = 64
+
+
+class HolePuncher:
+    """Both roles of DCUtR on one P2PNetwork; `run` serves and starts punches."""
+
+    def __init__(self, network: P2PNetwork, *, enabled: bool = True) -> None:
+        self.network = network
+        self.enabled = enabled
+        self.stats = core.HolePunchStats()
+        self.book = core.PunchBook()
+        self._send, self._receive = trio.open_memory_channel[tuple[str, float]](QUEUE)
+
+    # what we send
+
+    def _our_addrs(self) -> list[str]:
+        host: Any = self.network.host
+        manager = getattr(host, "_observed_addr_manager", None)
+        observed: list[str] = []
+        if manager is not None:
+            try:
+                # One observer is enough here: a punch goes through one relay, and
+                # a wrong address costs one failed dial, not an announcement.
+                observed = [str(a) for a in manager.addrs(min_observers=1)]
+            except Exception as exc:  # py-libp2p internals: never fail a punch on them
+                log.debug("dcutr: observed addresses: %s", exc)
+        listen = [str(a) for a in host.get_transport_addrs()]
+        return core.predicted_addrs(observed, listen)
+
+    def _source(self, family: str) -> tuple[str, int] | None:
+        """The (ip, port) of a TCP listener of `family`, for dials to leave from."""
+        for addr in self.network.host.get_transport_addrs():
+            parts = str(addr).split("/")
+            if len(parts) >= 5 and parts[1] == family and parts[3] == "tcp":
+                return parts[2], int(parts[4])
+        return None
+
+    # B: the initiator
+
+    def relayed_inbound(self, peer_id: str) -> None:
+        """A relayed connection from `peer_id` came up on our side: punch to it."""
+        if not self.enabled:
+            return
+        try:
+            self._send.send_nowait((peer_id, time.monotonic()))
+        except trio.WouldBlock:
+            self.stats.failed["queue_full"] += 1
+
+    async def _punch(self, peer: str, relayed_at: float) -> None:
+        direct = False
+        try:
+            for attempt in range(core.MAX_ATTEMPTS):
+                if not self.network.is_connected(peer):
+                    self.stats.failed["peer_gone"] += 1
+                    return
+                if self.network.is_direct(peer):
+                    direct = True
+                    break
+                if attempt:
+                    await trio.sleep(BETWEEN_ATTEMPTS_S)
+                self.stats.attempts += 1
+                reason = await self._attempt(peer)
+                if reason is None:
+                    direct = True
+                    break
+                self.stats.failed[reason] += 1
+                log.info("dcutr: attempt %d to %s failed: %s", attempt + 1, peer, reason)
+                if reason in ("no_public_addrs", "peer_sent_no_addrs", "unsupported"):
+                    break
+            if direct:
+                await self._upgraded(peer, relayed_at)
+        finally:
+            self.book.finish(peer, time.monotonic(), direct=direct)
+
+    async def _attempt(self, peer: str) -> str | None:
+        """One CONNECT/SYNC exchange and its dials: None on a direct connection,
+        else why not."""
+        ours = self._our_addrs()
+        if not ours:
+            return "no_public_addrs"
+        try:
+            stream = await self.network.open_stream(peer, core.PROTOCOL)
+        except StreamClosedError:
+            return "unsupported"
+        try:
+            with trio.fail_after(MESSAGE_TIMEOUT_S):
+                sent = time.monotonic()
+                await write_message(stream, core.encode(core.HolePunch(
+                    core.CONNECT, tuple(core.addr_to_bytes(a) for a in ours))))
+                reply = core.decode(await read_message(stream, core.MAX_MESSAGE))
+                rtt = time.monotonic() - sent
+                if reply.type != core.CONNECT:
+                    return "protocol"
+                await write_message(stream, core.encode(core.HolePunch(core.SYNC)))
+        except (trio.TooSlowError, StreamClosedError, ValueError):
+            # ValueError: a bad length prefix, or a DcutrError (a ProtocolError)
+            return "exchange"
+        finally:
+            await stream.close()
+        self.stats.last_rtt_ms = round(rtt * 1000, 2)
+        theirs = core.peer_addrs(reply.addrs)
+        if not theirs:
+            return "peer_sent_no_addrs"
+        await trio.sleep(core.sync_delay(rtt))
+        return None if await self._dial(peer, theirs, responder=True) else "no_direct"
+
+    # A: the responder
+
+    async def _serve(self, stream: Stream) -> None:
+        peer = stream.peer_id
+        if stream.remote_address() is not None:
+            self.stats.failed["not_relayed"] += 1  # nothing to upgrade
+            await stream.reset()
+            return
+        if self.book.running(peer) and self.network.peer_id < peer:
+            # Both sides accepted a circuit from the other and punch: the larger peer
+            # id answers, ours goes on.
+            await stream.reset()
+            return
+        try:
+            with trio.fail_after(MESSAGE_TIMEOUT_S):
+                hello = core.decode(await read_message(stream, core.MAX_MESSAGE))
+                if hello.type != core.CONNECT:
+                    raise core.DcutrError("DCUtR stream opened without CONNECT")
+                started = time.monotonic()
+                ours = self._our_addrs()
+                await write_message(stream, core.encode(core.HolePunch(
+                    core.CONNECT, tuple(core.addr_to_bytes(a) for a in ours))))
+                sync = core.decode(await read_message(stream, core.MAX_MESSAGE))
+                if sync.type != core.SYNC:
+                    raise core.DcutrError("DCUtR CONNECT answered by another CONNECT")
+        except (trio.TooSlowError, ValueError):
+            self.stats.failed["exchange"] += 1
+            await stream.reset()
+            return
+        self.stats.attempts += 1
+        theirs = core.peer_addrs(hello.addrs)
+        if not theirs:
+            self.stats.failed["peer_sent_no_addrs"] += 1
+            return
+        if await self._dial(peer, theirs, responder=False):
+            await self._upgraded(peer, started)
+        else:
+            self.stats.failed["no_direct"] += 1
+
+    # both
+
+    async def _dial(self, peer: str, addrs: list[str], *, responder: bool) -> bool:
+        """Dial every address at once, again and again, until the peer is directly
+        connected or DIAL_WINDOW_S passed."""
+        with trio.move_on_after(DIAL_WINDOW_S):
+            async with trio.open_nursery() as nursery:
+                for addr in addrs:
+                    nursery.start_soon(self._dial_one, peer, addr, responder)
+                while not self.network.is_direct(peer):  # noqa: ASYNC110 (no event to wait on)
+                    await trio.sleep(DIRECT_POLL_S)
+                nursery.cancel_scope.cancel()
+        return self.network.is_direct(peer)
+
+    async def _dial_one(self, peer: str, addr: str, responder: bool) -> None:
+        swarm: Any = self.network.host.get_network()
+        peer_id = ID.from_base58(peer)
+        target = multiaddr.Multiaddr(f"{addr}/p2p/{peer}")
+        source = self._source(addr.split("/")[1])
+        while True:
+            try:
+                with trio.fail_after(DIAL_TIMEOUT_S):
+                    if responder:
+                        await swarm.dial_addr_as_responder(target, peer_id, source)
+                    else:
+                        await swarm.dial_addr(target, peer_id, source)
+                log.info("dcutr: direct connection to %s at %s", peer, addr)
+                return
+            except Exception as exc:  # refused, timed out, a handshake that failed
+                log.debug("dcutr: dial %s at %s: %s", peer, addr, exc)
+            await trio.sleep(REDIAL_S)
+
+    async def _upgraded(self, peer: str, since: float) -> None:
+        self.stats.succeeded += 1
+        self.stats.last_time_to_direct_s = round(time.monotonic() - since, 3)
+        closed = await self.network.close_relayed(peer)
+        log.info("dcutr: %s is direct after %.3f s; closed %d relayed connection(s)",
+                 peer, self.stats.last_time_to_direct_s, closed)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve `/libp2p/dcutr` and run the punches B starts, until cancelled."""
+        if self.enabled:
+            self.network.set_stream_handler(core.PROTOCOL, self._serve)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for peer, relayed_at in self._receive:
+                if self.book.start(peer, time.monotonic()):
+                    nursery.start_soon(self._punch, peer, relayed_at)
+
+    def view(self) -> dict[str, Any]:
+        """For `status.holepunch`."""
+        return {"enabled": self.enabled, **self.stats.view()}
