@@ -45,10 +45,17 @@ log = logging.getLogger(__name__)
 MESSAGE_TIMEOUT_S = 10.0
 DIAL_WINDOW_S = 5.0  # how long one attempt's dials go on
 DIAL_TIMEOUT_S = 3.0  # one dial, with its Noise and yamux upgrade
-REDIAL_S = 0.02
+REDIAL_S = 0.01
 DIRECT_POLL_S = 0.05
 BETWEEN_ATTEMPTS_S = 1.0
 QUEUE = 64
+
+
+async def _close(raw: Any) -> None:
+    try:
+        await raw.close()
+    except Exception as exc:  # closing a dead socket raises a spread of types
+        log.debug("dcutr: close: %s", exc)
 
 
 class HolePuncher:
@@ -151,6 +158,8 @@ class HolePuncher:
         theirs = core.peer_addrs(reply.addrs)
         if not theirs:
             return "peer_sent_no_addrs"
+        log.info("dcutr: punching to %s: ours %s, theirs %s, rtt %.1f ms", peer, ours, theirs,
+                 rtt * 1000)
         await trio.sleep(core.sync_delay(rtt))
         return None if await self._dial(peer, theirs, responder=True) else "no_direct"
 
@@ -185,6 +194,7 @@ class HolePuncher:
             return
         self.stats.attempts += 1
         theirs = core.peer_addrs(hello.addrs)
+        log.info("dcutr: punch from %s: ours %s, theirs %s", peer, ours, theirs)
         if not theirs:
             self.stats.failed["peer_sent_no_addrs"] += 1
             return
@@ -208,22 +218,44 @@ class HolePuncher:
         return self.network.is_direct(peer)
 
     async def _dial_one(self, peer: str, addr: str, responder: bool) -> None:
+        """Connect to one address from our listen port until a SYN gets through,
+        then upgrade the connection in our role."""
         swarm: Any = self.network.host.get_network()
-        peer_id = ID.from_base58(peer)
         target = multiaddr.Multiaddr(f"{addr}/p2p/{peer}")
+        transport = swarm.transport_manager.transport_for_dialing(target)
         source = self._source(addr.split("/")[1])
+        if transport is None or source is None or not hasattr(transport, "dial_with_source"):
+            return
+        errors = 0
         while True:
             try:
-                with trio.fail_after(DIAL_TIMEOUT_S):
-                    if responder:
-                        await swarm.dial_addr_as_responder(target, peer_id, source)
-                    else:
-                        await swarm.dial_addr(target, peer_id, source)
-                log.info("dcutr: direct connection to %s at %s", peer, addr)
-                return
-            except Exception as exc:  # refused, timed out, a handshake that failed
-                log.debug("dcutr: dial %s at %s: %s", peer, addr, exc)
-            await trio.sleep(REDIAL_S)
+                # Not the swarm's dial: its retries back off (0.1, 0.2, 0.4 s), and
+                # a router that answered our SYN with a RST must see the next one
+                # while the peer's SYN is on its way (test_netns_simultaneous_open).
+                raw = await transport.dial_with_source(target, source)
+            except Exception as exc:  # refused: the peer's SYN had not left yet
+                errors += 1
+                log.log(logging.INFO if errors == 1 else logging.DEBUG,
+                        "dcutr: dial %s at %s from %s: %s", peer, addr, source, exc)
+                await trio.sleep(REDIAL_S)
+                continue
+            break
+        try:
+            with trio.fail_after(DIAL_TIMEOUT_S):
+                if responder:
+                    muxed = await swarm.upgrade_inbound_raw_conn(raw, target)
+                    if getattr(muxed, "peer_id", None) != ID.from_base58(peer):
+                        await muxed.close()
+                        log.info("dcutr: %s answered as another peer", addr)
+                        return
+                else:
+                    await swarm.upgrade_outbound_raw_conn(raw, ID.from_base58(peer))
+        except Exception as exc:  # a handshake that failed or timed out
+            log.info("dcutr: upgrade of the punched connection to %s failed: %r", peer, exc)
+            await _close(raw)
+            return
+        log.info("dcutr: direct connection to %s at %s after %d refused dials", peer, addr,
+                 errors)
 
     async def _upgraded(self, peer: str, since: float) -> None:
         self.stats.succeeded += 1
