@@ -29,6 +29,7 @@ sockets).
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 MESSAGE_TIMEOUT_S = 10.0
 DIAL_WINDOW_S = 5.0  # how long one attempt's dials go on
 DIAL_TIMEOUT_S = 3.0  # one dial, with its Noise and yamux upgrade
-REDIAL_S = 0.01
+REDIAL_S = 0.003  # mean; jittered, so that the two sides' phases do not lock
 DIRECT_POLL_S = 0.05
 BETWEEN_ATTEMPTS_S = 1.0
 QUEUE = 64
@@ -237,7 +238,7 @@ class HolePuncher:
                 errors += 1
                 log.log(logging.INFO if errors == 1 else logging.DEBUG,
                         "dcutr: dial %s at %s from %s: %s", peer, addr, source, exc)
-                await trio.sleep(REDIAL_S)
+                await trio.sleep(random.uniform(0, 2 * REDIAL_S))
                 continue
             break
         try:

@@ -111,6 +111,8 @@ def test_port_preserving_nat_upgrades_the_relayed_connection_to_a_direct_one(
           f"{ {n: s['last_time_to_direct_s'] for n, s in stats.items()} } s, rtt "
           f"{ {n: s['last_rtt_ms'] for n, s in stats.items()} } ms); chat a->b {a_to_b} s, "
           f"b->a {b_to_a} s; holepunch {stats}")
+    for d in (a, b):
+        print("\n".join(line for line in d.stderr_lines if "dcutr" in line))
 
 
 @pytest.mark.usefixtures("iptables")
