@@ -11,13 +11,17 @@ port (tests/integration/test_netns_simultaneous_open.py measures it with plain
 sockets).
 
 - B, the side that accepted the relayed connection (adapters/relay.py calls
-  `relayed_inbound`), initiates, as the spec says: CONNECT with our predicted public
-  addresses, CONNECT back gives the RTT, SYNC, RTT/2 later it dials every address
-  the peer sent and upgrades as the server (Noise responder). Up to
-  `core.dcutr.MAX_ATTEMPTS` attempts, each on a new stream; then the peer stays on
-  its relay for `core.dcutr.RETRY_AFTER_S`.
+  `relayed_inbound`), initiates, as the spec says: first a plain dial if the peer
+  announced a public address; else CONNECT with our predicted public addresses,
+  CONNECT back gives the RTT, SYNC, and RTT/2 later it dials every address the peer
+  sent and upgrades as the client (Noise initiator), as go-libp2p does (the spec
+  names no roles; with B the client, a SYN of B's that the peer's listener accepts
+  still gets matching roles). Up to `core.dcutr.MAX_ATTEMPTS` attempts on the same
+  stream (spec step 6); then the peer stays on its relay for
+  `core.dcutr.RETRY_AFTER_S`.
 - A answers on the relayed connection only: CONNECT back, and on SYNC it dials at
-  once and upgrades as the client (Noise initiator).
+  once and upgrades as the server (Noise responder); then it waits for B's next
+  CONNECT on the stream.
 - A router may answer the first SYN with a RST when the other side's SYN has not
   left yet: each address is dialed again every `REDIAL_S` for `DIAL_WINDOW_S`, until
   a direct connection to the peer exists (ours, or the other side's that our
@@ -107,39 +111,64 @@ class HolePuncher:
     async def _punch(self, peer: str, relayed_at: float) -> None:
         direct = False
         try:
-            for attempt in range(core.MAX_ATTEMPTS):
-                if not self.network.is_connected(peer):
-                    self.stats.failed["peer_gone"] += 1
-                    return
-                if self.network.is_direct(peer):
-                    direct = True
-                    break
-                if attempt:
-                    await trio.sleep(BETWEEN_ATTEMPTS_S)
-                self.stats.attempts += 1
-                reason = await self._attempt(peer)
-                if reason is None:
-                    direct = True
-                    break
-                self.stats.failed[reason] += 1
-                log.info("dcutr: attempt %d to %s failed: %s", attempt + 1, peer, reason)
-                if reason in ("no_public_addrs", "peer_sent_no_addrs", "unsupported"):
-                    break
+            if not self.network.is_connected(peer):
+                self.stats.failed["peer_gone"] += 1
+                return
+            direct = self.network.is_direct(peer) or await self._unilateral(peer)
+            if not direct:
+                direct = await self._attempts(peer)
             if direct:
                 await self._upgraded(peer, relayed_at)
         finally:
             self.book.finish(peer, time.monotonic(), direct=direct)
 
-    async def _attempt(self, peer: str) -> str | None:
-        """One CONNECT/SYNC exchange and its dials: None on a direct connection,
-        else why not."""
-        ours = self._our_addrs()
-        if not ours:
-            return "no_public_addrs"
+    async def _unilateral(self, peer: str) -> bool:
+        """The spec's first step: if the peer announced a public address (identify),
+        dial it directly; True on a direct connection."""
+        addrs = [a for a in (core.dialable(t) for t in self.network.peer_addrs(peer)) if a]
+        if not addrs:
+            return False
+        swarm: Any = self.network.host.get_network()
+        for addr in addrs:
+            try:
+                with trio.fail_after(DIAL_TIMEOUT_S):
+                    await swarm.dial_addr(multiaddr.Multiaddr(f"{addr}/p2p/{peer}"),
+                                          ID.from_base58(peer))
+            except Exception as exc:  # unreachable: it is behind a NAT after all
+                log.debug("dcutr: direct dial of %s at %s: %s", peer, addr, exc)
+                continue
+            self.stats.unilateral += 1
+            return self.network.is_direct(peer)
+        return False
+
+    async def _attempts(self, peer: str) -> bool:
+        """Up to MAX_ATTEMPTS exchanges on one stream (spec step 6); True once direct."""
+        if not self._our_addrs():
+            self.stats.failed["no_public_addrs"] += 1
+            return False
         try:
             stream = await self.network.open_stream(peer, core.PROTOCOL)
         except StreamClosedError:
-            return "unsupported"
+            self.stats.failed["unsupported"] += 1
+            return False
+        try:
+            for attempt in range(core.MAX_ATTEMPTS):
+                self.stats.attempts += 1
+                reason = await self._attempt(peer, stream)
+                if reason is None or self.network.is_direct(peer):
+                    return True
+                self.stats.failed[reason] += 1
+                log.info("dcutr: attempt %d to %s failed: %s", attempt + 1, peer, reason)
+                if reason != "no_direct" or not self.network.is_connected(peer):
+                    return False
+            return False
+        finally:
+            await stream.close()
+
+    async def _attempt(self, peer: str, stream: Stream) -> str | None:
+        """One CONNECT/SYNC exchange and its dials: None on a direct connection,
+        else why not."""
+        ours = self._our_addrs()
         try:
             with trio.fail_after(MESSAGE_TIMEOUT_S):
                 sent = time.monotonic()
@@ -148,13 +177,11 @@ class HolePuncher:
                 reply = core.decode(await read_message(stream, core.MAX_MESSAGE))
                 rtt = time.monotonic() - sent
                 if reply.type != core.CONNECT:
-                    return "protocol"
+                    return "exchange"
                 await write_message(stream, core.encode(core.HolePunch(core.SYNC)))
         except (trio.TooSlowError, StreamClosedError, ValueError):
             # ValueError: a bad length prefix, or a DcutrError (a ProtocolError)
             return "exchange"
-        finally:
-            await stream.close()
         self.stats.last_rtt_ms = round(rtt * 1000, 2)
         theirs = core.peer_addrs(reply.addrs)
         if not theirs:
@@ -162,7 +189,7 @@ class HolePuncher:
         log.info("dcutr: punching to %s: ours %s, theirs %s, rtt %.1f ms", peer, ours, theirs,
                  rtt * 1000)
         await trio.sleep(core.sync_delay(rtt))
-        return None if await self._dial(peer, theirs, responder=True) else "no_direct"
+        return None if await self._dial(peer, theirs, server=False) else "no_direct"
 
     # A: the responder
 
@@ -177,48 +204,56 @@ class HolePuncher:
             # id answers, ours goes on.
             await stream.reset()
             return
-        try:
-            with trio.fail_after(MESSAGE_TIMEOUT_S):
-                hello = core.decode(await read_message(stream, core.MAX_MESSAGE))
-                if hello.type != core.CONNECT:
-                    raise core.DcutrError("DCUtR stream opened without CONNECT")
-                started = time.monotonic()
-                ours = self._our_addrs()
-                await write_message(stream, core.encode(core.HolePunch(
-                    core.CONNECT, tuple(core.addr_to_bytes(a) for a in ours))))
-                sync = core.decode(await read_message(stream, core.MAX_MESSAGE))
-                if sync.type != core.SYNC:
-                    raise core.DcutrError("DCUtR CONNECT answered by another CONNECT")
-        except (trio.TooSlowError, ValueError):
-            self.stats.failed["exchange"] += 1
-            await stream.reset()
-            return
-        self.stats.attempts += 1
-        theirs = core.peer_addrs(hello.addrs)
-        log.info("dcutr: punch from %s: ours %s, theirs %s", peer, ours, theirs)
-        if not theirs:
-            self.stats.failed["peer_sent_no_addrs"] += 1
-            return
-        if await self._dial(peer, theirs, responder=False):
-            await self._upgraded(peer, started)
-        else:
+        # B retries on this stream (spec step 6): one exchange after another until
+        # it closes it, or the relayed connection it runs on closes once direct.
+        for _ in range(core.MAX_ATTEMPTS):
+            try:
+                with trio.fail_after(MESSAGE_TIMEOUT_S):
+                    first = await read_message(stream, core.MAX_MESSAGE)
+            except (trio.TooSlowError, StreamClosedError, ValueError):
+                return  # B is done (EOF) or gone
+            try:
+                with trio.fail_after(MESSAGE_TIMEOUT_S):
+                    hello = core.decode(first)
+                    if hello.type != core.CONNECT:
+                        raise core.DcutrError("DCUtR exchange opened without CONNECT")
+                    started = time.monotonic()
+                    ours = self._our_addrs()
+                    await write_message(stream, core.encode(core.HolePunch(
+                        core.CONNECT, tuple(core.addr_to_bytes(a) for a in ours))))
+                    sync = core.decode(await read_message(stream, core.MAX_MESSAGE))
+                    if sync.type != core.SYNC:
+                        raise core.DcutrError("DCUtR CONNECT answered by another CONNECT")
+            except (trio.TooSlowError, StreamClosedError, ValueError):
+                self.stats.failed["exchange"] += 1
+                await stream.reset()
+                return
+            self.stats.attempts += 1
+            theirs = core.peer_addrs(hello.addrs)
+            log.info("dcutr: punch from %s: ours %s, theirs %s", peer, ours, theirs)
+            if not theirs:
+                self.stats.failed["peer_sent_no_addrs"] += 1
+                continue
+            if await self._dial(peer, theirs, server=True):
+                await self._upgraded(peer, started)
+                return
             self.stats.failed["no_direct"] += 1
 
     # both
 
-    async def _dial(self, peer: str, addrs: list[str], *, responder: bool) -> bool:
+    async def _dial(self, peer: str, addrs: list[str], *, server: bool) -> bool:
         """Dial every address at once, again and again, until the peer is directly
         connected or DIAL_WINDOW_S passed."""
         with trio.move_on_after(DIAL_WINDOW_S):
             async with trio.open_nursery() as nursery:
                 for addr in addrs:
-                    nursery.start_soon(self._dial_one, peer, addr, responder)
+                    nursery.start_soon(self._dial_one, peer, addr, server)
                 while not self.network.is_direct(peer):  # noqa: ASYNC110 (no event to wait on)
                     await trio.sleep(DIRECT_POLL_S)
                 nursery.cancel_scope.cancel()
         return self.network.is_direct(peer)
 
-    async def _dial_one(self, peer: str, addr: str, responder: bool) -> None:
+    async def _dial_one(self, peer: str, addr: str, server: bool) -> None:
         """Connect to one address from our listen port until a SYN gets through,
         then upgrade the connection in our role."""
         swarm: Any = self.network.host.get_network()
@@ -243,7 +278,7 @@ class HolePuncher:
             break
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
-                if responder:
+                if server:
                     muxed = await swarm.upgrade_inbound_raw_conn(raw, target)
                     if getattr(muxed, "peer_id", None) != ID.from_base58(peer):
                         await muxed.close()

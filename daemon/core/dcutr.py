@@ -5,14 +5,16 @@ the addresses a peer may be sent and may be dialed at, and the punch book-keepin
 The protocol, between A (dialed B through a relay) and B (received the relayed
 connection, so B is the one behind a NAT that initiates):
 
+0. if A announced a public address (identify), B dials it, and is done if it works;
 1. B opens `/libp2p/dcutr` on the relayed connection and sends CONNECT with its
    public addresses, starting a timer;
 2. A answers CONNECT with its own addresses; B's timer gives the RTT;
 3. B sends SYNC and dials A's addresses after RTT/2; A dials B's as soon as SYNC
-   arrives: the SYNs cross, TCP simultaneous open. On that connection A is the
-   client (Noise initiator) and B the server.
+   arrives: the SYNs cross, TCP simultaneous open. On that connection B is the
+   client (Noise initiator) and A the server, as go-libp2p has it (the spec names
+   no roles).
 4. Once a direct connection works, the relayed one is closed. B tries up to
-   `MAX_ATTEMPTS` times, then stays on the relay.
+   `MAX_ATTEMPTS` times on the same stream, then stays on the relay.
 
 Rules here:
 - A message is `HolePunch {required Type type = 1; repeated bytes ObsAddrs = 2}` with
@@ -249,6 +251,7 @@ class HolePunchStats:
 
     attempts: int = 0  # one CONNECT/SYNC exchange and its dials, either role
     succeeded: int = 0  # peers that went from relayed to direct
+    unilateral: int = 0  # of which by a plain dial of the peer's public address
     failed: Counter[str] = field(default_factory=Counter)  # by reason
     last_rtt_ms: float | None = None
     last_time_to_direct_s: float | None = None  # relayed connection up -> direct
@@ -256,6 +259,7 @@ class HolePunchStats:
     def view(self) -> dict[str, object]:
         """The JSON form."""
         return {"attempts": self.attempts, "succeeded": self.succeeded,
+                "unilateral": self.unilateral,
                 "failed": dict(self.failed), "last_rtt_ms": self.last_rtt_ms,
                 "last_time_to_direct_s": self.last_time_to_direct_s}
 

@@ -145,7 +145,8 @@ def test_sync_delay_is_half_the_rtt_within_bounds() -> None:
 def test_stats_view() -> None:
     stats = dcutr.HolePunchStats()
     stats.failed["no_direct"] += 1
-    assert stats.view() == {"attempts": 0, "succeeded": 0, "failed": {"no_direct": 1},
+    assert stats.view() == {"attempts": 0, "succeeded": 0, "unilateral": 0,
+                            "failed": {"no_direct": 1},
                             "last_rtt_ms": None, "last_time_to_direct_s": None}
 
 
