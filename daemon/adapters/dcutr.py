@@ -52,7 +52,6 @@ DIAL_WINDOW_S = 5.0  # how long one attempt's dials go on
 DIAL_TIMEOUT_S = 3.0  # one dial, with its Noise and yamux upgrade
 REDIAL_S = 0.003  # mean; jittered, so that the two sides' phases do not lock
 DIRECT_POLL_S = 0.05
-BETWEEN_ATTEMPTS_S = 1.0
 QUEUE = 64
 
 

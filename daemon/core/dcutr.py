@@ -17,7 +17,7 @@ connection, so B is the one behind a NAT that initiates):
    `MAX_ATTEMPTS` times on the same stream, then stays on the relay.
 
 Rules here:
-- A message is `HolePunch {required Type type = 1; repeated bytes ObsAddrs = 2}` with
+- A message is `HolePunch {optional Type type = 1; repeated bytes ObsAddrs = 2}` with
   CONNECT = 100 and SYNC = 300, at most `MAX_MESSAGE` bytes and `MAX_ADDRS` addresses;
   unknown fields are skipped, as protobuf wants. Anything else raises `DcutrError`
   (a `ProtocolError`), never another exception.
