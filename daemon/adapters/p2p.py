@@ -398,6 +398,7 @@ class P2PNetwork:
         libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
         libp2p_patches.keep_live_subscriptions(self.pubsub)
         libp2p_patches.retry_pubsub_streams(self.pubsub)
+        libp2p_patches.replace_streams_of_closed_connections(self.pubsub)
         self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst)
         libp2p_patches.gate_forwarded_messages(self.pubsub, self._allow_forwarded)
         libp2p_patches.release_inbound_slots(
