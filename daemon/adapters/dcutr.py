@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from typing import Any
 
 import multiaddr
 import trio
+from libp2p.io.trio import TrioTCPStream
+from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
 
 from ..core import dcutr as core
@@ -62,6 +65,22 @@ async def _close(raw: Any) -> None:
         log.debug("dcutr: close: %s", exc)
 
 
+async def _connect_from(ip: str, port: int, source: tuple[str, int]) -> trio.SocketStream:
+    """A TCP connection to (ip, port) from the `source` (ip, port) our listener holds
+    too (both carry SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        await sock.bind(source)
+        await sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 class HolePuncher:
     """Both roles of DCUtR on one P2PNetwork; `run` serves and starts punches."""
 
@@ -71,6 +90,7 @@ class HolePuncher:
         self.stats = core.HolePunchStats()
         self.book = core.PunchBook()
         self._send, self._receive = trio.open_memory_channel[tuple[str, float]](QUEUE)
+        self._nursery: trio.Nursery | None = None
 
     # what we send
 
@@ -233,10 +253,31 @@ class HolePuncher:
             if not theirs:
                 self.stats.failed["peer_sent_no_addrs"] += 1
                 continue
-            if await self._dial(peer, theirs, server=True):
-                await self._upgraded(peer, started)
+            if await self._answer(peer, theirs, started):
                 return
-            self.stats.failed["no_direct"] += 1
+
+    async def _answer(self, peer: str, theirs: list[str], started: float) -> bool:
+        """A's dials, in our own nursery: once they succeed, B may close the relayed
+        connection, and with it end this stream's handler, before we count it."""
+        if self._nursery is None:
+            return False
+        done = trio.Event()
+        result: list[bool] = []
+
+        async def dial() -> None:
+            try:
+                direct = await self._dial(peer, theirs, server=True)
+                if direct:
+                    await self._upgraded(peer, started)
+                else:
+                    self.stats.failed["no_direct"] += 1
+                result.append(direct)
+            finally:
+                done.set()
+
+        self._nursery.start_soon(dial)
+        await done.wait()
+        return bool(result and result[0])
 
     # both
 
@@ -257,24 +298,26 @@ class HolePuncher:
         then upgrade the connection in our role."""
         swarm: Any = self.network.host.get_network()
         target = multiaddr.Multiaddr(f"{addr}/p2p/{peer}")
-        transport = swarm.transport_manager.transport_for_dialing(target)
-        source = self._source(addr.split("/")[1])
-        if transport is None or source is None or not hasattr(transport, "dial_with_source"):
+        family, ip, _, port = addr.split("/")[1:5]
+        source = self._source(family)
+        if source is None:
             return
         errors = 0
         while True:
             try:
                 # Not the swarm's dial: its retries back off (0.1, 0.2, 0.4 s), and
                 # a router that answered our SYN with a RST must see the next one
-                # while the peer's SYN is on its way (test_netns_simultaneous_open).
-                raw = await transport.dial_with_source(target, source)
-            except Exception as exc:  # refused: the peer's SYN had not left yet
+                # while the peer's SYN is on its way (test_netns_simultaneous_open);
+                # and py-libp2p's transport logs every refusal as an error.
+                sock = await _connect_from(ip, int(port), source)
+            except OSError as exc:  # refused: the peer's SYN had not left yet
                 errors += 1
-                log.log(logging.INFO if errors == 1 else logging.DEBUG,
-                        "dcutr: dial %s at %s from %s: %s", peer, addr, source, exc)
+                if errors == 1:
+                    log.debug("dcutr: dial %s at %s from %s: %s", peer, addr, source, exc)
                 await trio.sleep(random.uniform(0, 2 * REDIAL_S))
                 continue
             break
+        raw = RawConnection(TrioTCPStream(sock), not server)
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
                 if server:
@@ -304,6 +347,7 @@ class HolePuncher:
         if self.enabled:
             self.network.set_stream_handler(core.PROTOCOL, self._serve)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
             async for peer, relayed_at in self._receive:
                 if self.book.start(peer, time.monotonic()):

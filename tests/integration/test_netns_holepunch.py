@@ -1,11 +1,12 @@
 """DCUtR hole punching through real NAT: two daemons behind their own masquerading
 routers meet through a public relay daemon, then punch a direct connection.
 
-r is public (198.18.0.1); a sits behind nat1, b behind nat2 (tests/netns.py
-`Scenario.nat`), each bootstrapped to r only. They reserve slots on r and connect
-through it (test_netns_relay.py); the side that accepted the circuit starts DCUtR.
+r is public (198.18.0.1) and in no room; a sits behind nat1, b behind nat2
+(tests/netns.py `Scenario.nat`), each bootstrapped to r only. They reserve slots on
+r, and a dials b's relayed address; b, which accepted the circuit, starts DCUtR.
 With port-preserving routers the punch succeeds: both end on a direct connection,
-the relayed one is closed and r carries none of their traffic. With `--random-fully`
+the relayed one is closed, r carries none of their traffic, and they go on chatting
+when r is killed. With `--random-fully`
 (symmetric NAT) every attempt fails, is counted, and the chat stays on the relay.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,8 +51,10 @@ def direct_only(daemon: DaemonProcess, other: DaemonProcess) -> bool:
 def start(net: Network, random_fully: bool) -> tuple[DaemonProcess, DaemonProcess,
                                                     DaemonProcess, float]:
     net.masquerade_all(random_fully=random_fully)
+    # r only relays: it is in no room, so what a and b say reaches the other over
+    # their own connection, relayed or direct, never through r's gossip (and a
+    # connects to b itself: no room directory on r tells them of each other).
     r = net.start_daemon("r", "r", listen="/ip4/0.0.0.0/tcp/4001")
-    r.call("join", room=ROOM)
     a = net.start_daemon("a", "a", "--bootstrap", r.addr)
     b = net.start_daemon("b", "b", "--bootstrap", r.addr)
     for d in (a, b):
@@ -58,20 +62,24 @@ def start(net: Network, random_fully: bool) -> tuple[DaemonProcess, DaemonProces
     for d in (a, b):
         wait_for(lambda d=d: any("/p2p-circuit" in x for x in d.call("id")["addrs"]),
                  timeout=40, message=f"{d.name} to hold a reservation on r")
+    # a dials b through r, so b accepts the circuit and starts the punch.
+    circuit = next(x for x in b.call("id")["addrs"] if "/p2p-circuit" in x)
+    a.call("connect", addr=circuit)
     wait_for(lambda: addrs_of(a, b) and addrs_of(b, a), timeout=60,
              message="a and b to connect")
     return r, a, b, time.monotonic()
 
 
-def chat(a: DaemonProcess, b: DaemonProcess, tag: str) -> tuple[float, float]:
+def chat(a: DaemonProcess, b: DaemonProcess, tag: str, timeout: float = 20
+         ) -> tuple[float, float]:
     """A message each way; the seconds each took."""
     sent = time.monotonic()
     a.call("send", room=ROOM, text=f"{tag} from a")
-    wait_for(lambda: f"{tag} from a" in texts(b, ROOM), timeout=20, message="a -> b")
+    wait_for(lambda: f"{tag} from a" in texts(b, ROOM), timeout=timeout, message="a -> b")
     a_to_b = time.monotonic() - sent
     sent = time.monotonic()
     b.call("send", room=ROOM, text=f"{tag} from b")
-    wait_for(lambda: f"{tag} from b" in texts(a, ROOM), timeout=20, message="b -> a")
+    wait_for(lambda: f"{tag} from b" in texts(a, ROOM), timeout=timeout, message="b -> a")
     return round(a_to_b, 3), round(time.monotonic() - sent, 3)
 
 
@@ -111,8 +119,23 @@ def test_port_preserving_nat_upgrades_the_relayed_connection_to_a_direct_one(
           f"{ {n: s['last_time_to_direct_s'] for n, s in stats.items()} } s, rtt "
           f"{ {n: s['last_rtt_ms'] for n, s in stats.items()} } ms); chat a->b {a_to_b} s, "
           f"b->a {b_to_a} s; holepunch {stats}")
-    for d in (a, b):
-        print("\n".join(line for line in d.stderr_lines if "dcutr" in line))
+
+    # Direct, they no longer need r. The first message one of them sends afterwards
+    # is sometimes lost by GossipSub and brought by history sync (every 10 s):
+    # measured 15-22 s in 3 of 6 runs, an open finding (docs/protocol.md §11).
+    r.kill()
+    wait_for(lambda: not addrs_of(a, r) and not addrs_of(b, r), timeout=20,
+             message="a and b to see r gone")
+    try:
+        after_r = chat(a, b, "without r", timeout=60)
+    except Exception:
+        for x, y in ((a, b), (b, a)):
+            print(x.name, [p for p in x.call("peers") if p["peer_id"] == y.peer_id],
+                  x.call("status")["gossip"])
+            (Path("/tmp") / f"holepunch-{x.name}.log").write_text("\n".join(x.stderr_lines))
+        raise
+    assert direct_only(a, b), addrs_of(a, b)
+    print(f"r killed: chat a->b {after_r[0]} s, b->a {after_r[1]} s")
 
 
 @pytest.mark.usefixtures("iptables")
