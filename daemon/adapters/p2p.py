@@ -399,6 +399,7 @@ class P2PNetwork:
         libp2p_patches.keep_live_subscriptions(self.pubsub)
         libp2p_patches.retry_pubsub_streams(self.pubsub)
         libp2p_patches.replace_streams_of_closed_connections(self.pubsub)
+        libp2p_patches.ignore_replaced_stream_failures(self.pubsub)
         self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst)
         libp2p_patches.gate_forwarded_messages(self.pubsub, self._allow_forwarded)
         libp2p_patches.release_inbound_slots(
