@@ -125,8 +125,9 @@ def test_port_preserving_nat_upgrades_the_relayed_connection_to_a_direct_one(
           f"b->a {b_to_a} s; holepunch {stats}")
 
     # Direct, they no longer need r. The first message one of them sends afterwards
-    # is sometimes lost by GossipSub and brought by history sync (every 10 s):
-    # 15-24 s in about half the runs, not understood yet (docs/protocol.md §11).
+    # sometimes finds the room's GossipSub mesh empty (the pubsub stream was just
+    # moved) and arrives with history sync (every 10 s): 10-24 s in about half the
+    # runs, an open finding (docs/protocol.md §11).
     r.kill()
     wait_for(lambda: not addrs_of(a, r) and not addrs_of(b, r), timeout=20,
              message="a and b to see r gone")
