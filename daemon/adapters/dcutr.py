@@ -56,6 +56,7 @@ DIAL_TIMEOUT_S = 3.0  # one dial, with its Noise and yamux upgrade
 REDIAL_S = 0.003  # mean; jittered, so that the two sides' phases do not lock
 DIRECT_POLL_S = 0.05
 QUEUE = 64
+UNILATERAL_ADDRS = 2
 
 
 async def _close(raw: Any) -> None:
@@ -145,6 +146,9 @@ class HolePuncher:
         """The spec's first step: if the peer announced a public address (identify),
         dial it directly; True on a direct connection."""
         addrs = [a for a in (core.dialable(t) for t in self.network.peer_addrs(peer)) if a]
+        # At most UNILATERAL_ADDRS of them: each one behind a NAT costs DIAL_TIMEOUT_S
+        # before the punch starts.
+        addrs = list(dict.fromkeys(addrs))[:UNILATERAL_ADDRS]
         if not addrs:
             return False
         swarm: Any = self.network.host.get_network()
