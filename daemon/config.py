@@ -77,6 +77,7 @@ class Config:
     relay_circuit_bytes: int = 64 * 1024 * 1024
     relay_reservations: int = 2
     reachability: str = "auto"
+    hole_punching: bool = True
 
     @property
     def rpc_path(self) -> Path:

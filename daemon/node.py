@@ -27,6 +27,7 @@ import trio
 from . import __version__
 from .adapters.autonat import AutoNAT
 from .adapters.blockstore import BlockStore, BlockStoreError
+from .adapters.dcutr import HolePuncher
 from .adapters.exchange import BlockExchange
 from .adapters.identity import Identity
 from .adapters.p2p import GossipMessage, P2PNetwork, PeerEvent
@@ -123,6 +124,8 @@ class Node:
                                reservation_ttl_s=config.relay_reservation_ttl_s,
                                circuit_duration_s=config.relay_circuit_duration_s,
                                circuit_bytes=config.relay_circuit_bytes))
+        self.holepunch = HolePuncher(network, enabled=config.hole_punching)
+        self.relay.on_inbound_circuit = self.holepunch.relayed_inbound
 
     # lifecycle
 
@@ -146,6 +149,7 @@ class Node:
             await nursery.start(self.images.run)
             await nursery.start(self.autonat.run)
             await nursery.start(self.relay.run)
+            await nursery.start(self.holepunch.run)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._bootstrap, addr)
             self._nursery = nursery
@@ -236,6 +240,7 @@ class Node:
             "reachability": self.autonat.verdict(),
             "autonat": self.autonat.view(),
             "relay": self.relay.view(),
+            "holepunch": self.holepunch.view(),
             "web": self.web_url,
             "images": self.images.view(),
             "gossip": {

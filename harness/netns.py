@@ -271,14 +271,18 @@ class Network:
         return [h for h in self.scenario.hosts
                 if re.fullmatch(r"nat\d+", h) and len(self._segments_of(h)) == 2]
 
-    def masquerade(self, router: str, *, random_fully: bool = False) -> None:
+    def masquerade(self, router: str, *, random_fully: bool = False,
+                   stealth: bool = False) -> None:
         """Make a router on a public (198.18/15) and a home segment a home NAT gateway.
 
         It forwards; what leaves through its public side is masqueraded to its public
         address (MASQUERADE keeps the source port when free; `random_fully` picks a
         random one per connection, as a symmetric NAT does); from outside only replies
-        (conntrack ESTABLISHED/RELATED) pass, anything unsolicited is dropped. The home
-        hosts route the public subnet through it. Needs iptables (`ensure_apt`)."""
+        (conntrack ESTABLISHED/RELATED) pass, anything unsolicited is dropped. The
+        router's own stack answers a SYN to a port it does not serve with a RST, unless
+        `stealth`: then it drops new inbound TCP to itself, as most home routers do.
+        The home hosts route the public subnet through it. Needs iptables
+        (`ensure_apt`)."""
         public_net = ipaddress.ip_network("198.18.0.0/15")
         segments = self._segments_of(router)
         wan = next(i for i in segments if self._addresses[(router, i)].ip in public_net)
@@ -292,6 +296,9 @@ class Network:
              "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
             ["iptables", "-A", "FORWARD", "-i", wan_if, "-o", lan_if, "-j", "DROP"],
         ]
+        if stealth:
+            rules.append(["iptables", "-A", "INPUT", "-i", wan_if, "-p", "tcp", "-m",
+                          "conntrack", "--ctstate", "NEW", "-j", "DROP"])
         for rule in rules:
             self.run(router, rule, check=True)
         gateway = str(self._addresses[(router, lan)].ip)
@@ -300,10 +307,10 @@ class Network:
             if host != router:
                 self.add_route(host, wan_net, via=gateway)
 
-    def masquerade_all(self, *, random_fully: bool = False) -> None:
+    def masquerade_all(self, *, random_fully: bool = False, stealth: bool = False) -> None:
         """`masquerade` every router of a `Scenario.nat`."""
         for router in self.nat_routers():
-            self.masquerade(router, random_fully=random_fully)
+            self.masquerade(router, random_fully=random_fully, stealth=stealth)
 
     def exec_prefix(self, host: str) -> list[str]:
         """The argv prefix that runs a command inside a host's namespace."""

@@ -28,6 +28,11 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_pubsub_dead_stream_subscriptions.py.
 - `retry_pubsub_streams`: one Pubsub's `_handle_new_peer`;
   test_pubsub_stream_failure.py.
+- `replace_streams_of_closed_connections`: a notifee on one Pubsub's host;
+  test_pubsub_connection_replaced.py.
+- `ignore_replaced_stream_failures`: one Pubsub's `continuously_read_stream` and
+  `write_msg`;
+  test_pubsub_connection_replaced.py.
 - `gate_forwarded_messages`: one Pubsub's `push_msg`;
   test_gossipsub_defaults.py::test_every_flooded_message_is_signature_checked.
 - `report_bad_signatures`: one Pubsub's `push_msg`;
@@ -53,9 +58,11 @@ from types import ModuleType, TracebackType
 from typing import Any, cast
 
 import trio
-from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork, ISecureConn
+from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork, INotifee, ISecureConn
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import ParseError
 from libp2p.host.exceptions import StreamFailure
+from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.exceptions import SwarmException
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
@@ -429,6 +436,119 @@ def retry_pubsub_streams(pubsub: Pubsub) -> Undo:
     def undo() -> None:
         if vars(pubsub).get("_handle_new_peer") is handle_new_peer_retrying_stream_failures:
             del pubsub._handle_new_peer
+
+    return undo
+
+
+class _ConnectionClosedNotifee(INotifee):
+    """Calls `closed(conn)` for each connection the swarm reports closed."""
+
+    def __init__(self, closed: Callable[[INetConn], None]) -> None:
+        self._closed = closed
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._closed(conn)
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def opened_stream(self, network: INetwork, stream: Any) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: Any) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: Any) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
+        return None
+
+
+def replace_streams_of_closed_connections(pubsub: Pubsub) -> Undo:
+    """Move a peer's pubsub stream to its other connection when its own closes.
+
+    When the connection that carries our pubsub stream to a peer closes while another
+    connection to the peer stays (a relayed connection closed once a direct one
+    replaced it, DCUtR), py-libp2p's swarm reports the close, pubsub's dead-peer
+    queue finds the other connection and does nothing, and the reader of the peer's
+    stream does not end either: our outbound stream stays registered on the dead
+    connection. The next RPC to the peer is written into it and lost (only that
+    failed write makes pubsub open a new stream), so a chat message sent alone never
+    arrives (tests/upstream/test_pubsub_connection_replaced.py). Here, when a
+    connection closes that carries our stream to a peer still connected otherwise,
+    the peer is handled as dead at once: pubsub drops the stream and opens one on a
+    live connection (`ignore_replaced_stream_failures` keeps a later failure of the
+    old streams from dropping it again). A notifee on this pubsub's host; the undo
+    removes it.
+    """
+    network = pubsub.host.get_network()
+
+    def closed(conn: INetConn) -> None:
+        peer_id = conn.muxed_conn.peer_id
+        outbound = pubsub.peers.get(peer_id)
+        if outbound is None or outbound.muxed_conn is not conn.muxed_conn \
+                or not pubsub.manager.is_running:
+            return
+        if any(other.muxed_conn is not conn.muxed_conn
+               for other in live_connections(network, peer_id)):
+            log.debug("pubsub stream to %s ran on a closed connection: moving it", peer_id)
+            pubsub._handle_dead_peer(peer_id)
+
+    notifee = _ConnectionClosedNotifee(closed)
+    network.register_notifee(notifee)
+
+    def undo() -> None:
+        cast(Any, network).remove_notifee(notifee)
+
+    return undo
+
+
+def ignore_replaced_stream_failures(pubsub: Pubsub) -> Undo:
+    """A failure of a peer's pubsub stream that was replaced ends that stream only.
+
+    py-libp2p handles a failed pubsub stream by handling its peer as dead, by peer
+    id: when the stream failing is an old one whose connection closed (a relayed
+    connection's reader fails once its relay dies; a write to it fails), it drops
+    the peer's current stream on the live connection, and the next message to the
+    peer is lost until pubsub opens another
+    (tests/upstream/test_pubsub_connection_replaced.py). Here a read or write
+    failure of a stream whose connection is not the one our current outbound stream
+    to the peer runs on is not passed on. Set on this instance's
+    `continuously_read_stream` and `write_msg`; the undo removes them.
+    """
+    def replaced(stream: Any) -> bool:
+        """True for a stream of a peer whose current outbound stream is elsewhere."""
+        current = pubsub.peers.get(stream.muxed_conn.peer_id)
+        return current is not None and current.muxed_conn is not stream.muxed_conn
+
+    # The reader of the peer's old inbound stream fails once its connection is gone
+    # for good (a relayed one: when its relay dies), and py-libp2p then handles the
+    # peer as dead by its id: it would drop the stream that replaced ours. A failure
+    # of a replaced stream ends that stream only.
+    stock_read = pubsub.continuously_read_stream
+    stock_write = pubsub.write_msg
+
+    async def read_unless_replaced(stream: Any) -> None:
+        try:
+            await stock_read(stream)
+        except (StreamError, ParseError, IncompleteReadError):
+            if not replaced(stream):
+                raise
+
+    async def write_unless_replaced(stream: Any, rpc_msg: Any) -> bool:
+        if replaced(stream):
+            return False  # its sender task ends; the current stream carries on
+        return await stock_write(stream, rpc_msg)
+
+    pubsub.continuously_read_stream = read_unless_replaced  # type: ignore[method-assign]
+    pubsub.write_msg = write_unless_replaced  # type: ignore[method-assign]
+
+    def undo() -> None:
+        for name, ours in (("continuously_read_stream", read_unless_replaced),
+                           ("write_msg", write_unless_replaced)):
+            if vars(pubsub).get(name) is ours:
+                delattr(pubsub, name)
 
     return undo
 

@@ -442,6 +442,8 @@ class P2PNetwork:
         libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
         libp2p_patches.keep_live_subscriptions(self.pubsub)
         libp2p_patches.retry_pubsub_streams(self.pubsub)
+        libp2p_patches.replace_streams_of_closed_connections(self.pubsub)
+        libp2p_patches.ignore_replaced_stream_failures(self.pubsub)
         self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst,
                                             ban_s=self.scoring.ban_s)
         # Inside the gate: a message the gate drops is never signature-checked at all.
@@ -523,6 +525,16 @@ class P2PNetwork:
         conns = libp2p_patches.live_connections(self.host.get_network(),
                                                 ID.from_base58(peer_id))
         return any(_ip_remote(conn.muxed_conn) is not None for conn in conns)
+
+    async def close_relayed(self, peer_id: str) -> int:
+        """Close the relayed connections to a peer (a direct one replaced them, DCUtR);
+        the number closed."""
+        conns = libp2p_patches.live_connections(self.host.get_network(),
+                                                ID.from_base58(peer_id))
+        relayed = [conn for conn in conns if _ip_remote(conn.muxed_conn) is None]
+        for conn in relayed:
+            await _close_quietly(conn)
+        return len(relayed)
 
     def snapshot(self) -> list[PeerSnapshot]:
         """Connected peers with their addresses and the topics they subscribe to."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import multiaddr
@@ -100,6 +101,8 @@ class Relay:
                                       "circuits_dialed": 0, "circuits_accepted": 0,
                                       "dial_failed": 0, "stop_refused": 0}
         network.circuit_dialer = self.dial
+        # Told of each circuit accepted here (the DCUtR initiator, adapters/dcutr.py).
+        self.on_inbound_circuit: Callable[[str], None] | None = None
 
     # hop (relay side)
 
@@ -265,6 +268,8 @@ class Relay:
             return
         self.stats["circuits_accepted"] += 1
         log.info("relay: inbound circuit from %s via %s", src, relay)
+        if self.on_inbound_circuit is not None:
+            self.on_inbound_circuit(src.to_base58())
 
     # client: dialing
 

@@ -59,6 +59,8 @@ def test_flags_override_file_override_defaults(tmp_path: Path) -> None:
         ("max_streams_per_connection = 64\nmax_streams_per_protocol = 65",
          "max_streams_per_protocol.*max_streams_per_connection"),
         ("max_concurrent_fetches = 2000", "max_concurrent_fetches"),
+        ('hole_punching = "yes"', "hole_punching.*must be bool"),
+        ("hole_punching = 1", "hole_punching.*must be bool"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -77,3 +79,9 @@ def test_reachability_defaults_to_auto_and_takes_public_or_private(tmp_path: Pat
     assert load(None, {"home": tmp_path}).reachability == "auto"
     (tmp_path / "config.toml").write_text('reachability = "private"\n')
     assert load(None, {"home": tmp_path}).reachability == "private"
+
+
+def test_hole_punching_defaults_to_on_and_turns_off(tmp_path: Path) -> None:
+    assert load(None, {"home": tmp_path}).hole_punching is True
+    (tmp_path / "config.toml").write_text("hole_punching = false\n")
+    assert load(None, {"home": tmp_path}).hole_punching is False
