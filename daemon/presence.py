@@ -43,6 +43,7 @@ import trio
 from .adapters.p2p import GossipMessage, P2PNetwork, Stream, StreamClosedError
 from .core import connmgr, plaincbor
 from .core import presence as codec
+from .core import rooms as rooms_codec
 from .core.connmgr import AddressBackoff, Limits
 from .core.presence import Directory, PresenceError, PresenceRecord
 from .core.scoring import Validation, judge
@@ -666,7 +667,15 @@ class PresenceService:
                                now_ms - entry.last_seen_ms <= window or peer in connected_set,
                                entry.last_seen_ms)
                 for peer, entry in directory.entries.items())
-            rooms.append(connmgr.RoomView(room, members))
+            # A connected peer in the room's topic whose presence record has not come
+            # yet (it announced before we joined, and the fetch is under way) is a room
+            # peer all the same: without it the manager would dial another member
+            # while the one it has is about to be counted.
+            unlisted = tuple(
+                connmgr.Member(peer, (), True, now_ms)
+                for peer in self.network.topic_peers(rooms_codec.topic_for(room))
+                if peer in connected_set and peer not in directory.entries)
+            rooms.append(connmgr.RoomView(room, members + unlisted))
         plan = connmgr.plan(
             rooms=rooms, connected={p: self._since.get(p, now) for p in connected},
             self_id=self.network.peer_id,

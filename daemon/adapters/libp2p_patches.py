@@ -41,6 +41,8 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_peer_scoring.py::test_a_negative_score_peer_stays_in_a_small_mesh.
 - `retain_negative_scores`: one GossipSub scorer's `remove_peer`;
   test_peer_scoring.py::test_a_peers_score_is_forgotten_when_it_disconnects.
+- `no_auto_connector`: one host's swarm (`auto_connector.start`);
+  test_auto_connector.py.
 - `release_inbound_slots`: one host's swarm (`_inbound_limiter`,
   `_do_handle_inbound_connection`, `upgrade_inbound_raw_conn`);
   test_inbound_slots.py.
@@ -806,5 +808,30 @@ def release_inbound_slots(host: IHost, slots: int,
                 delattr(swarm, name)
         if swarm._inbound_limiter.borrowed_tokens == 0:  # else its holders release it
             swarm._inbound_limiter = stock_limiter
+
+    return undo
+
+
+def no_auto_connector(host: IHost) -> Undo:
+    """Keep py-libp2p's swarm from dialing peers on its own.
+
+    Its `AutoConnector` dials every peer of the peerstore that has an address, every
+    10 s while the host holds fewer than 50 connections and after each disconnect,
+    until it holds 200 (tests/upstream/test_auto_connector.py). In gossipchat the
+    connection manager, the redialer, mDNS and the DHT decide whom to dial, with
+    their own bounds and backoff; the auto-connector would undo all of them. Call
+    before the host runs: the connector then never starts. Set on this host's
+    connector only; the undo removes it.
+    """
+    connector = cast(Any, host.get_network()).auto_connector
+
+    async def start_nothing() -> None:
+        return None
+
+    connector.start = start_nothing
+
+    def undo() -> None:
+        if vars(connector).get("start") is start_nothing:
+            del connector.start
 
     return undo

@@ -380,7 +380,8 @@ def new_libp2p_host(key_pair: KeyPair, muxer: type[yamux.Yamux] = yamux.Yamux) -
 
     Noise only: TLS in 0.8.1 cannot do mutual auth well and secio is obsolete. The
     yamux is `adapters.yamux`, the same protocol at a fraction of py-libp2p's CPU.
-    The advertised addresses are `_Advertiser`'s.
+    The advertised addresses are `_Advertiser`'s. py-libp2p's auto-connector is off:
+    the connection manager and the redialer decide whom to dial.
     """
     security = {
         NOISE_PROTOCOL_ID: NoiseTransport(
@@ -392,6 +393,7 @@ def new_libp2p_host(key_pair: KeyPair, muxer: type[yamux.Yamux] = yamux.Yamux) -
                     addrs_factory=advertiser)
     advertiser.host = host
     libp2p_patches.build_negotiated_muxer(host, yamux.PROTOCOL_ID, muxer)
+    libp2p_patches.no_auto_connector(host)
     return host
 
 
