@@ -64,6 +64,7 @@ class Config:
     gossip_burst_per_peer: int = 2000
     max_streams_per_connection: int = 256
     max_streams_per_protocol: int = 32
+    stream_receive_window: int = 1024 * 1024
     max_wants_per_peer: int = 4096
     mdns: bool = True
     web_listen: str = DEFAULT_WEB_LISTEN
@@ -168,6 +169,11 @@ def _validate(config: Config) -> Config:
     if not 1 <= config.max_streams_per_protocol <= config.max_streams_per_connection:
         raise ConfigError("config key 'max_streams_per_protocol' must be in "
                           "[1, max_streams_per_connection]")
+    if not 256 * 1024 <= config.stream_receive_window <= 16 * 1024 * 1024:
+        # Below 256 KiB breaks yamux (the spec's initial window); above 16 MiB one
+        # stream could make us hold more than a whole image.
+        raise ConfigError("config key 'stream_receive_window' must be in "
+                          "[262144, 16777216] bytes")
     if not 64 <= config.max_wants_per_peer <= 32768:
         raise ConfigError("config key 'max_wants_per_peer' must be in [64, 32768]")
     if not 1 <= config.max_concurrent_fetches <= 1024:

@@ -103,7 +103,8 @@ def network_limits(config: Config) -> NetworkLimits:
         gossip_rate=config.gossip_max_msgs_per_peer_s,
         gossip_burst=float(config.gossip_burst_per_peer),
         streams_per_connection=config.max_streams_per_connection,
-        streams_per_protocol=config.max_streams_per_protocol)
+        streams_per_protocol=config.max_streams_per_protocol,
+        stream_window=config.stream_receive_window)
 
 
 class Daemon:

@@ -90,13 +90,14 @@ GRAYLISTED_MAX = 1024
 class NetworkLimits:
     """What peers may make the host hold (config keys max_inbound_connections,
     max_inbound_per_ip, gossip_max_msgs_per_peer_s, gossip_burst_per_peer,
-    max_streams_per_connection, max_streams_per_protocol)."""
+    max_streams_per_connection, max_streams_per_protocol, stream_receive_window)."""
 
     inbound: InboundLimits = field(default_factory=InboundLimits)
     gossip_rate: float = 500.0
     gossip_burst: float = 2000.0
     streams_per_connection: int = yamux.MAX_INBOUND_STREAMS
     streams_per_protocol: int = 32
+    stream_window: int = yamux.RECEIVE_WINDOW
     scoring: ChatScoring = scoring.DEFAULT
 
 
@@ -409,7 +410,8 @@ class P2PNetwork:
         self.stats = GossipStats()
         self.host: IHost = new_libp2p_host(key_pair, yamux.configured(
             self.limits.streams_per_connection,
-            lambda: self.stats.refused_streams.update(["per_connection"])))
+            lambda: self.stats.refused_streams.update(["per_connection"]),
+            receive_window=self.limits.stream_window))
         # Inbound streams each peer holds open, by protocol (max_streams_per_protocol).
         self._inbound_streams: Counter[tuple[str, str]] = Counter()
         self.router = GossipSub(

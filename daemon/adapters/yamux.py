@@ -294,9 +294,10 @@ class YamuxStream(IMuxedStream):
     async def _credit(self, consumed: int) -> None:
         """Give the peer back the window it used once half of ours is read."""
         self._unacked += consumed
-        if self._unacked < RECEIVE_WINDOW // 2 or self.recv_closed:
+        window = self.conn.window
+        if self._unacked < window // 2 or self.recv_closed:
             return
-        delta = (RECEIVE_WINDOW - self._recv_window) - (len(self._buffer) - self._offset)
+        delta = (window - self._recv_window) - (len(self._buffer) - self._offset)
         self._unacked = 0
         if delta <= 0:
             return
@@ -372,6 +373,8 @@ class Yamux(IMuxedConn):
     # when one more is reset for it; set per host through `configured`.
     max_inbound_streams: int | None = None
     on_stream_refused: Callable[[], None] | None = None
+    # What each stream may have in flight to us (None: RECEIVE_WINDOW).
+    receive_window: int | None = None
 
     def __init__(
         self,
@@ -436,6 +439,11 @@ class Yamux(IMuxedConn):
     def is_closed(self) -> bool:
         return self.event_closed.is_set()
 
+    @property
+    def window(self) -> int:
+        """What each stream may have in flight to us."""
+        return RECEIVE_WINDOW if self.receive_window is None else self.receive_window
+
     def get_transport_addresses(self) -> list[multiaddr.Multiaddr]:
         return self.secured_conn.get_transport_addresses()
 
@@ -476,9 +484,9 @@ class Yamux(IMuxedConn):
         stream_id = self._next_id
         self._next_id += 2
         stream = YamuxStream(self, stream_id)
-        stream._recv_window = RECEIVE_WINDOW
+        stream._recv_window = self.window
         self.streams[stream_id] = stream
-        delta = RECEIVE_WINDOW - INITIAL_WINDOW
+        delta = self.window - INITIAL_WINDOW
         try:
             await self._send(header(TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id, delta))
         except MuxedConnUnavailable as error:
@@ -599,7 +607,7 @@ class Yamux(IMuxedConn):
             if version != VERSION:
                 raise ProtocolError(f"version {version}")
             if kind == TYPE_DATA:
-                if length > RECEIVE_WINDOW:
+                if length > self.window:
                     raise ProtocolError(f"a {length}-byte data frame")
                 if end - pos - HEADER_SIZE < length:
                     break
@@ -661,7 +669,7 @@ class Yamux(IMuxedConn):
             self._queue(header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
             return None
         stream = YamuxStream(self, stream_id)
-        stream._recv_window = RECEIVE_WINDOW
+        stream._recv_window = self.window
         try:
             self._accept_send.send_nowait(stream)
         except trio.WouldBlock:
@@ -673,7 +681,7 @@ class Yamux(IMuxedConn):
         self.streams[stream_id] = stream
         self.inbound_open += 1
         self._queue(
-            header(TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, RECEIVE_WINDOW - INITIAL_WINDOW)
+            header(TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, self.window - INITIAL_WINDOW)
         )
         return stream
 
@@ -725,11 +733,17 @@ class Yamux(IMuxedConn):
                     logger.exception("yamux: on_close for %s failed", self.peer_id)
 
 
-def configured(max_inbound_streams: int, on_stream_refused: Callable[[], None]) -> type[Yamux]:
+def configured(max_inbound_streams: int, on_stream_refused: Callable[[], None],
+               receive_window: int = RECEIVE_WINDOW) -> type[Yamux]:
     """A Yamux class for one host: at most `max_inbound_streams` streams the peer opened
     held at once on a connection (config `max_streams_per_connection`), and
-    `on_stream_refused` called for each one reset past it (counted in `status`)."""
+    `on_stream_refused` called for each one reset past it (counted in `status`); each
+    stream may have `receive_window` bytes in flight to us (config
+    `stream_receive_window`, at least the spec's initial 256 KiB)."""
+    if receive_window < INITIAL_WINDOW:
+        raise ValueError(f"a receive window below {INITIAL_WINDOW} breaks the spec")
     return type("ConfiguredYamux", (Yamux,), {
         "max_inbound_streams": max_inbound_streams,
         "on_stream_refused": staticmethod(on_stream_refused),
+        "receive_window": receive_window,
     })

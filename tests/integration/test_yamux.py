@@ -307,3 +307,49 @@ async def test_a_peer_holds_at_most_max_inbound_streams_open(
         await settled(lambda: conn_a.inbound_open == 8)
         assert conn_a.streams_refused == 1
         assert not conn_a.event_closed.is_set()
+
+
+async def _echo_under_window(make_peer: Callable[[], IHost], window: int
+                             ) -> tuple[bool, int, int]:
+    """Echo 5 MB from a peer to a host whose streams have `window`: (all came back,
+    the host's window, the most a's end let the peer have in flight plus held)."""
+    def small_window_host() -> IHost:
+        return new_libp2p_host(create_new_key_pair(),
+                               yamux.configured(64, lambda: None, receive_window=window))
+
+    async with pair(small_window_host, make_peer) as (a, b):
+        data = pattern(5 * MB, seed=7)
+        stream = await b.new_stream(a.get_id(), [ECHO])
+        conn_a = muxed(a, b)
+        peak = 0
+
+        async def send() -> None:
+            await stream.write(data)
+            await stream.close()
+
+        async def sample(done: trio.Event) -> None:
+            nonlocal peak
+            while not done.is_set():
+                for s in list(conn_a.streams.values()):
+                    peak = max(peak, s._recv_window + len(s._buffer) - s._offset)
+                await trio.lowlevel.checkpoint()
+
+        done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            nursery.start_soon(sample, done)
+            got = await read_all(stream)
+            done.set()
+        return got == data, conn_a.window, peak
+
+
+async def test_a_configured_receive_window_bounds_what_a_stream_has_in_flight() -> None:
+    """stream_receive_window: a sender never has more than it in flight to us, and a
+    5 MB echo still goes through, with our muxer or a stock py-libp2p peer."""
+    with pytest.raises(ValueError, match="breaks the spec"):
+        yamux.configured(64, lambda: None, receive_window=100_000)
+    for make_peer in (our_host, stock_host):
+        whole, window, peak = await _echo_under_window(make_peer, 300_000)
+        assert whole
+        assert window == 300_000
+        assert 0 < peak <= 300_000

@@ -56,6 +56,7 @@ def test_flags_override_file_override_defaults(tmp_path: Path) -> None:
         ("max_streams_per_connection = 8", "max_streams_per_connection.*16, 4096"),
         ("max_streams_per_protocol = 0", "max_streams_per_protocol"),
         ("max_wants_per_peer = 10", "max_wants_per_peer.*64, 32768"),
+        ("stream_receive_window = 65536", "stream_receive_window.*262144"),
         ("max_streams_per_connection = 64\nmax_streams_per_protocol = 65",
          "max_streams_per_protocol.*max_streams_per_connection"),
         ("max_concurrent_fetches = 2000", "max_concurrent_fetches"),
