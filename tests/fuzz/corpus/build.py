@@ -5,7 +5,8 @@ Ed25519 key, sync frames and reconcile messages of a two-sided session run to th
 end, dag-pb nodes of the standard importer, bitswap frames of all three protocol
 versions, the yamux frames a session exchanges, and small Pillow images with the
 metadata `send_image` strips. The fuzz tests mutate these; a seed changes only
-when an encoder changes, and then this script says so in the diff.
+when an encoder changes, and then this script says so in the diff. capture.py adds
+seeds recorded from two live daemons (`live-*.bin`), which this script leaves alone.
 """
 
 from __future__ import annotations
@@ -252,7 +253,8 @@ def main() -> int:
         folder = ROOT / surface
         folder.mkdir(exist_ok=True)
         for old in folder.glob("*.bin"):
-            old.unlink()
+            if not old.name.startswith("live-"):  # capture.py's, from live traffic
+                old.unlink()
         for name, data in seeds.items():
             (folder / f"{name}.bin").write_bytes(data)
         print(f"{surface}: {len(seeds)} seeds, {sum(map(len, seeds.values()))} bytes")
