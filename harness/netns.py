@@ -334,9 +334,15 @@ class Network:
         return proc
 
     def start_daemon(self, host: str, name: str, *extra: str,
-                     listen: str = "/ip4/0.0.0.0/tcp/0", mdns: bool = False) -> DaemonProcess:
+                     listen: str = "/ip4/0.0.0.0/tcp/0", mdns: bool = False,
+                     config: str = "") -> DaemonProcess:
         """A real gossipchatd inside a host's namespace, ready (its ready line read).
-        LAN discovery (mDNS) is off unless `mdns` is true."""
+        LAN discovery (mDNS) is off unless `mdns` is true; `config`, if given, is
+        written to its home's config.toml first."""
+        if config:
+            home = self.cluster.home(name)
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (home / "config.toml").write_text(config)
         return self.cluster.start(name, *extra, listen=listen,
                                   prefix_argv=self.exec_prefix(host), mdns=mdns)
 

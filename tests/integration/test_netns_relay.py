@@ -22,6 +22,7 @@ from harness.system_packages import ensure_apt
 Build = Callable[[Scenario], Network]
 pytestmark = pytest.mark.usefixtures("netns_available")
 ROOM = "porch"
+NO_PUNCH = "hole_punching = false\n"
 
 
 @pytest.fixture
@@ -47,15 +48,11 @@ def test_two_daemons_behind_nat_chat_both_ways_through_a_public_relay(
     net.masquerade_all(random_fully=random_fully)
     r = net.start_daemon("r", "r", listen="/ip4/0.0.0.0/tcp/4001")
     r.call("join", room=ROOM)
-    for name in ("a", "b"):
-        # What is tested is the relayed connection itself: with port-preserving
-        # routers DCUtR would replace it by a direct one (test_netns_holepunch.py).
-        home = net.cluster.home(name)
-        home.mkdir(mode=0o700)
-        (home / "config.toml").write_text("hole_punching = false\n")
     started = time.monotonic()
-    a = net.start_daemon("a", "a", "--bootstrap", r.addr)
-    b = net.start_daemon("b", "b", "--bootstrap", r.addr)
+    # What is tested is the relayed connection itself: with port-preserving routers
+    # DCUtR would replace it by a direct one (test_netns_holepunch.py).
+    a = net.start_daemon("a", "a", "--bootstrap", r.addr, config=NO_PUNCH)
+    b = net.start_daemon("b", "b", "--bootstrap", r.addr, config=NO_PUNCH)
     for d in (a, b):
         d.call("join", room=ROOM)
 

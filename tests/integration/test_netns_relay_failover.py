@@ -33,6 +33,9 @@ from harness.system_packages import ensure_apt
 Build = Callable[[Scenario], Network]
 pytestmark = pytest.mark.usefixtures("netns_available")
 ROOM = "porch"
+# a and b keep to the relays: the routers preserve ports, so DCUtR would take them
+# direct (test_netns_holepunch.py), and these tests are about relay failover.
+NO_PUNCH = "hole_punching = false\n"
 
 
 @pytest.fixture
@@ -88,15 +91,6 @@ def kill_their_relay(a: DaemonProcess, b: DaemonProcess, relays: dict[str, Daemo
     return dead, after
 
 
-def no_hole_punching(net: Network) -> None:
-    """a and b keep to the relays: the routers preserve ports, so DCUtR would take them
-    direct (test_netns_holepunch.py), and these tests are about relay failover."""
-    for name in ("a", "b"):
-        home = net.cluster.home(name)
-        home.mkdir(mode=0o700)
-        (home / "config.toml").write_text("hole_punching = false\n")
-
-
 def reserved_on_live(d: DaemonProcess, relays: dict[str, DaemonProcess], n: int) -> bool:
     """d holds n reservations, all on live relays, and announces exactly those circuits."""
     reserved = set(d.call("status")["relay"]["reserved_on"])
@@ -112,9 +106,8 @@ def test_a_relayed_pair_fails_over_to_the_other_relay_when_theirs_is_killed(
     net.masquerade_all()
     r1 = net.start_daemon("r1", "r1", listen="/ip4/0.0.0.0/tcp/4001")
     r2 = net.start_daemon("r2", "r2", "--bootstrap", r1.addr, listen="/ip4/0.0.0.0/tcp/4001")
-    no_hole_punching(net)
-    a = net.start_daemon("a", "a", "--bootstrap", r1.addr)
-    b = net.start_daemon("b", "b", "--bootstrap", r1.addr)
+    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, config=NO_PUNCH)
+    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, config=NO_PUNCH)
     for d in (r1, r2, a, b):
         d.call("join", room=ROOM)
     relays = {r1.peer_id: r1, r2.peer_id: r2}
@@ -160,9 +153,8 @@ def test_a_lost_reservation_is_replaced_and_announced_and_carries_the_next_failo
     r1 = net.start_daemon("r1", "r1", listen="/ip4/0.0.0.0/tcp/4001")
     r2 = net.start_daemon("r2", "r2", "--bootstrap", r1.addr, listen="/ip4/0.0.0.0/tcp/4001")
     r3 = net.start_daemon("r3", "r3", "--bootstrap", r1.addr, listen="/ip4/0.0.0.0/tcp/4001")
-    no_hole_punching(net)
-    a = net.start_daemon("a", "a", "--bootstrap", r1.addr)
-    b = net.start_daemon("b", "b", "--bootstrap", r1.addr)
+    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, config=NO_PUNCH)
+    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, config=NO_PUNCH)
     for d in (r1, r2, r3, a, b):
         d.call("join", room=ROOM)
     relays = {r.peer_id: r for r in (r1, r2, r3)}
@@ -196,9 +188,10 @@ def test_with_relays_outside_the_room_sync_on_the_new_circuit_brings_the_gap(
     net.masquerade_all()
     r1 = net.start_daemon("r1", "r1", listen="/ip4/0.0.0.0/tcp/4001")
     r2 = net.start_daemon("r2", "r2", "--bootstrap", r1.addr, listen="/ip4/0.0.0.0/tcp/4001")
-    no_hole_punching(net)
-    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, "--bootstrap", r2.addr)
-    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, "--bootstrap", r2.addr)
+    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, "--bootstrap", r2.addr,
+                         config=NO_PUNCH)
+    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, "--bootstrap", r2.addr,
+                         config=NO_PUNCH)
     for d in (a, b):
         d.call("join", room=ROOM)
     relays = {r.peer_id: r for r in (r1, r2)}

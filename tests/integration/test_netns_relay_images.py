@@ -55,10 +55,8 @@ def relays_of(daemon: DaemonProcess, other: DaemonProcess) -> set[str]:
 
 
 def start_relay(net: Network, name: str, *extra: str) -> DaemonProcess:
-    home = net.cluster.home(name)
-    home.mkdir(mode=0o700)
-    (home / "config.toml").write_text(f"relay_circuit_bytes = {CIRCUIT_BYTES}\n")
-    return net.start_daemon(name, name, *extra, listen="/ip4/0.0.0.0/tcp/4001")
+    return net.start_daemon(name, name, *extra, listen="/ip4/0.0.0.0/tcp/4001",
+                            config=f"relay_circuit_bytes = {CIRCUIT_BYTES}\n")
 
 
 @pytest.mark.usefixtures("iptables")
@@ -68,15 +66,14 @@ def test_an_image_larger_than_the_circuit_limit_arrives_whole_over_new_circuits(
     net.masquerade_all()
     r1 = start_relay(net, "r1")
     r2 = start_relay(net, "r2", "--bootstrap", r1.addr)
-    for name in ("a", "b"):
-        # The routers preserve ports, so DCUtR would take a and b off the relays after
-        # the first cut circuit (test_netns_holepunch.py); what is tested here is an
-        # image over circuits that keep being cut.
-        home = net.cluster.home(name)
-        home.mkdir(mode=0o700)
-        (home / "config.toml").write_text("hole_punching = false\n")
-    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, "--bootstrap", r2.addr)
-    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, "--bootstrap", r2.addr)
+    # The routers preserve ports, so DCUtR would take a and b off the relays after the
+    # first cut circuit (test_netns_holepunch.py); what is tested here is an image over
+    # circuits that keep being cut.
+    no_punch = "hole_punching = false\n"
+    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, "--bootstrap", r2.addr,
+                         config=no_punch)
+    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, "--bootstrap", r2.addr,
+                         config=no_punch)
     for d in (a, b):
         d.call("join", room=ROOM)
     for d in (a, b):
