@@ -634,6 +634,45 @@ def report_bad_signatures(pubsub: Pubsub, on_bad: Callable[[ID, Any], None]) -> 
     return _wrap_push_msg(pubsub, push_msg_reporting_bad_signatures)
 
 
+def flood_publish(router: Any) -> Undo:
+    """Send each message we publish ourselves to every peer in its topic, not only to
+    the mesh: GossipSub v1.1's flood publishing, on by default in go-libp2p-pubsub.
+
+    py-libp2p 0.8.1 sends our own message only to the topic's mesh. The mesh loses a
+    peer whenever pubsub handles it as dead, also when only its stream moved to
+    another connection (DCUtR replacing a relayed connection, a redial) and the
+    peer is still subscribed and connected; the next heartbeat grafts it back. A
+    message published in between goes to nobody, and since the peer is grafted
+    again before the heartbeat's gossip, no IHAVE tells it either: it arrives only
+    with history sync, 10 s or more later
+    (tests/upstream/test_flood_publish.py). Here our own messages also go to each
+    GossipSub peer known to be in the topic; the stock publish loop still skips
+    peers below the publish threshold and peers without a stream. Forwarded
+    messages keep to the mesh. Set on this router instance only.
+    """
+    peers_to_send = router._get_peers_to_send
+
+    def peers_to_send_flooding_our_own(topic_ids: Any, msg_forwarder: ID, origin: ID,
+                                       msg_id: bytes | None = None) -> set[ID]:
+        send_to = set(peers_to_send(topic_ids, msg_forwarder=msg_forwarder, origin=origin,
+                                    msg_id=msg_id))
+        pubsub = router.pubsub
+        if pubsub is None or msg_forwarder != pubsub.my_id:
+            return send_to
+        for topic in topic_ids:
+            send_to.update(peer for peer in pubsub.peer_topics.get(topic, ())
+                           if peer != origin and peer in router.peer_protocol)
+        return send_to
+
+    router._get_peers_to_send = peers_to_send_flooding_our_own
+
+    def undo() -> None:
+        if vars(router).get("_get_peers_to_send") is peers_to_send_flooding_our_own:
+            del router._get_peers_to_send
+
+    return undo
+
+
 def prune_negative_mesh_peers(router: Any, score: Callable[[ID], float]) -> Undo:
     """Keep peers whose `score` is below 0 out of `router`'s meshes, as GossipSub v1.1
     says (go-libp2p-pubsub prunes them at every heartbeat and refuses their GRAFT).

@@ -454,6 +454,7 @@ class P2PNetwork:
         libp2p_patches.report_bad_signatures(self.pubsub, self._bad_signature)
         libp2p_patches.gate_forwarded_messages(self.pubsub, self._allow_forwarded)
         libp2p_patches.prune_negative_mesh_peers(self.router, self._score_of)
+        libp2p_patches.flood_publish(self.router)
         libp2p_patches.retain_negative_scores(self.router, self.scoring.retain_s)
         # Graylisted peers as of the last heartbeat (the gate drops what they send), and
         # every peer that ever was (bounded), for status.

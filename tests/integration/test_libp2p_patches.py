@@ -143,3 +143,12 @@ def test_scoring_patches_reach_one_router_and_undo() -> None:
     undo_retain()
     assert not {"mesh_heartbeat", "handle_graft"} & set(vars(patched))
     assert "remove_peer" not in vars(patched.scorer)
+
+
+def test_flood_publish_reaches_one_router_and_undoes() -> None:
+    (_, patched, _), (_, other, _) = make_node(), make_node()
+    undo = libp2p_patches.flood_publish(patched)
+    assert "_get_peers_to_send" in vars(patched)
+    assert "_get_peers_to_send" not in vars(other)
+    undo()
+    assert "_get_peers_to_send" not in vars(patched)
