@@ -2,7 +2,7 @@
 routers meet through a public relay daemon, then punch a direct connection.
 
 r is public (198.18.0.1) and in no room; a sits behind nat1, b behind nat2
-(tests/netns.py `Scenario.nat`), each bootstrapped to r only. They reserve slots on
+(harness/netns.py `Scenario.nat`, harness/nat.py), each bootstrapped to r only. They reserve slots on
 r, and a dials b's relayed address; b, which accepted the circuit, starts DCUtR.
 With port-preserving routers that drop a SYN reaching them before their host's own
 left, as most home routers do (`stealth`), the punch succeeds: both end on a direct
@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from harness.daemons import DaemonProcess, texts, wait_for
+from harness.nat import ROOM, addrs_of, direct_only, meet_through_relay
 from harness.netns import Network, Scenario
 from harness.system_packages import ensure_apt
 
 Build = Callable[[Scenario], Network]
 pytestmark = pytest.mark.usefixtures("netns_available")
-ROOM = "porch"
 
 
 @pytest.fixture
@@ -36,39 +36,10 @@ def iptables() -> None:
         pytest.skip(reason)
 
 
-def addrs_of(daemon: DaemonProcess, other: DaemonProcess) -> list[str]:
-    """daemon's connection addresses to other ([] when not connected)."""
-    for peer in daemon.call("peers"):
-        if peer["peer_id"] == other.peer_id:
-            return list(peer["addrs"])
-    return []
-
-
-def direct_only(daemon: DaemonProcess, other: DaemonProcess) -> bool:
-    addrs = addrs_of(daemon, other)
-    return bool(addrs) and not any("/p2p-circuit" in a for a in addrs)
-
-
 def start(net: Network, random_fully: bool, stealth: bool = False
           ) -> tuple[DaemonProcess, DaemonProcess, DaemonProcess, float]:
-    net.masquerade_all(random_fully=random_fully, stealth=stealth)
-    # r only relays: it is in no room, so what a and b say reaches the other over
-    # their own connection, relayed or direct, never through r's gossip (and a
-    # connects to b itself: no room directory on r tells them of each other).
-    r = net.start_daemon("r", "r", listen="/ip4/0.0.0.0/tcp/4001")
-    a = net.start_daemon("a", "a", "--bootstrap", r.addr)
-    b = net.start_daemon("b", "b", "--bootstrap", r.addr)
-    for d in (a, b):
-        d.call("join", room=ROOM)
-    for d in (a, b):
-        wait_for(lambda d=d: any("/p2p-circuit" in x for x in d.call("id")["addrs"]),
-                 timeout=40, message=f"{d.name} to hold a reservation on r")
-    # a dials b through r, so b accepts the circuit and starts the punch.
-    circuit = next(x for x in b.call("id")["addrs"] if "/p2p-circuit" in x)
-    a.call("connect", addr=circuit)
-    wait_for(lambda: addrs_of(a, b) and addrs_of(b, a), timeout=60,
-             message="a and b to connect")
-    return r, a, b, time.monotonic()
+    met = meet_through_relay(net, random_fully=random_fully, stealth=stealth)
+    return met.r, met.a, met.b, met.connected_at
 
 
 def chat(a: DaemonProcess, b: DaemonProcess, tag: str, timeout: float = 20
