@@ -59,6 +59,9 @@ TICK_S = 1.0
 REFRESH_S = 300.0
 FIRST_REFRESHES_S = (1.0, 10.0, 60.0)
 PROVIDE_S = 300.0
+# Our addresses changed since the last announcement (a relay reservation came or
+# went): announce again, but not more often than this.
+REPROVIDE_ON_CHANGE_S = 10.0
 FIND_FIRST_S = 2.0
 FIND_MAX_S = 60.0
 FIND_IDLE_S = 120.0  # a room with enough members still looks now and then
@@ -101,6 +104,8 @@ class _Room:
     find_delay: float = FIND_FIRST_S
     busy: bool = False
     provided: bool = False
+    provided_at: float = 0.0
+    provided_addrs: tuple[bytes, ...] = ()
 
 
 def resolve_mode(mode: str, reachability: str) -> str:
@@ -188,9 +193,13 @@ class DhtService:
             delay = self._refreshes.pop(0) if self._refreshes else REFRESH_S
             self._next_refresh = now + delay
             self._nursery.start_soon(self._refresh)
+        own_addrs = self._own_peer().addrs
         for name, room in self._rooms.items():
             if room.busy:
                 continue
+            if room.provided and own_addrs != room.provided_addrs \
+                    and now >= room.provided_at + REPROVIDE_ON_CHANGE_S:
+                room.next_provide = min(room.next_provide, now)
             if now >= room.next_provide or now >= room.next_find:
                 room.busy = True
                 self._nursery.start_soon(self._rendezvous, name, room,
@@ -338,8 +347,9 @@ class DhtService:
         if provide:
             closest = lookup.closest()
             if closest:
-                await self._announce(room.key, closest)
+                room.provided_addrs = await self._announce(room.key, closest)
                 room.provided = True
+                room.provided_at = now
                 room.next_provide = now + PROVIDE_S * self._rng.uniform(0.8, 1.2)
             else:
                 room.next_provide = now + FIND_FIRST_S
@@ -358,7 +368,8 @@ class DhtService:
             room.next_find = now + FIND_IDLE_S
             room.find_delay = FIND_FIRST_S
 
-    async def _announce(self, key: bytes, closest: list[Peer]) -> None:
+    async def _announce(self, key: bytes, closest: list[Peer]) -> tuple[bytes, ...]:
+        """Store our provider record with the closest peers; the addresses it carried."""
         me = self._own_peer()
         if self.mode == "server":
             self.providers.add(key, me.id, me.addrs, trio.current_time())
@@ -372,6 +383,7 @@ class DhtService:
             for peer in closest:
                 nursery.start_soon(one, peer)
         self.stats.providers_announced += sum(results)
+        return me.addrs
 
     def _room_peers(self, name: str) -> set[str]:
         connected = set(self.network.connected_peers())

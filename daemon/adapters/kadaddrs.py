@@ -15,9 +15,17 @@ _DIALABLE_FIRST = ("/ip4/", "/ip6/", "/dns4/", "/dns6/", "/dns/")
 
 
 def addr_to_bytes(text: str) -> bytes | None:
-    """The binary multiaddr of text (its /p2p/ part removed), or None."""
+    """The binary multiaddr of text with its trailing /p2p/<peer id> removed, or None.
+
+    A relayed address keeps its relay: `/ip4/…/tcp/…/p2p/<relay>/p2p-circuit/p2p/<us>`
+    goes out as `/ip4/…/tcp/…/p2p/<relay>/p2p-circuit`, as libp2p peer records carry it
+    (cutting at the first /p2p/ would announce the relay's own address as ours).
+    """
+    head, sep, tail = text.rpartition("/p2p/")
+    if sep and "/" not in tail:
+        text = head
     try:
-        return bytes(multiaddr.Multiaddr(text.split("/p2p/")[0]).to_bytes())
+        return bytes(multiaddr.Multiaddr(text).to_bytes())
     except Exception:  # multiaddr raises several unrelated types on bad input
         return None
 
@@ -31,9 +39,22 @@ def addr_from_bytes(data: bytes) -> str | None:
 
 
 def dialable(texts: list[str]) -> list[str]:
-    """The TCP addresses among texts (this daemon dials TCP only), relays left out."""
-    return [t for t in texts if t.startswith(_DIALABLE_FIRST) and "/tcp/" in t
-            and "/p2p-circuit" not in t and "/ws" not in t and "/tls" not in t]
+    """The addresses among texts this daemon can dial, direct ones first: TCP, and
+    relayed ones (one hop) through a relay at a TCP address."""
+    direct, relayed = [], []
+    for text in texts:
+        relay, circuit, after = text.partition("/p2p-circuit")
+        if circuit:
+            if "/p2p/" in relay and "/p2p-circuit" not in after and _tcp(relay.split("/p2p/")[0]):
+                relayed.append(text)
+        elif _tcp(text):
+            direct.append(text)
+    return direct + relayed
+
+
+def _tcp(text: str) -> bool:
+    return (text.startswith(_DIALABLE_FIRST) and "/tcp/" in text and "/ws" not in text
+            and "/tls" not in text)
 
 
 def peer_text(peer_id: bytes) -> str:

@@ -2,8 +2,9 @@
 routers meet through a public relay daemon, then punch a direct connection.
 
 r is public (198.18.0.1) and in no room; a sits behind nat1, b behind nat2
-(harness/netns.py `Scenario.nat`, harness/nat.py), each bootstrapped to r only. They reserve slots on
-r, and a dials b's relayed address; b, which accepted the circuit, starts DCUtR.
+(harness/netns.py `Scenario.nat`, harness/nat.py), each bootstrapped to r only. They
+reserve slots on r, and a dials b's relayed address; b, which accepted the circuit,
+starts DCUtR.
 With port-preserving routers that drop a SYN reaching them before their host's own
 left, as most home routers do (`stealth`), the punch succeeds: both end on a direct
 connection, the relayed one is closed, r carries none of their traffic, and they go
