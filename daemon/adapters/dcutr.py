@@ -14,13 +14,11 @@ sockets).
   `relayed_inbound`), initiates, as the spec says: first a plain dial if the peer
   announced a public address; else CONNECT with our predicted public addresses,
   CONNECT back gives the RTT, SYNC, and RTT/2 later it dials every address the peer
-  sent and upgrades as the client (Noise initiator), as go-libp2p does (the spec
-  names no roles; with B the client, a SYN of B's that the peer's listener accepts
-  still gets matching roles). Up to `core.dcutr.MAX_ATTEMPTS` attempts on the same
-  stream (spec step 6); then the peer stays on its relay for
-  `core.dcutr.RETRY_AFTER_S`.
+  sent and upgrades as the server (Noise responder): `core.dcutr.upgrades_as_client`.
+  Up to `core.dcutr.MAX_ATTEMPTS` attempts on the same stream (spec step 6); then the
+  peer stays on its relay for `core.dcutr.RETRY_AFTER_S`.
 - A answers on the relayed connection only: CONNECT back, and on SYNC it dials at
-  once and upgrades as the server (Noise responder); then it waits for B's next
+  once and upgrades as the client (Noise initiator); then it waits for B's next
   CONNECT on the stream.
 - A router may answer the first SYN with a RST when the other side's SYN has not
   left yet: each address is dialed again every `REDIAL_S` for `DIAL_WINDOW_S`, until
@@ -212,7 +210,8 @@ class HolePuncher:
         log.info("dcutr: punching to %s: ours %s, theirs %s, rtt %.1f ms", peer, ours, theirs,
                  rtt * 1000)
         await trio.sleep(core.sync_delay(rtt))
-        return None if await self._dial(peer, theirs, server=False) else "no_direct"
+        client = core.upgrades_as_client(initiator=True)
+        return None if await self._dial(peer, theirs, server=not client) else "no_direct"
 
     # A: the responder
 
@@ -270,7 +269,8 @@ class HolePuncher:
 
         async def dial() -> None:
             try:
-                direct = await self._dial(peer, theirs, server=True)
+                client = core.upgrades_as_client(initiator=False)
+                direct = await self._dial(peer, theirs, server=not client)
                 if direct:
                     await self._upgraded(peer, started)
                 else:
