@@ -176,6 +176,20 @@ class HolePuncher:
             for attempt in range(core.MAX_ATTEMPTS):
                 self.stats.attempts += 1
                 reason = await self._attempt(peer, stream)
+                if reason == "no_answer" and attempt > 0:
+                    # The spec retries on the same stream, but a peer may answer one
+                    # exchange per stream: js-libp2p's handler (@libp2p/dcutr
+                    # handleIncomingUpgrade) reads CONNECT and SYNC once, and ends
+                    # the stream when its dial fails. Ask again on a new stream.
+                    await stream.reset()
+                    try:
+                        stream = await self.network.open_stream(peer, core.PROTOCOL)
+                    except StreamClosedError:
+                        reason = "exchange"
+                    else:
+                        reason = await self._attempt(peer, stream)
+                if reason == "no_answer":
+                    reason = "exchange"
                 if reason is None or self.network.is_direct(peer):
                     return True
                 self.stats.failed[reason] += 1
@@ -188,14 +202,20 @@ class HolePuncher:
 
     async def _attempt(self, peer: str, stream: Stream) -> str | None:
         """One CONNECT/SYNC exchange and its dials: None on a direct connection,
-        else why not."""
+        else why not ("no_answer": the stream failed before the peer's CONNECT)."""
         ours = self._our_addrs()
         try:
             with trio.fail_after(MESSAGE_TIMEOUT_S):
                 sent = time.monotonic()
                 await write_message(stream, core.encode(core.HolePunch(
                     core.CONNECT, tuple(core.addr_to_bytes(a) for a in ours))))
-                reply = core.decode(await read_message(stream, core.MAX_MESSAGE))
+                answer = await read_message(stream, core.MAX_MESSAGE)
+        except (trio.TooSlowError, StreamClosedError, ValueError):
+            # ValueError: the stream ended, or a bad length prefix
+            return "no_answer"
+        try:
+            with trio.fail_after(MESSAGE_TIMEOUT_S):
+                reply = core.decode(answer)
                 rtt = time.monotonic() - sent
                 if reply.type != core.CONNECT:
                     return "exchange"

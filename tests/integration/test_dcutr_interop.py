@@ -232,3 +232,62 @@ def test_js_initiates_and_the_daemon_answers(
                   "B dialing") == [], log
     assert logged(log, "succeeded to address") == ["succeeded to address"], log
     assert direct(d, js)
+
+
+def syn_counts(net: Network, router: str, src: str, dst: str, port: int) -> tuple[int, int]:
+    """(SYNs from src to dst that router forwarded, of which from source port `port`),
+    counted by the two target-less iptables rules the test put in its FORWARD chain."""
+    done = net.run(router, ["iptables", "-L", "FORWARD", "-v", "-x", "-n"], check=True)
+    rules = [line for line in done.stdout.splitlines()
+             if src in line and dst in line and "flags:0x17/0x02" in line]
+    every = [int(line.split()[0]) for line in rules if "spt:" not in line]
+    from_port = [int(line.split()[0]) for line in rules if f"spt:{port} " in line + " "]
+    assert len(every) == 1, done.stdout
+    assert len(from_port) == 1, done.stdout
+    return every[0], from_port[0]
+
+
+@pytest.mark.usefixtures("iptables")
+def test_js_punches_from_an_ephemeral_port_so_two_nats_stay_relayed(
+        netns: Build, interop: Path, js_peers: list[DcutrPeer]) -> None:
+    """Both behind port-preserving NATs (nat1: js, nat2: the daemon), as in
+    test_netns_holepunch.py: the exchange runs three times, and every time js (A)
+    dials from an ephemeral port, not its listen port (@libp2p/tcp tcp.js `_connect`:
+    `net.connect` without a local port; Node has no SO_REUSEPORT for it). nat1 maps
+    that port to itself, so js's SYN reaches nat2 from a port nat2's mapping (made by
+    our SYN, to js's announced listen port) does not expect, and nat1 drops our SYN
+    for the same reason: no direct connection. A true simultaneous open needs the
+    punch to leave from the announced port, as go-libp2p's and ours do."""
+    net = netns(Scenario.nat(["r"], ["jhome"], ["dhome"]))
+    net.masquerade_all(stealth=True)
+    js_ip, nat1, nat2 = net.ip("jhome"), net.ip("nat1", 0), net.ip("nat2", 0)
+    for rule in (["-d", nat2, "--sport", str(JS_PORT)], ["-d", nat2]):
+        net.run("nat1", ["iptables", "-I", "FORWARD", "1", "-p", "tcp", "--syn", "-s", js_ip,
+                         *rule], check=True)
+    r = net.start_daemon("r", "r", listen="/ip4/0.0.0.0/tcp/4001",
+                         config='reachability = "public"\n')
+    d = net.start_daemon("dhome", "d", "--bootstrap", r.addr,
+                         config='reachability = "private"\n')
+    wait_for(lambda: any("/p2p-circuit" in a for a in d.call("id")["addrs"]), timeout=40,
+             message="the daemon to hold a reservation on r")
+    js = start_js(js_peers, net, interop, "jhome",
+                  "--announce", f"/ip4/{nat1}/tcp/{JS_PORT}")
+    js.command("dial", f"{r.addr}/p2p-circuit/p2p/{d.peer_id}")
+
+    wait_for(lambda: holepunch(d)["failed"].get("no_direct", 0) == 3, timeout=60,
+             interval=0.5, message="the daemon (B) to give up after 3 attempts")
+    stats = holepunch(d)
+    log = js.log()
+    print("daemon:", stats, "\njs:", "\n".join(log))
+    assert stats["attempts"] == 3, stats
+    assert stats["succeeded"] == 0, stats
+    assert sum(1 for line in log if "A receiving sync" in line) == 3, log
+    assert sum(1 for line in log if "A dialing" in line) == 3, log
+    # js's SYNs did leave for nat2, and none from its listen port.
+    all_syns, from_listen_port = syn_counts(net, "nat1", js_ip, nat2, JS_PORT)
+    assert all_syns >= 3, (from_listen_port, all_syns)
+    assert from_listen_port == 0, (from_listen_port, all_syns)
+    # Still connected, through r only.
+    addrs = daemon_addrs(d, js.peer_id)
+    assert addrs, "the daemon lost the js peer"
+    assert all("/p2p-circuit" in a for a in addrs), addrs
