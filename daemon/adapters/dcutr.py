@@ -226,7 +226,14 @@ class HolePuncher:
         self.stats.last_rtt_ms = round(rtt * 1000, 2)
         theirs = core.peer_addrs(reply.addrs)
         if not theirs:
-            return "peer_sent_no_addrs"
+            # Nothing to dial, but A dials us on SYNC all the same: a js-libp2p peer
+            # behind a NAT never knows a public TCP address of its own (its identify
+            # ignores TCP observed addresses), and reaches us if we are reachable.
+            log.info("dcutr: %s sent no address to dial; waiting for its dial", peer)
+            with trio.move_on_after(DIAL_WINDOW_S):
+                while not self.network.is_direct(peer):  # noqa: ASYNC110 (no event to wait on)
+                    await trio.sleep(DIRECT_POLL_S)
+            return None if self.network.is_direct(peer) else "peer_sent_no_addrs"
         log.info("dcutr: punching to %s: ours %s, theirs %s, rtt %.1f ms", peer, ours, theirs,
                  rtt * 1000)
         await trio.sleep(core.sync_delay(rtt))

@@ -291,3 +291,39 @@ def test_js_punches_from_an_ephemeral_port_so_two_nats_stay_relayed(
     addrs = daemon_addrs(d, js.peer_id)
     assert addrs, "the daemon lost the js peer"
     assert all("/p2p-circuit" in a for a in addrs), addrs
+
+
+@pytest.mark.usefixtures("iptables")
+def test_js_with_no_public_address_still_reaches_a_reachable_daemon(
+        netns: Build, interop: Path, js_peers: list[DcutrPeer]) -> None:
+    """js as it is behind a NAT: nothing tells it its public address (js's identify
+    ignores TCP observed addresses, @libp2p/identify identify.js
+    `maybeAddObservedAddress`), so its CONNECT holds only private and relay
+    addresses, and the daemon (B) has nothing to dial. js (A) still dials the
+    daemon's addresses on SYNC; with the daemon reachable (here without pub's
+    filter), that dial is the direct connection, and the daemon waits for it rather
+    than give the attempt up."""
+    net = netns(Scenario.nat(["r", "pub"], ["home"]))
+    net.masquerade_all(stealth=True)
+    r = net.start_daemon("r", "r", listen="/ip4/0.0.0.0/tcp/4001",
+                         config='reachability = "public"\n')
+    d = net.start_daemon("pub", "d", "--bootstrap", r.addr,
+                         config='reachability = "private"\n')
+    wait_for(lambda: any("/p2p-circuit" in a for a in d.call("id")["addrs"]), timeout=40,
+             message="the daemon to hold a reservation on r")
+    js = start_js(js_peers, net, interop, "home")
+    js.command("dial", f"{r.addr}/p2p-circuit/p2p/{d.peer_id}")
+    wait_direct(d, js)
+
+    stats = holepunch(d)
+    log = js.log()
+    print("daemon:", stats, "\njs:", "\n".join(log))
+    assert stats["attempts"] == 1, stats
+    assert stats["succeeded"] == 1, stats
+    assert stats["failed"] == {}, stats
+    assert any("sent no address to dial" in line for line in d.stderr_lines)
+    assert logged(log, "A receiving sync", "A dialing", "succeeded via") == [], log
+    conns = js.connections(d.peer_id)
+    assert [c["addr"].split("/tcp/")[0] for c in conns] == [f"/ip4/{net.ip('pub')}"], conns
+    wait_for(lambda: r.call("status")["relay"]["circuits"] == 0, timeout=20,
+             message="r to carry no circuit of theirs")
