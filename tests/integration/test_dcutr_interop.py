@@ -30,7 +30,10 @@ relayed connection, and so starts DCUtR) in `pub`. Two facts of js-libp2p fix th
 
 Each asserts both sides' view of the exchange (the daemon's `status.holepunch`, js's
 DCUtR log), the direct connection (each sees the other at its public address, not
-limited) and that the relayed one is closed.
+limited) and that the relayed one is closed. Two more show the edges: js behind a
+NAT as well (two NATs: all attempts fail, because js's punch leaves from an
+ephemeral port, counted at its router), and js told no public address of its own
+(as js behind a NAT always is) reaching a daemon that is reachable.
 
 js counts 198.18.0.0/15 as private and DCUtR dials only public addresses, so the js
 peer treats that range as public (dcutr_peer.mjs says how); and js sends only
