@@ -30,6 +30,9 @@ one address per interface. The bridges live in one more namespace of their own, 
   drops anything from outside that is not a reply; the home hosts get a route to
   the public subnet (never a default route). `Network.nat_routers()` lists them;
   `masquerade_all()` sets up every one.
+- A public host that is not plainly dialable: `filter_inbound(host)` gives it a
+  firewall that lets a new inbound connection in only from an IP it sent to lately
+  (address-dependent filtering, as RFC 4787 §5 allows a NAT or firewall).
 - Processes: `run(host, argv)` and `popen(host, argv)` run inside a host's namespace
   (`ip netns exec`); `start_daemon(host, name)` starts a real gossipchatd there
   (harness/daemons.py), listening on 0.0.0.0 by default, LAN discovery (mDNS) off
@@ -306,6 +309,27 @@ class Network:
         for host in self.scenario.segments[lan].hosts:
             if host != router:
                 self.add_route(host, wan_net, via=gateway)
+
+    def filter_inbound(self, host: str, *, memory_s: int = 60) -> None:
+        """Give a host a firewall with address-dependent filtering (RFC 4787 §5): a
+        new inbound TCP connection gets in only from an IP the host itself sent a
+        packet to within `memory_s` seconds; replies always pass. A plain dial to the
+        host fails, but once it has dialed a peer (a hole punch), that peer's SYN gets
+        in from any port. Needs iptables (`ensure_apt`)."""
+        rules = [
+            ["iptables", "-A", "OUTPUT", "!", "-o", "lo", "-m", "recent", "--name", "sent",
+             "--rdest", "--set"],
+            ["iptables", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+            ["iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+             "-j", "ACCEPT"],
+            ["iptables", "-A", "INPUT", "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW",
+             "-m", "recent", "--name", "sent", "--rsource", "--rcheck", "--seconds",
+             str(memory_s), "-j", "ACCEPT"],
+            ["iptables", "-A", "INPUT", "-p", "tcp", "-m", "conntrack", "--ctstate", "NEW",
+             "-j", "DROP"],
+        ]
+        for rule in rules:
+            self.run(host, rule, check=True)
 
     def masquerade_all(self, *, random_fully: bool = False, stealth: bool = False) -> None:
         """`masquerade` every router of a `Scenario.nat`."""

@@ -2,6 +2,8 @@
 
 The scripts (kad_peer.mjs, relay_peer.mjs, ...) print one JSON object per line: first
 a hello with `multiaddr` and `peer`, then one answer per command read from stdin.
+`prefix_argv` runs the script under another command, e.g. inside a test network's
+namespace (`Network.exec_prefix(host)`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import queue
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,10 @@ from typing import Any
 class NodeScript:
     """One running script; `command` sends a line and returns its JSON answer."""
 
-    def __init__(self, script: Path, *args: str) -> None:
+    def __init__(self, script: Path, *args: str, prefix_argv: Sequence[str] = ()) -> None:
         self.name = script.name
-        self.proc = subprocess.Popen(["node", str(script), *args], cwd=script.parent,
+        self.proc = subprocess.Popen([*prefix_argv, "node", str(script), *args],
+                                     cwd=script.parent,
                                      text=True, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self._lines: queue.Queue[str] = queue.Queue()

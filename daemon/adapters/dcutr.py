@@ -14,13 +14,11 @@ sockets).
   `relayed_inbound`), initiates, as the spec says: first a plain dial if the peer
   announced a public address; else CONNECT with our predicted public addresses,
   CONNECT back gives the RTT, SYNC, and RTT/2 later it dials every address the peer
-  sent and upgrades as the client (Noise initiator), as go-libp2p does (the spec
-  names no roles; with B the client, a SYN of B's that the peer's listener accepts
-  still gets matching roles). Up to `core.dcutr.MAX_ATTEMPTS` attempts on the same
-  stream (spec step 6); then the peer stays on its relay for
-  `core.dcutr.RETRY_AFTER_S`.
+  sent and upgrades as the server (Noise responder): `core.dcutr.upgrades_as_client`.
+  Up to `core.dcutr.MAX_ATTEMPTS` attempts on the same stream (spec step 6); then the
+  peer stays on its relay for `core.dcutr.RETRY_AFTER_S`.
 - A answers on the relayed connection only: CONNECT back, and on SYNC it dials at
-  once and upgrades as the server (Noise responder); then it waits for B's next
+  once and upgrades as the client (Noise initiator); then it waits for B's next
   CONNECT on the stream.
 - A router may answer the first SYN with a RST when the other side's SYN has not
   left yet: each address is dialed again every `REDIAL_S` for `DIAL_WINDOW_S`, until
@@ -178,6 +176,20 @@ class HolePuncher:
             for attempt in range(core.MAX_ATTEMPTS):
                 self.stats.attempts += 1
                 reason = await self._attempt(peer, stream)
+                if reason == "no_answer" and attempt > 0:
+                    # The spec retries on the same stream, but a peer may answer one
+                    # exchange per stream: js-libp2p's handler (@libp2p/dcutr
+                    # handleIncomingUpgrade) reads CONNECT and SYNC once, and ends
+                    # the stream when its dial fails. Ask again on a new stream.
+                    await stream.reset()
+                    try:
+                        stream = await self.network.open_stream(peer, core.PROTOCOL)
+                    except StreamClosedError:
+                        reason = "exchange"
+                    else:
+                        reason = await self._attempt(peer, stream)
+                if reason == "no_answer":
+                    reason = "exchange"
                 if reason is None or self.network.is_direct(peer):
                     return True
                 self.stats.failed[reason] += 1
@@ -190,14 +202,20 @@ class HolePuncher:
 
     async def _attempt(self, peer: str, stream: Stream) -> str | None:
         """One CONNECT/SYNC exchange and its dials: None on a direct connection,
-        else why not."""
+        else why not ("no_answer": the stream failed before the peer's CONNECT)."""
         ours = self._our_addrs()
         try:
             with trio.fail_after(MESSAGE_TIMEOUT_S):
                 sent = time.monotonic()
                 await write_message(stream, core.encode(core.HolePunch(
                     core.CONNECT, tuple(core.addr_to_bytes(a) for a in ours))))
-                reply = core.decode(await read_message(stream, core.MAX_MESSAGE))
+                answer = await read_message(stream, core.MAX_MESSAGE)
+        except (trio.TooSlowError, StreamClosedError, ValueError):
+            # ValueError: the stream ended, or a bad length prefix
+            return "no_answer"
+        try:
+            with trio.fail_after(MESSAGE_TIMEOUT_S):
+                reply = core.decode(answer)
                 rtt = time.monotonic() - sent
                 if reply.type != core.CONNECT:
                     return "exchange"
@@ -208,11 +226,19 @@ class HolePuncher:
         self.stats.last_rtt_ms = round(rtt * 1000, 2)
         theirs = core.peer_addrs(reply.addrs)
         if not theirs:
-            return "peer_sent_no_addrs"
+            # Nothing to dial, but A dials us on SYNC all the same: a js-libp2p peer
+            # behind a NAT never knows a public TCP address of its own (its identify
+            # ignores TCP observed addresses), and reaches us if we are reachable.
+            log.info("dcutr: %s sent no address to dial; waiting for its dial", peer)
+            with trio.move_on_after(DIAL_WINDOW_S):
+                while not self.network.is_direct(peer):  # noqa: ASYNC110 (no event to wait on)
+                    await trio.sleep(DIRECT_POLL_S)
+            return None if self.network.is_direct(peer) else "peer_sent_no_addrs"
         log.info("dcutr: punching to %s: ours %s, theirs %s, rtt %.1f ms", peer, ours, theirs,
                  rtt * 1000)
         await trio.sleep(core.sync_delay(rtt))
-        return None if await self._dial(peer, theirs, server=False) else "no_direct"
+        client = core.upgrades_as_client(initiator=True)
+        return None if await self._dial(peer, theirs, server=not client) else "no_direct"
 
     # A: the responder
 
@@ -270,7 +296,8 @@ class HolePuncher:
 
         async def dial() -> None:
             try:
-                direct = await self._dial(peer, theirs, server=True)
+                client = core.upgrades_as_client(initiator=False)
+                direct = await self._dial(peer, theirs, server=not client)
                 if direct:
                     await self._upgraded(peer, started)
                 else:

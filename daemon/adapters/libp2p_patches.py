@@ -46,6 +46,8 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
 - `release_inbound_slots`: one host's swarm (`_inbound_limiter`,
   `_do_handle_inbound_connection`, `upgrade_inbound_raw_conn`);
   test_inbound_slots.py.
+- `identify_observes_its_own_connection`: one host's identify stream handler;
+  test_identify_observed_addr.py.
 
 Not a patch but a reading aid: `live_connections` leaves out the connections the
 swarm still lists while they close; test_swarm_closing_connections.py.
@@ -64,6 +66,7 @@ from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork, INotifee, ISecureC
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import ParseError
 from libp2p.host.exceptions import StreamFailure
+from libp2p.identity.identify import identify
 from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.exceptions import SwarmException
 from libp2p.network.stream.exceptions import StreamError
@@ -71,6 +74,8 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer.exceptions import MuxedConnError, MuxedStreamError
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
+
+from ..core import varint
 
 log = logging.getLogger(__name__)
 
@@ -874,3 +879,50 @@ def no_auto_connector(host: IHost) -> Undo:
             del connector.start
 
     return undo
+
+
+# --------------------------------------------------------------------------------------
+# Identify's observed address
+
+
+def identify_observes_its_own_connection(host: IHost) -> Undo:
+    """Answer identify with the observed address of the stream's own connection.
+
+    py-libp2p 0.8.1's handler reports, for a peer that has any relayed connection, that
+    connection's circuit address as the peer's `observedAddr`, on every connection to
+    it, direct ones too (`_prefer_circuit_addr`, tests/upstream/
+    test_identify_observed_addr.py). Our circuits' address is
+    `/p2p/<relay>/p2p-circuit/p2p/<peer>`, with no IP in front, and js-libp2p 3 fails
+    the whole identify on it (`getNetConfig` throws in the address manager's
+    `addObservedAddr`): so js never learned our protocols, and its DCUtR never started
+    over a circuit we dialed (tests/integration/test_dcutr_interop.py). Here a direct
+    connection reports the socket's remote address and a relayed one none: the field
+    is optional, and a relay's circuit says nothing about the peer's own address.
+    Set on this host's handler only; the undo puts py-libp2p's back.
+    """
+    original = identify.identify_handler_for(host, use_varint_format=True)
+
+    async def handle_identify(stream: Any) -> None:
+        observed = identify._remote_address_to_multiaddr(stream.get_remote_address())
+        body = identify._mk_identify_protobuf(host, observed).SerializeToString()
+        try:
+            await stream.write(varint.encode(len(body)) + body)
+        except Exception as exc:  # the peer went away or reset: nothing to answer
+            log.debug("identify: answering %s: %s", stream.muxed_conn.peer_id, exc)
+            try:
+                await stream.reset()
+            except Exception:  # already reset
+                pass
+            return
+        try:
+            await stream.close()
+        except Exception as exc:  # closed from the other side meanwhile
+            log.debug("identify: closing: %s", exc)
+
+    host.set_stream_handler(identify.ID, handle_identify)
+
+    def undo() -> None:
+        host.set_stream_handler(identify.ID, original)
+
+    return undo
+

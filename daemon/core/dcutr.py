@@ -10,9 +10,8 @@ connection, so B is the one behind a NAT that initiates):
    public addresses, starting a timer;
 2. A answers CONNECT with its own addresses; B's timer gives the RTT;
 3. B sends SYNC and dials A's addresses after RTT/2; A dials B's as soon as SYNC
-   arrives: the SYNs cross, TCP simultaneous open. On that connection B is the
-   client (Noise initiator) and A the server, as go-libp2p has it (the spec names
-   no roles).
+   arrives: the SYNs cross, TCP simultaneous open. On that connection A is the
+   client (Noise initiator) and B the server (`upgrades_as_client`).
 4. Once a direct connection works, the relayed one is closed. B tries up to
    `MAX_ATTEMPTS` times on the same stream, then stays on the relay.
 
@@ -292,6 +291,21 @@ class PunchBook:
     def running(self, peer: str) -> bool:
         """True while a punch to `peer` runs."""
         return peer in self._running
+
+
+def upgrades_as_client(*, initiator: bool) -> bool:
+    """Our role on the punched connection: True for the client (Noise initiator).
+
+    A, which answered the punch, is the client and B, which initiated it, the server,
+    as go-libp2p (`holePunchConnect(..., isClient)`: false on B, true on A) and
+    js-libp2p (@libp2p/dcutr: B dials with `initiator: false`) have it. Until
+    2026-12 we had it the other way round: a true simultaneous open with go or js
+    then had two Noise initiators, and with js, whose dials leave from an ephemeral
+    port so that only A's SYN ever reaches B's listener, two responders
+    (tests/integration/test_dcutr_interop.py). The roles also match a plain
+    accepted SYN of A's: B's listener is the server.
+    """
+    return not initiator
 
 
 def sync_delay(rtt_s: float) -> float:

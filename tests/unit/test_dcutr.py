@@ -136,6 +136,26 @@ def test_punch_book_runs_one_punch_per_peer_and_waits_after_a_failure() -> None:
     assert book.start("p", 64)
 
 
+def test_a_js_connect_yields_its_tcp_addresses() -> None:
+    """js-libp2p's CONNECT (@libp2p/dcutr) carries its address manager's addresses,
+    each ending in /p2p/<its id>, its relay addresses among them."""
+    js = "12D3KooWBbaPUWkSMRAXV3NDyJRkm8B3mjRUyYKVhU3jnWn71vif"
+    sent = [f"/ip4/127.0.0.1/tcp/4001/p2p/{js}", f"/ip4/198.18.0.2/tcp/4001/p2p/{js}",
+            f"/ip4/198.18.0.1/tcp/4001/p2p/{PEER}/p2p-circuit/p2p/{js}"]
+    msg = PbHolePunch(type=PbHolePunch.CONNECT,
+                      ObsAddrs=[multiaddr.Multiaddr(t).to_bytes() for t in sent])
+    assert dcutr.peer_addrs(dcutr.decode(msg.SerializeToString()).addrs) == [
+        "/ip4/198.18.0.2/tcp/4001"]
+
+
+def test_a_answers_as_the_client_and_b_as_the_server() -> None:
+    """The punched connection's roles, as go-libp2p and js-libp2p have them: A (which
+    answered) is the Noise initiator, B (which started the punch) the responder. Both
+    ends of test_dcutr_interop.py's js peer would fail the handshake otherwise."""
+    assert dcutr.upgrades_as_client(initiator=False) is True
+    assert dcutr.upgrades_as_client(initiator=True) is False
+
+
 def test_sync_delay_is_half_the_rtt_within_bounds() -> None:
     assert dcutr.sync_delay(0.2) == pytest.approx(0.1)
     assert dcutr.sync_delay(-1) == 0
