@@ -21,12 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from gossipchat.clients import ConnectionLost
+from gossipchat.clients import Client, ConnectionLost, RpcError
 from harness import daemons
 from harness.daemons import DaemonProcess
 from harness.waiting import WaitTimeout, wait_for
 
 READY_TIMEOUT_S = 90.0  # 20 daemons starting at once on 2 busy cores
+DIAL_ATTEMPTS = 3
 
 
 def cpu_seconds(pid: int) -> float:
@@ -219,15 +220,28 @@ class Cluster(daemons.Cluster):
                       *tail[-20:], sep="\n  ", file=sys.stderr)
 
     def connect(self, edges: Sequence[tuple[int, int]], timeout: float = 60.0) -> None:
-        """Dial every edge (dialer -> target), in parallel per dialer, and wait for peers."""
+        """Dial every edge (dialer -> target), in parallel per dialer, and wait for peers.
+
+        A dial the daemon gives up on (its own 10 s limit: 50 daemons that have just
+        started on 2 busy cores can miss it) is tried again, DIAL_ATTEMPTS in all.
+        """
         by_dialer: dict[int, list[int]] = {}
         for a, b in edges:
             by_dialer.setdefault(a, []).append(b)
 
+        def dial(c: Client, b: int) -> None:
+            for attempt in range(1, DIAL_ATTEMPTS + 1):
+                try:
+                    c.connect(self.daemons[b].addr)
+                    return
+                except RpcError:
+                    if attempt == DIAL_ATTEMPTS:
+                        raise
+
         def dial_all(a: int) -> None:
             with self.daemons[a].client() as c:
                 for b in by_dialer[a]:
-                    c.connect(self.daemons[b].addr)
+                    dial(c, b)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(dial_all, by_dialer))
