@@ -71,7 +71,7 @@ class Sizes:
 
 QUICK = Sizes(rounds=3, prop_daemons=8, prop_messages=6, burst_daemons=5,
               burst_messages=300, fanout_daemons=6, rpc_seconds=0.6, cli_runs=3, idle_s=1.0,
-              scale_daemons=12, scale_messages=200, scale_deadline_s=60.0, scale_idle_s=4.0)
+              scale_daemons=12, scale_messages=200, scale_deadline_s=60.0, scale_idle_s=3.0)
 FULL = Sizes(rounds=3, prop_daemons=20, prop_messages=30, burst_daemons=10,
              burst_messages=1000, fanout_daemons=20, rpc_seconds=2.0, cli_runs=5, idle_s=4.0,
              scale_daemons=50, scale_messages=1000, scale_deadline_s=90.0, scale_idle_s=8.0)
