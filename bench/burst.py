@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.waiting import WaitTimeout, wait_for
 
@@ -233,19 +234,26 @@ def gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
     return result
 
 
+C = TypeVar("C", bound=BurstConfig)
+R = TypeVar("R")
+
+
+def run_rounds(cluster: Cluster, cfg: C,
+               one_round: Callable[[Cluster, C, int, list[Caller]], R]) -> list[R]:
+    """cfg.rounds runs of one_round on a connected cluster, with a sampling Caller each."""
+    samplers = [Caller(d) for d in cluster.daemons]
+    try:
+        return [one_round(cluster, cfg, r, samplers) for r in range(cfg.rounds)]
+    finally:
+        for c in samplers:
+            c.close()
+
+
 def _run_gossipchat(cfg: BurstConfig, edges: list[tuple[int, int]]) -> list[BurstRound]:
-    results = []
     with Cluster("burst") as cluster:
         cluster.start_many(cfg.daemons)
         cluster.connect(edges)
-        samplers = [Caller(d) for d in cluster.daemons]
-        try:
-            for r in range(cfg.rounds):
-                results.append(gossipchat_round(cluster, cfg, r, samplers))
-        finally:
-            for c in samplers:
-                c.close()
-    return results
+        return run_rounds(cluster, cfg, gossipchat_round)
 
 
 def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,

@@ -34,7 +34,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .burst import KEYS, WORST, BurstConfig, burst_room, gossipchat_round, quiet_cores
+from .burst import (
+    KEYS,
+    WORST,
+    BurstConfig,
+    burst_room,
+    gossipchat_round,
+    quiet_cores,
+    run_rounds,
+)
 from .daemons import Caller, Cluster, cluster_load, sparse_topology, wait_quiet
 from .stats import aggregate, percent_per_process, rounded
 
@@ -43,30 +51,19 @@ START_SETTLE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
-class ScaleConfig:
-    """Sizes of the scale scenario."""
+class ScaleConfig(BurstConfig):
+    """Sizes of the scale scenario: burst's, other defaults, and the idle window."""
 
-    daemons: int
-    messages: int
-    rounds: int
-    senders: int = 3
-    dials: int = 2
     seed: int = 20240603
     deadline_s: float = 90.0
     sample_s: float = 0.5
     idle_window_s: float = 5.0
     idle_settle_timeout_s: float = 30.0
 
-    def burst(self) -> BurstConfig:
-        """The burst that each run sends."""
-        return BurstConfig(daemons=self.daemons, messages=self.messages, rounds=self.rounds,
-                           senders=self.senders, dials=self.dials, seed=self.seed,
-                           deadline_s=self.deadline_s, sample_s=self.sample_s)
-
 
 def _scale_round(cluster: Cluster, cfg: ScaleConfig, r: int,
                  samplers: list[Caller]) -> dict[str, Any]:
-    burst = gossipchat_round(cluster, cfg.burst(), r, samplers)
+    burst = gossipchat_round(cluster, cfg, r, samplers)
     n = len(cluster.daemons)
     pids = [d.pid for d in cluster.daemons]
     settle_s, settle_load = wait_quiet(pids, below_cores=quiet_cores(n), window_s=1.0,
@@ -84,7 +81,6 @@ def _scale_round(cluster: Cluster, cfg: ScaleConfig, r: int,
 def run(cfg: ScaleConfig) -> dict[str, Any]:
     """Run the scenario; returns its JSON section."""
     edges = sparse_topology(cfg.daemons, cfg.dials, cfg.seed)
-    runs = []
     with Cluster("scale", ready_timeout=READY_TIMEOUT_S) as cluster:
         started = time.monotonic()
         daemons = cluster.start_many(cfg.daemons)
@@ -94,13 +90,7 @@ def run(cfg: ScaleConfig) -> dict[str, Any]:
         wait_quiet([d.pid for d in daemons], below_cores=quiet_cores(cfg.daemons),
                    timeout=START_SETTLE_TIMEOUT_S)
         cluster.connect(edges, timeout=120.0)
-        samplers = [Caller(d) for d in cluster.daemons]
-        try:
-            for r in range(cfg.rounds):
-                runs.append(_scale_round(cluster, cfg, r, samplers))
-        finally:
-            for c in samplers:
-                c.close()
+        runs = run_rounds(cluster, cfg, _scale_round)
     return {
         "daemons": cfg.daemons,
         "messages": cfg.messages,
