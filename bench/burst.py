@@ -213,10 +213,10 @@ def gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
         t.join(timeout=30)
     ids = [i for share in sent_ids for i in share]
     held = histories()
-    result.delivered_ratio = (sum(all(i in h for h in held) for i in ids) / len(ids)
-                              if ids else 0.0)
-    result.pair_ratio = (sum(i in h for i in ids for h in held) / (len(ids) * n)
-                         if ids else 0.0)
+    # Over the whole burst: a message a sender never got out (an error, or the
+    # deadline) was not delivered either.
+    result.delivered_ratio = sum(all(i in h for h in held) for i in ids) / total
+    result.pair_ratio = sum(i in h for i in ids for h in held) / (total * n)
     finished = [d for d in done_at if d is not None]
     result.send_s = (max(finished) - t0) if finished else None
     gossip = [c.call("status") for c in samplers]
