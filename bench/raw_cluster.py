@@ -52,18 +52,19 @@ def js_missing() -> str:
     return ""
 
 
-def run_js_baseline(measure: Callable[[], list[T]]) -> tuple[list[T], dict[str, Any] | None]:
-    """Run the js-libp2p baseline: (its rounds, None), or ([], a skipped/error section).
+def run_baseline(measure: Callable[[], list[T]], missing: str = ""
+                 ) -> tuple[list[T], dict[str, Any] | None]:
+    """Run a baseline: (its rounds, None), or ([], a skipped/error section).
 
-    The js baseline is an extra: where node is missing, or the run fails, the
-    scenario keeps its own figures and the py-libp2p baseline.
+    A baseline is a comparison: where it cannot run (`missing` says why) or fails
+    (a mesh that did not form on a loaded machine), the scenario keeps its own
+    figures and the other baseline.
     """
-    missing = js_missing()
     if missing:
         return [], {"skipped": missing}
     try:
         return measure(), None
-    except Exception as exc:  # reported in the section; ours and the py baseline stand
+    except Exception as exc:  # reported in the section; ours and the other baseline stand
         traceback.print_exc()
         return [], {"error": f"{type(exc).__name__}: {exc}"}
 
