@@ -10,39 +10,63 @@ and call `send` back to back until the burst of `messages` is out.
   if that never happened before the deadline.
 - delivery over time, for the plot: the fraction of (message, member) pairs present,
   sampled about every 100 ms from each member's per-room message count (`rooms`).
+- cpu_ms_per_msg_per_daemon: the CPU time (user + system, /proc) all members used
+  from the first send until convergence (or the deadline), divided by messages x
+  members. It includes everything a member does meanwhile: the `send` calls, the
+  sampling calls below, heartbeats and sync, not just gossip.
 
 How: before the burst each sender posts one warm-up message and every member must
 count all of them, so the meshes carry the room and the per-room chat count minus
 that base is the number of burst messages a member holds. When every count says
 "all", each member's history is fetched and checked id by id; only then is the burst
-converged. The sampling itself costs each daemon about ten `rooms` calls a second.
-Like propagation, each run first waits (up to SETTLE_TIMEOUT_S) for the processes to
-fall under a quarter of a core, so the join storm does not run into the burst.
+converged. The sampling itself costs each daemon about ten `rooms` calls a second
+(sample_calls_per_daemon in each run). Like propagation, each run first waits (up to
+SETTLE_TIMEOUT_S) for the processes to fall under a quarter of a core (or 1% of a
+core per member, for larger rooms), so the join storm does not run into the burst.
+The scale scenario (bench/scale.py) runs this same round with 50 members.
 
-Baseline: the same number of bench/raw_node.py processes (bare py-libp2p GossipSub,
-same parameters, topology and seed, the same warm-up once the meshes are formed);
-three of them get their share of the burst as `pub` lines written as fast as the
-pipe takes them. Raw gossip has no history and no
-repair, so what it drops stays lost: the run ends when every node has everything, or
-nothing new arrived for `raw_quiet_s` after the last publish, or at the deadline.
-Its delivery curve comes from the arrival stamps inside the raw nodes.
+Baselines: the same number of bare GossipSub processes (same parameters, topology
+and seed, the same warm-up once the meshes are formed): `baseline` is
+bench/raw_node.py on py-libp2p, `baseline_js` tests/interop/bench_gossip_node.mjs on
+js-libp2p with @libp2p/gossipsub (skipped where node or its packages are missing; a
+baseline that fails becomes {"error": ...} in its place, and ours still stands).
+Three of them get their share of the burst as `pub` lines written as fast as the
+pipe takes them. Bare gossip has no history and no repair, so what it drops stays
+lost: the run ends when every node has everything, or nothing new arrived for
+`raw_quiet_s` after the last publish, or at the deadline. Their delivery curves come
+from the arrival stamps inside the nodes, their CPU per message from the same /proc
+figures over the same span (first publish to the end of the run).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.waiting import WaitTimeout, wait_for
 
-from .daemons import Caller, Cluster, sparse_topology, wait_quiet
-from .raw_cluster import RawCluster, RawNode
-from .stats import aggregate, rounded
+from .daemons import Caller, Cluster, cpu_total, sparse_topology, wait_quiet
+from .raw_cluster import (
+    JS_NODE,
+    JS_WHAT,
+    PY_NODE,
+    RawCluster,
+    RawNode,
+    js_missing,
+    run_baseline,
+)
+from .stats import aggregate, per_message_per_process_ms, rounded
 
 WARMUP_TIMEOUT_S = 20.0
 SETTLE_TIMEOUT_S = 15.0
+# Before the burst the members must use less than this much CPU in total: a quarter
+# of a core, or 1% of a core per member where that is more (50 idle daemons may sit
+# above a quarter of a core for good).
+QUIET_CORES = 0.25
+QUIET_CORES_PER_MEMBER = 0.01
 
 
 @dataclass(frozen=True)
@@ -106,11 +130,23 @@ def _room_count(caller: Caller, room: str) -> int:
     return 0
 
 
-def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
-                      samplers: list[Caller]) -> BurstRound:
+def burst_room(r: int) -> str:
+    """The room of run r."""
+    return f"burst-{r}"
+
+
+def quiet_cores(members: int) -> float:
+    """The total CPU load (cores) under which members count as settled."""
+    return max(QUIET_CORES, QUIET_CORES_PER_MEMBER * members)
+
+
+def gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
+                     samplers: list[Caller]) -> BurstRound:
+    """One burst in a fresh room `burst-<r>` of the cluster's daemons (joined here)."""
     daemons = cluster.daemons
+    pids = [d.pid for d in daemons]
     n = len(daemons)
-    room = f"burst-{r}"
+    room = burst_room(r)
     cluster.join_all(room)
     missing = cluster.wait_room_known(room)
     senders = sender_indexes(n, cfg.senders)
@@ -124,18 +160,23 @@ def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
     except WaitTimeout:
         pass  # a late warm-up only makes a count run ahead; history decides
     base = [_room_count(c, room) for c in samplers]
-    settle_s, settle_load = wait_quiet([d.pid for d in daemons], timeout=SETTLE_TIMEOUT_S)
+    settle_s, settle_load = wait_quiet(pids, below_cores=quiet_cores(n),
+                                       timeout=SETTLE_TIMEOUT_S)
     counts = shares(cfg.messages, len(senders))
     sent_ids: list[list[str]] = [[] for _ in senders]
     done_at: list[float | None] = [None] * len(senders)
     errors: list[str] = []
     barrier = threading.Barrier(len(senders) + 1)
+    stop = threading.Event()  # past the deadline: senders give up
 
     def send_share(k: int) -> None:
         with daemons[senders[k]].client() as client:
             barrier.wait()
             try:
                 for i in range(counts[k]):
+                    if stop.is_set():
+                        errors.append(f"sender {k}: stopped at the deadline after {i}")
+                        break
                     sent_ids[k].append(client.send(room, f"b{r}s{k}m{i}")["id"])
             except Exception as exc:  # reported in the result, the run goes on
                 errors.append(f"sender {k}: {type(exc).__name__}: {exc}")
@@ -147,6 +188,7 @@ def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
         t.start()
     barrier.wait()
     t0 = time.time()
+    cpu_start = cpu_total(pids)
     total = cfg.messages
     result = BurstRound(extra={"messages": total, "settle_s": rounded(settle_s),
                                "settle_load_cores": rounded(settle_load),
@@ -157,11 +199,15 @@ def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
                 for c in samplers]
 
     next_tick = time.monotonic()
+    sample_calls = 0
     while True:
         now = time.time()
         present = [max(0, _room_count(c, room) - b) for c, b in zip(samplers, base, strict=True)]
+        sample_calls += 1
         result.curve.append((now - t0, sum(min(p, total) for p in present) / (total * n)))
         senders_done = all(d is not None for d in done_at)
+        # The CPU span ends here, before the history check (a costly call per member).
+        cpu_end = cpu_total(pids)
         if senders_done and all(p >= total for p in present):
             burst_ids = {i for share in sent_ids for i in share}
             if all(burst_ids <= held for held in histories()):
@@ -171,18 +217,22 @@ def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
             break
         next_tick += cfg.sample_s
         time.sleep(max(0.0, next_tick - time.monotonic()))
+    stop.set()
     for t in threads:
         t.join(timeout=30)
     ids = [i for share in sent_ids for i in share]
     held = histories()
-    result.delivered_ratio = (sum(all(i in h for h in held) for i in ids) / len(ids)
-                              if ids else 0.0)
-    result.pair_ratio = (sum(i in h for i in ids for h in held) / (len(ids) * n)
-                         if ids else 0.0)
+    # Over the whole burst: a message a sender never got out (an error, or the
+    # deadline) was not delivered either.
+    result.delivered_ratio = sum(all(i in h for h in held) for i in ids) / total
+    result.pair_ratio = sum(i in h for i in ids for h in held) / (total * n)
     finished = [d for d in done_at if d is not None]
     result.send_s = (max(finished) - t0) if finished else None
     gossip = [c.call("status") for c in samplers]
     result.extra.update({
+        "cpu_ms_per_msg_per_daemon": rounded(
+            per_message_per_process_ms(cpu_end - cpu_start, total, n), 4),
+        "sample_calls_per_daemon": sample_calls,
         "sent": len(ids),
         "sender_errors": errors,
         "publish_waits": sum(s["gossip"]["publish_waits"] for s in gossip),
@@ -193,26 +243,33 @@ def _gossipchat_round(cluster: Cluster, cfg: BurstConfig, r: int,
     return result
 
 
+C = TypeVar("C", bound=BurstConfig)
+R = TypeVar("R")
+
+
+def run_rounds(cluster: Cluster, cfg: C,
+               one_round: Callable[[Cluster, C, int, list[Caller]], R]) -> list[R]:
+    """cfg.rounds runs of one_round on a connected cluster, with a sampling Caller each."""
+    samplers = [Caller(d) for d in cluster.daemons]
+    try:
+        return [one_round(cluster, cfg, r, samplers) for r in range(cfg.rounds)]
+    finally:
+        for c in samplers:
+            c.close()
+
+
 def _run_gossipchat(cfg: BurstConfig, edges: list[tuple[int, int]]) -> list[BurstRound]:
-    results = []
     with Cluster("burst") as cluster:
         cluster.start_many(cfg.daemons)
         cluster.connect(edges)
-        samplers = [Caller(d) for d in cluster.daemons]
-        try:
-            for r in range(cfg.rounds):
-                results.append(_gossipchat_round(cluster, cfg, r, samplers))
-        finally:
-            for c in samplers:
-                c.close()
-    return results
+        return run_rounds(cluster, cfg, gossipchat_round)
 
 
 def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,
                edges: list[tuple[int, int]]) -> BurstRound:
     nodes: list[RawNode] = cluster.nodes
     n = len(nodes)
-    topic = f"/gossipchat/1/room/burst-{r}"
+    topic = f"/gossipchat/1/room/{burst_room(r)}"
     cluster.subscribe(topic)
     cluster.wait_mesh(topic, edges)
     senders = sender_indexes(n, cfg.senders)
@@ -224,7 +281,7 @@ def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,
                  timeout=WARMUP_TIMEOUT_S, interval=0.05, message="every warm-up message")
     except WaitTimeout:
         pass
-    settle_s, settle_load = wait_quiet([node.proc.pid for node in nodes],
+    settle_s, settle_load = wait_quiet(cluster.pids, below_cores=quiet_cores(n),
                                        timeout=SETTLE_TIMEOUT_S)
     counts = shares(cfg.messages, len(senders))
     tags = [f"b{r}s{k}m{i}" for k in range(len(senders)) for i in range(counts[k])]
@@ -246,6 +303,7 @@ def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,
         t.start()
     barrier.wait()
     t0 = time.time()
+    cpu_start = cpu_total(cluster.pids)
 
     # A sender holds what it published even when its own subscription (32 slots,
     # unread while it publishes) dropped the copy py-libp2p delivers to itself.
@@ -269,10 +327,14 @@ def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,
                 time.monotonic() - last_change > cfg.raw_quiet_s:
             break
         time.sleep(cfg.sample_s)
+    cpu_used = cpu_total(cluster.pids) - cpu_start
     for t in threads:
         t.join(timeout=30)
-    result = BurstRound(extra={"messages": len(tags), "settle_s": rounded(settle_s),
-                               "settle_load_cores": rounded(settle_load)})
+    result = BurstRound(extra={
+        "messages": len(tags), "settle_s": rounded(settle_s),
+        "settle_load_cores": rounded(settle_load),
+        "cpu_ms_per_msg_per_daemon": rounded(
+            per_message_per_process_ms(cpu_used, len(tags), n), 4)})
     stamps = [node.arrivals[tag] - t0 for j, node in enumerate(nodes) for tag in tags
               if tag in node.arrivals and j != origin[tag]]
     result.pair_ratio = (len(stamps) + len(tags)) / (len(tags) * n)
@@ -301,24 +363,31 @@ def _raw_round(cluster: RawCluster, cfg: BurstConfig, r: int,
     return result
 
 
-def _run_raw(cfg: BurstConfig, edges: list[tuple[int, int]]) -> list[BurstRound]:
-    with RawCluster() as cluster:
+def _run_raw(cfg: BurstConfig, edges: list[tuple[int, int]],
+             argv: tuple[str, ...] = PY_NODE) -> list[BurstRound]:
+    with RawCluster(argv) as cluster:
         cluster.start(cfg.daemons)
         cluster.connect(edges)
         return [_raw_round(cluster, cfg, r, edges) for r in range(cfg.rounds)]
 
 
-KEYS = ("delivered_ratio", "pair_ratio", "converge_s", "send_s", "send_rate_msg_s")
+KEYS = ("delivered_ratio", "pair_ratio", "converge_s", "send_s", "send_rate_msg_s",
+        "cpu_ms_per_msg_per_daemon")
+WORST = frozenset({"converge_s"})
+
+
+def _baseline(what: str, rounds: list[BurstRound]) -> dict[str, Any]:
+    runs = [r.summary() for r in rounds]
+    return {"what": what, **aggregate(runs, KEYS, none_is_worst=WORST), "runs": runs}
 
 
 def run(cfg: BurstConfig) -> tuple[dict[str, Any], dict[str, list[list[tuple[float, float]]]]]:
-    """Run ours and the baseline; returns the JSON section and the delivery curves."""
+    """Run ours and the baselines; returns the JSON section and the delivery curves."""
     edges = sparse_topology(cfg.daemons, cfg.dials, cfg.seed)
     ours = _run_gossipchat(cfg, edges)
-    raw = _run_raw(cfg, edges)
+    raw, raw_section = run_baseline(lambda: _run_raw(cfg, edges, PY_NODE))
+    js, js_section = run_baseline(lambda: _run_raw(cfg, edges, JS_NODE), js_missing())
     ours_runs = [r.summary() for r in ours]
-    raw_runs = [r.summary() for r in raw]
-    worst = frozenset({"converge_s"})
     section: dict[str, Any] = {
         "daemons": cfg.daemons,
         "messages": cfg.messages,
@@ -327,13 +396,12 @@ def run(cfg: BurstConfig) -> tuple[dict[str, Any], dict[str, list[list[tuple[flo
         "topology": {"dials_per_node": cfg.dials, "seed": cfg.seed, "edges": len(edges)},
         "deadline_s": cfg.deadline_s,
         "sending": "one Client connection per sender thread, `send` calls back to back",
-        **aggregate(ours_runs, KEYS, none_is_worst=worst),
+        **aggregate(ours_runs, KEYS, none_is_worst=WORST),
         "runs": ours_runs,
-        "baseline": {
-            "what": "bench/raw_node.py: bare py-libp2p 0.8.1 GossipSub, no repair",
-            **aggregate(raw_runs, KEYS, none_is_worst=worst),
-            "runs": raw_runs,
-        },
+        "baseline": raw_section or _baseline(
+            "bench/raw_node.py: bare py-libp2p 0.8.1 GossipSub, no repair", raw),
+        "baseline_js": js_section or _baseline(f"{JS_WHAT}, no repair", js),
     }
-    curves = {"gossipchat": [r.curve for r in ours], "raw py-libp2p": [r.curve for r in raw]}
+    curves = {"gossipchat": [r.curve for r in ours], "raw py-libp2p": [r.curve for r in raw],
+              "js-libp2p": [r.curve for r in js]}
     return section, curves

@@ -21,12 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from gossipchat.clients import ConnectionLost
+from gossipchat.clients import Client, ConnectionLost, RpcError
 from harness import daemons
 from harness.daemons import DaemonProcess
 from harness.waiting import WaitTimeout, wait_for
 
 READY_TIMEOUT_S = 90.0  # 20 daemons starting at once on 2 busy cores
+DIAL_ATTEMPTS = 3
 
 
 def cpu_seconds(pid: int) -> float:
@@ -37,21 +38,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_total(pids: Sequence[int]) -> float:
+    """CPU seconds the processes have used together so far."""
+    used = 0.0
+    for pid in pids:
+        try:
+            used += cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue  # a process that just exited uses nothing
+    return used
+
+
 def cluster_load(pids: Sequence[int], window_s: float) -> float:
     """CPU cores the processes used together over the next window_s seconds."""
-    def total() -> float:
-        used = 0.0
-        for pid in pids:
-            try:
-                used += cpu_seconds(pid)
-            except (OSError, IndexError, ValueError):
-                continue  # a process that just exited uses nothing
-        return used
-
-    before, start = total(), time.monotonic()
+    before, start = cpu_total(pids), time.monotonic()
     # Sampling CPU use over a window is the measurement itself.
     time.sleep(window_s)
-    return (total() - before) / (time.monotonic() - start)
+    return (cpu_total(pids) - before) / (time.monotonic() - start)
 
 
 def wait_quiet(pids: Sequence[int], *, below_cores: float = 0.25, window_s: float = 0.5,
@@ -189,12 +192,15 @@ class Cluster(daemons.Cluster):
     """Daemons of one scenario under /tmp/gcb-<label>-*; `close` stops them all.
 
     They run as users run them: the daemon's own log level and web settings, and
-    READY_TIMEOUT_S to start on a loaded machine.
+    READY_TIMEOUT_S (or `ready_timeout`) to start on a loaded machine.
     """
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, ready_timeout: float = READY_TIMEOUT_S) -> None:
         super().__init__(prefix=f"gcb-{label}-", log_level=None, free_web_port=False,
-                         ready_timeout=READY_TIMEOUT_S)
+                         ready_timeout=ready_timeout)
+
+    def __enter__(self) -> Cluster:
+        return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
@@ -214,15 +220,28 @@ class Cluster(daemons.Cluster):
                       *tail[-20:], sep="\n  ", file=sys.stderr)
 
     def connect(self, edges: Sequence[tuple[int, int]], timeout: float = 60.0) -> None:
-        """Dial every edge (dialer -> target), in parallel per dialer, and wait for peers."""
+        """Dial every edge (dialer -> target), in parallel per dialer, and wait for peers.
+
+        A dial the daemon gives up on (its own 10 s limit: 50 daemons that have just
+        started on 2 busy cores can miss it) is tried again, DIAL_ATTEMPTS in all.
+        """
         by_dialer: dict[int, list[int]] = {}
         for a, b in edges:
             by_dialer.setdefault(a, []).append(b)
 
+        def dial(c: Client, b: int) -> None:
+            for attempt in range(1, DIAL_ATTEMPTS + 1):
+                try:
+                    c.connect(self.daemons[b].addr)
+                    return
+                except RpcError:
+                    if attempt == DIAL_ATTEMPTS:
+                        raise
+
         def dial_all(a: int) -> None:
             with self.daemons[a].client() as c:
                 for b in by_dialer[a]:
-                    c.connect(self.daemons[b].addr)
+                    dial(c, b)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(dial_all, by_dialer))
@@ -233,8 +252,16 @@ class Cluster(daemons.Cluster):
 
     def join_all(self, room: str) -> None:
         """Every daemon joins the room (in parallel)."""
+        self.call_all("join", room=room)
+
+    def leave_all(self, room: str) -> None:
+        """Every daemon leaves the room (in parallel)."""
+        self.call_all("leave", room=room)
+
+    def call_all(self, method: str, **params: Any) -> None:
+        """The same call on every daemon, 8 at a time."""
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda d: d.call("join", room=room), self.daemons))
+            list(pool.map(lambda d: d.call(method, **params), self.daemons))
 
     def wait_room_known(self, room: str, timeout: float = 30.0) -> list[str]:
         """Wait until every daemon sees each of its connected peers subscribed to room.

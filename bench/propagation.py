@@ -25,10 +25,12 @@ How:
   sender's `watch`, no network involved (for the baseline: publish to the raw
   node's own subscription), the fixed cost under every other figure.
 
-Baseline: the same number of bench/raw_node.py processes (bare py-libp2p GossipSub,
-the daemon's parameters), the same topology and seed, the same rate and rotation,
-the same warm-up and settling; arrival is stamped inside the raw node as its
-subscription yields.
+Baselines: the same number of bare GossipSub processes with the daemon's parameters,
+the same topology and seed, the same rate and rotation, the same warm-up and
+settling; arrival is stamped inside the node as its subscription yields. `baseline`
+is bench/raw_node.py on py-libp2p; `baseline_js` is tests/interop/bench_gossip_node.mjs
+on js-libp2p with @libp2p/gossipsub (skipped where node or its packages are missing).
+A baseline that fails becomes {"error": ...} in its place; ours still stands.
 """
 
 from __future__ import annotations
@@ -42,7 +44,15 @@ from typing import Any
 from harness.waiting import WaitTimeout, wait_for
 
 from .daemons import Cluster, cluster_load, sparse_topology, start_watchers, wait_quiet
-from .raw_cluster import RawCluster, RawNode
+from .raw_cluster import (
+    JS_NODE,
+    JS_WHAT,
+    PY_NODE,
+    RawCluster,
+    RawNode,
+    js_missing,
+    run_baseline,
+)
 from .stats import aggregate, percentile, rounded
 
 WARMUP_TIMEOUT_S = 20.0
@@ -176,10 +186,10 @@ def _run_gossipchat(cfg: PropagationConfig, edges: list[tuple[int, int]]
     return results, idle
 
 
-def _run_raw(cfg: PropagationConfig, edges: list[tuple[int, int]]
-             ) -> tuple[list[RoundResult], float]:
+def _run_raw(cfg: PropagationConfig, edges: list[tuple[int, int]],
+             argv: tuple[str, ...] = PY_NODE) -> tuple[list[RoundResult], float]:
     results = []
-    with RawCluster() as cluster:
+    with RawCluster(argv) as cluster:
         nodes: list[RawNode] = cluster.start(cfg.daemons)
         cluster.connect(edges)
         for r in range(cfg.rounds):
@@ -191,7 +201,7 @@ def _run_raw(cfg: PropagationConfig, edges: list[tuple[int, int]]
             wait_for(partial(all_have, [n.arrivals for n in nodes], f"warm{r}"),
                      timeout=WARMUP_TIMEOUT_S, interval=0.05, message="the warm-up message")
             warmup_s = time.monotonic() - warm
-            settle_s, load = wait_quiet([n.proc.pid for n in nodes], timeout=SETTLE_TIMEOUT_S)
+            settle_s, load = wait_quiet(cluster.pids, timeout=SETTLE_TIMEOUT_S)
 
             def send(i: int, tag: str, topic: str = topic) -> None:
                 nodes[i].send(f"pub {topic} {tag}")
@@ -203,20 +213,30 @@ def _run_raw(cfg: PropagationConfig, edges: list[tuple[int, int]]
             result.warmup_s, result.settle_s, result.settle_load_cores = (
                 warmup_s, settle_s, load)
             results.append(result)
-        idle = cluster_load([n.proc.pid for n in nodes], cfg.idle_window_s)
+        idle = cluster_load(cluster.pids, cfg.idle_window_s)
     return results, idle
 
 
 KEYS = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "delivered_ratio", "self_p50_ms")
 
 
+def _baseline(what: str, rounds: list[RoundResult], idle: float) -> dict[str, Any]:
+    runs = [r.summary() for r in rounds]
+    return {"what": what,
+            "measured_at": "inside the node as its subscription yields, wall clock",
+            **aggregate(runs, KEYS), "idle_load_cores": rounded(idle), "runs": runs}
+
+
 def run(cfg: PropagationConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Run ours and the baseline; returns the JSON section and latency samples to plot."""
+    """Run ours and the baselines; returns the JSON section and latency samples to plot."""
     edges = sparse_topology(cfg.daemons, cfg.dials, cfg.seed)
     ours, ours_idle = _run_gossipchat(cfg, edges)
-    raw, raw_idle = _run_raw(cfg, edges)
+    raw_measured, raw_section = run_baseline(lambda: [_run_raw(cfg, edges, PY_NODE)])
+    raw, raw_idle = raw_measured[0] if raw_measured else ([], 0.0)
+    js_measured, js_section = run_baseline(lambda: [_run_raw(cfg, edges, JS_NODE)],
+                                           js_missing())
+    js, js_idle = js_measured[0] if js_measured else ([], 0.0)
     ours_runs = [r.summary() for r in ours]
-    raw_runs = [r.summary() for r in raw]
     section: dict[str, Any] = {
         "daemons": cfg.daemons,
         "rate_msg_s": cfg.rate_msg_s,
@@ -228,17 +248,13 @@ def run(cfg: PropagationConfig) -> tuple[dict[str, Any], dict[str, list[float]]]
         **aggregate(ours_runs, KEYS),
         "idle_load_cores": rounded(ours_idle),
         "runs": ours_runs,
-        "baseline": {
-            "what": "bench/raw_node.py: bare py-libp2p 0.8.1 GossipSub, one process each",
-            "measured_at": "inside the raw node as its subscription yields, time.time()",
-            **aggregate(raw_runs, KEYS),
-            "idle_load_cores": rounded(raw_idle),
-            "runs": raw_runs,
-        },
+        "baseline": raw_section or _baseline(
+            "bench/raw_node.py: bare py-libp2p 0.8.1 GossipSub, one process each", raw, raw_idle),
+        "baseline_js": js_section or _baseline(JS_WHAT, js, js_idle),
     }
     samples = {
         "gossipchat": [x for r in ours for x in r.latencies_ms],
         "raw py-libp2p": [x for r in raw for x in r.latencies_ms],
+        "js-libp2p": [x for r in js for x in r.latencies_ms],
     }
     return section, samples
-

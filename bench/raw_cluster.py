@@ -1,24 +1,30 @@
-"""Drives a set of bench/raw_node.py processes: the raw py-libp2p baseline.
+"""Drives a set of bare GossipSub node processes: the baselines.
 
-Each node is a separate Python process, like each gossipchatd, and the topology
-comes from the same `sparse_topology` with the same seed. A reader thread per process
-records every `recv` line (first arrival per tag, timestamped inside the node) and
-queues every other line as a reply to the command in flight.
+Two kinds speak the same line protocol (bench/raw_node.py's docstring): PY_NODE,
+bench/raw_node.py on py-libp2p, and JS_NODE, tests/interop/bench_gossip_node.mjs on
+js-libp2p (it lives there to resolve the pinned packages of tests/interop/node_modules).
+Each node is a separate process, like each gossipchatd, and the topology comes from
+the same `sparse_topology` with the same seed. A reader thread per process records
+every `recv` line (first arrival per tag, timestamped inside the node) and queues
+every other line as a reply to the command in flight.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 from harness import procs
 from harness.waiting import WaitTimeout, wait_for
@@ -26,12 +32,47 @@ from harness.waiting import WaitTimeout, wait_for
 from .daemons import READY_TIMEOUT_S, degrees
 
 REPO = Path(__file__).resolve().parent.parent
+INTEROP = REPO / "tests" / "interop"
+PY_NODE = (sys.executable, "-m", "bench.raw_node")
+JS_NODE = ("node", str(INTEROP / "bench_gossip_node.mjs"))
+
+
+JS_WHAT = ("tests/interop/bench_gossip_node.mjs: bare js-libp2p 3.3.11 with @libp2p/gossipsub "
+           "17.1.1, one node process each")
+
+T = TypeVar("T")
+
+
+def js_missing() -> str:
+    """Why the js-libp2p baseline cannot run here ("" when it can)."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (INTEROP / "node_modules" / "@libp2p" / "gossipsub").is_dir():
+        return "tests/interop/node_modules lacks @libp2p/gossipsub: run `npm ci` there"
+    return ""
+
+
+def run_baseline(measure: Callable[[], list[T]], missing: str = ""
+                 ) -> tuple[list[T], dict[str, Any] | None]:
+    """Run a baseline: (its rounds, None), or ([], a skipped/error section).
+
+    A baseline is a comparison: where it cannot run (`missing` says why) or fails
+    (a mesh that did not form on a loaded machine), the scenario keeps its own
+    figures and the other baseline.
+    """
+    if missing:
+        return [], {"skipped": missing}
+    try:
+        return measure(), None
+    except Exception as exc:  # reported in the section; ours and the other baseline stand
+        traceback.print_exc()
+        return [], {"error": f"{type(exc).__name__}: {exc}"}
 
 
 class RawNode:
-    """One raw py-libp2p GossipSub process."""
+    """One bare GossipSub process: argv is PY_NODE or JS_NODE."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, argv: Sequence[str] = PY_NODE) -> None:
         self.name = name
         self.peer_id = ""
         self.addr = ""
@@ -40,7 +81,7 @@ class RawNode:
         self._replies: queue.Queue[str] = queue.Queue()
         self._write_lock = threading.Lock()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.raw_node"], cwd=REPO, text=True, bufsize=1,
+            list(argv), cwd=REPO, text=True, bufsize=1,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -113,9 +154,10 @@ class RawNode:
 
 
 class RawCluster:
-    """n raw nodes; `close` stops them all."""
+    """n bare nodes of one kind (PY_NODE or JS_NODE); `close` stops them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, argv: Sequence[str] = PY_NODE) -> None:
+        self.argv = tuple(argv)
         self.nodes: list[RawNode] = []
 
     def __enter__(self) -> RawCluster:
@@ -124,9 +166,14 @@ class RawCluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def pids(self) -> list[int]:
+        """The nodes' process ids."""
+        return [node.proc.pid for node in self.nodes]
+
     def start(self, n: int) -> list[RawNode]:
         """Launch n nodes at once, then wait for each ready line."""
-        fresh = [RawNode(f"r{len(self.nodes) + i:02d}") for i in range(n)]
+        fresh = [RawNode(f"r{len(self.nodes) + i:02d}", self.argv) for i in range(n)]
         self.nodes.extend(fresh)
         for node in fresh:
             node.wait_ready()

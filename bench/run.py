@@ -1,8 +1,9 @@
 """Run the benchmark suite: `python -m bench.run --quick` or `--full`.
 
 Scenarios, in this order (each module's docstring says what it measures and how):
-footprint, rpc, propagation, burst, fanout, image_fetch. Footprint goes first, on a
-quiet machine, because start-up time is what it measures. Each scenario runs at least
+footprint, rpc, propagation, burst, fanout, image_fetch, scale. Footprint goes first,
+on a quiet machine, because start-up time is what it measures; scale goes last, so
+that its 50 daemons load no other scenario. Each scenario runs at least
 three times (`--rounds` raises it); its section holds the median of the runs, with
 `_min` and `_max` beside each figure and the runs themselves under `runs`.
 
@@ -12,9 +13,10 @@ becomes {"skipped": reason}. Every process started is stopped in `finally` block
 and harness.procs kills whatever is left at exit or on SIGTERM.
 
 Sizes: --full is the issue's sizes (20 daemons and 30 messages a run for
-propagation, 10 daemons and 1,000 messages for the burst, 20 for fanout) and fits 15
-minutes on 2 cores; --quick shrinks them (8 and 6, 5 and 300, 6) to fit 3 minutes:
-at one message a second, ours and the baseline spend 2 x 3 x 6 s just sending.
+propagation, 10 daemons and 1,000 messages for the burst, 20 for fanout, 50 daemons
+and 1,000 messages for scale) and fits about 20 minutes on 2 cores; --quick shrinks
+them (8 and 6, 5 and 300, 6, 12 and 200) to fit about 4 minutes: at one message a
+second, ours and the two baselines spend 3 x 3 x 6 s just sending.
 
 Results go to bench/results/: latest.json, latest.md, latest_latency_cdf.png,
 latest_burst_delivery.png, and copies named after the mode (quick.json, full.md, ...),
@@ -41,11 +43,11 @@ from typing import Any
 
 from harness import procs
 
-from . import burst, fanout, footprint, propagation, report, rpc_calls
+from . import burst, fanout, footprint, propagation, report, rpc_calls, scale
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("footprint", "rpc", "propagation", "burst", "fanout", "image_fetch")
+SCENARIOS = ("footprint", "rpc", "propagation", "burst", "fanout", "image_fetch", "scale")
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,18 @@ class Sizes:
     rpc_seconds: float
     cli_runs: int
     idle_s: float
+    scale_daemons: int
+    scale_messages: int
+    scale_deadline_s: float
+    scale_idle_s: float
 
 
 QUICK = Sizes(rounds=3, prop_daemons=8, prop_messages=6, burst_daemons=5,
-              burst_messages=300, fanout_daemons=6, rpc_seconds=0.6, cli_runs=3, idle_s=1.0)
+              burst_messages=300, fanout_daemons=6, rpc_seconds=0.6, cli_runs=3, idle_s=1.0,
+              scale_daemons=12, scale_messages=200, scale_deadline_s=60.0, scale_idle_s=3.0)
 FULL = Sizes(rounds=3, prop_daemons=20, prop_messages=30, burst_daemons=10,
-             burst_messages=1000, fanout_daemons=20, rpc_seconds=2.0, cli_runs=5, idle_s=4.0)
+             burst_messages=1000, fanout_daemons=20, rpc_seconds=2.0, cli_runs=5, idle_s=4.0,
+             scale_daemons=50, scale_messages=1000, scale_deadline_s=90.0, scale_idle_s=8.0)
 
 
 def git_commit() -> tuple[str, bool]:
@@ -127,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small sizes, about 3 minutes")
-    mode.add_argument("--full", action="store_true", help="the issue's sizes, up to 15 minutes")
+    mode.add_argument("--quick", action="store_true", help="small sizes, about 4 minutes")
+    mode.add_argument("--full", action="store_true", help="the issue's sizes, about 20 minutes")
     parser.add_argument("--only", metavar="NAMES", help=f"comma list of {','.join(SCENARIOS)}")
     parser.add_argument("--rounds", type=int, help="runs per scenario (at least 3 by default)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
@@ -173,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         "fanout": lambda: fanout.run(fanout.FanoutConfig(
             daemons=sizes.fanout_daemons, rounds=rounds)),
         "image_fetch": lambda: run_image_fetch(quick),
+        "scale": lambda: scale.run(scale.ScaleConfig(
+            daemons=sizes.scale_daemons, messages=sizes.scale_messages, rounds=rounds,
+            deadline_s=sizes.scale_deadline_s, idle_window_s=sizes.scale_idle_s)),
     }
 
     started = time.monotonic()

@@ -8,6 +8,9 @@ any missing run makes the median None (and `<key>_runs_missing` says how many
 missed). For a time-to-finish figure such as a convergence time, pass the key in
 `none_is_worst`: a run that never finished counts as infinitely slow, so the median
 is still a real number when most runs finished, and None when most did not.
+
+CPU figures are normalised here too: milliseconds per message per process, and a
+load in percent of one core per process.
 """
 
 from __future__ import annotations
@@ -57,3 +60,18 @@ def aggregate(runs: Sequence[dict[str, Any]], keys: Iterable[str], digits: int =
         out[f"{key}_max"] = None if missing and key in none_is_worst else (
             rounded(max(present), digits) if present else None)
     return out
+
+
+def per_message_per_process_ms(cpu_s: float, messages: int, processes: int) -> float | None:
+    """CPU seconds that `processes` used together over `messages`, as milliseconds per
+    message per process; None when there were no messages or processes."""
+    if messages <= 0 or processes <= 0:
+        return None
+    return cpu_s * 1000.0 / (messages * processes)
+
+
+def percent_per_process(cores: float, processes: int) -> float | None:
+    """A load of `cores` shared by `processes`, as percent of one core each."""
+    if processes <= 0:
+        return None
+    return cores * 100.0 / processes
