@@ -47,7 +47,7 @@ from harness.waiting import WaitTimeout, wait_for
 from .daemons import start_watchers
 from .stats import percentile, rounded
 
-KINDS = {
+KINDS: dict[str, dict[str, Any]] = {
     "punch_dropping": {"stealth": True},
     "punch_refusing": {},
     "relayed": {"config": NO_PUNCH},
@@ -99,6 +99,10 @@ def one_try(kind: str, messages: int, upgrade_timeout_s: float) -> dict[str, Any
         return run
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians and ranges over a kind's tries."""
     reserved = [v for r in runs for v in r["reserved_s"].values()]
@@ -113,9 +117,9 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "reserved_s_max": rounded(max(reserved, default=None)),
         "connect_s_p50": rounded(percentile([r["connect_s"] for r in runs], 50)),
         "ended_direct": sum(bool(r["direct"]) for r in runs),
-        "chat_p50_ms": rounded(percentile(latencies, 50) * 1000, 1) if latencies else None,
-        "chat_p90_ms": rounded(percentile(latencies, 90) * 1000, 1) if latencies else None,
-        "chat_max_ms": rounded(max(latencies) * 1000, 1) if latencies else None,
+        "chat_p50_ms": _ms(percentile(latencies, 50)),
+        "chat_p90_ms": _ms(percentile(latencies, 90)),
+        "chat_max_ms": _ms(max(latencies, default=None)),
         "chat_delivered": f"{len(latencies)}/{sent}",
     }
     if any("upgraded_s" in r for r in runs):
