@@ -7,8 +7,9 @@
 // identity, listening on 127.0.0.1 port 0; one process per node, like one gossipchatd.
 // The router gets the daemon's parameters where js has the same knob (D 6/4/12, a 1 s
 // heartbeat, 10 s prune and 5 s unsubscribe backoff, StrictSign), and:
-//   - floodPublish off: py-libp2p 0.8.1 has no flood publishing, so both baselines
-//     send a new message to their mesh only;
+//   - floodPublish on (js's default): the daemon sends its own messages to every
+//     topic peer too (libp2p_patches.flood_publish, GossipSub v1.1); the raw
+//     py-libp2p baseline cannot (0.8.1 has no flood publishing);
 //   - no IP colocation penalty: on loopback every peer is 127.0.0.1 (the daemon turns
 //     its eclipse protection off for the same reason);
 //   - emitSelf on: py-libp2p hands a node its own messages, and the bench's self
@@ -84,7 +85,7 @@ const node = await createLibp2p({
       heartbeatInterval: 1000,
       pruneBackoff: 10000,
       unsubcribeBackoff: 5000,
-      floodPublish: false,
+      floodPublish: true,
       emitSelf: true,
       allowPublishToZeroTopicPeers: true,
       globalSignaturePolicy: 'StrictSign',
