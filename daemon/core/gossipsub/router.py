@@ -135,6 +135,7 @@ class Router:
         self.on_invalid: Callable[[str, str, str], None] = lambda peer, topic, cause: None
         self.on_validator_error: Callable[[str, str, Exception], None] = (
             lambda topic, peer, exc: None)
+        self.on_refused: Callable[[str], None] = lambda peer: None
         self.px_offers: list[rpc.PxPeer] = []
         # Peers whose outbox got something since the adapter last looked.
         self.dirty: set[str] = set()
@@ -186,8 +187,12 @@ class Router:
 
     def _push_message(self, peer: str, wire: bytes) -> None:
         state = self.peers.get(peer)
-        if state is not None and state.outbox.push_message(wire):
+        if state is None:
+            return
+        if state.outbox.push_message(wire):
             self.dirty.add(peer)
+        else:
+            self.on_refused(peer)
 
     # our subscriptions
 
