@@ -42,7 +42,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from ..core import inbound as inbound_policy
-from ..core import scoring
+from ..core import peerid, scoring
 from ..core.addrs import advertised_addrs
 from ..core.gossipsub.router import Delivery, GossipParams, Router
 from ..core.inbound import InboundLimits
@@ -805,7 +805,7 @@ class P2PNetwork:
     def _deliver(self, delivery: Delivery) -> None:
         """A message of a subscribed topic that passed the router's checks."""
         self.stats.received += 1
-        origin = ID(delivery.origin).to_base58()
+        origin = peerid.to_text(delivery.origin)  # StrictSign: an Ed25519 peer id
         item = GossipMessage(delivery.topic, delivery.data, origin, delivery.forwarder,
                              delivery.checked)
         try:
