@@ -418,7 +418,8 @@ class P2PNetwork:
         self.router.gate = self._allow_forwarded
         self.pubsub = PubSub(self.host, self.router, deliver=self._deliver,
                              blocked=self.is_blocked,
-                             on_fault=lambda where: self.stats.stream_faults.update([where]))
+                             on_refused=lambda why: self.stats.refused_streams.update([why]),
+                             on_bug=lambda where: self.stats.stream_faults.update([where]))
         # Graylisted peers as of the last heartbeat (the gate drops what they send), and
         # every peer that ever was (bounded), for status.
         self._graylisted: set[str] = set()

@@ -46,6 +46,12 @@ OPEN_RETRY_S = 0.5
 # How long a publish waits for room in a peer's queue before it goes anyway (the full
 # queue then refuses it, counted; history sync repairs that peer).
 PUBLISH_WAIT_S = 2.0
+# Writes replayed on a new stream when the old one died under them (see _Link).
+RESEND_S = 2.0
+RESEND_MAX_BYTES = 1 << 20
+# Inbound pubsub streams one peer may hold at once: one, and one more while a
+# replaced connection's stream is still ending. go resets a duplicate at once.
+INBOUND_STREAMS_PER_PEER = 2
 
 
 class _Link:
@@ -57,6 +63,12 @@ class _Link:
         self.wake = trio.Event()
         self.stream: INetStream | None = None
         self.scope = trio.CancelScope()
+        # Frames whose write failed, or that were written within RESEND_S before the
+        # stream died (a write into a connection that is closing "succeeds" and is
+        # lost): the next stream sends them first; copies that did get through are
+        # duplicates the peer's seen cache drops.
+        self.unsent = b""
+        self.recent: list[tuple[float, bytes]] = []
 
 
 class _Notifee(INotifee):
@@ -92,15 +104,18 @@ class PubSub:
     def __init__(self, host: IHost, router: Router, *,
                  deliver: Callable[[Delivery], None],
                  blocked: Callable[[str], bool] = lambda peer: False,
-                 on_fault: Callable[[str], None] = lambda where: None,
+                 on_refused: Callable[[str], None] = lambda why: None,
+                 on_bug: Callable[[str], None] = lambda where: None,
                  protocols: Sequence[TProtocol] = PROTOCOLS) -> None:
         self.host = host
         self.router = router
         self._deliver = deliver
         self._blocked = blocked
-        self._on_fault = on_fault
+        self._on_refused = on_refused
+        self._on_bug = on_bug
         self._protocols = list(protocols)
         self._links: dict[str, _Link] = {}
+        self._inbound: dict[str, int] = {}
         self._changes_send, self._changes = trio.open_memory_channel[Callable[[], None]](
             PROCESS_QUEUE)
         self._room = trio.Event()
@@ -132,7 +147,13 @@ class PubSub:
     async def _process(self) -> None:
         router = self.router
         async for change in self._changes:
-            change()
+            try:
+                change()
+            except Exception:
+                # A bug of ours that one peer's frame triggers loses that frame, never
+                # the router: the task goes on with the next change.
+                log.exception("the gossip router failed on a change")
+                self._on_bug("gossip router")
             for peer in router.dirty:
                 link = self._links.get(peer)
                 if link is not None:
@@ -248,6 +269,10 @@ class PubSub:
             link.stream = None
             if not libp2p_patches.live_connections(self.host.get_network(), link.peer):
                 return
+            now = trio.current_time()
+            link.unsent = b"".join([d for at, d in link.recent if at >= now - RESEND_S]
+                                   + [link.unsent])
+            link.recent.clear()
             log.debug("pubsub stream to %s died with the peer still connected: reopening",
                       link.text)
 
@@ -267,20 +292,27 @@ class PubSub:
             box = self.router.outbox(link.text)
             if box is None:
                 return
-            chunks: list[bytes] = []
+            chunks: list[bytes] = [link.unsent] if link.unsent else []
             while (frame := box.take_frame()) is not None:
                 chunks.append(varint.encode(len(frame)))
                 chunks.append(frame)
             if not chunks:
                 continue
-            self.frames_out += len(chunks) // 2
             self._room.set()
             self._room = trio.Event()
+            data = link.unsent = b"".join(chunks)
             try:
-                await stream.write(b"".join(chunks))
+                await stream.write(data)
             except Exception as exc:  # a dead stream raises a spread of types
                 log.debug("write to %s failed: %s", link.text, exc)
                 return
+            link.unsent = b""
+            self.frames_out += len(chunks) // 2
+            now = trio.current_time()
+            link.recent.append((now, data))
+            while link.recent and (link.recent[0][0] < now - RESEND_S
+                                   or sum(len(d) for _, d in link.recent) > RESEND_MAX_BYTES):
+                link.recent.pop(0)
 
     async def _serve_inbound(self, stream: INetStream) -> None:
         """A stream the peer opened: read its frames into the router."""
@@ -289,8 +321,21 @@ class PubSub:
         if self._blocked(text):
             await _reset_quietly(stream)
             return
+        if self._inbound.get(text, 0) >= INBOUND_STREAMS_PER_PEER:
+            self._on_refused("meshsub streams per peer")
+            await _reset_quietly(stream)
+            return
         if text not in self._links:
             self._link_up(peer, text, outbound=False)
+        self._inbound[text] = self._inbound.get(text, 0) + 1
+        try:
+            await self._read_frames(stream, text)
+        finally:
+            self._inbound[text] -= 1
+            if not self._inbound[text]:
+                del self._inbound[text]
+
+    async def _read_frames(self, stream: INetStream, text: str) -> None:
         buf = bytearray()
         try:
             while True:
@@ -303,7 +348,7 @@ class PubSub:
                     try:
                         head = varint.decode_prefix(buf, pos)
                     except varint.VarintError:
-                        self._on_fault("pubsub frame")
+                        self._on_refused("meshsub frame")
                         await _reset_quietly(stream)
                         return
                     if head is None:
@@ -311,7 +356,7 @@ class PubSub:
                     length, start = head
                     if length > MAX_INBOUND_FRAME:
                         log.info("%s sent a %d-byte pubsub frame: resetting", text, length)
-                        self._on_fault("pubsub frame")
+                        self._on_refused("meshsub frame")
                         await _reset_quietly(stream)
                         return
                     if len(buf) < start + length:
