@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import multiaddr
 import trio
+from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -86,6 +87,12 @@ async def test_a_replaced_connection_loses_no_message() -> None:
 async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None:
     network = P2PNetwork(os.urandom(32), LOOPBACK)
     junk = stock_host()
+
+    async def swallow(stream: INetStream) -> None:  # takes our frames, says nothing
+        while await stream.read(65536):
+            pass
+
+    junk.set_stream_handler(TProtocol("/meshsub/1.1.0"), swallow)
     async with trio.open_nursery() as nursery:
         await nursery.start(network.run)
         await nursery.start(run_host, junk)
