@@ -63,3 +63,26 @@ def test_a_frame_is_the_concatenation_of_its_fields() -> None:
              rpc.control_field(control)]
     frame = b"".join(parts)
     assert rpc.decode_rpc(frame) == rpc.RPC((rpc.SubOpt(True, "t"),), (msg,), control)
+
+
+def test_a_received_message_keeps_its_bytes_and_signed_prefix() -> None:
+    reference = rpc_pb2.Message(from_id=b"f", data=b"d", seqno=b"s", topicIDs=["t"],
+                                signature=b"x" * 64, key=b"k")
+    raw = reference.SerializeToString()
+    msg = rpc.decode_message(raw)
+    assert msg.raw == raw
+    unsigned = rpc_pb2.Message(from_id=b"f", data=b"d", seqno=b"s", topicIDs=["t"])
+    assert rpc.signed_payload(msg) == unsigned.SerializeToString()
+    assert rpc.message_field(msg) == rpc.message_field(rpc.Message(
+        b"f", b"d", b"s", ("t",), b"x" * 64, b"k"))
+
+
+def test_fields_out_of_order_fall_back_to_re_encoding() -> None:
+    out_of_order = (rpc_pb2.Message(data=b"d").SerializeToString()
+                    + rpc_pb2.Message(from_id=b"f").SerializeToString())
+    msg = rpc.decode_message(out_of_order)
+    assert msg.signed_len == -1
+    assert rpc.signed_payload(msg) == rpc_pb2.Message(
+        from_id=b"f", data=b"d").SerializeToString()
+    with_unknown = rpc_pb2.Message(from_id=b"f").SerializeToString() + b"\x38\x01"  # field 7
+    assert rpc.decode_message(with_unknown).signed_len == -1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..protobuf import ProtobufError, iter_fields, len_field, varint_field
+from ..protobuf import ProtobufError, iter_fields, len_field, read_varint, varint_field
 
 __all__ = [
     "RPC",
@@ -62,6 +62,11 @@ class Message:
     topics: tuple[str, ...] = ()
     signature: bytes = b""
     key: bytes = b""
+    # As received: its bytes, and how many of them precede the signature and key
+    # (-1 unless every field came in field order with nothing unknown). The signed
+    # payload is then a slice, and forwarding sends these bytes again.
+    raw: bytes = field(default=b"", compare=False, repr=False)
+    signed_len: int = field(default=-1, compare=False, repr=False)
 
     @property
     def msg_id(self) -> bytes:
@@ -151,26 +156,68 @@ def _decode_subopt(buf: memoryview) -> SubOpt:
 
 
 def decode_message(buf: bytes | memoryview) -> Message:
-    """One Message."""
+    """One Message. The hot path of every gossiped message: varints are read inline."""
+    raw = bytes(buf)
     from_id = data = seqno = signature = key = b""
     topics: list[str] = []
+    pos, end = 0, len(raw)
+    last, signed_len, canonical = 0, -1, True
     try:
-        for number, _wire, value in iter_fields(buf):
+        while pos < end:
+            start = pos
+            byte = raw[pos]
+            if byte < 0x80:
+                tag, pos = byte, pos + 1
+            else:
+                tag, pos = read_varint(raw, pos)
+            number, wire = tag >> 3, tag & 7
+            if wire != 2:
+                if number == 0 or wire in (3, 4) or wire > 5:
+                    raise RpcError(f"bad field {number} of wire type {wire}")
+                canonical = False
+                if wire == 0:
+                    _, pos = read_varint(raw, pos)
+                else:
+                    pos += 8 if wire == 1 else 4
+                if pos > end:
+                    raise RpcError("a fixed field runs past the end")
+                continue
+            byte = raw[pos] if pos < end else 0x80
+            if byte < 0x80:
+                length, pos = byte, pos + 1
+            else:
+                length, pos = read_varint(raw, pos)
+            stop = pos + length
+            if stop > end:
+                raise RpcError("a field runs past the end")
+            value = raw[pos:stop]
+            pos = stop
+            if number < last or not 1 <= number <= 6:
+                canonical = False
+            last = number
+            if number >= 5 and signed_len < 0:
+                signed_len = start
             if number == 1:
-                from_id = _bytes(value)
+                from_id = value
             elif number == 2:
-                data = _bytes(value)
+                data = value
             elif number == 3:
-                seqno = _bytes(value)
+                seqno = value
             elif number == 4:
-                topics.append(_text(value))
+                try:
+                    topics.append(value.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise RpcError("a topic is not UTF-8") from None
             elif number == 5:
-                signature = _bytes(value)
+                signature = value
             elif number == 6:
-                key = _bytes(value)
+                key = value
     except ProtobufError as exc:
         raise RpcError(str(exc)) from None
-    return Message(from_id, data, seqno, tuple(topics), signature, key)
+    if signed_len < 0:
+        signed_len = end
+    return Message(from_id, data, seqno, tuple(topics), signature, key, raw,
+                   signed_len if canonical else -1)
 
 
 def _decode_prune(buf: memoryview) -> Prune:
@@ -252,6 +299,8 @@ def _len_if(number: int, value: bytes) -> bytes:
 
 def signed_payload(msg: Message) -> bytes:
     """The Message fields StrictSign signs: everything but signature and key."""
+    if msg.signed_len >= 0:
+        return msg.raw[: msg.signed_len]
     return b"".join((_len_if(1, msg.from_id), _len_if(2, msg.data), _len_if(3, msg.seqno),
                      *(len_field(4, t.encode()) for t in msg.topics)))
 
@@ -262,8 +311,9 @@ def encode_message(msg: Message) -> bytes:
 
 
 def message_field(msg: Message) -> bytes:
-    """A Message as the `publish` field of an RPC: encode once, send to every peer."""
-    return len_field(2, encode_message(msg))
+    """A Message as the `publish` field of an RPC: encode once, send to every peer
+    (a received one as it came)."""
+    return len_field(2, msg.raw or encode_message(msg))
 
 
 def subscription_field(sub: SubOpt) -> bytes:
