@@ -293,6 +293,9 @@ class PubSub:
     async def _drain(self, link: _Link, stream: INetStream) -> None:
         while True:
             await link.wake.wait()
+            # One scheduling round first: changes already waiting for the router (the
+            # rest of a burst) join this frame instead of following in their own.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             link.wake = trio.Event()
             box = self.router.outbox(link.text)
             if box is None:
