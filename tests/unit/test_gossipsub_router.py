@@ -318,3 +318,18 @@ def test_iwant_retransmission_is_bounded() -> None:
     frame = box.take_frame()
     assert frame is not None
     assert len(rpc.decode_rpc(frame).publish) == 3
+
+
+def test_our_own_message_coming_back_is_never_delivered() -> None:
+    net = _room("ab", [("a", "b")])
+    a = net.nodes["a"]
+    msg = a.signed(b"mine", 99)
+    a.router.handle_rpc("b", rpc.encode_rpc(rpc.RPC(publish=(msg,))), net.now)
+    assert a.router.duplicates == 1
+
+
+def test_a_seqno_must_have_8_bytes() -> None:
+    node = Node("x")
+    msg = node.signed(b"d", 1)
+    short = rpc.Message(msg.from_id, msg.data, b"\x01", msg.topics, msg.signature, msg.key)
+    assert signing.check(short) == "no_seqno"

@@ -320,7 +320,9 @@ class Router:
         if not topics:
             return
         msg_id = msg.msg_id
-        if msg_id in self.seen:
+        if msg_id in self.seen or msg.from_id == self.peer_bytes:
+            # A copy of one of ours comes back after its id left the seen cache: it is
+            # still ours, not news.
             self.duplicates += 1
             return
         if signing.check(msg) is not None:

@@ -5,6 +5,7 @@ signature and key, and optionally the origin's public key.
 Rules:
 - The signature is checked once per message, before any validator runs and before it
   is forwarded; a duplicate never reaches this (the seen cache comes first).
+- The seqno is 8 bytes (a 64-bit big-endian counter, as go, js and py-libp2p send).
 - `key`, when present, must be the public key `from` names. Ed25519 keys only: their
   peer id inlines the key, and every gossipchat, js and py-libp2p peer uses them.
 - Pure: nacl does the arithmetic; nothing here touches I/O.
@@ -32,7 +33,7 @@ def check(msg: Message) -> str | None:
     """Why `msg` fails StrictSign (a reason for counters), or None if it passes."""
     if not msg.from_id:
         return "no_from"
-    if not msg.seqno:
+    if len(msg.seqno) != SEQNO_LEN:
         return "no_seqno"
     if len(msg.signature) != 64:
         return "no_signature"
