@@ -301,9 +301,11 @@ class PubSub:
             if box is None:
                 return
             chunks: list[bytes] = [link.unsent] if link.unsent else []
+            frames = 0
             while (frame := box.take_frame()) is not None:
                 chunks.append(varint.encode(len(frame)))
                 chunks.append(frame)
+                frames += 1
             if not chunks:
                 continue
             self._room.set()
@@ -315,7 +317,7 @@ class PubSub:
                 log.debug("write to %s failed: %s", link.text, exc)
                 return
             link.unsent = b""
-            self.frames_out += len(chunks) // 2
+            self.frames_out += frames
             now = trio.current_time()
             link.recent.append((now, data))
             while link.recent and (link.recent[0][0] < now - RESEND_S

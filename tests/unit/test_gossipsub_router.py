@@ -333,3 +333,34 @@ def test_a_seqno_must_have_8_bytes() -> None:
     msg = node.signed(b"d", 1)
     short = rpc.Message(msg.from_id, msg.data, b"\x01", msg.topics, msg.signature, msg.key)
     assert signing.check(short) == "no_seqno"
+
+
+def test_px_is_taken_only_from_peers_above_the_accept_threshold() -> None:
+    net = _room("ab", [("a", "b")])
+    b = net.nodes["b"].router
+    offered = rpc.PxPeer(Node("z").id_bytes)
+    prune = rpc.encode_rpc(rpc.RPC(control=rpc.Control(
+        prune=(rpc.Prune(TOPIC, (offered,), 30),))))
+    b.handle_rpc("a", prune, net.now)
+    assert b.px_offers == []  # a has earned nothing yet
+    assert b.backoff.active(TOPIC, "a", net.now + 29)
+    for _ in range(int(DEFAULT.accept_px_threshold) + 1):
+        b.scores.first_delivery("a", TOPIC)
+    b.handle_rpc("a", prune, net.now)
+    assert b.px_offers == [offered]
+
+
+def test_gossip_from_a_peer_below_the_gossip_threshold_is_ignored() -> None:
+    net = _room("ab", [("a", "b")])
+    a = net.nodes["a"].router
+    msg_id = a.publish(TOPIC, b"x", net.now)
+    net.flush()
+    a.scores.penalize("b", -DEFAULT.gossip_threshold + 1)
+    want = rpc.encode_rpc(rpc.RPC(control=rpc.Control(iwant=(msg_id,))))
+    a.handle_rpc("b", want, net.now)
+    box = a.outbox("b")
+    assert box is not None
+    assert box.take_frame() is None
+    have = rpc.encode_rpc(rpc.RPC(control=rpc.Control(ihave=(rpc.IHave(TOPIC, (b"new",)),))))
+    a.handle_rpc("b", have, net.now)
+    assert box.take_frame() is None  # no IWANT back
