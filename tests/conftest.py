@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -60,16 +59,3 @@ def interop() -> Path:
                 text=True, timeout=900, check=False)
             assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
     return INTEROP
-@pytest.fixture(autouse=True)
-def _no_libp2p_patch_outlives_its_test() -> Iterator[None]:
-    """After each test, py-libp2p's own module functions are back in place.
-
-    The process-wide patch of daemon/adapters/libp2p_patches.py lasts only while a
-    host is inside it; a test that leaves it behind would change what later tests in
-    this process measure (tests/upstream/ among them). Checked only once the patch
-    module has been imported, so tests that never touch libp2p pay nothing.
-    """
-    yield
-    patches = sys.modules.get("gossipchat.daemon.adapters.libp2p_patches")
-    if patches is not None:
-        assert patches.leftovers() == [], "a py-libp2p patch outlived its test"

@@ -5,19 +5,15 @@ types: peer ids and multiaddrs as text, `Stream` with `StreamClosedError`,
 `GossipMessage` for what arrives on a topic. A py-libp2p upgrade or replacement touches
 the adapters only.
 
-py-libp2p 0.8.1 drops silently in two places (DESIGN.md): a peer's outbound RPC queue
-rejects past 32 entries, and a subscription channel of 32 drops when unread. Every
-patch to py-libp2p that works around these and its other defects lives in
-`libp2p_patches.py`, applied to this host's own objects and undone at close: each
-peer's queue holds OUTBOUND_QUEUE RPCs (`deep_peer_queues`) and `publish` waits while
-any holds QUEUE_HIGH_WATER; each topic's channel is a sink (`sink_topic`) that hands
-every message to our own larger `inbound` channel as it is pushed; a stale stream's
-death no longer erases a connected peer's subscriptions (`keep_live_subscriptions`).
-Anything still lost, history sync repairs.
+GossipSub is our own router (core/gossipsub, run by adapters/pubsub.py), not
+py-libp2p's `Pubsub` + `GossipSub`: it signs and checks each message once, merges
+everything queued for a peer into one frame, bounds each peer's queue in bytes and
+makes `publish` wait for room instead of dropping. Anything still lost, history sync
+repairs.
 
 Peers are scored as GossipSub v1.1 says, with core/scoring.py's chat parameters
 (docs/scoring.md): topic validators given to `subscribe` reject invalid messages
-before they are forwarded, and the scorer charges the forwarder; `_watch_scores`
+before they are forwarded, and the router charges the forwarder; `_watch_scores`
 hangs up on peers below the disconnect threshold and bans them with the flood ban.
 """
 
@@ -42,34 +38,25 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.pubsub.gossipsub import GossipSub
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.tools.anyio_service import background_trio_service
 
 from ..core import inbound as inbound_policy
-from ..core import scoring
+from ..core import peerid, scoring
 from ..core.addrs import advertised_addrs
+from ..core.gossipsub.router import Delivery, GossipParams, Router
 from ..core.inbound import InboundLimits
 from ..core.ratelimit import GossipLimiter, Verdict
 from ..core.scoring import ChatScoring, Validation
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
-from . import libp2p_patches, peer_scores, yamux
+from . import libp2p_patches, yamux
 from .interfaces import interface_ips
+from .pubsub import PubSub
 
 log = logging.getLogger(__name__)
 
-GOSSIPSUB_PROTOCOLS = (TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0"))
-
-# Our own inbound buffer per node; py-libp2p's per-topic channel holds only 32.
+# Messages heard and not yet taken by the node.
 INBOUND_BUFFER = 8192
-# py-libp2p's per-peer outbound queue holds 32 RPCs and drops silently beyond; ours hold
-# OUTBOUND_QUEUE (libp2p_patches.deep_peer_queues), and publish() waits while any holds
-# QUEUE_HIGH_WATER.
-OUTBOUND_QUEUE = 512
-QUEUE_HIGH_WATER = 16
-QUEUE_POLL_S = 0.002
 DIAL_TIMEOUT_S = 10.0
 ADDRS_CACHE_S = 5.0
 # An address peers observe (identify) is announced once this many distinct observers
@@ -79,9 +66,6 @@ OBSERVED_MIN_OBSERVERS = 2
 # Inbound connections in their handshake at once, on top of max_inbound_connections
 # (py-libp2p refuses more before the handshake; libp2p_patches.release_inbound_slots).
 HANDSHAKE_SLOTS = 64
-# Messages a topic validator passed, waiting for py-libp2p to hand them to the topic's
-# sink (it does so right after validating; a few may never be, e.g. a forged self-origin).
-JUDGED_MAX = 256
 # Distinct peers remembered as ever graylisted, for status.
 GRAYLISTED_MAX = 1024
 
@@ -151,7 +135,7 @@ class GossipStats:
     publish_waits: int = 0
     received: int = 0
     inbound_dropped: int = 0
-    outbound_dropped: int = 0  # RPCs a full peer queue refused (py-libp2p drops them)
+    outbound_dropped: int = 0  # messages a full peer queue refused (sync repairs them)
     # Unexpected errors one inbound stream raised, by protocol: each ended its stream only.
     stream_faults: Counter[str] = field(default_factory=Counter)
     # Gossip dropped before any check because its forwarder sent too much, by reason
@@ -415,54 +399,32 @@ class P2PNetwork:
             receive_window=self.limits.stream_window))
         # Inbound streams each peer holds open, by protocol (max_streams_per_protocol).
         self._inbound_streams: Counter[tuple[str, str]] = Counter()
-        self.router = GossipSub(
-            protocols=list(GOSSIPSUB_PROTOCOLS),
-            # D, D_lo, D_hi as in go-libp2p-pubsub.
-            degree=6,
-            degree_low=4,
-            degree_high=12,
-            # The 0.8.1 default of 120 s leaves meshes unrepaired for minutes; go uses 1 s.
-            heartbeat_interval=1,
-            heartbeat_initial_delay=0.1,
-            # Adaptive gossip stretches the heartbeat to 30-60 s under load, exactly when
-            # mesh repair matters most.
-            adaptive_gossip_enabled=False,
-            # The built-in limit of 10 msg/s per peer per topic silently drops ordinary
-            # chat bursts and penalises honest relays; our own publish pacing and the
-            # 64 KiB envelope cap bound what a peer can send.
-            spam_protection_enabled=False,
-            # Eclipse protection wants 3 distinct IPs in a mesh; on loopback or a LAN
-            # behind one NAT every peer shares one IP and the mesh would never form.
-            eclipse_protection_enabled=False,
-            # Short backoffs so a restarted peer rejoins meshes quickly.
-            prune_back_off=10,
-            unsubscribe_back_off=5,
-            # Peer scoring with the chat parameters of core/scoring.py (docs/scoring.md).
-            score_params=peer_scores.score_params(self.scoring),
+        # GossipSub v1.1 (core/gossipsub) with go's D, D_lo, D_hi, a 1 s heartbeat and
+        # short PRUNE backoffs so a restarted peer rejoins meshes quickly; StrictSign
+        # with our identity key (INTERFACE.md).
+        self.router = Router(
+            peer_bytes=self.host.get_id().to_bytes(),
+            public_key=key_pair.public_key.to_bytes(),
+            sign=key_pair.private_key.sign,
+            scoring=self.scoring,
+            params=GossipParams(),
+            seqno_start=time.time_ns(),
         )
-        assert self.router.scorer is not None  # GossipSub always makes one
-        self.scorer = self.router.scorer
-        # StrictSign: every gossipsub message is signed by its origin (INTERFACE.md).
-        self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
-        libp2p_patches.deep_peer_queues(self.pubsub, OUTBOUND_QUEUE, self._outbound_dropped)
-        libp2p_patches.keep_live_subscriptions(self.pubsub)
-        libp2p_patches.retry_pubsub_streams(self.pubsub)
-        libp2p_patches.replace_streams_of_closed_connections(self.pubsub)
-        libp2p_patches.ignore_replaced_stream_failures(self.pubsub)
+        self.router.on_invalid = self._invalid
+        self.router.on_validator_error = self._validator_failed
+        self.router.on_refused = self._outbound_dropped
         self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst,
                                             ban_s=self.scoring.ban_s)
-        # Inside the gate: a message the gate drops is never signature-checked at all.
-        libp2p_patches.report_bad_signatures(self.pubsub, self._bad_signature)
-        libp2p_patches.gate_forwarded_messages(self.pubsub, self._allow_forwarded)
-        libp2p_patches.prune_negative_mesh_peers(self.router, self._score_of)
-        libp2p_patches.flood_publish(self.router)
-        libp2p_patches.retain_negative_scores(self.router, self.scoring.retain_s)
+        # Before any check: a message the gate drops is never signature-checked at all.
+        self.router.gate = self._allow_forwarded
+        self.pubsub = PubSub(self.host, self.router, deliver=self._deliver,
+                             blocked=self.is_blocked,
+                             on_refused=lambda why: self.stats.refused_streams.update([why]),
+                             on_bug=lambda where: self.stats.stream_faults.update([where]))
         # Graylisted peers as of the last heartbeat (the gate drops what they send), and
         # every peer that ever was (bounded), for status.
-        self._graylisted: set[ID] = set()
+        self._graylisted: set[str] = set()
         self._ever_graylisted: OrderedDict[str, None] = OrderedDict()
-        # id(msg) -> (msg, forwarder, what the validator made of it): see `_validator`.
-        self._judged: OrderedDict[int, tuple[Any, ID, Any]] = OrderedDict()
         libp2p_patches.release_inbound_slots(
             self.host, self.limits.inbound.max_total + HANDSHAKE_SLOTS, self._admit_socket)
         self.peer_id = self.host.get_id().to_base58()
@@ -490,14 +452,10 @@ class P2PNetwork:
         self.host.get_network().register_notifee(_Notifee(self._events_send, self._admit))
         try:
             async with (
-                # py-libp2p signs, sends and verifies its peer record with every RPC.
-                libp2p_patches.memoised_peer_records(self.host),
                 self.host.run(listen_addrs=self._listen_addrs),
                 trio.open_nursery() as nursery,
-                background_trio_service(self.pubsub),
-                background_trio_service(self.router),
             ):
-                await self.pubsub.wait_until_ready()
+                await nursery.start(self.pubsub.run)
                 self._nursery = nursery
                 nursery.start_soon(self._watch_scores)
                 task_status.started()
@@ -558,7 +516,7 @@ class P2PNetwork:
                     addrs.extend(_circuit_addrs(conn.muxed_conn))
             if not addrs:
                 addrs = [str(a) for a in self.host.get_peerstore().addrs(peer)]
-            topics = sorted(t for t, peers in self.pubsub.peer_topics.items() if peer in peers)
+            topics = sorted(self.router.peer_topics(peer.to_base58()))
             out.append(PeerSnapshot(peer.to_base58(), addrs, topics, self._score_of(peer)))
         return out
 
@@ -694,26 +652,24 @@ class P2PNetwork:
         """Inbound connections held now."""
         return len(self._inbound_conns())
 
-    def _allow_forwarded(self, forwarder: ID) -> bool:
+    def _allow_forwarded(self, peer_id: str) -> bool:
         """Whether to look at one more gossip message this peer forwarded."""
-        peer_id = forwarder.to_base58()
         now = trio.current_time()
         verdict = self.gossip_limiter.check(peer_id, now)
         if verdict is Verdict.ACCEPT:
-            if forwarder not in self._graylisted:
+            if peer_id not in self._graylisted:
                 return True
             # Graylisted: dropped unread, and sending on after it costs the peer more
             # (P5), so that a junk sender goes on down to the disconnect threshold
             # instead of resting at the graylist one for as long as its junk decays.
             self.stats.graylist_dropped += 1
-            self.scorer.penalize_behavior(forwarder,
-                                          self.scoring.graylisted_message_penalty)
+            self.router.scores.penalize(peer_id, self.scoring.graylisted_message_penalty)
             return False
         banned = verdict is Verdict.DROP and self.gossip_limiter.is_banned(peer_id, now)
         self.stats.rate_limited["banned" if banned else "over_rate"] += 1
         if not banned:
             # Issue 9 item 3: dropped for the rate, and scored down (P5).
-            self.scorer.penalize_behavior(forwarder, self.scoring.over_rate_penalty)
+            self.router.scores.penalize(peer_id, self.scoring.over_rate_penalty)
         if verdict is Verdict.DISCONNECT:
             self.stats.flooders_cut += 1
             log.warning("peer %s kept sending gossip past %.0f messages/s: hanging up",
@@ -726,19 +682,25 @@ class P2PNetwork:
 
     def _score_of(self, peer: ID) -> float:
         """A peer's GossipSub score now, over every topic it has counters in."""
-        return peer_scores.peer_score(self.scorer, peer)
+        return self.router.scores.score(peer.to_base58())
 
     def peer_scores(self) -> dict[str, float]:
         """The score of every connected peer (core/scoring.py)."""
         return {peer.to_base58(): self._score_of(peer)
                 for peer in libp2p_patches.live_peers(self.host.get_network())}
 
-    def _bad_signature(self, forwarder: ID, msg: Any) -> None:
-        """py-libp2p dropped a message whose StrictSign signature failed: an invalid
-        message of its topics, to the forwarder's account (P4)."""
-        self.stats.scored_invalid["bad_signature"] += 1
-        for topic in msg.topicIDs:
-            self.scorer.on_invalid_message(forwarder, topic)
+    def _invalid(self, forwarder: str, topic: str, cause: str) -> None:
+        """The router charged `forwarder` for an invalid message (P4): count it by
+        cause (rejected: a topic validator; bad_signature: StrictSign)."""
+        self.stats.scored_invalid[cause] += 1
+
+    def _validator_failed(self, topic: str, forwarder: str, exc: Exception) -> None:
+        """A topic validator raised: a bug of ours, not the forwarder's fault (no
+        penalty). The message goes on as if there were no validator, and the intake's
+        own fault boundary meets the bug again."""
+        log.error("validator of %s failed on a message from %s", topic, forwarder,
+                  exc_info=exc)
+        self.stats.stream_faults["gossip validator"] += 1
 
     async def _watch_scores(self) -> None:
         """Every heartbeat: note graylisted peers for the gate, and hang up on peers
@@ -763,7 +725,7 @@ class P2PNetwork:
             self._ever_graylisted.move_to_end(peer)
             while len(self._ever_graylisted) > GRAYLISTED_MAX:
                 self._ever_graylisted.popitem(last=False)
-        self._graylisted = {ID.from_base58(peer) for peer in graylisted}
+        self._graylisted = graylisted
         # Blocked and banned peers are being hung up on already (a banned one's redial
         # lives for a moment before `_admit` closes it): not cut, nor counted, twice.
         exempt = self._blocked | set(self.gossip_limiter.banned(now))
@@ -807,14 +769,11 @@ class P2PNetwork:
     async def block(self, peer_id: str) -> None:
         """Drop a peer now and refuse it from now on."""
         self._blocked.add(peer_id)
-        peer = ID.from_base58(peer_id)
-        self.pubsub.add_to_blacklist(peer)
         await self.hang_up(peer_id)
 
     def unblock(self, peer_id: str) -> None:
         """Accept a peer again."""
         self._blocked.discard(peer_id)
-        self.pubsub.remove_from_blacklist(ID.from_base58(peer_id))
 
     def is_blocked(self, peer_id: str) -> bool:
         """True for a peer on the block list."""
@@ -831,13 +790,8 @@ class P2PNetwork:
         """
         if topic in self._subscriptions or self._nursery is None:
             return
-        if validate is not None:
-            self.pubsub.set_topic_validator(topic, self._validator(topic, validate), False)
-        await self.pubsub.subscribe(topic)
-        # py-libp2p's 32-slot channel drops; the sink takes each message as it is
-        # pushed, into the 8192-slot `inbound`.
-        libp2p_patches.sink_topic(self.pubsub, topic, lambda msg: self._deliver(topic, msg))
         self._subscriptions.add(topic)
+        await self.pubsub.subscribe(topic, validate)
 
     async def unsubscribe(self, topic: str) -> None:
         """Leave a topic's mesh."""
@@ -845,72 +799,31 @@ class P2PNetwork:
             return
         self._subscriptions.discard(topic)
         await self.pubsub.unsubscribe(topic)
-        self.pubsub.remove_topic_validator(topic)
 
     def topic_peers(self, topic: str) -> list[str]:
         """Peers that announced a subscription to a topic."""
-        return [p.to_base58() for p in self.pubsub.peer_topics.get(topic, ())]
+        return self.pubsub.topic_peers(topic)
 
-    def _validator(self, topic: str, validate: TopicValidator) -> Callable[[ID, Any], bool]:
-        """py-libp2p's synchronous topic validator around ours."""
-
-        def validator(forwarder: ID, msg: Any) -> bool:
-            try:
-                outcome, checked = validate(topic, bytes(msg.data), bytes(msg.from_id))
-            except Exception:
-                # A bug of ours, not the forwarder's fault: no penalty (py-libp2p would
-                # charge it as invalid). The message goes on as before validators
-                # existed, and the intake's own fault boundary meets the bug again.
-                log.exception("validator of %s failed on a message from %s", topic,
-                              forwarder)
-                self.stats.stream_faults["gossip validator"] += 1
-                return True
-            if outcome is Validation.REJECT:
-                # py-libp2p counts the rejection against the forwarder (P4).
-                self.stats.scored_invalid["rejected"] += 1
-                return False
-            # py-libp2p hands this very object to the topic's sink right after its
-            # validators pass it, so what we made of it goes along by identity.
-            self._judged[id(msg)] = (msg, forwarder, checked)
-            while len(self._judged) > JUDGED_MAX:
-                self._judged.popitem(last=False)
-            return True
-
-        return validator
-
-    def _deliver(self, topic: str, msg: Any) -> None:
-        """A validated message of a subscribed topic, from py-libp2p's push_msg."""
+    def _deliver(self, delivery: Delivery) -> None:
+        """A message of a subscribed topic that passed the router's checks."""
         self.stats.received += 1
-        origin = ID(msg.from_id).to_base58() if msg.from_id else ""
-        forwarder, checked = origin, None
-        judged = self._judged.pop(id(msg), None)
-        if judged is not None and judged[0] is msg:
-            forwarder, checked = judged[1].to_base58(), judged[2]
-        item = GossipMessage(topic, bytes(msg.data), origin, forwarder, checked)
+        origin = peerid.to_text(delivery.origin)  # StrictSign: an Ed25519 peer id
+        item = GossipMessage(delivery.topic, delivery.data, origin, delivery.forwarder,
+                             delivery.checked)
         try:
             self._inbound_send.send_nowait(item)
         except trio.WouldBlock:
             # The node is far behind; history sync fetches what we drop here.
             self.stats.inbound_dropped += 1
 
-    def _outbound_dropped(self) -> None:
+    def _outbound_dropped(self, peer: str) -> None:
         self.stats.outbound_dropped += 1
 
-    def _max_queue_depth(self) -> int:
-        queues = self.pubsub.peer_queues.values()
-        return max((len(q) for q in queues), default=0)
-
     async def publish(self, topic: str, data: bytes) -> None:
-        """Publish, first waiting while a peer's outbound queue is near full."""
-        if self._max_queue_depth() >= QUEUE_HIGH_WATER:
-            self.stats.publish_waits += 1
-            # A bounded wait: a stuck peer must not stall our sends for ever; whatever
-            # it misses reaches it through sync.
-            with trio.move_on_after(2.0):
-                # py-libp2p signals nothing when a queue drains, so poll it.
-                while self._max_queue_depth() >= QUEUE_HIGH_WATER:  # noqa: ASYNC110
-                    await trio.sleep(QUEUE_POLL_S)
+        """Publish, first waiting (bounded) while a peer's queue has no room."""
+        waits = self.pubsub.publish_waits
         await self.pubsub.publish(topic, data)
+        self.stats.publish_waits += self.pubsub.publish_waits - waits
         self.stats.published += 1
 
     # streams

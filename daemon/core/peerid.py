@@ -8,6 +8,8 @@ key instead; gossipchat authors must use Ed25519, and ids of other types are rej
 
 from __future__ import annotations
 
+import functools
+
 import base58
 
 # protobuf PublicKey{Type: Ed25519 (1), Data: <32 bytes>}
@@ -39,8 +41,11 @@ def public_key(peer_id: bytes) -> bytes:
     return peer_id[len(_ID_PREFIX) :]
 
 
+@functools.lru_cache(maxsize=4096)
 def to_text(peer_id: bytes) -> str:
-    """The base58btc form users see, e.g. 12D3KooW…."""
+    """The base58btc form users see, e.g. 12D3KooW…. Memoised: every gossiped
+    message asks for its author's and its origin's (base58 is quadratic in Python,
+    about 10% of a forwarding member's CPU in a burst), and a room has few authors."""
     return str(base58.b58encode(peer_id).decode("ascii"))
 
 

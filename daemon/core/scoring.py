@@ -3,9 +3,9 @@
 Rules:
 - A peer's score is the sum over topics of what it earns by first deliveries (P2)
   less what its invalid messages cost (P4), less a behaviour penalty (P5): for what
-  the gossip rate limit drops, for what it sends while graylisted, and py-libp2p's
-  own. Counters decay every heartbeat; the weights and decays are here, the reasoning
-  is in docs/scoring.md.
+  the gossip rate limit drops, for what it sends while graylisted, and the router's
+  own (a GRAFT inside a PRUNE backoff, an undecodable frame). Counters decay every
+  heartbeat; the weights and decays are here, the reasoning is in docs/scoring.md.
 - `judge(reason)` sorts a reason our intake refuses an envelope or a presence record
   for into REJECT (the forwarder is scored down and the message goes no further) or
   IGNORE (it may be from a newer version or a skewed clock: no penalty).
@@ -14,8 +14,9 @@ Rules:
   not forward to it; below `graylist` (the same number, see below) every message it
   sends is dropped before any check and costs it `graylisted_message_penalty`; below
   `disconnect` it is hung up on and refused for `ban_s` (the ban of core/ratelimit.py).
-- Pure: no libp2p here. The adapter (adapters/peer_scores.py) translates `ChatScoring`
-  to py-libp2p's ScoreParams, whose P4 is linear and capped rather than go's square.
+- Pure: no libp2p here. Our GossipSub router (core/gossipsub/score.py) keeps the
+  counters with these numbers; P4 is linear and capped rather than go's square, as
+  py-libp2p's scorer had it when these numbers were tuned.
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ class ChatScoring:
 
     def score(self, first_deliveries: Mapping[str, float], invalid: Mapping[str, float],
               behaviour: float = 0.0) -> float:
-        """The score py-libp2p's scorer gives with these counters (per topic; behaviour
-        is the P5 penalty units): the model docs/scoring.md reasons with."""
+        """The score our router (core/gossipsub/score.py) gives with these counters
+        (per topic; behaviour is the P5 penalty units): the model docs/scoring.md
+        reasons with."""
         total = 0.0
         for topic in set(first_deliveries) | set(invalid):
             total += self.first_delivery.weight * min(first_deliveries.get(topic, 0.0),

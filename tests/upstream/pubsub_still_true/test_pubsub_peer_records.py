@@ -1,6 +1,7 @@
 """py-libp2p 0.8.1 pubsub signs and checks its peer record in every RPC.
 
-Why daemon/adapters/libp2p_patches.py memoises both ends (`memoised_peer_records`).
+Why daemon/adapters/libp2p_patches.py used to memoise both ends (`memoised_peer_records`);
+our router sends no peer records (they are optional in the spec).
 That memo is in place only while a host is inside it, so this test first checks that
 py-libp2p's own functions are the ones in place.
 """

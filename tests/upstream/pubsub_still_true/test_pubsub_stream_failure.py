@@ -8,7 +8,8 @@ raises `StreamReset`: both count as "non-retryable", and the peer is never
 registered. It never gets our hello, so it never learns which rooms we are in, for as
 long as the other connection lives (test_netns_dht.py failed on this: one member
 connected to another but never saw it in the room).
-`libp2p_patches.retry_pubsub_streams` makes those failures retryable.
+Our adapter (adapters/pubsub.py) retries opening its stream while the peer is
+connected. Still true upstream.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from typing import Any
 import trio
 from libp2p.host.exceptions import StreamFailure
 
-from daemon.adapters import libp2p_patches
 from harness.libp2p_hosts import connected_pair
 
 
-async def _register_after_one_failure(patched: bool) -> tuple[bool, bool]:
+async def _register_after_one_failure() -> tuple[bool, bool]:
     """(b registered with a's pubsub, b still connected) after a failed first try."""
     async with connected_pair() as [(a, _, pubsub), (b, _, _)]:
         await pubsub.wait_for_peer(b.get_id(), timeout=10)
-        undo = libp2p_patches.retry_pubsub_streams(pubsub) if patched else None
         pubsub._peer_stream_retries_pending.add(b.get_id())  # no retry of its own
         pubsub._handle_dead_peer(b.get_id())  # as when its stream failed
         assert b.get_id() not in pubsub.peers
@@ -44,18 +43,11 @@ async def _register_after_one_failure(patched: bool) -> tuple[bool, bool]:
                 await pubsub._handle_new_peer_with_retry(b.get_id())
         finally:
             del a.new_stream
-            if undo is not None:
-                undo()
         return b.get_id() in pubsub.peers, bool(a.get_network().get_connections(b.get_id()))
 
 
 async def test_a_stream_failure_is_not_retried_though_the_peer_is_connected() -> None:
-    registered, connected = await _register_after_one_failure(patched=False)
+    registered, connected = await _register_after_one_failure()
     assert connected
-    assert not registered, "py-libp2p now retries StreamFailure: drop retry_pubsub_streams"
+    assert not registered, "py-libp2p now retries StreamFailure"
 
-
-async def test_retry_pubsub_streams_registers_the_peer_after_the_failure() -> None:
-    registered, connected = await _register_after_one_failure(patched=True)
-    assert connected
-    assert registered

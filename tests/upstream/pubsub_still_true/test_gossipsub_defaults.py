@@ -98,8 +98,8 @@ async def test_every_flooded_message_is_signature_checked(monkeypatch: Any) -> N
     """With spam protection off (it drops honest bursts), nothing bounds per peer how
     many messages pubsub verifies: 300 in one RPC from one peer, 300 Ed25519 checks.
 
-    Why daemon/adapters/libp2p_patches.py gates `push_msg` with our own per-peer
-    token bucket (`gate_forwarded_messages`, core/ratelimit.py).
+    Our router asks the per-peer token bucket (core/ratelimit.py) before it looks at
+    a message at all (Router.gate).
     """
     import libp2p.pubsub.pubsub as pubsub_module
 

@@ -1,6 +1,6 @@
 """py-libp2p 0.8.1 pubsub: a failing stale stream erases a live peer's subscriptions.
 
-Why daemon/adapters/libp2p_patches.py wraps `Pubsub._handle_dead_peer`
+Why daemon/adapters/libp2p_patches.py used to wrap `Pubsub._handle_dead_peer`
 (`keep_live_subscriptions`).
 When a peer reconnects, its hello with its subscriptions arrives over the new
 connection; the old connection's pubsub stream then fails and `_handle_dead_peer`

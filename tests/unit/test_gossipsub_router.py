@@ -1,0 +1,366 @@
+"""core/gossipsub/router.py: routers joined by a fake link (as h11's ConnectionPair),
+with a mock clock; assertions are on what each side delivers and sends."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import nacl.bindings
+import pytest
+
+from gossipchat.daemon.core import peerid
+from gossipchat.daemon.core.gossipsub import rpc, signing
+from gossipchat.daemon.core.gossipsub.router import Delivery, GossipParams, Router
+from gossipchat.daemon.core.scoring import DEFAULT, Validation
+
+TOPIC = "/gossipchat/1/room/t"
+
+
+class Node:
+    """A router with its identity."""
+
+    def __init__(self, name: str, **params: Any) -> None:
+        public, secret = nacl.bindings.crypto_sign_seed_keypair(os.urandom(32))
+        self.secret = secret
+        self.public = public
+        self.id_bytes = peerid.from_public_key(public)
+        self.name = name
+        self.router = Router(peer_bytes=self.id_bytes, public_key=public,
+                             sign=lambda data: nacl.bindings.crypto_sign(data, secret)[:64],
+                             scoring=DEFAULT, params=GossipParams(**params),
+                             rng=random.Random(1))
+        self.delivered: list[Delivery] = []
+        self.invalid: list[tuple[str, str, str]] = []
+        self.router.on_invalid = lambda peer, topic, cause: self.invalid.append(
+            (peer, topic, cause))
+
+    def signed(self, data: bytes, seqno: int, topic: str = TOPIC) -> rpc.Message:
+        msg = rpc.Message(self.id_bytes, data, seqno.to_bytes(8, "big"), (topic,))
+        return signing.sign(msg, lambda d: nacl.bindings.crypto_sign(d, self.secret)[:64],
+                            self.public)
+
+
+class Net:
+    """Nodes linked pairwise; `flush` carries every queued frame until all are idle."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.now = 0.0
+        self.frames: list[tuple[str, str, bytes]] = []
+
+    def add(self, name: str, **params: Any) -> Node:
+        self.nodes[name] = node = Node(name, **params)
+        return node
+
+    def link(self, a: str, b: str) -> None:
+        na, nb = self.nodes[a], self.nodes[b]
+        na.router.add_peer(b, nb.id_bytes, outbound=True)
+        nb.router.add_peer(a, na.id_bytes)
+
+    def unlink(self, a: str, b: str) -> None:
+        self.nodes[a].router.remove_peer(b, self.now)
+        self.nodes[b].router.remove_peer(a, self.now)
+
+    def flush(self, drop: set[tuple[str, str]] | None = None) -> None:
+        for _ in range(100):
+            moved = False
+            for name, node in self.nodes.items():
+                for peer in sorted(node.router.dirty):
+                    box = node.router.outbox(peer)
+                    while box is not None and (frame := box.take_frame()) is not None:
+                        moved = True
+                        self.frames.append((name, peer, frame))
+                        if drop and (name, peer) in drop:
+                            continue
+                        target = self.nodes[peer]
+                        target.delivered += target.router.handle_rpc(name, frame, self.now)
+                node.router.dirty.clear()
+            if not moved:
+                return
+        raise AssertionError("the network did not settle")
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.now += seconds
+        for node in self.nodes.values():
+            node.router.heartbeat(self.now)
+        self.flush()
+
+
+def _room(names: str, links: list[tuple[str, str]]) -> Net:
+    net = Net()
+    for name in names:
+        net.add(name)
+    for a, b in links:
+        net.link(a, b)
+    for name in names:
+        net.nodes[name].router.join(TOPIC, net.now)
+    net.flush()
+    net.tick()
+    return net
+
+
+def test_subscriptions_are_announced_and_meshes_form() -> None:
+    net = _room("abc", [("a", "b"), ("b", "c"), ("a", "c")])
+    a = net.nodes["a"].router
+    assert a.topic_peers[TOPIC] == {"b", "c"}
+    assert a.mesh[TOPIC] == {"b", "c"}
+    assert net.nodes["b"].router.mesh[TOPIC] == {"a", "c"}
+
+
+def test_a_message_is_relayed_along_a_line_once_each() -> None:
+    net = _room("abc", [("a", "b"), ("b", "c")])
+    net.nodes["a"].router.publish(TOPIC, b"hello", net.now)
+    net.flush()
+    for name in "bc":
+        assert [(d.data, d.origin) for d in net.nodes[name].delivered] == [
+            (b"hello", net.nodes["a"].id_bytes)]
+    assert net.nodes["c"].delivered[0].forwarder == "b"
+    assert net.nodes["a"].delivered == []  # our own message is not delivered back
+    # b earned a first delivery at c (P2).
+    assert net.nodes["c"].router.scores.score("b") == pytest.approx(1.0)
+
+
+def test_a_burst_to_one_peer_goes_out_in_one_frame() -> None:
+    net = _room("ab", [("a", "b")])
+    before = len(net.frames)
+    for i in range(50):
+        net.nodes["a"].router.publish(TOPIC, f"m{i}".encode(), net.now)
+    net.flush()
+    assert len(net.nodes["b"].delivered) == 50
+    assert len([f for f in net.frames[before:] if f[0] == "a"]) == 1
+
+
+def test_duplicates_are_dropped_and_a_triangle_delivers_once() -> None:
+    net = _room("abc", [("a", "b"), ("b", "c"), ("a", "c")])
+    net.nodes["a"].router.publish(TOPIC, b"x", net.now)
+    net.flush()
+    for name in "bc":
+        assert [d.data for d in net.nodes[name].delivered] == [b"x"]
+
+
+def test_a_bad_signature_is_charged_and_not_forwarded() -> None:
+    net = _room("abc", [("a", "b"), ("b", "c")])
+    msg = net.nodes["a"].signed(b"forged", 1)
+    forged = rpc.Message(msg.from_id, b"tampered", msg.seqno, msg.topics, msg.signature,
+                         msg.key)
+    net.nodes["b"].delivered += net.nodes["b"].router.handle_rpc(
+        "a", rpc.encode_rpc(rpc.RPC(publish=(forged,))), net.now)
+    net.flush()
+    assert net.nodes["b"].delivered == []
+    assert net.nodes["c"].delivered == []
+    assert net.nodes["b"].invalid == [("a", TOPIC, "bad_signature")]
+    assert net.nodes["b"].router.scores.score("a") == pytest.approx(-DEFAULT.invalid.weight)
+    # The genuine copy still gets through afterwards (the forgery was not marked seen).
+    net.nodes["b"].router.handle_rpc("a", rpc.encode_rpc(rpc.RPC(publish=(msg,))), net.now)
+
+
+@pytest.mark.parametrize("mutate", ["no_from", "key_mismatch", "no_signature"])
+def test_strictsign_refuses_incomplete_messages(mutate: str) -> None:
+    node = Node("x")
+    msg = node.signed(b"d", 1)
+    if mutate == "no_from":
+        msg = rpc.Message(b"", msg.data, msg.seqno, msg.topics, msg.signature, msg.key)
+    elif mutate == "key_mismatch":
+        msg = rpc.Message(msg.from_id, msg.data, msg.seqno, msg.topics, msg.signature,
+                          Node("y").signed(b"d", 1).key)
+    else:
+        msg = rpc.Message(msg.from_id, msg.data, msg.seqno, msg.topics, b"", msg.key)
+    assert signing.check(msg) == mutate
+    assert signing.check(node.signed(b"d", 1)) is None
+
+
+def test_validator_outcomes_before_forwarding() -> None:
+    net = _room("abc", [("a", "b"), ("b", "c")])
+    seen_by_b: list[bytes] = []
+
+    def validate(topic: str, data: bytes, origin: bytes) -> tuple[Validation, Any]:
+        seen_by_b.append(data)
+        if data.startswith(b"bad"):
+            return Validation.REJECT, None
+        if data.startswith(b"meh"):
+            return Validation.IGNORE, None
+        if data.startswith(b"bug"):
+            raise RuntimeError("ours")
+        return Validation.ACCEPT, ("made", data)
+
+    errors: list[str] = []
+    net.nodes["b"].router.validators[TOPIC] = validate
+    net.nodes["b"].router.on_validator_error = lambda t, p, e: errors.append(str(e))
+    for data in (b"bad", b"meh", b"bug", b"good"):
+        net.nodes["a"].router.publish(TOPIC, data, net.now)
+    net.flush()
+    b = {d.data: d for d in net.nodes["b"].delivered}
+    assert sorted(b) == [b"bug", b"good", b"meh"]
+    assert b[b"good"].checked == ("made", b"good")
+    assert b[b"meh"].outcome is Validation.IGNORE
+    assert errors == ["ours"]
+    # Only ACCEPTed messages (and the validator's own bug) go on to c.
+    assert sorted(d.data for d in net.nodes["c"].delivered) == [b"bug", b"good"]
+    assert net.nodes["b"].invalid == [("a", TOPIC, "rejected")]
+    assert seen_by_b.count(b"good") == 1
+
+
+def test_the_gate_drops_unread() -> None:
+    net = _room("ab", [("a", "b")])
+    net.nodes["b"].router.gate = lambda peer: False
+    net.nodes["a"].router.publish(TOPIC, b"x", net.now)
+    net.flush()
+    assert net.nodes["b"].delivered == []
+
+
+def test_gossip_repairs_a_lost_forward_through_ihave_iwant() -> None:
+    # a - b - c with c also linked to a, but a's mesh frames to c are lost once:
+    # the IHAVE at the next heartbeat makes c ask for it.
+    net = Net()
+    for name in "abc":
+        net.add(name, d=1, d_lo=1, d_hi=1)
+    net.link("a", "b")
+    net.link("a", "c")
+    for name in "abc":
+        net.nodes[name].router.join(TOPIC, net.now)
+    net.flush()
+    a = net.nodes["a"].router
+    a.params = GossipParams(d=1, d_lo=1, d_hi=1, flood_publish=False)
+    a.mesh[TOPIC] = {"b"}
+    a.publish(TOPIC, b"gossiped", net.now)
+    net.flush()
+    assert [d.data for d in net.nodes["b"].delivered] == [b"gossiped"]
+    assert net.nodes["c"].delivered == []
+    net.tick()
+    assert [d.data for d in net.nodes["c"].delivered] == [b"gossiped"]
+
+
+def test_prune_sets_backoff_and_a_graft_inside_it_is_penalised() -> None:
+    net = _room("ab", [("a", "b")])
+    net.nodes["a"].router.leave(TOPIC, net.now)
+    net.flush()
+    b = net.nodes["b"].router
+    assert "a" not in b.mesh[TOPIC]
+    assert b.backoff.active(TOPIC, "a", net.now)
+    # a GRAFTs again at once, inside the backoff: b prunes it back and penalises it.
+    net.nodes["a"].router.subscriptions.add(TOPIC)
+    net.nodes["a"].router.mesh[TOPIC] = {"b"}
+    b.handle_rpc("a", rpc.encode_rpc(rpc.RPC(control=rpc.Control(graft=(TOPIC,)))), net.now)
+    assert "a" not in b.mesh[TOPIC]
+    assert b.scores.score("a") < 0
+
+
+def test_negative_peers_are_pruned_at_the_heartbeat_and_retained() -> None:
+    net = _room("ab", [("a", "b")])
+    b = net.nodes["b"].router
+    b.scores.invalid_message("a", TOPIC)
+    net.tick()
+    assert "a" not in b.mesh[TOPIC]
+    assert "b" not in net.nodes["a"].router.mesh[TOPIC]  # a took the PRUNE
+    net.unlink("a", "b")
+    net.link("a", "b")
+    assert b.scores.score("a") < 0  # reconnecting does not wash a score
+    net.unlink("a", "b")
+    net.now += DEFAULT.retain_s + 10
+    b.heartbeat(net.now)
+    b.add_peer("a", net.nodes["a"].id_bytes)
+    assert b.scores.score("a") == 0
+
+
+def test_mesh_is_trimmed_to_d_above_d_hi_with_px() -> None:
+    net = Net()
+    hub = net.add("hub", d=2, d_lo=1, d_hi=3)
+    names = [f"p{i}" for i in range(6)]
+    for name in names:
+        net.add(name)
+        net.link("hub", name)
+    for node in net.nodes.values():
+        node.router.join(TOPIC, net.now)
+    net.flush()
+    net.tick()  # every peer GRAFTs the hub, which takes them (they are its outbound)
+    net.tick()
+    assert len(hub.router.mesh[TOPIC]) <= 3
+    pruned = [f for f in net.frames if f[0] == "hub" and rpc.decode_rpc(f[2]).control.prune]
+    assert pruned
+    assert any(rpc.decode_rpc(f[2]).control.prune[0].peers for f in pruned)
+
+
+def test_fanout_publishes_without_subscribing() -> None:
+    net = Net()
+    net.add("a")
+    net.add("b")
+    net.link("a", "b")
+    net.nodes["b"].router.join(TOPIC, net.now)
+    net.flush()
+    net.nodes["a"].router.publish(TOPIC, b"from outside", net.now)
+    net.flush()
+    assert [d.data for d in net.nodes["b"].delivered] == [b"from outside"]
+    assert net.nodes["a"].router.fanout[TOPIC] == {"b"}
+    net.tick(61)
+    assert TOPIC not in net.nodes["a"].router.fanout
+
+
+def test_malformed_frames_cost_a_penalty_and_nothing_else() -> None:
+    net = _room("ab", [("a", "b")])
+    b = net.nodes["b"].router
+    assert b.handle_rpc("a", b"\x0a\xff\xff", net.now) == []
+    assert b.malformed == 1
+    assert b.scores.score("a") < 0
+
+
+def test_iwant_retransmission_is_bounded() -> None:
+    net = _room("ab", [("a", "b")])
+    a = net.nodes["a"].router
+    msg_id = a.publish(TOPIC, b"x", net.now)
+    net.flush()
+    want = rpc.encode_rpc(rpc.RPC(control=rpc.Control(iwant=(msg_id,))))
+    for _ in range(5):
+        a.handle_rpc("b", want, net.now)
+    box = a.outbox("b")
+    assert box is not None
+    frame = box.take_frame()
+    assert frame is not None
+    assert len(rpc.decode_rpc(frame).publish) == 3
+
+
+def test_our_own_message_coming_back_is_never_delivered() -> None:
+    net = _room("ab", [("a", "b")])
+    a = net.nodes["a"]
+    msg = a.signed(b"mine", 99)
+    a.router.handle_rpc("b", rpc.encode_rpc(rpc.RPC(publish=(msg,))), net.now)
+    assert a.router.duplicates == 1
+
+
+def test_a_seqno_must_have_8_bytes() -> None:
+    node = Node("x")
+    msg = node.signed(b"d", 1)
+    short = rpc.Message(msg.from_id, msg.data, b"\x01", msg.topics, msg.signature, msg.key)
+    assert signing.check(short) == "no_seqno"
+
+
+def test_px_is_taken_only_from_peers_above_the_accept_threshold() -> None:
+    net = _room("ab", [("a", "b")])
+    b = net.nodes["b"].router
+    offered = rpc.PxPeer(Node("z").id_bytes)
+    prune = rpc.encode_rpc(rpc.RPC(control=rpc.Control(
+        prune=(rpc.Prune(TOPIC, (offered,), 30),))))
+    b.handle_rpc("a", prune, net.now)
+    assert b.px_offers == []  # a has earned nothing yet
+    assert b.backoff.active(TOPIC, "a", net.now + 29)
+    for _ in range(int(DEFAULT.accept_px_threshold) + 1):
+        b.scores.first_delivery("a", TOPIC)
+    b.handle_rpc("a", prune, net.now)
+    assert b.px_offers == [offered]
+
+
+def test_gossip_from_a_peer_below_the_gossip_threshold_is_ignored() -> None:
+    net = _room("ab", [("a", "b")])
+    a = net.nodes["a"].router
+    msg_id = a.publish(TOPIC, b"x", net.now)
+    net.flush()
+    a.scores.penalize("b", -DEFAULT.gossip_threshold + 1)
+    want = rpc.encode_rpc(rpc.RPC(control=rpc.Control(iwant=(msg_id,))))
+    a.handle_rpc("b", want, net.now)
+    box = a.outbox("b")
+    assert box is not None
+    assert box.take_frame() is None
+    have = rpc.encode_rpc(rpc.RPC(control=rpc.Control(ihave=(rpc.IHave(TOPIC, (b"new",)),))))
+    a.handle_rpc("b", have, net.now)
+    assert box.take_frame() is None  # no IWANT back
