@@ -148,7 +148,8 @@ def test_a_stalled_block_is_asked_of_one_more_peer() -> None:
     assert len(first) == 1
     assert session.plan(CIDS[:1], now=1.0).empty
     again = session.plan(CIDS[:1], now=5.2).want_block
-    assert len(again) == 1 and set(again) != set(first)
+    assert len(again) == 1
+    assert set(again) != set(first)
 
 
 def test_legacy_peers_are_asked_for_blocks_without_want_have() -> None:

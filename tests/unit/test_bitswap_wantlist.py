@@ -107,7 +107,8 @@ def test_the_ledger_is_bounded_and_cancels_and_full_lists_replace() -> None:
     assert len(ledger) == 0
     ledger.apply([WantEntry(CID2)], full=False)
     ledger.apply([WantEntry(CID)], full=True)
-    assert CID in ledger and CID2 not in ledger
+    assert CID in ledger
+    assert CID2 not in ledger
 
 
 def test_one_block_per_message_at_target_zero() -> None:

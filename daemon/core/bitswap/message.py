@@ -20,10 +20,10 @@ from .. import protobuf, unixfs, varint
 __all__ = [
     "MAX_MESSAGE_FIELDS",
     "MAX_MESSAGE_SIZE",
+    "PROTOCOLS",
     "PROTOCOL_ID_100",
     "PROTOCOL_ID_110",
     "PROTOCOL_ID_120",
-    "PROTOCOLS",
     "FrameDecoder",
     "Message",
     "Presence",
