@@ -95,9 +95,16 @@ def test_a_direct_holder_takes_over_blocks_asked_of_a_relayed_peer() -> None:
     for cid in CIDS[:2]:
         session.have("direct", cid, True)  # the direct member got the image
     plan = session.plan(CIDS[:2], now=0.2)
-    assert sorted(plan.cancel["relayed"]) == CIDS[:2]
-    assert sorted(plan.want_block["direct"]) == CIDS[:2]
-    session.block(CIDS[0], "direct")
+    # One at a time here: with two peers holding two blocks, each peer's share is one.
+    assert list(plan.cancel) == ["relayed"]
+    moved = plan.cancel["relayed"]
+    assert len(moved) == 1
+    assert plan.want_block == {"direct": moved}
+    session.block(moved[0], "direct")
+    rest = [cid for cid in CIDS[:2] if cid != moved[0]]
+    plan = session.plan(rest, now=0.3)
+    assert plan.cancel == {"relayed": rest}
+    assert plan.want_block == {"direct": rest}
     assert session.served() == {"direct": 1}
 
 
@@ -158,3 +165,30 @@ def test_legacy_peers_are_asked_for_blocks_without_want_have() -> None:
     plan = session.plan(CIDS[:1], now=0.0)
     assert plan.want_have == {}
     assert plan.want_block == {"old": [CIDS[0]]}
+
+
+def test_members_fetching_a_block_too_split_what_only_the_poster_has() -> None:
+    """Each of two members takes from the poster the blocks rendezvous hashing gives it,
+    and waits `defer` seconds for the other's HAVE before taking the rest itself."""
+    taken: dict[str, set[bytes]] = {}
+    for me, other in (("m1", "m2"), ("m2", "m1")):
+        session: Session[str] = Session([other], fallback=["poster"], me=me,
+                                        limits=SessionLimits(fallback_window=8, defer=1.0))
+        session.plan(CIDS, now=0.0)
+        for cid in CIDS:
+            session.have("poster", cid, True)
+            session.have(other, cid, False)
+            session.wanted_by(other, cid, True)  # the other member fetches it too
+        taken[me] = set(session.plan(CIDS, now=0.1).want_block.get("poster", []))
+        late = session.plan(CIDS, now=1.2).want_block.get("poster", [])
+        assert set(late) == set(CIDS) - taken[me]  # nobody said HAVE in time
+    assert taken["m1"].isdisjoint(taken["m2"])
+    assert taken["m1"] | taken["m2"] == set(CIDS)
+
+
+def test_a_still_connected_peer_whose_bitswap_failed_will_not_come_back() -> None:
+    session: Session[str] = Session(["a"])
+    session.plan(CIDS[:1], now=0.0)
+    session.peer_gone("a", "cannot open a bitswap stream", now=0.0)
+    assert not session.rejoin("a", now=0.1, connected=True)  # too soon to take back
+    assert session.plan(CIDS[:1], now=0.1).stuck == "a: cannot open a bitswap stream"

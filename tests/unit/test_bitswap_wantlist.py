@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gossipchat.daemon.core.bitswap import (
     BlockIn,
+    CoWant,
     GotBlock,
     Have,
     Outcome,
@@ -119,3 +120,17 @@ def test_one_block_per_message_at_target_zero() -> None:
     second = ledger.compose(held.get, max_block=100, target=0, used=0, v12=True)
     assert [c for c, _ in first.blocks] == [CID]
     assert [c for c, _ in second.blocks] == [CID2]
+
+
+def test_peers_that_want_a_block_too_are_told_to_the_sessions_that_want_it() -> None:
+    wants: WantList[str] = WantList()
+    out: Outcome[str] = Outcome()
+    wants.peer_wants("early", DIGEST, True, out)  # asked before we wanted it
+    assert out.tell == []
+    wants.want_have(1, "a", [(CID, DIGEST)], out)
+    assert out.tell == [(1, CoWant(CID, "early", True))]
+    out = Outcome()
+    wants.peer_wants("late", DIGEST, True, out)
+    wants.peer_wants("late", DIGEST, True, out)  # told once
+    wants.peer_wants("early", DIGEST, False, out)
+    assert out.tell == [(1, CoWant(CID, "late", True)), (1, CoWant(CID, "early", False))]

@@ -36,7 +36,7 @@ from .message import (
     prefix_ok,
 )
 from .session import Plan, Session, SessionLimits
-from .wantlist import BlockIn, Event, GotBlock, Have, Outcome, PeerGone, WantList
+from .wantlist import BlockIn, CoWant, Event, GotBlock, Have, Outcome, PeerGone, WantList
 
 __all__ = [
     "MAX_MESSAGE_FIELDS",
@@ -46,6 +46,7 @@ __all__ = [
     "PROTOCOL_ID_110",
     "PROTOCOL_ID_120",
     "BlockIn",
+    "CoWant",
     "Composed",
     "Event",
     "FrameDecoder",

@@ -19,9 +19,13 @@ Rules:
 - Each peer has a window of blocks in flight: `window` for members, `fallback_window`
   for fallback peers, `relayed_window` over a relay, so that a cut circuit loses
   little and a relay is never asked to carry more than a few blocks at once.
-- Blocks asked of fallback peers are taken in an order of this session's own
-  (seeded), so that members fetching at the same time take different blocks from the
-  original poster and swap them among themselves.
+- Members fetching the same image at the same time split what only the original
+  poster has: a peer whose wantlist holds a block too (`wanted_by`) is fetching it,
+  and of the peers fetching a block, one chosen by rendezvous hashing of the block and
+  the peer ids takes it from the poster; the others wait up to `defer` seconds for its
+  HAVE, then take it from the poster themselves. Blocks asked of fallback peers are
+  taken in an order of this session's own (seeded), so that members spread their
+  asks over the file.
 - A direct peer that says HAVE for a block asked of a relayed peer takes it over: the
   relayed ask is cancelled and the direct peer asked.
 - A block asked more than `stall` seconds ago is asked of one more peer too.
@@ -29,12 +33,14 @@ Rules:
   blocks as if they had said HAVE, after the peers that did.
 - `plan` reports the fetch stuck (`Plan.stuck`) once some block has no peer that has
   it or may still get it: every peer said DONT_HAVE or went away (and did not come back
-  within `rejoin_s`), for `patience` seconds. Within `patience` the fetch waits for a
+  within `rejoin_s`; a peer still connected whose bitswap failed will not), for
+  `patience` seconds. Within `patience` the fetch waits for a
   HAVE, since the peers keep our want-have.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +64,7 @@ class SessionLimits:
     rejoin_s: float = 10.0  # how long a gone peer may take to come back
     max_rejoins: int = 16
     rejoin_settle_s: float = 0.5  # a peer back sooner is the connection that just failed
+    defer: float = 1.0  # how long to wait for a co-fetcher's HAVE before asking the poster
 
 
 @dataclass(slots=True)
@@ -84,8 +91,10 @@ class _Peer:
     asked_have: set[bytes] = field(default_factory=set)  # want-have out, no answer yet
     has: set[bytes] = field(default_factory=set)
     has_not: set[bytes] = field(default_factory=set)
+    wants: set[bytes] = field(default_factory=set)  # its wantlist holds these too
     gone: str | None = None
     gone_at: float = 0.0
+    connected: bool = False  # gone, yet still connected (its bitswap failed, or too soon)
     rejoins: int = 0
     blocks: int = 0  # blocks this peer delivered to the session
 
@@ -100,8 +109,10 @@ class Session(Generic[P]):
     """The peer selection of one fetch (see the module rules)."""
 
     def __init__(self, peers: Iterable[P], *, fallback: Iterable[P] = (),
-                 limits: SessionLimits | None = None, seed: int | None = None) -> None:
+                 limits: SessionLimits | None = None, seed: int | None = None,
+                 me: P | None = None) -> None:
         self.limits = limits or SessionLimits()
+        self._me = me
         self._peers: dict[P, _Peer] = {}
         for peer in peers:
             self._peers.setdefault(peer, _Peer())
@@ -111,6 +122,8 @@ class Session(Generic[P]):
         self._order: dict[bytes, float] = {}
         self._rng = random.Random(seed)
         self._waiting_since: float | None = None
+        self._share = self.limits.window
+        self._deferred: dict[bytes, float] = {}  # cid -> since when only a fallback has it
 
     # ----------------------------------------------------------------------------------
     # What the peers said
@@ -138,12 +151,14 @@ class Session(Generic[P]):
         """A block the fetch wanted arrived (from `peer`; from another fetch's ask too)."""
         self._asked.pop(cid, None)
         self._order.pop(cid, None)
+        self._deferred.pop(cid, None)
         self._waiting_since = None
         for state in self._peers.values():
             state.in_flight.discard(cid)
             state.asked_have.discard(cid)
             state.has.discard(cid)
             state.has_not.discard(cid)
+            state.wants.discard(cid)
         if peer is not None and peer in self._peers:
             self._peers[peer].blocks += 1
 
@@ -164,6 +179,16 @@ class Session(Generic[P]):
             state.in_flight.discard(cid)
             self._drop_ask(cid, peer)
 
+    def wanted_by(self, peer: P, cid: bytes, wanting: bool) -> None:
+        """`peer`'s wantlist holds `cid` (wanting=True) or no longer: it fetches it too."""
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        if wanting:
+            state.wants.add(cid)
+        else:
+            state.wants.discard(cid)
+
     def peer_gone(self, peer: P, reason: str, now: float) -> None:
         """`peer`'s connection went away: what it was asked goes to others."""
         state = self._peers.get(peer)
@@ -171,21 +196,27 @@ class Session(Generic[P]):
             return
         state.gone = reason
         state.gone_at = now
+        state.connected = False
         for cid in state.in_flight:
             self._drop_ask(cid, peer)
         state.in_flight.clear()
         # Its wantlist died with the connection: ask again once it is back.
         state.asked_have.clear()
         state.has_not.clear()
+        state.wants.clear()
 
-    def rejoin(self, peer: P, now: float) -> bool:
-        """`peer` is connected again: take it back (True) unless it left just now."""
+    def rejoin(self, peer: P, now: float, *, connected: bool = True) -> bool:
+        """A gone peer is `connected` again (or still): take it back (True) unless it
+        left just now. A gone peer that is not connected may come back within
+        `rejoin_s`; one that is but cannot be taken back yet may not."""
         state = self._peers.get(peer)
         if state is None or state.gone is None or state.rejoins >= self.limits.max_rejoins:
             return False
-        if now - state.gone_at < self.limits.rejoin_settle_s:
+        state.connected = connected
+        if not connected or now - state.gone_at < self.limits.rejoin_settle_s:
             return False
         state.gone = None
+        state.connected = False
         state.rejoins += 1
         return True
 
@@ -215,8 +246,20 @@ class Session(Generic[P]):
     def _capacity(self, state: _Peer) -> int:
         limits = self.limits
         if not state.direct:
-            return limits.relayed_window
-        return limits.fallback_window if state.fallback else limits.window
+            window = limits.relayed_window
+        else:
+            window = limits.fallback_window if state.fallback else limits.window
+        # No peer takes more than its share while others may have the blocks too: the
+        # first HAVEs to arrive must not take every block before the next ones do.
+        return max(1, min(window, self._share))
+
+    def _reckon_share(self, frontier: Sequence[bytes]) -> None:
+        contenders = sum(
+            1 for state in self._peers.values()
+            if state.gone is None and (state.legacy or any(
+                cid in state.has or cid in state.asked_have or cid in state.in_flight
+                for cid in frontier)))
+        self._share = -(-len(frontier) // max(1, contenders))
 
     @staticmethod
     def _tier(state: _Peer) -> tuple[bool, bool, bool]:
@@ -264,6 +307,7 @@ class Session(Generic[P]):
                     continue
                 state.asked_have.add(cid)
                 plan.want_have.setdefault(peer, []).append(cid)
+        self._reckon_share(frontier)
         unserved: list[bytes] = []
         for cid in self._ordered(frontier):
             ask = self._asked.get(cid)
@@ -275,12 +319,26 @@ class Session(Generic[P]):
                 if ask is None:
                     unserved.append(cid)
                 continue
+            if ask is None and all(state.fallback for _, state in holders) \
+                    and not self._mine_to_take(cid, now):
+                continue  # a member fetching it too takes it from the poster
             chosen = self._choose(holders)
             if chosen is None:
                 continue  # the best holders are busy; a block arriving frees a slot
             self._ask(plan, cid, *chosen, now, ask.peers if ask is not None else [])
         plan.stuck = self._stuck(unserved, now)
         return plan
+
+    def _mine_to_take(self, cid: bytes, now: float) -> bool:
+        """True if this session should take `cid` from a fallback peer now."""
+        if self._me is None:
+            return True
+        since = self._deferred.setdefault(cid, now)
+        if now - since >= self.limits.defer:
+            return True  # its taker has not said HAVE in time: take it ourselves
+        fetchers = [peer for peer, state in self._peers.items()
+                    if state.gone is None and not state.fallback and cid in state.wants]
+        return min([self._me, *fetchers], key=lambda peer: _rendezvous(cid, peer)) == self._me
 
     def _move_off_relays(self, plan: Plan[P], cid: bytes, ask: _Ask[P], now: float) -> None:
         if any(self._peers[peer].direct for peer in ask.peers):
@@ -307,7 +365,8 @@ class Session(Generic[P]):
         for state in self._peers.values():
             if state.gone is None and cid in state.asked_have:
                 return None  # an answer is on its way
-            if state.gone is not None and state.rejoins < self.limits.max_rejoins \
+            if state.gone is not None and not state.connected \
+                    and state.rejoins < self.limits.max_rejoins \
                     and now - state.gone_at < self.limits.rejoin_s:
                 return None  # it may come back
         if self._waiting_since is None:
@@ -321,3 +380,8 @@ class Session(Generic[P]):
             else:
                 reasons.append(f"{peer}: does not have it")
         return "; ".join(reasons) if reasons else "no peers"
+
+
+def _rendezvous(cid: bytes, peer: object) -> bytes:
+    """Rendezvous hash of a block and a peer: every peer ranks the same peers alike."""
+    return hashlib.blake2b(cid + str(peer).encode(), digest_size=8).digest()

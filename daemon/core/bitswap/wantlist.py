@@ -17,6 +17,9 @@ Rules:
   holds our want for it gets a cancel.
 - Only answers to our asks count: a presence for something we did not ask that peer
   about changes nothing.
+- Which peers want a block too (their wantlists hold it: they are fetching it as well)
+  is told to the sessions that want it, also when the peer asked before we did
+  (the last `PEER_WANTS` digests are remembered).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .message import WantEntry
 
-__all__ = ["BlockIn", "Event", "GotBlock", "Have", "Outcome", "PeerGone", "WantList"]
+__all__ = ["BlockIn", "CoWant", "Event", "GotBlock", "Have", "Outcome", "PeerGone", "WantList"]
 
 P = TypeVar("P", bound=Hashable)
 RECENT_DIGESTS = 65536  # digests we asked for lately: a late duplicate is not "bad"
+PEER_WANTS = 4096  # digests whose wanters we remember (peers that fetch them too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,16 @@ class PeerGone(Generic[P]):
     reason: str
 
 
-Event = GotBlock[P] | Have[P] | PeerGone[P]
+@dataclass(frozen=True, slots=True)
+class CoWant(Generic[P]):
+    """`peer` wants `cid` too (wanting=True), or no longer: it is fetching it as well."""
+
+    cid: bytes
+    peer: P
+    wanting: bool
+
+
+Event = GotBlock[P] | Have[P] | PeerGone[P] | CoWant[P]
 
 
 @dataclass(slots=True)
@@ -97,12 +110,16 @@ class _Want(Generic[P]):
         return self.have_asked | self.block_asked | self.has | self.has_not
 
 
+_NO_WANT: _Want[Any] = _Want(set(), set())
+
+
 class WantList(Generic[P]):
     """The engine's record of every block we want, keyed by sha2-256 digest."""
 
     def __init__(self) -> None:
         self._wants: dict[bytes, _Want[P]] = {}
         self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._wanted_by: OrderedDict[bytes, set[P]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._wants)
@@ -119,11 +136,36 @@ class WantList(Generic[P]):
         self._remember(digest)
         return want
 
+    def peer_wants(self, peer: P, digest: bytes, wanting: bool, out: Outcome[P]) -> None:
+        """`peer`'s wantlist gained (or lost) this block: sessions that want it hear so."""
+        wanters = self._wanted_by.get(digest)
+        if wanting:
+            if wanters is None:
+                wanters = self._wanted_by[digest] = set()
+                while len(self._wanted_by) > PEER_WANTS:
+                    self._wanted_by.popitem(last=False)
+            if peer in wanters:
+                return
+            wanters.add(peer)
+        elif wanters is None or peer not in wanters:
+            return
+        else:
+            wanters.discard(peer)
+        want = self._wants.get(digest)
+        if want is not None:
+            for session in want.sessions:
+                for ours in want.cids:  # our names for the block (CIDv0 or v1)
+                    out.tell.append((session, CoWant(ours, peer, wanting)))
+
     def want_have(self, session: int, peer: P, wanted: Iterable[tuple[bytes, bytes]],
                   out: Outcome[P]) -> None:
         """Ask `peer` whether it holds each (cid, digest); answers known already are told."""
         for cid, digest in wanted:
+            fresh = session not in self._wants.get(digest, _NO_WANT).sessions
             want = self._get(session, cid, digest)
+            if fresh:
+                for other in sorted(self._wanted_by.get(digest, ()), key=str):
+                    out.tell.append((session, CoWant(cid, other, True)))
             if peer in want.has:
                 out.tell.append((session, Have(cid, peer, True)))
             elif peer in want.has_not:
@@ -219,9 +261,15 @@ class WantList(Generic[P]):
         for session in sorted(told):
             out.tell.append((session, PeerGone(peer, reason)))
 
+    def peer_left(self, peer: P) -> None:
+        """`peer`'s wantlist is gone (disconnected): it wants nothing of us any more."""
+        for wanters in self._wanted_by.values():
+            wanters.discard(peer)
+
     def clear(self) -> None:
         """Forget everything (the service stops)."""
         self._wants.clear()
+        self._wanted_by.clear()
 
     def _remember(self, digest: bytes) -> None:
         self._recent[digest] = None
