@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 AUTO_FETCH_WORKERS = 2
 AUTO_FETCH_QUEUE = 256
 AUTO_FETCH_TIMEOUT_S = 120.0
-AUTO_FETCH_SPREAD_S = 1.0
+AUTO_FETCH_SPREAD_S = 0.1
 AUTO_FETCH_RETRIES = 4
 PROGRESS_EVERY_S = 0.1
 FETCH_RETRY_FIRST_S = 0.1  # a fetch nobody could serve yet is asked again after this,
@@ -518,9 +518,10 @@ class ImageService:
         peers: list[str] = []
         fallback: list[str] = []
         if self.blocks.missing(root):
-            # Members hear of an image at the same moment. Spreading their starts lets
-            # later ones fetch from earlier ones instead of all from the sender, which
-            # is what keeps the sender's upload flat as rooms grow.
+            # Members hear of an image at the same moment and start together: bitswap
+            # sessions let them serve each other from the first block, and those that
+            # fetch at once split what only the sender has, which keeps the sender's
+            # upload flat as rooms grow. A small jitter only spreads the want-haves.
             await trio.sleep(self._rng.uniform(0, AUTO_FETCH_SPREAD_S))
             peers, fallback = self._peers_for(cid)
         # Fetched unpinned, with the limit of auto-fetches and the size the message

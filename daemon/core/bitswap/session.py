@@ -64,7 +64,7 @@ class SessionLimits:
     rejoin_s: float = 10.0  # how long a gone peer may take to come back
     max_rejoins: int = 16
     rejoin_settle_s: float = 0.5  # a peer back sooner is the connection that just failed
-    defer: float = 1.0  # how long to wait for a co-fetcher's HAVE before asking the poster
+    defer: float = 0.5  # how long to wait for a co-fetcher's HAVE before asking the poster
 
 
 @dataclass(slots=True)
