@@ -288,8 +288,8 @@ class Session(Generic[P]):
         plan.want_block.setdefault(peer, []).append(cid)
 
     def _ordered(self, frontier: Sequence[bytes]) -> list[bytes]:
-        # The assembler's order (root, then file order) is kept for members; among the
-        # blocks only fallback peers hold, each session has its own random order.
+        # Each session looks at the blocks in a random order of its own, so that
+        # sessions fetching the same file at once start on different blocks.
         for cid in frontier:
             if cid not in self._order:
                 self._order[cid] = self._rng.random()
