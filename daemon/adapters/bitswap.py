@@ -39,6 +39,10 @@ Rules of this module:
   set of inbound streams (each inbound stream's handler checks the one and registers
   in the other), the protocol each link negotiated (read by fetches), and the block
   store.
+- The server holds a block back for `hold_s` when it sent it to another peer a moment
+  ago (BitTorrent's super-seeding): the asking peer hears HAVE from that other peer
+  meanwhile, moves its want there and cancels ours, so a room's poster uploads each
+  block about once however the members are connected.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
   at every room member (fewer at the original poster and over a relay); the server
   packs several blocks into each message (up to `target_message_size`; one block per
@@ -57,6 +61,7 @@ import dataclasses
 import hashlib
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import count
@@ -136,6 +141,8 @@ MAX_PEER_WANTLIST = 4096
 # The longest a fetch waits between two looks at its peers (rejoins, direct or
 # relayed) when no answer arrives.
 _MAX_TICK_S = 0.2
+_SERVED_MEMORY = 4096  # blocks whose last send we remember (for hold_s)
+_HOLD_POLL_S = 0.05  # how often a link looks again at the blocks it holds back
 _NET_ERRORS = (BaseLibp2pError, OSError, EOFError, trio.BrokenResourceError)
 _prefix_ok = prefix_ok  # the name the fuzz tests know
 
@@ -335,6 +342,7 @@ class Bitswap:
         fallback_window: int = 4,
         relayed_window: int = 2,
         stall_timeout: float = 5.0,
+        hold_s: float = 0.5,
         idle_stream_timeout: float = 5.0,
         ban_seconds: float = 600.0,
         max_wants_per_peer: int = MAX_PEER_WANTLIST,
@@ -349,6 +357,10 @@ class Bitswap:
         self._limits = SessionLimits(window=per_peer_window, fallback_window=fallback_window,
                                      relayed_window=relayed_window, stall=stall_timeout)
         self._stall = stall_timeout
+        self._hold = hold_s
+        # Blocks sent lately: cid -> (when, to whom). Written and read by the link tasks
+        # between awaits (see the module rules); bounded.
+        self._served: OrderedDict[bytes, tuple[float, ID]] = OrderedDict()
         self._idle = idle_stream_timeout
         self._ban_seconds = ban_seconds
         self.max_wants_per_peer = max_wants_per_peer
@@ -543,7 +555,10 @@ class Bitswap:
                 gone = self._links.pop(command.peer, None)
                 if gone is not None:
                     gone.stop()
-                self._peer_gone(command.peer, "disconnected")
+                self._peer_gone(command.peer, "disconnected", returns=True)
+                # Also fetches the link's failure told already: the peer may come back.
+                for session in list(self._sessions):
+                    self._tell(session, PeerGone(command.peer, "disconnected", True))
 
     def _is_banned(self, peer: ID) -> bool:
         until = self._banned.get(peer)
@@ -648,10 +663,10 @@ class Bitswap:
             link.stop()
         self._peer_gone(peer, reason)
 
-    def _peer_gone(self, peer: ID, reason: str) -> None:
+    def _peer_gone(self, peer: ID, reason: str, *, returns: bool = False) -> None:
         self._wants.peer_left(peer)
         out: Outcome[ID] = Outcome()
-        self._wants.peer_gone(peer, reason, out)
+        self._wants.peer_gone(peer, reason, out, returns=returns)
         self._carry_out(out)
 
     def _tell(self, session: int, event: _SessionEvent) -> None:
@@ -838,10 +853,16 @@ class _PeerLink:
         while True:
             if ready is None and not self._has_work():
                 # Close an idle stream before the peer times it out (see module rules).
-                with trio.move_on_after(self._engine._idle if self._stream else math.inf) as idle:
+                wait = self._engine._idle if self._stream else math.inf
+                if self._ledger.has_held:
+                    wait = min(wait, _HOLD_POLL_S)
+                with trio.move_on_after(wait) as idle:
                     self._apply(await self._recv.receive())
                 if idle.cancelled_caught:
-                    await self._close_stream(reset=False)
+                    if self._ledger.has_held:
+                        self._ledger.release_held()
+                    else:
+                        await self._close_stream(reset=False)
                 if not self._has_work():
                     continue
             self._drain()
@@ -911,9 +932,27 @@ class _PeerLink:
             except unixfs.CidError:
                 return None
 
+        engine = self._engine
+        now = trio.current_time()
+        served = engine._served
+
+        def hold(cid: bytes) -> bool:
+            # Sent to another peer a moment ago: that peer may pass it on (it says
+            # HAVE to those who want it), so this one waits a little for a cancel.
+            last = served.get(cid)
+            return last is not None and last[1] != self.peer and now - last[0] < engine._hold
+
         composed = self._ledger.compose(
-            size_of, max_block=self._engine._max_block, target=self._target,
-            used=sum(len(entry.cid) + 8 for entry in wants), v12=v12)
+            size_of, max_block=engine._max_block, target=self._target,
+            used=sum(len(entry.cid) + 8 for entry in wants), v12=v12,
+            hold=hold if engine._hold > 0 else None)
+        for cid, _ in composed.blocks:
+            last = served.get(cid)
+            if last is None or now - last[0] >= engine._hold:
+                served[cid] = (now, self.peer)
+                served.move_to_end(cid)
+        while len(served) > _SERVED_MEMORY:
+            served.popitem(last=False)
         presences = composed.presences
         blocks: list[tuple[bytes, bytes]] = []
         if composed.blocks:
@@ -1033,6 +1072,7 @@ class _Fetcher:
         self._on_progress = on_progress
         self._store_slots = trio.Semaphore(2)
         self._store_failure: BlockStoreError | BitswapStoppedError | None = None
+        self._moved = 0  # of the session's moved_to_direct, counted in stats already
 
     async def run(self) -> None:
         if not self._session.peers:
@@ -1103,13 +1143,14 @@ class _Fetcher:
     def _handle(self, event: _SessionEvent, accepted: list[tuple[bytes, bytes]]) -> None:
         if isinstance(event, GotBlock):
             # The block may come from a peer another fetch asked: it counts all the same.
-            self._session.block(event.cid, event.peer)
+            self._session.block(event.cid, event.peer, trio.current_time())
             if self._asm.add_block(event.cid, event.data, verified=True):
                 accepted.append((event.cid, event.data))
         elif isinstance(event, Have):
             self._session.have(event.peer, event.cid, event.have)
         elif isinstance(event, PeerGone):
-            self._session.peer_gone(event.peer, event.reason, trio.current_time())
+            self._session.peer_gone(event.peer, event.reason, trio.current_time(),
+                                    returns=event.returns)
         elif isinstance(event, CoWant):
             self._session.wanted_by(event.peer, event.cid, event.wanting)
 
@@ -1119,7 +1160,8 @@ class _Fetcher:
         network = engine._host.get_network()
         session = self._session
         for peer in session.gone_peers():
-            session.rejoin(peer, now, connected=bool(live_connections(network, peer)))
+            if live_connections(network, peer):
+                session.rejoin(peer, now)
         for peer in session.peers:
             direct = engine._is_direct(peer)
             if direct is not None:
@@ -1134,10 +1176,13 @@ class _Fetcher:
         if plan.stuck is not None:
             raise NotFoundError(self._why_not_found(plan.stuck))
         engine = self._engine
+        moved = self._session.moved_to_direct - self._moved
+        if moved:
+            self._moved += moved
+            engine.stats.wants_moved_to_direct += moved
+            logger.info("bitswap: %d wants move off relayed peers %s to a direct peer",
+                        moved, ", ".join(str(p) for p in plan.cancel))
         for peer, cids in plan.cancel.items():
-            engine.stats.wants_moved_to_direct += len(cids)
-            logger.info("bitswap: %d wants move off relayed peer %s to a direct peer",
-                        len(cids), peer)
             await engine._command(_SessionWant(self._id, peer, cids, "cancel"))
         for peer, cids in plan.want_block.items():
             await engine._command(_SessionWant(self._id, peer, cids, "block"))

@@ -134,7 +134,7 @@ def test_a_gone_peer_may_come_back_within_rejoin_s() -> None:
     session.plan(CIDS[:1], now=0.0)
     session.have("a", CIDS[0], True)
     assert session.plan(CIDS[:1], now=0.1).want_block == {"a": [CIDS[0]]}
-    session.peer_gone("a", "disconnected", now=1.0)
+    session.peer_gone("a", "disconnected", now=1.0, returns=True)
     assert session.plan(CIDS[:1], now=2.0).stuck is None  # it may come back
     assert not session.rejoin("a", now=1.2)  # the connection that just failed
     assert session.rejoin("a", now=3.0)
@@ -142,7 +142,7 @@ def test_a_gone_peer_may_come_back_within_rejoin_s() -> None:
     # Its wantlist died with the connection: asked again, and for the block (it had it).
     assert plan.want_have == {}
     assert plan.want_block == {"a": [CIDS[0]]}
-    session.peer_gone("a", "disconnected", now=4.0)
+    session.peer_gone("a", "disconnected", now=4.0, returns=True)
     assert session.plan(CIDS[:1], now=20.0).stuck == "a: disconnected"
 
 
@@ -190,5 +190,6 @@ def test_a_still_connected_peer_whose_bitswap_failed_will_not_come_back() -> Non
     session: Session[str] = Session(["a"])
     session.plan(CIDS[:1], now=0.0)
     session.peer_gone("a", "cannot open a bitswap stream", now=0.0)
-    assert not session.rejoin("a", now=0.1, connected=True)  # too soon to take back
+    assert not session.rejoin("a", now=5.0)  # connected, but it never went away
     assert session.plan(CIDS[:1], now=0.1).stuck == "a: cannot open a bitswap stream"
+

@@ -12,6 +12,10 @@ Rules:
 - A cancel forgets the entry; a full wantlist replaces every entry.
 - At most `max_wants` entries are kept; the rest are dropped and counted.
 - Presences go only to peers on bitswap 1.2 (`v12`): older ones cannot read them.
+- A block the caller says to `hold` (sent to another peer a moment ago) is held back
+  and looked at again after `release_held`: the peer may get it from that other peer
+  meanwhile and cancel (BitTorrent's super-seeding idea), so the original poster
+  uploads each block about once.
 """
 
 from __future__ import annotations
@@ -52,12 +56,23 @@ class PeerLedger:
         self.max_wants = max_wants
         self._entries: OrderedDict[bytes, LedgerEntry] = OrderedDict()
         self._todo: deque[bytes] = deque()  # entries to look at again
+        self._held: list[bytes] = []  # blocks held back (`hold`), to look at again later
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._entries
+
+    @property
+    def has_held(self) -> bool:
+        """True while some block is held back (see `release_held`)."""
+        return bool(self._held)
+
+    def release_held(self) -> None:
+        """Look again at the blocks held back."""
+        self._todo.extend(self._held)
+        self._held.clear()
 
     @property
     def has_work(self) -> bool:
@@ -96,13 +111,14 @@ class PeerLedger:
                     self._todo.append(other)
 
     def compose(self, size_of: Callable[[bytes], int | None], *, max_block: int,
-                target: int, used: int, v12: bool) -> Composed:
+                target: int, used: int, v12: bool,
+                hold: Callable[[bytes], bool] | None = None) -> Composed:
         """Choose the next message's presences and blocks, about `target` bytes.
 
         `size_of(cid)` is the stored block's size or None if we lack it; `used` is what
         the message holds already (our own wants). A target of 0 means one block per
         message. Chosen blocks leave the ledger; give back those the store cannot read
-        with `unreadable`.
+        with `unreadable`. Blocks `hold(cid)` is true for are held back.
         """
         out = Composed()
         size = used
@@ -117,6 +133,8 @@ class PeerLedger:
                 out.presences.append(Presence(cid, have=True))
                 del self._entries[cid]
                 size += len(cid) + PRESENCE_OVERHEAD
+            elif block_size is not None and hold is not None and hold(cid):
+                self._held.append(cid)  # keep the want: sent later, or cancelled
             elif block_size is not None:
                 if block_size <= max_block:
                     if out.blocks and size + block_size + BLOCK_OVERHEAD > target:

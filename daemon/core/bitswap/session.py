@@ -23,19 +23,21 @@ Rules:
   poster has: a peer whose wantlist holds a block too (`wanted_by`) is fetching it,
   and of the peers fetching a block, one chosen by rendezvous hashing of the block and
   the peer ids takes it from the poster; the others wait up to `defer` seconds for its
-  HAVE, then take it from the poster themselves. Blocks asked of fallback peers are
+  HAVE (or 4 times as long as the poster took for our own blocks lately, if longer,
+  up to `max_defer`: on a loaded machine the others' blocks come as slowly), then take
+  it from the poster themselves. Blocks asked of fallback peers are
   taken in an order of this session's own (seeded), so that members spread their
   asks over the file.
-- A direct peer that says HAVE for a block asked of a relayed peer takes it over: the
-  relayed ask is cancelled and the direct peer asked.
+- A holder of a better tier takes over an open ask: a direct peer that says HAVE for
+  a block asked of a relayed peer, a member for a block asked of the poster. The old
+  ask is cancelled (a poster that held the block back for a member never sends it).
 - A block asked more than `stall` seconds ago is asked of one more peer too.
 - Peers on bitswap 1.0/1.1 (`set_legacy`) cannot answer want-have: they are asked for
   blocks as if they had said HAVE, after the peers that did.
 - `plan` reports the fetch stuck (`Plan.stuck`) once some block has no peer that has
   it or may still get it: every peer said DONT_HAVE or went away (and did not come back
-  within `rejoin_s`; a peer still connected whose bitswap failed will not), for
-  `patience` seconds. Within `patience` the fetch waits for a
-  HAVE, since the peers keep our want-have.
+  within `rejoin_s`, if it went away with its connection), for `patience` seconds.
+  Within `patience` the fetch waits for a HAVE, since the peers keep our want-have.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class SessionLimits:
     max_rejoins: int = 16
     rejoin_settle_s: float = 0.5  # a peer back sooner is the connection that just failed
     defer: float = 0.5  # how long to wait for a co-fetcher's HAVE before asking the poster
+    max_defer: float = 3.0  # ... at most, however slow the poster's blocks arrive
 
 
 @dataclass(slots=True)
@@ -94,7 +97,7 @@ class _Peer:
     wants: set[bytes] = field(default_factory=set)  # its wantlist holds these too
     gone: str | None = None
     gone_at: float = 0.0
-    connected: bool = False  # gone, yet still connected (its bitswap failed, or too soon)
+    returns: bool = False  # gone with its connection, which may come back
     rejoins: int = 0
     blocks: int = 0  # blocks this peer delivered to the session
 
@@ -124,6 +127,8 @@ class Session(Generic[P]):
         self._waiting_since: float | None = None
         self._share = self.limits.window
         self._deferred: dict[bytes, float] = {}  # cid -> since when only a fallback has it
+        self._fallback_latency = 0.0  # moving average: want-block to block, fallback peers
+        self.moved_to_direct = 0  # block asks moved off relayed peers to direct ones
 
     # ----------------------------------------------------------------------------------
     # What the peers said
@@ -145,11 +150,17 @@ class Session(Generic[P]):
     def gone_peers(self) -> list[P]:
         """Peers gone that may still come back (`rejoin` them once connected again)."""
         return [peer for peer, state in self._peers.items()
-                if state.gone is not None and state.rejoins < self.limits.max_rejoins]
+                if state.gone is not None and state.returns
+                and state.rejoins < self.limits.max_rejoins]
 
-    def block(self, cid: bytes, peer: P | None) -> None:
+    def block(self, cid: bytes, peer: P | None, now: float | None = None) -> None:
         """A block the fetch wanted arrived (from `peer`; from another fetch's ask too)."""
-        self._asked.pop(cid, None)
+        ask = self._asked.pop(cid, None)
+        state = self._peers.get(peer) if peer is not None else None
+        if ask is not None and now is not None and state is not None and state.fallback:
+            took = max(0.0, now - ask.first)
+            self._fallback_latency = took if not self._fallback_latency \
+                else 0.75 * self._fallback_latency + 0.25 * took
         self._order.pop(cid, None)
         self._deferred.pop(cid, None)
         self._waiting_since = None
@@ -189,14 +200,18 @@ class Session(Generic[P]):
         else:
             state.wants.discard(cid)
 
-    def peer_gone(self, peer: P, reason: str, now: float) -> None:
-        """`peer`'s connection went away: what it was asked goes to others."""
+    def peer_gone(self, peer: P, reason: str, now: float, *, returns: bool = False) -> None:
+        """`peer` cannot serve us now: what it was asked goes to others. With `returns`
+        (its connection closed) it may come back within `rejoin_s`."""
         state = self._peers.get(peer)
-        if state is None or state.gone is not None:
+        if state is None:
+            return
+        if state.gone is not None:
+            state.returns = state.returns or returns
             return
         state.gone = reason
         state.gone_at = now
-        state.connected = False
+        state.returns = returns
         for cid in state.in_flight:
             self._drop_ask(cid, peer)
         state.in_flight.clear()
@@ -205,18 +220,16 @@ class Session(Generic[P]):
         state.has_not.clear()
         state.wants.clear()
 
-    def rejoin(self, peer: P, now: float, *, connected: bool = True) -> bool:
-        """A gone peer is `connected` again (or still): take it back (True) unless it
-        left just now. A gone peer that is not connected may come back within
-        `rejoin_s`; one that is but cannot be taken back yet may not."""
+    def rejoin(self, peer: P, now: float) -> bool:
+        """A gone peer is connected: take it back (True) if it went away with its
+        connection and did not just leave (the connection seen may be the dying one)."""
         state = self._peers.get(peer)
-        if state is None or state.gone is None or state.rejoins >= self.limits.max_rejoins:
+        if state is None or state.gone is None or not state.returns \
+                or state.rejoins >= self.limits.max_rejoins:
             return False
-        state.connected = connected
-        if not connected or now - state.gone_at < self.limits.rejoin_settle_s:
+        if now - state.gone_at < self.limits.rejoin_settle_s:
             return False
         state.gone = None
-        state.connected = False
         state.rejoins += 1
         return True
 
@@ -312,7 +325,7 @@ class Session(Generic[P]):
         for cid in self._ordered(frontier):
             ask = self._asked.get(cid)
             if ask is not None and now - ask.first < self.limits.stall:
-                self._move_off_relays(plan, cid, ask, now)
+                self._move_up(plan, cid, ask, now)
                 continue
             holders = self._holders(cid, ask.peers if ask is not None else ())
             if not holders:
@@ -334,22 +347,26 @@ class Session(Generic[P]):
         if self._me is None:
             return True
         since = self._deferred.setdefault(cid, now)
-        if now - since >= self.limits.defer:
+        defer = min(max(self.limits.defer, 4 * self._fallback_latency), self.limits.max_defer)
+        if now - since >= defer:
             return True  # its taker has not said HAVE in time: take it ourselves
         fetchers = [peer for peer, state in self._peers.items()
                     if state.gone is None and not state.fallback and cid in state.wants]
         return min([self._me, *fetchers], key=lambda peer: _rendezvous(cid, peer)) == self._me
 
-    def _move_off_relays(self, plan: Plan[P], cid: bytes, ask: _Ask[P], now: float) -> None:
-        if any(self._peers[peer].direct for peer in ask.peers):
-            return
+    def _move_up(self, plan: Plan[P], cid: bytes, ask: _Ask[P], now: float) -> None:
+        """Move an open ask to a holder of a better tier: a direct peer over relayed ones,
+        a member over the poster (which may be holding the block back for a member)."""
+        best_asked = min(self._tier(self._peers[peer]) for peer in ask.peers)
         holders = [(peer, state) for peer, state in self._holders(cid, ask.peers)
-                   if state.direct]
+                   if self._tier(state)[:2] < best_asked[:2]]
         if not holders:
             return
         chosen = self._choose(holders)
         if chosen is None:
             return
+        if any(not self._peers[peer].direct for peer in ask.peers) and chosen[1].direct:
+            self.moved_to_direct += 1
         for peer in ask.peers:
             self._peers[peer].in_flight.discard(cid)
             plan.cancel.setdefault(peer, []).append(cid)
@@ -365,7 +382,7 @@ class Session(Generic[P]):
         for state in self._peers.values():
             if state.gone is None and cid in state.asked_have:
                 return None  # an answer is on its way
-            if state.gone is not None and not state.connected \
+            if state.gone is not None and state.returns \
                     and state.rejoins < self.limits.max_rejoins \
                     and now - state.gone_at < self.limits.rejoin_s:
                 return None  # it may come back

@@ -58,10 +58,12 @@ class Have(Generic[P]):
 
 @dataclass(frozen=True, slots=True)
 class PeerGone(Generic[P]):
-    """`peer` will not answer our wants any more (disconnected, dropped)."""
+    """`peer` will not answer our wants any more (disconnected, dropped); `returns` if
+    it may come back (its connection closed, as a relay's circuit does at a limit)."""
 
     peer: P
     reason: str
+    returns: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +250,8 @@ class WantList(Generic[P]):
                 for cid in want.cids:
                     out.entry(peer, WantEntry(cid, cancel=True))
 
-    def peer_gone(self, peer: P, reason: str, out: Outcome[P]) -> None:
+    def peer_gone(self, peer: P, reason: str, out: Outcome[P], *, returns: bool = False
+                  ) -> None:
         """`peer`'s wantlist is gone with its connection: sessions that asked it hear so."""
         told: set[int] = set()
         for want in self._wants.values():
@@ -259,7 +262,7 @@ class WantList(Generic[P]):
             want.has.discard(peer)
             want.has_not.discard(peer)
         for session in sorted(told):
-            out.tell.append((session, PeerGone(peer, reason)))
+            out.tell.append((session, PeerGone(peer, reason, returns)))
 
     def peer_left(self, peer: P) -> None:
         """`peer`'s wantlist is gone (disconnected): it wants nothing of us any more."""
