@@ -42,6 +42,8 @@ class Node:
     session: Session[str] | None = None
     assembler: unixfs.FileAssembler | None = None
     sent: dict[str, int] = field(default_factory=dict)  # blocks sent, per peer
+    served: dict[bytes, tuple[float, str]] = field(default_factory=dict)  # cid: when, whom
+    hold_s: float = 0.0
     received: dict[str, int] = field(default_factory=dict)  # blocks received, per peer
 
     def ledger(self, peer: str) -> PeerLedger:
@@ -85,12 +87,25 @@ class Node:
                     self.wants.want_have(1, peer, wanted, out)
         self.carry_out(out, now)
 
-    def compose(self, peer: str) -> bytes | None:
-        """The next frame to `peer`: our wants, then what its ledger says we owe."""
+    def compose(self, peer: str, now: float) -> bytes | None:
+        """The next frame to `peer`: our wants, then what its ledger says we owe (as the
+        adapter does, a block sent to another peer within `hold_s` is held back)."""
         wants = self.outbox.pop(peer, [])
-        composed = self.ledger(peer).compose(
+        ledger = self.ledger(peer)
+        ledger.release_held()
+
+        def hold(cid: bytes) -> bool:
+            last = self.served.get(cid)
+            return last is not None and last[1] != peer and now - last[0] < self.hold_s
+
+        composed = ledger.compose(
             lambda cid: len(self.store[cid]) if cid in self.store else None,
-            max_block=1 << 20, target=1 << 20, used=0, v12=True)
+            max_block=1 << 20, target=1 << 20, used=0, v12=True,
+            hold=hold if self.hold_s else None)
+        for cid, _ in composed.blocks:
+            last = self.served.get(cid)
+            if last is None or now - last[0] >= self.hold_s:
+                self.served[cid] = (now, peer)
         blocks = [(cid, self.store[cid]) for cid, _ in composed.blocks]
         for _ in blocks:
             self.sent[peer] = self.sent.get(peer, 0) + 1
@@ -122,11 +137,12 @@ class Node:
             self.carry_out(out, now)
 
 
-def run_room(members: int, links: list[tuple[str, str]], seed: int) -> dict[str, Node]:
+def run_room(members: int, links: list[tuple[str, str]], seed: int,
+             hold_s: float = 0.0) -> dict[str, Node]:
     """A poster shares a file with `members` members over `links`; run to the end."""
     data = random.Random(seed).randbytes(20 * 262144 + 1000)  # 21 leaves and a root
     dag = unixfs.import_file(data)
-    nodes = {"poster": Node("poster", {b.cid: b.data for b in dag.blocks})}
+    nodes = {"poster": Node("poster", {b.cid: b.data for b in dag.blocks}, hold_s=hold_s)}
     neighbours: dict[str, list[str]] = {"poster": []}
     for i in range(1, members + 1):
         nodes[f"m{i}"] = Node(f"m{i}")
@@ -152,7 +168,7 @@ def run_room(members: int, links: list[tuple[str, str]], seed: int) -> dict[str,
             node.plan(now)
         for name, node in nodes.items():
             for peer in neighbours[name]:
-                frame = node.compose(peer)
+                frame = node.compose(peer, now)
                 if frame is not None:
                     wires.append((name, peer, frame))
         while wires:
@@ -182,3 +198,16 @@ def test_a_member_away_from_the_poster_gets_the_file_from_members() -> None:
     nodes = run_room(3, links, seed=2)
     assert set(nodes["m3"].received) == {"m1", "m2"}
     assert "m3" not in nodes["poster"].sent
+
+
+def test_the_poster_holding_back_repeats_keeps_its_upload_near_one_copy_when_sparse() -> None:
+    """m1 and m2 both take blocks from the poster but cannot see each other; m3 links
+    them. A block the poster sent one of them a moment ago it holds back from the other,
+    which meanwhile hears HAVE from m3 and moves its want there."""
+    links = [("poster", "m1"), ("poster", "m2"), ("m1", "m3"), ("m2", "m3")]
+    eager = run_room(3, links, seed=4)
+    holding = run_room(3, links, seed=4, hold_s=20 * STEP_S)
+    eager_sent = sum(eager["poster"].sent.values())
+    holding_sent = sum(holding["poster"].sent.values())
+    assert holding_sent < eager_sent, (holding_sent, eager_sent)
+    assert holding_sent <= 1.5 * 22, holding["poster"].sent

@@ -134,3 +134,23 @@ def test_peers_that_want_a_block_too_are_told_to_the_sessions_that_want_it() -> 
     wants.peer_wants("late", DIGEST, True, out)  # told once
     wants.peer_wants("early", DIGEST, False, out)
     assert out.tell == [(1, CoWant(CID, "late", True)), (1, CoWant(CID, "early", False))]
+
+
+def test_the_ledger_holds_back_a_block_until_released_and_a_cancel_drops_it() -> None:
+    held = {CID: 10, CID2: 10}
+    ledger = PeerLedger(max_wants=10)
+    ledger.apply([WantEntry(CID), WantEntry(CID2)], full=False)
+    composed = ledger.compose(held.get, max_block=100, target=1000, used=0, v12=True,
+                              hold=lambda cid: cid == CID)
+    assert [c for c, _ in composed.blocks] == [CID2]
+    assert ledger.has_held
+    assert not ledger.has_work
+    ledger.release_held()
+    composed = ledger.compose(held.get, max_block=100, target=1000, used=0, v12=True)
+    assert [c for c, _ in composed.blocks] == [CID]  # held, not forgotten
+    ledger.apply([WantEntry(CID2)], full=False)
+    ledger.compose(held.get, max_block=100, target=1000, used=0, v12=True,
+                   hold=lambda cid: True)
+    ledger.apply([WantEntry(CID2, cancel=True)], full=False)  # got it elsewhere
+    ledger.release_held()
+    assert ledger.compose(held.get, max_block=100, target=1000, used=0, v12=True).blocks == []
