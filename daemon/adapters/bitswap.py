@@ -513,12 +513,18 @@ class Bitswap:
         link = self._links.get(peer)
         return link is not None and link.legacy
 
-    def _is_direct(self, peer: ID) -> bool | None:
-        """True over a direct IP connection, False only over relays, None if unconnected."""
+    def _reach(self, peer: ID) -> tuple[bool, int | None] | None:
+        """(direct, relay's byte limit) of a peer's connections: direct True over an IP
+        connection, False only over relays (with the smallest circuit byte limit the
+        relays announced, if any); None if unconnected."""
         conns = live_connections(self._host.get_network(), peer)
         if not conns:
             return None
-        return any(not _conn_relayed(conn.muxed_conn) for conn in conns)
+        if any(not _conn_relayed(conn.muxed_conn) for conn in conns):
+            return True, None
+        limits = [limit for conn in conns
+                  if (limit := _circuit_limit(conn.muxed_conn)) is not None]
+        return False, min(limits) if limits else None
 
     # ----------------------------------------------------------------------------------
     # Engine: runs in the engine task only
@@ -755,6 +761,27 @@ class _DisconnectNotifee(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         pass
+
+
+def _circuit_limit(muxed_conn: Any) -> int | None:
+    """The byte limit the relay announced for a relayed connection's circuit, if any.
+
+    py-libp2p keeps the raw connection (adapters/relay.py's CircuitConnection) a few
+    wrappers down: yamux's secured connection, Noise's reader-writer, its packet layer.
+    """
+    node = muxed_conn
+    for _ in range(6):
+        limit = getattr(node, "limit_bytes", None)
+        if isinstance(limit, int):
+            return limit
+        for name in ("secured_conn", "conn", "read_writer", "read_write_closer"):
+            inner = getattr(node, name, None)
+            if inner is not None:
+                node = inner
+                break
+        else:
+            return None
+    return None
 
 
 def _conn_relayed(muxed_conn: Any) -> bool:
@@ -1163,9 +1190,13 @@ class _Fetcher:
             if live_connections(network, peer):
                 session.rejoin(peer, now)
         for peer in session.peers:
-            direct = engine._is_direct(peer)
-            if direct is not None:
-                session.set_direct(peer, direct)
+            reach = engine._reach(peer)
+            if reach is not None:
+                direct, limit = reach
+                # Over a circuit, at most a quarter of its byte limit in flight: a relay
+                # that cuts at the limit loses at most that much.
+                window = None if limit is None else limit // (4 * engine._max_block)
+                session.set_direct(peer, direct, window=window)
             if engine._is_legacy(peer):
                 session.set_legacy(peer)
 

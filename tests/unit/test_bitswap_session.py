@@ -193,3 +193,12 @@ def test_a_still_connected_peer_whose_bitswap_failed_will_not_come_back() -> Non
     assert not session.rejoin("a", now=5.0)  # connected, but it never went away
     assert session.plan(CIDS[:1], now=0.1).stuck == "a: cannot open a bitswap stream"
 
+
+
+def test_a_relays_byte_limit_caps_the_blocks_in_flight_over_it() -> None:
+    session: Session[str] = Session(["relayed"], limits=SessionLimits(relayed_window=2))
+    session.set_direct("relayed", False, window=1)  # a circuit of little more than a block
+    session.plan(CIDS, now=0.0)
+    for cid in CIDS:
+        session.have("relayed", cid, True)
+    assert len(session.plan(CIDS, now=0.1).want_block["relayed"]) == 1

@@ -90,6 +90,7 @@ class _Peer:
     direct: bool = True
     fallback: bool = False
     legacy: bool = False  # no presences (bitswap 1.0/1.1)
+    window: int | None = None  # a cap of its own (a relay's limits), if any
     in_flight: set[bytes] = field(default_factory=set)
     asked_have: set[bytes] = field(default_factory=set)  # want-have out, no answer yet
     has: set[bytes] = field(default_factory=set)
@@ -233,11 +234,13 @@ class Session(Generic[P]):
         state.rejoins += 1
         return True
 
-    def set_direct(self, peer: P, direct: bool) -> None:
-        """Whether `peer` is reached over a direct connection (True) or only a relay."""
+    def set_direct(self, peer: P, direct: bool, *, window: int | None = None) -> None:
+        """Whether `peer` is reached over a direct connection (True) or only a relay;
+        `window` caps its blocks in flight further (a relay's byte limit allows few)."""
         state = self._peers.get(peer)
         if state is not None:
             state.direct = direct
+            state.window = window
 
     def set_legacy(self, peer: P) -> None:
         """`peer` speaks bitswap 1.0/1.1: it answers no want-have."""
@@ -262,6 +265,8 @@ class Session(Generic[P]):
             window = limits.relayed_window
         else:
             window = limits.fallback_window if state.fallback else limits.window
+        if state.window is not None:
+            window = min(window, state.window)
         # No peer takes more than its share while others may have the blocks too: the
         # first HAVEs to arrive must not take every block before the next ones do.
         return max(1, min(window, self._share))
