@@ -328,6 +328,9 @@ class Bitswap:
 
     It serves every block of `store` to any peer that wants it (Block or Have wants,
     DontHave when asked for one), and `fetch` pulls a UnixFS file from a set of peers.
+    A fetch keeps up to `per_peer_window` blocks in flight at a member,
+    `fallback_window` at a fallback peer (the poster) and `relayed_window` over a relay;
+    a block sent to another peer less than `hold_s` ago is held back that long.
     """
 
     def __init__(
