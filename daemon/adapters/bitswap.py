@@ -39,8 +39,9 @@ Rules of this module:
   set of inbound streams (each inbound stream's handler checks the one and registers
   in the other), the protocol each link negotiated (read by fetches), and the block
   store.
-- The server holds a block back for `hold_s` when it sent it to another peer a moment
-  ago (BitTorrent's super-seeding): the asking peer hears HAVE from that other peer
+- The server holds a block it did not fetch itself (it is the block's source, as the
+  poster is) back for `hold_s` when it sent it to another peer a moment ago
+  (BitTorrent's super-seeding): the asking peer hears HAVE from that other peer
   meanwhile, moves its want there and cancels ours, so a room's poster uploads each
   block about once however the members are connected.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
@@ -330,7 +331,8 @@ class Bitswap:
     DontHave when asked for one), and `fetch` pulls a UnixFS file from a set of peers.
     A fetch keeps up to `per_peer_window` blocks in flight at a member,
     `fallback_window` at a fallback peer (the poster) and `relayed_window` over a relay;
-    a block sent to another peer less than `hold_s` ago is held back that long.
+    a block of ours (not fetched) sent to another peer less than `hold_s` ago is held
+    back that long.
     """
 
     def __init__(
@@ -969,8 +971,15 @@ class _PeerLink:
         def hold(cid: bytes) -> bool:
             # Sent to another peer a moment ago: that peer may pass it on (it says
             # HAVE to those who want it), so this one waits a little for a cancel.
+            # Only blocks we did not fetch (we are their source, e.g. the poster): a
+            # member passing blocks on holds nothing back, or each hop would add a wait.
             last = served.get(cid)
-            return last is not None and last[1] != self.peer and now - last[0] < engine._hold
+            if last is None or last[1] == self.peer or now - last[0] >= engine._hold:
+                return False
+            try:
+                return not engine._wants.asked_lately(_digest(cid))
+            except unixfs.CidError:
+                return False
 
         composed = self._ledger.compose(
             size_of, max_block=engine._max_block, target=self._target,

@@ -269,6 +269,10 @@ class WantList(Generic[P]):
         for wanters in self._wanted_by.values():
             wanters.discard(peer)
 
+    def asked_lately(self, digest: bytes) -> bool:
+        """True if we asked for this block lately (we fetched it, we are not its source)."""
+        return digest in self._recent
+
     def clear(self) -> None:
         """Forget everything (the service stops)."""
         self._wants.clear()
