@@ -38,13 +38,13 @@ ROOM = "cpu"
 IDLE_WINDOW_S = 3.0
 
 
-
 def _holds(member: DaemonProcess, text: str) -> bool:
     return text in texts(member, ROOM)
 
 
 def _count_at_least(member: DaemonProcess, count: int) -> bool:
     return _room_count(member) >= count
+
 
 def run(daemons: int = 4, messages: int = 300, profile: Path | None = None,
         senders: int = 1) -> dict[str, Any]:

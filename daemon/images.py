@@ -70,11 +70,14 @@ log = logging.getLogger(__name__)
 AUTO_FETCH_WORKERS = 2
 AUTO_FETCH_QUEUE = 256
 AUTO_FETCH_TIMEOUT_S = 120.0
-AUTO_FETCH_SPREAD_S = 1.0
+AUTO_FETCH_SPREAD_S = 0.1
 AUTO_FETCH_RETRIES = 4
 PROGRESS_EVERY_S = 0.1
 FETCH_RETRY_FIRST_S = 0.1  # a fetch nobody could serve yet is asked again after this,
 FETCH_RETRY_MAX_S = 1.0  # doubling up to this
+# How long a fetch waits for a peer that lacks the image to get it (peers keep our
+# want-have and say HAVE then) before it looks again at who is connected.
+FETCH_PATIENCE_S = 5.0
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -289,15 +292,19 @@ class ImageService:
             raise PathError(f"no such directory: {target.parent}")
         return target
 
-    def _peers_for(self, cid: str) -> list[str]:
-        """Connected peers most likely to hold an image first, then everyone else."""
+    def _peers_for(self, cid: str) -> tuple[list[str], list[str]]:
+        """Connected peers to fetch an image from: the members most likely to hold it
+        first, then everyone else; and apart, the connected authors of the messages
+        that carry it, who serve only what no member has yet (fallback)."""
         connected = self.network.connected_peers()
         likely: list[str] = []
         for room in self.store.rooms_with_image(cid):
             for peer in self.network.topic_peers(topic_for(room)):
                 if peer in connected and peer not in likely:
                     likely.append(peer)
-        return likely + [p for p in connected if p not in likely]
+        peers = likely + [p for p in connected if p not in likely]
+        authors = {m.author_text for m in self.store.image_messages(cid)}
+        return [p for p in peers if p not in authors], [p for p in peers if p in authors]
 
     async def fetch(self, cid: str, *, path: str | None, directory: str | None, force: bool,
                     timeout_s: float | None, progress: Progress | None) -> dict[str, Any]:
@@ -363,10 +370,14 @@ class ImageService:
 
     async def _fetch_with_progress(self, root: bytes, timeout_s: float,
                                    progress: Progress | None) -> bytes:
-        peers = self._peers_for(unixfs.cid_to_str(root))
+        peers, fallback = self._peers_for(unixfs.cid_to_str(root))
+        # Peers that lack the image keep our want and say when they have it: wait for
+        # that a while, then look again at who is connected (`_fetch_until`).
+        patience = min(timeout_s, FETCH_PATIENCE_S)
         if progress is None:
             return await self.exchange.fetch(root, peers, max_size=self.limits.max_bytes,
-                                             timeout_s=timeout_s)
+                                             timeout_s=timeout_s, fallback=fallback,
+                                             patience_s=patience)
         latest: list[tuple[int, int]] = []
         changed = trio.Event()
 
@@ -391,7 +402,7 @@ class ImageService:
             try:
                 data = await self.exchange.fetch(
                     root, peers, max_size=self.limits.max_bytes, timeout_s=timeout_s,
-                    on_progress=on_progress)
+                    on_progress=on_progress, fallback=fallback, patience_s=patience)
             except GossipchatError as exc:
                 # Raised outside the nursery, so callers see it and not an ExceptionGroup.
                 failure = exc
@@ -507,16 +518,12 @@ class ImageService:
         peers: list[str] = []
         fallback: list[str] = []
         if self.blocks.missing(root):
-            # Members hear of an image at the same moment. Spreading their starts lets
-            # later ones fetch from earlier ones instead of all from the sender, which
-            # is what keeps the sender's upload flat as rooms grow.
+            # Members hear of an image at the same moment and start together: bitswap
+            # sessions let them serve each other from the first block, and those that
+            # fetch at once split what only the sender has, which keeps the sender's
+            # upload flat as rooms grow. A small jitter only spreads the want-haves.
             await trio.sleep(self._rng.uniform(0, AUTO_FETCH_SPREAD_S))
-            peers = self._peers_for(cid)
-            author = env.author_text
-            if author in peers:
-                # The author serves only blocks no other member has yet.
-                peers.remove(author)
-                fallback.append(author)
+            peers, fallback = self._peers_for(cid)
         # Fetched unpinned, with the limit of auto-fetches and the size the message
         # claims: a root that declares another size is refused before any leaf.
         try:
@@ -524,7 +531,7 @@ class ImageService:
                 data = await self.exchange.fetch(
                     root, peers, max_size=self._auto_fetch_limit(),
                     timeout_s=AUTO_FETCH_TIMEOUT_S, fallback=fallback,
-                    expected_size=claim.size)
+                    expected_size=claim.size, patience_s=FETCH_PATIENCE_S)
         except ImageMismatch as exc:
             # No peer can serve other bytes for this CID: nothing to retry. Nothing was
             # stored for this message either (the root was refused), and blocks of the

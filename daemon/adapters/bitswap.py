@@ -1,5 +1,9 @@
 """Bitswap block exchange on a py-libp2p host: serve our blocks, fetch UnixFS files.
 
+The protocol's state machines are sans-IO in `core/bitswap/` (the message codec, each
+peer's ledger, the wantlist, a fetch's session); this module does the stream I/O, the
+block store's reads and writes, and runs the tasks that own that state.
+
 Rules of this module:
 
 - It speaks `/ipfs/bitswap/1.2.0`, `1.1.0` and `1.0.0` as the spec says
@@ -20,21 +24,33 @@ Rules of this module:
   `stats.bad_blocks`; its pending wants go to the other peers. A late duplicate of a
   block we did ask for is only counted. A peer's wantlist is bounded and is forgotten
   when its connection closes.
-- One trio task owns each piece of mutable state. The engine task owns the wants and
-  the routing of blocks to fetches; each peer's link task owns that peer's outbound
-  stream and its wantlist (what we owe it); each `fetch` call owns its
-  `unixfs.FileAssembler` and decides which peer gets which want. They talk over memory
-  channels. Shared beyond that, and touched only between awaits on the one trio
-  thread: the `stats` counters, the ban list and the set of inbound streams (each
-  inbound stream's handler checks the one and registers in the other), and the block
+- A fetch is a session (`core.bitswap.Session`): it asks every peer want-have for the
+  blocks it needs and asks for each block a peer that has it, direct peers before
+  relayed ones and room members before the original poster (`fallback`). Peers keep
+  our want-have and say HAVE when a block reaches them, so members that fetch the
+  same image serve each other from the first block on, and a fetch over a relay
+  moves to a direct peer as soon as one has the blocks.
+- One trio task owns each piece of mutable state. The engine task owns the
+  `WantList` (whom we asked for what) and the routing of blocks and presences to
+  fetches; each peer's link task owns that peer's outbound stream and its
+  `PeerLedger` (what we owe it); each `fetch` call owns its `unixfs.FileAssembler`
+  and its `Session`. They talk over memory channels. Shared beyond that, and touched
+  only between awaits on the one trio thread: the `stats` counters, the ban list, the
+  set of inbound streams (each inbound stream's handler checks the one and registers
+  in the other), the protocol each link negotiated (read by fetches), and the block
   store.
+- The server holds a block it did not fetch itself (it is the block's source, as the
+  poster is) back for `hold_s` when it sent it to another peer a moment ago
+  (BitTorrent's super-seeding): the asking peer hears HAVE from that other peer
+  meanwhile, moves its want there and cancels ours, so a room's poster uploads each
+  block about once however the members are connected.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
-  at every peer and spreads the wants over the peers by load; the server packs several
-  blocks into each message (up to `target_message_size`; one block per message over
-  a relayed connection, which a relay may cut at a byte limit) and reads the next
-  message's blocks off disk while the current one is written; the reader takes large
-  chunks off the stream. Disk I/O runs in worker threads, beside the network work rather than in
-  its way, so a slow disk never stalls the event loop.
+  at every room member (fewer at the original poster and over a relay); the server
+  packs several blocks into each message (up to `target_message_size`; one block per
+  message over a relayed connection, which a relay may cut at a byte limit) and reads
+  the next message's blocks off disk while the current one is written; the reader
+  takes large chunks off the stream. Disk I/O runs in worker threads, beside the
+  network work rather than in its way, so a slow disk never stalls the event loop.
 - libp2p exceptions stop here: callers see `FetchError` and its subclasses,
   `unixfs.InvalidDagError` (the DAG itself is bad or too large) and
   `blockstore.BlockStoreError` (the local disk failed).
@@ -42,14 +58,15 @@ Rules of this module:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
@@ -58,13 +75,37 @@ from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
-from ..core import protobuf, unixfs, varint
+from ..core import unixfs
+from ..core.bitswap import (
+    MAX_MESSAGE_FIELDS,
+    MAX_MESSAGE_SIZE,
+    BlockIn,
+    CoWant,
+    FrameDecoder,
+    GotBlock,
+    Have,
+    LedgerEntry,
+    Message,
+    Outcome,
+    PeerGone,
+    PeerLedger,
+    Presence,
+    Session,
+    SessionLimits,
+    WantEntry,
+    WantList,
+    decode_message,
+    encode_frame,
+    prefix_ok,
+)
+from ..core.bitswap import message as codec
 from ..errors import ProtocolError  # a peer sent bytes that are no bitswap message
 from .blockstore import BlockStore, BlockStoreError
 from .libp2p_patches import live_connections
 
 __all__ = [
     "DEFAULT_MAX_BLOCK_SIZE",
+    "MAX_MESSAGE_FIELDS",
     "MAX_MESSAGE_SIZE",
     "PROTOCOL_ID_100",
     "PROTOCOL_ID_110",
@@ -87,13 +128,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROTOCOL_ID_120 = TProtocol("/ipfs/bitswap/1.2.0")
-PROTOCOL_ID_110 = TProtocol("/ipfs/bitswap/1.1.0")
-PROTOCOL_ID_100 = TProtocol("/ipfs/bitswap/1.0.0")
+PROTOCOL_ID_120 = TProtocol(codec.PROTOCOL_ID_120)
+PROTOCOL_ID_110 = TProtocol(codec.PROTOCOL_ID_110)
+PROTOCOL_ID_100 = TProtocol(codec.PROTOCOL_ID_100)
 PROTOCOLS = (PROTOCOL_ID_120, PROTOCOL_ID_110, PROTOCOL_ID_100)
-
-MAX_MESSAGE_SIZE = 4 * 1024 * 1024
-"""Largest frame we read or write: the spec's (and Helia's) 4 MiB message limit."""
 
 DEFAULT_MAX_BLOCK_SIZE = 1024 * 1024
 DEFAULT_TARGET_MESSAGE_SIZE = 2 * 1024 * 1024  # many blocks per write; half the limit
@@ -101,18 +139,13 @@ _READ_SIZE = 1024 * 1024  # yamux hands out what it has buffered, up to this
 _NEW_STREAM_TIMEOUT = 10.0
 # Wants we remember per peer (config max_wants_per_peer); the rest are dropped.
 MAX_PEER_WANTLIST = 4096
-_RECENT_DIGESTS = 65536  # digests we asked for lately: late duplicates are not "bad"
-# Protobuf fields decoded per message, at every level. Our full wantlist (4096 entries)
-# takes about 25,000; unbounded, a 4 MiB message of 4-byte entries took 8 s of the
-# event loop and 80 MiB to decode, and one of unknown 2-byte fields 2 s.
-MAX_MESSAGE_FIELDS = 32768
-
-# A fetch's peer whose connection went away may come back (a relayed connection is
-# re-dialed through a new circuit when its relay cuts it): the fetch waits this long
-# for it before "no peer can supply", and takes it back at most _MAX_REJOINS times.
-_REJOIN_S = 10.0
-_MAX_REJOINS = 16
+# The longest a fetch waits between two looks at its peers (rejoins, direct or
+# relayed) when no answer arrives.
+_MAX_TICK_S = 0.2
+_SERVED_MEMORY = 4096  # blocks whose last send we remember (for hold_s)
+_HOLD_POLL_S = 0.05  # how often a link looks again at the blocks it holds back
 _NET_ERRORS = (BaseLibp2pError, OSError, EOFError, trio.BrokenResourceError)
+_prefix_ok = prefix_ok  # the name the fuzz tests know
 
 
 class BitswapError(Exception):
@@ -135,190 +168,17 @@ class BitswapStoppedError(FetchError):
     """The bitswap service is not running (not started yet, or shutting down)."""
 
 
-# --------------------------------------------------------------------------------------
-# Message codec (pure)
-
-
-@dataclass(frozen=True, slots=True)
-class WantEntry:
-    """One wantlist entry: want a block (or only to know who has it), or cancel."""
-
-    cid: bytes
-    priority: int = 1
-    cancel: bool = False
-    want_have: bool = False
-    send_dont_have: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Presence:
-    """A Have or DontHave answer for one CID (bitswap 1.2)."""
-
-    cid: bytes
-    have: bool
-
-
-@dataclass(slots=True)
-class Message:
-    """A decoded bitswap message. Blocks are (1.1 prefix or None for 1.0, data)."""
-
-    wants: list[WantEntry] = field(default_factory=list)
-    full: bool = False
-    blocks: list[tuple[bytes | None, bytes]] = field(default_factory=list)
-    presences: list[Presence] = field(default_factory=list)
-
-
-def _len_prefix(field_no: int, length: int) -> bytes:
-    return varint.encode(field_no << 3 | 2) + varint.encode(length)
-
-
-def _encode_entry(entry: WantEntry, protocol: TProtocol) -> bytes:
-    out = protobuf.len_field(1, entry.cid) + protobuf.varint_field(2, entry.priority)
-    if entry.cancel:
-        out += protobuf.varint_field(3, 1)
-    if protocol == PROTOCOL_ID_120:
-        if entry.want_have:
-            out += protobuf.varint_field(4, 1)
-        if entry.send_dont_have:
-            out += protobuf.varint_field(5, 1)
-    return out
-
-
-def encode_frame(
-    protocol: TProtocol,
-    *,
-    wants: Sequence[WantEntry] = (),
-    full: bool = False,
-    blocks: Sequence[tuple[bytes, bytes]] = (),
-    presences: Sequence[Presence] = (),
-) -> bytes:
-    """One length-prefixed message for `protocol`; blocks are (CID, data) pairs.
-
-    1.0.0 carries raw blocks, 1.1.0+ carries payloads with the CID prefix, and only
-    1.2.0 carries presences and want-have/send-dont-have. Block bytes are copied once,
-    into the frame.
-    """
-    parts: list[bytes] = []
-    if wants or full:
-        entries = b"".join(
-            protobuf.len_field(1, _encode_entry(entry, protocol))
-            for entry in wants
-            if protocol == PROTOCOL_ID_120 or not entry.want_have
-        )
-        wantlist = entries + (protobuf.varint_field(2, 1) if full else b"")
-        parts.append(protobuf.len_field(1, wantlist))
-    for cid, data in blocks:
-        if protocol == PROTOCOL_ID_100:
-            parts.append(_len_prefix(2, len(data)))
-            parts.append(data)
-        else:
-            prefix = protobuf.len_field(1, unixfs.cid_prefix(cid))
-            inner_data_head = _len_prefix(2, len(data))
-            inner_len = len(prefix) + len(inner_data_head) + len(data)
-            parts.extend((_len_prefix(3, inner_len), prefix, inner_data_head, data))
-    if protocol == PROTOCOL_ID_120:
-        for presence in presences:
-            inner = protobuf.len_field(1, presence.cid) + protobuf.varint_field(
-                2, 0 if presence.have else 1
-            )
-            parts.append(protobuf.len_field(4, inner))
-    body_len = sum(len(part) for part in parts)
-    return b"".join([varint.encode(body_len), *parts])
-
-
-class _FieldBudget:
-    """Counts the fields one message decodes, so its cost is bounded, not its bytes'."""
-
-    def __init__(self) -> None:
-        self.left = MAX_MESSAGE_FIELDS
-
-    def fields(self, buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
-        """`protobuf.iter_fields`, charged to this message's budget."""
-        for item in protobuf.iter_fields(buf):
-            self.left -= 1
-            if self.left < 0:
-                raise ProtocolError(f"message has more than {MAX_MESSAGE_FIELDS} fields")
-            yield item
-
-
-def decode_message(frame: bytes | memoryview) -> Message:
-    """Decode one message body (without its length prefix); `ProtocolError` if malformed.
-
-    Unknown fields are skipped, as protobuf requires, but count towards
-    MAX_MESSAGE_FIELDS.
-    """
-    msg = Message()
-    budget = _FieldBudget()
-    try:
-        for field_no, wire, value in budget.fields(frame):
-            if field_no == 1 and isinstance(value, memoryview):
-                _decode_wantlist(value, msg, budget)
-            elif field_no == 2 and isinstance(value, memoryview):
-                msg.blocks.append((None, bytes(value)))
-            elif field_no == 3 and isinstance(value, memoryview):
-                prefix: bytes | None = None
-                data: bytes | None = None
-                for sub_no, _, sub in budget.fields(value):
-                    if sub_no == 1 and isinstance(sub, memoryview):
-                        prefix = bytes(sub)
-                    elif sub_no == 2 and isinstance(sub, memoryview):
-                        data = bytes(sub)
-                if prefix is None:
-                    raise ProtocolError("payload block without a prefix")
-                msg.blocks.append((prefix, data or b""))
-            elif field_no == 4 and isinstance(value, memoryview):
-                cid: bytes | None = None
-                kind = 0
-                for sub_no, _, sub in budget.fields(value):
-                    if sub_no == 1 and isinstance(sub, memoryview):
-                        cid = bytes(sub)
-                    elif sub_no == 2 and isinstance(sub, int):
-                        kind = sub
-                if cid is None:
-                    raise ProtocolError("block presence without a CID")
-                msg.presences.append(Presence(cid, have=kind == 0))
-            elif wire == 2 and not isinstance(value, memoryview):
-                raise ProtocolError(f"field {field_no} has the wrong type")
-    except protobuf.ProtobufError as exc:
-        raise ProtocolError(f"malformed bitswap message: {exc}") from None
-    return msg
-
-
-def _decode_wantlist(buf: memoryview, msg: Message, budget: _FieldBudget) -> None:
-    for field_no, _, value in budget.fields(buf):
-        if field_no == 1 and isinstance(value, memoryview):
-            cid: bytes | None = None
-            priority, cancel, want_have, send_dont_have = 1, False, False, False
-            for sub_no, _, sub in budget.fields(value):
-                if sub_no == 1 and isinstance(sub, memoryview):
-                    cid = bytes(sub)
-                elif sub_no == 2 and isinstance(sub, int):
-                    priority = sub
-                elif sub_no == 3 and isinstance(sub, int):
-                    cancel = bool(sub)
-                elif sub_no == 4 and isinstance(sub, int):
-                    want_have = sub == 1
-                elif sub_no == 5 and isinstance(sub, int):
-                    send_dont_have = bool(sub)
-            if cid is None:
-                raise ProtocolError("wantlist entry without a CID")
-            msg.wants.append(WantEntry(cid, priority, cancel, want_have, send_dont_have))
-        elif field_no == 2 and isinstance(value, int):
-            msg.full = bool(value)
-
-
 class _FrameReader:
     """Reads length-prefixed messages off a stream, in large reads, bounded in size."""
 
     def __init__(self, stream: INetStream, max_frame: int) -> None:
         self._stream = stream
-        self._max = max_frame
-        self._buf = bytearray()
+        self._decoder = FrameDecoder(max_frame)
 
     async def next_message(self) -> Message | None:
         """The next message, or None at a clean end of stream; `ProtocolError` if bad."""
         while True:
-            msg = self._take()
+            msg = self._decoder.next_message()
             if msg is not None:
                 return msg
             try:
@@ -326,34 +186,10 @@ class _FrameReader:
             except EOFError:
                 chunk = b""
             if not chunk:
-                if self._buf:
+                if self._decoder.buffered:
                     raise ProtocolError("stream ended inside a message")
                 return None
-            self._buf += chunk
-
-    def _take(self) -> Message | None:
-        buf = self._buf
-        try:
-            # Six bytes hold any length up to 2**42, far over the limit.
-            prefix = varint.decode_prefix(buf, 0, max_len=6)
-        except varint.VarintError:
-            raise ProtocolError("message length prefix too long") from None
-        if prefix is None:
-            return None  # the varint itself is incomplete
-        length, start = prefix
-        if length > self._max:
-            raise ProtocolError(f"message of {length} bytes exceeds the {self._max} limit")
-        end = start + length
-        if len(buf) < end:
-            return None
-        # Decoded in place: only the block bytes are copied out of the buffer.
-        with memoryview(buf) as view:
-            msg = decode_message(view[start:end])
-        try:
-            del buf[:end]
-        except BufferError:  # a view outlived the decode; never seen, but stay correct
-            self._buf = bytearray(buf[end:])
-        return msg
+            self._decoder.feed(chunk)
 
 
 # --------------------------------------------------------------------------------------
@@ -371,6 +207,7 @@ class PeerStats:
     duplicate_blocks: int = 0
     bad_blocks: int = 0
     dont_have_received: int = 0
+    have_received: int = 0
     protocol_errors: int = 0
 
 
@@ -385,10 +222,13 @@ class BitswapStats:
     duplicate_blocks: int = 0
     bad_blocks: int = 0
     dont_have_received: int = 0
+    have_received: int = 0
     protocol_errors: int = 0
     peers_dropped: int = 0
     stream_faults: int = 0  # unexpected errors, each contained to its inbound stream
     wants_dropped: int = 0  # a peer's wants past max_wants_per_peer, not remembered
+    # Block wants taken off a relayed peer because a direct one said HAVE.
+    wants_moved_to_direct: int = 0
     peers: dict[str, PeerStats] = field(default_factory=dict)
 
     def peer(self, peer: ID) -> PeerStats:
@@ -403,27 +243,8 @@ class BitswapStats:
 # --------------------------------------------------------------------------------------
 # Events and commands between the tasks
 
-
-@dataclass(frozen=True, slots=True)
-class _GotBlock:
-    cid: bytes
-    data: bytes
-    peer: ID
-
-
-@dataclass(frozen=True, slots=True)
-class _DontHave:
-    cid: bytes
-    peer: ID
-
-
-@dataclass(frozen=True, slots=True)
-class _PeerGone:
-    peer: ID
-    reason: str
-
-
-_SessionEvent: TypeAlias = _GotBlock | _DontHave | _PeerGone
+_SessionEvent: TypeAlias = GotBlock[ID] | Have[ID] | PeerGone[ID] | CoWant[ID]
+_WantKind: TypeAlias = Literal["have", "block", "cancel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +270,7 @@ class _SessionWant:
     session: int
     peer: ID
     cids: list[bytes]
+    kind: _WantKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,16 +316,8 @@ class _NewBlocks:
 _LinkItem: TypeAlias = _TheirWants | _OurWants | _NewBlocks
 
 
-@dataclass(slots=True)
-class _Want:
-    """Engine-side record of one digest we are asking for."""
-
-    cids: set[bytes]
-    sessions: set[int]
-    asked: set[ID]  # peers asked that have neither answered DontHave nor gone
-    # Peers whose wantlist holds it: `asked`, and those that said DontHave (they keep
-    # the want and send the block if it reaches them). All get the cancel.
-    holders: set[ID] = field(default_factory=set)
+def _digest(cid: bytes) -> bytes:
+    return unixfs.parse_cid(cid).digest
 
 
 # --------------------------------------------------------------------------------------
@@ -515,6 +329,10 @@ class Bitswap:
 
     It serves every block of `store` to any peer that wants it (Block or Have wants,
     DontHave when asked for one), and `fetch` pulls a UnixFS file from a set of peers.
+    A fetch keeps up to `per_peer_window` blocks in flight at a member,
+    `fallback_window` at a fallback peer (the poster) and `relayed_window` over a relay;
+    a block of ours (not fetched) sent to another peer less than `hold_s` ago is held
+    back that long.
     """
 
     def __init__(
@@ -526,7 +344,10 @@ class Bitswap:
         max_message_size: int = MAX_MESSAGE_SIZE,
         target_message_size: int = DEFAULT_TARGET_MESSAGE_SIZE,
         per_peer_window: int = 32,
+        fallback_window: int = 4,
+        relayed_window: int = 2,
         stall_timeout: float = 5.0,
+        hold_s: float = 0.5,
         idle_stream_timeout: float = 5.0,
         ban_seconds: float = 600.0,
         max_wants_per_peer: int = MAX_PEER_WANTLIST,
@@ -538,8 +359,13 @@ class Bitswap:
         self._max_block = max_block_size
         self._max_message = max_message_size
         self._target_message = min(target_message_size, max_message_size - 1024)
-        self._window = per_peer_window
+        self._limits = SessionLimits(window=per_peer_window, fallback_window=fallback_window,
+                                     relayed_window=relayed_window, stall=stall_timeout)
         self._stall = stall_timeout
+        self._hold = hold_s
+        # Blocks sent lately: cid -> (when, to whom). Written and read by the link tasks
+        # between awaits (see the module rules); bounded.
+        self._served: OrderedDict[bytes, tuple[float, ID]] = OrderedDict()
         self._idle = idle_stream_timeout
         self._ban_seconds = ban_seconds
         self.max_wants_per_peer = max_wants_per_peer
@@ -547,9 +373,8 @@ class Bitswap:
         self._commands_send: trio.MemorySendChannel[_Command] | None = None
         self._nursery: trio.Nursery | None = None
         self._links: dict[ID, _PeerLink] = {}
-        self._wants: dict[bytes, _Want] = {}  # digest -> want
+        self._wants: WantList[ID] = WantList()
         self._sessions: dict[int, trio.MemorySendChannel[_SessionEvent]] = {}
-        self._recent: OrderedDict[bytes, None] = OrderedDict()
         self._banned: dict[ID, float] = {}
         self._inbound_streams: set[INetStream] = set()
         self._session_ids = count(1)
@@ -597,7 +422,7 @@ class Bitswap:
     async def announce(self, cids: Iterable[bytes]) -> None:
         """Tell bitswap that these blocks are now in the store (e.g. after an import).
 
-        Peers that asked for them earlier get them now.
+        Peers that asked for them earlier get them (or a HAVE) now.
         """
         await self._command(_Announce([bytes(cid) for cid in cids]))
 
@@ -614,15 +439,19 @@ class Bitswap:
         on_progress: Callable[[int, int], None] | None = None,
         fallback: Sequence[ID] = (),
         expected_size: int | None = None,
+        patience: float = 0.0,
     ) -> bytes:
         """Fetch the UnixFS file under `root` from `peers` and return its bytes.
 
         Every block is verified and stored in the block store as it arrives, so this
         node serves the file afterwards. Blocks already stored are not fetched again.
         `on_progress(bytes_have, bytes_total)` is called as blocks arrive. `fallback`
-        peers are asked for a block only once no peer of `peers` can supply it, so a
-        room's sender serves only what no other member has yet. With `expected_size`,
-        a root that declares another size is refused before any leaf is asked for.
+        peers (the original poster) are asked for a block only while no peer of
+        `peers` has it, a few blocks at a time, so a room's sender serves little more
+        than one copy. With `expected_size`, a root that declares another size is
+        refused before any leaf is asked for. Once every peer said it lacks a block,
+        the fetch waits `patience` seconds for one to say HAVE (peers that fetch the
+        same file say so as its blocks reach them) before `NotFoundError`.
 
         Raises `FetchTimeoutError` after `timeout` seconds, `NotFoundError` as soon as
         no peer can supply a needed block, `BitswapStoppedError` if the service is not
@@ -639,12 +468,14 @@ class Bitswap:
         session = next(self._session_ids)
         events_send, events_recv = trio.open_memory_channel[_SessionEvent](math.inf)
         await self._command(_SessionOpen(session, events_send))
-        fetcher = _Fetcher(self, session, assembler, [*peers, *fallback], events_recv,
-                           on_progress, fallback=fallback)
+        limits = dataclasses.replace(self._limits, patience=patience)
+        choice = Session(peers, fallback=fallback, limits=limits, me=self._host.get_id())
+        fetcher = _Fetcher(self, session, assembler, choice, events_recv, on_progress)
         try:
             with trio.move_on_after(timeout) as scope:
                 await fetcher.run()
         finally:
+            fetcher.log_sources()
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 try:
                     await self._command(_SessionClose(session))
@@ -681,6 +512,25 @@ class Bitswap:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise BitswapStoppedError("bitswap stopped") from None
 
+    # Read by fetches (see the module rules): what a link negotiated, how a peer is reached.
+
+    def _is_legacy(self, peer: ID) -> bool:
+        link = self._links.get(peer)
+        return link is not None and link.legacy
+
+    def _reach(self, peer: ID) -> tuple[bool, int | None] | None:
+        """(direct, relay's byte limit) of a peer's connections: direct True over an IP
+        connection, False only over relays (with the smallest circuit byte limit the
+        relays announced, if any); None if unconnected."""
+        conns = live_connections(self._host.get_network(), peer)
+        if not conns:
+            return None
+        if any(not _conn_relayed(conn.muxed_conn) for conn in conns):
+            return True, None
+        limits = [limit for conn in conns
+                  if (limit := _circuit_limit(conn.muxed_conn)) is not None]
+        return False, min(limits) if limits else None
+
     # ----------------------------------------------------------------------------------
     # Engine: runs in the engine task only
 
@@ -692,7 +542,12 @@ class Bitswap:
         elif isinstance(command, _SessionOpen):
             self._sessions[command.session] = command.events
         elif isinstance(command, _SessionClose):
-            self._on_session_close(command.session)
+            events = self._sessions.pop(command.session, None)
+            if events is not None:
+                events.close()
+            out: Outcome[ID] = Outcome()
+            self._wants.close_session(command.session, out)
+            self._carry_out(out)
         elif isinstance(command, _LinkDown):
             if self._links.get(command.peer) is command.link:
                 del self._links[command.peer]
@@ -711,7 +566,10 @@ class Bitswap:
                 gone = self._links.pop(command.peer, None)
                 if gone is not None:
                     gone.stop()
-                self._peer_gone(command.peer, "disconnected")
+                self._peer_gone(command.peer, "disconnected", returns=True)
+                # Also fetches the link's failure told already: the peer may come back.
+                for session in list(self._sessions):
+                    self._tell(session, PeerGone(command.peer, "disconnected", True))
 
     def _is_banned(self, peer: ID) -> bool:
         until = self._banned.get(peer)
@@ -731,104 +589,81 @@ class Bitswap:
             self._nursery.start_soon(link.run)
         return link
 
+    def _carry_out(self, out: Outcome[ID]) -> None:
+        """Send what the wantlist decided: wire entries to links, events to fetches."""
+        for peer, entries in out.send.items():
+            if all(entry.cancel for entry in entries):
+                link = self._links.get(peer)  # no link, no wantlist there to cancel
+            else:
+                link = self._link(peer)
+            if link is not None:
+                link.send(_OurWants(entries))
+        for session, event in out.tell:
+            self._tell(session, event)
+
     def _on_inbound(self, command: _Inbound) -> None:
         peer, msg = command.peer, command.message
         if self._is_banned(peer):
             return
+        out: Outcome[ID] = Outcome()
         if msg.wants or msg.full:
             self._link(peer).send(_TheirWants(msg.wants, msg.full))
+            # A peer that wants what we want is fetching it too (see Session).
+            for entry in msg.wants:
+                try:
+                    digest = _digest(entry.cid)
+                except unixfs.CidError:
+                    continue
+                self._wants.peer_wants(peer, digest, not entry.cancel, out)
         peer_stats = self.stats.peer(peer)
         for (prefix, data), digest in zip(msg.blocks, command.digests, strict=True):
-            want = self._wants.get(digest)
-            if want is None or len(data) > self._max_block or not _prefix_ok(prefix):
-                if digest in self._recent and len(data) <= self._max_block:
-                    self.stats.duplicate_blocks += 1
-                    peer_stats.duplicate_blocks += 1
-                    continue
+            verdict = BlockIn.UNWANTED
+            if len(data) <= self._max_block and prefix_ok(prefix):
+                verdict = self._wants.block(peer, digest, data, out)
+            if verdict == BlockIn.DUPLICATE:
+                self.stats.duplicate_blocks += 1
+                peer_stats.duplicate_blocks += 1
+                continue
+            if verdict == BlockIn.UNWANTED:
                 self.stats.bad_blocks += 1
                 peer_stats.bad_blocks += 1
+                self._carry_out(out)  # what arrived before it still counts
                 self._drop_peer(peer, "sent a block that fails verification")
                 return
             self.stats.blocks_received += 1
             self.stats.bytes_received += len(data)
             peer_stats.blocks_received += 1
             peer_stats.bytes_received += len(data)
-            self._block_arrived(digest, want, data, peer)
         for presence in msg.presences:
-            if presence.have:
-                continue  # we ask for blocks directly; a Have changes nothing
             try:
-                digest = unixfs.parse_cid(presence.cid).digest
+                digest = _digest(presence.cid)
             except unixfs.CidError:
                 continue
-            want = self._wants.get(digest)
-            if want is None or peer not in want.asked:
+            if not self._wants.presence(peer, digest, presence.have, out):
                 continue
-            self.stats.dont_have_received += 1
-            peer_stats.dont_have_received += 1
-            want.asked.discard(peer)
-            for session in want.sessions:
-                self._tell(session, _DontHave(presence.cid, peer))
-
-    def _block_arrived(self, digest: bytes, want: _Want, data: bytes, peer: ID) -> None:
-        # The fetches store the block (in a worker thread) and announce it when done.
-        del self._wants[digest]
-        self._remember(digest)
-        for session in want.sessions:
-            for cid in want.cids:
-                self._tell(session, _GotBlock(cid, data, peer))
-        cancels = [WantEntry(cid, cancel=True) for cid in want.cids]
-        for other in (want.asked | want.holders) - {peer}:
-            link = self._links.get(other)
-            if link is not None:
-                link.send(_OurWants(cancels))
+            if presence.have:
+                self.stats.have_received += 1
+                peer_stats.have_received += 1
+            else:
+                self.stats.dont_have_received += 1
+                peer_stats.dont_have_received += 1
+        self._carry_out(out)
 
     def _on_session_want(self, command: _SessionWant) -> None:
         if command.session not in self._sessions:
             return
         if self._is_banned(command.peer):
-            self._tell(command.session, _PeerGone(command.peer, "dropped earlier"))
+            self._tell(command.session, PeerGone(command.peer, "dropped earlier"))
             return
-        entries = []
-        for cid in command.cids:
-            digest = unixfs.parse_cid(cid).digest
-            want = self._wants.get(digest)
-            if want is None:
-                want = self._wants[digest] = _Want(set(), set(), set())
-            want.cids.add(cid)
-            want.sessions.add(command.session)
-            if command.peer in want.asked:
-                pass  # asked already, for another fetch: its answer reaches both
-            elif command.peer in want.holders:
-                # It said DontHave to another fetch and keeps the want: this fetch
-                # hears the same now (and gets the block if it reaches that peer).
-                self._tell(command.session, _DontHave(cid, command.peer))
-            else:
-                want.asked.add(command.peer)
-                want.holders.add(command.peer)
-                entries.append(WantEntry(cid, send_dont_have=True))
-            self._remember(digest)
-        if entries:
-            self._link(command.peer).send(_OurWants(entries))
-
-    def _on_session_close(self, session: int) -> None:
-        events = self._sessions.pop(session, None)
-        if events is not None:
-            events.close()
-        cancels: dict[ID, list[WantEntry]] = {}
-        for digest, want in list(self._wants.items()):
-            want.sessions.discard(session)
-            if want.sessions:
-                continue
-            del self._wants[digest]
-            for peer in want.asked | want.holders:
-                cancels.setdefault(peer, []).extend(
-                    WantEntry(cid, cancel=True) for cid in want.cids
-                )
-        for peer, entries in cancels.items():
-            link = self._links.get(peer)
-            if link is not None:
-                link.send(_OurWants(entries))
+        wanted = [(cid, _digest(cid)) for cid in command.cids]
+        out: Outcome[ID] = Outcome()
+        if command.kind == "have":
+            self._wants.want_have(command.session, command.peer, wanted, out)
+        elif command.kind == "block":
+            self._wants.want_block(command.session, command.peer, wanted, out)
+        else:
+            self._wants.cancel(command.peer, wanted, out)
+        self._carry_out(out)
 
     def _drop_peer(self, peer: ID, reason: str) -> None:
         logger.warning("bitswap: dropping peer %s: %s", peer, reason)
@@ -839,15 +674,11 @@ class Bitswap:
             link.stop()
         self._peer_gone(peer, reason)
 
-    def _peer_gone(self, peer: ID, reason: str) -> None:
-        told: set[int] = set()
-        for want in self._wants.values():
-            want.holders.discard(peer)
-            if peer in want.asked:
-                want.asked.discard(peer)
-                told.update(want.sessions)
-        for session in told:
-            self._tell(session, _PeerGone(peer, reason))
+    def _peer_gone(self, peer: ID, reason: str, *, returns: bool = False) -> None:
+        self._wants.peer_left(peer)
+        out: Outcome[ID] = Outcome()
+        self._wants.peer_gone(peer, reason, out, returns=returns)
+        self._carry_out(out)
 
     def _tell(self, session: int, event: _SessionEvent) -> None:
         events = self._sessions.get(session)
@@ -856,12 +687,6 @@ class Bitswap:
                 events.send_nowait(event)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 self._sessions.pop(session, None)
-
-    def _remember(self, digest: bytes) -> None:
-        self._recent[digest] = None
-        self._recent.move_to_end(digest)
-        while len(self._recent) > _RECENT_DIGESTS:
-            self._recent.popitem(last=False)
 
     # ----------------------------------------------------------------------------------
     # Inbound streams: run in libp2p's handler tasks
@@ -943,22 +768,33 @@ class _DisconnectNotifee(INotifee):
         pass
 
 
-def _relayed(stream: INetStream) -> bool:
-    """True for a stream over a relayed connection (it has no IP remote address)."""
+def _circuit_limit(muxed_conn: Any) -> int | None:
+    """The byte limit the relay announced for a relayed connection's circuit, if any.
+
+    py-libp2p keeps the raw connection (adapters/relay.py's CircuitConnection) a few
+    wrappers down: yamux's secured connection, Noise's reader-writer, its packet layer.
+    """
+    node = muxed_conn
+    for _ in range(6):
+        limit = getattr(node, "limit_bytes", None)
+        if isinstance(limit, int):
+            return limit
+        for name in ("secured_conn", "conn", "read_writer", "read_write_closer"):
+            inner = getattr(node, name, None)
+            if inner is not None:
+                node = inner
+                break
+        else:
+            return None
+    return None
+
+
+def _conn_relayed(muxed_conn: Any) -> bool:
+    """True for a relayed connection (it has no IP remote address)."""
     try:
-        return stream.muxed_conn.get_remote_address() is None  # type: ignore[attr-defined]
+        return bool(muxed_conn.get_remote_address() is None)
     except Exception:  # connections that cannot say raise a spread of types
         return False
-
-
-def _prefix_ok(prefix: bytes | None) -> bool:
-    if prefix is None:
-        return True  # 1.0.0 block: the digest lookup is the whole check
-    try:
-        unixfs.cid_from_prefix(prefix, b"")
-    except unixfs.CidError:
-        return False
-    return True
 
 
 async def _quiet_reset(stream: INetStream) -> None:
@@ -976,14 +812,7 @@ async def _quiet_close(stream: INetStream) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Per-peer link: owns the outbound stream and the peer's wantlist
-
-
-@dataclass(slots=True)
-class _Ledger:
-    want_have: bool
-    send_dont_have: bool
-    dont_have_sent: bool = False
+# Per-peer link: owns the outbound stream and the peer's ledger
 
 
 class _PeerLink:
@@ -994,13 +823,17 @@ class _PeerLink:
         self.peer = peer
         self._send, self._recv = trio.open_memory_channel[_LinkItem](math.inf)
         self._cancel = trio.CancelScope()
-        self._ledger: OrderedDict[bytes, _Ledger] = OrderedDict()
-        self._todo: deque[bytes] = deque()  # ledger CIDs to look at again
+        self._ledger = PeerLedger(engine.max_wants_per_peer)
         self._our_wants: list[WantEntry] = []
         self._stream: INetStream | None = None
         self._protocol = PROTOCOL_ID_120
         # Bytes per message we aim at; one block per message over a relayed connection.
         self._target = engine._target_message
+
+    @property
+    def legacy(self) -> bool:
+        """True once the peer's stream negotiated bitswap 1.0 or 1.1 (no presences)."""
+        return self._protocol != PROTOCOL_ID_120
 
     def send(self, item: _LinkItem) -> None:
         """Queue work for this link (never blocks; items are small)."""
@@ -1052,10 +885,16 @@ class _PeerLink:
         while True:
             if ready is None and not self._has_work():
                 # Close an idle stream before the peer times it out (see module rules).
-                with trio.move_on_after(self._engine._idle if self._stream else math.inf) as idle:
+                wait = self._engine._idle if self._stream else math.inf
+                if self._ledger.has_held:
+                    wait = min(wait, _HOLD_POLL_S)
+                with trio.move_on_after(wait) as idle:
                     self._apply(await self._recv.receive())
                 if idle.cancelled_caught:
-                    await self._close_stream(reset=False)
+                    if self._ledger.has_held:
+                        self._ledger.release_held()
+                    else:
+                        await self._close_stream(reset=False)
                 if not self._has_work():
                     continue
             self._drain()
@@ -1099,32 +938,15 @@ class _PeerLink:
             peer_stats.bytes_sent += len(data)
 
     def _has_work(self) -> bool:
-        return bool(self._our_wants or self._todo)
+        return bool(self._our_wants) or self._ledger.has_work
 
     def _apply(self, item: _LinkItem) -> None:
         if isinstance(item, _OurWants):
             self._our_wants.extend(item.entries)
         elif isinstance(item, _TheirWants):
-            if item.full:
-                self._ledger.clear()
-            for entry in item.entries:
-                if entry.cancel:
-                    self._ledger.pop(entry.cid, None)
-                    continue
-                if (entry.cid not in self._ledger
-                        and len(self._ledger) >= self._engine.max_wants_per_peer):
-                    self._engine.stats.wants_dropped += 1
-                    continue
-                self._ledger[entry.cid] = _Ledger(entry.want_have, entry.send_dont_have)
-                self._todo.append(entry.cid)
+            self._engine.stats.wants_dropped += self._ledger.apply(item.entries, item.full)
         elif isinstance(item, _NewBlocks):
-            for cid in item.cids:
-                if cid in self._ledger:
-                    self._todo.append(cid)
-                else:
-                    alias = _alias(cid)
-                    if alias is not None and alias in self._ledger:
-                        self._todo.append(alias)
+            self._ledger.blocks_arrived(item.cids, _alias)
 
     async def _compose(self) -> _Outgoing | None:
         """Build the next message: our wants first, then presences and blocks we owe.
@@ -1132,58 +954,58 @@ class _PeerLink:
         The blocks are chosen by the sizes the store's index knows, then read (and
         verified) in one worker-thread hop.
         """
-        engine = self._engine
-        store = engine._store
+        store = self._engine._store
         wants, self._our_wants = self._our_wants, []
-        presences: list[Presence] = []
-        chosen: dict[bytes, _Ledger] = {}
-        size = sum(len(entry.cid) + 8 for entry in wants)
         v12 = self._protocol == PROTOCOL_ID_120
-        while self._todo:
-            cid = self._todo[0]
-            entry = self._ledger.get(cid)
-            if entry is None:
-                self._todo.popleft()
-                continue
+
+        def size_of(cid: bytes) -> int | None:
             try:
-                block_size = store.size_of(cid)
+                return store.size_of(cid)
             except unixfs.CidError:
-                block_size = None
-            if block_size is not None and entry.want_have and v12:
-                presences.append(Presence(cid, have=True))
-                del self._ledger[cid]
-                size += len(cid) + 4
-            elif block_size is not None:
-                if block_size <= engine._max_block:
-                    if chosen and size + block_size + 64 > self._target:
-                        break  # the next message takes it
-                    chosen[cid] = entry
-                    size += block_size + 64
-                del self._ledger[cid]
-            elif entry.send_dont_have and not entry.dont_have_sent and v12:
-                # Keep the want: if the block arrives later we still send it.
-                presences.append(Presence(cid, have=False))
-                entry.dont_have_sent = True
-                size += len(cid) + 4
-            self._todo.popleft()
-            if size >= self._target:
-                break
+                return None
+
+        engine = self._engine
+        now = trio.current_time()
+        served = engine._served
+
+        def hold(cid: bytes) -> bool:
+            # Sent to another peer a moment ago: that peer may pass it on (it says
+            # HAVE to those who want it), so this one waits a little for a cancel.
+            # Only blocks we did not fetch (we are their source, e.g. the poster): a
+            # member passing blocks on holds nothing back, or each hop would add a wait.
+            last = served.get(cid)
+            if last is None or last[1] == self.peer or now - last[0] >= engine._hold:
+                return False
+            try:
+                return not engine._wants.asked_lately(_digest(cid))
+            except unixfs.CidError:
+                return False
+
+        composed = self._ledger.compose(
+            size_of, max_block=engine._max_block, target=self._target,
+            used=sum(len(entry.cid) + 8 for entry in wants), v12=v12,
+            hold=hold if engine._hold > 0 else None)
+        for cid, _ in composed.blocks:
+            last = served.get(cid)
+            if last is None or now - last[0] >= engine._hold:
+                served[cid] = (now, self.peer)
+                served.move_to_end(cid)
+        while len(served) > _SERVED_MEMORY:
+            served.popitem(last=False)
+        presences = composed.presences
         blocks: list[tuple[bytes, bytes]] = []
-        if chosen:
-            found = await store.get_many_async(list(chosen))
-            for (cid, entry), data in zip(chosen.items(), found, strict=True):
+        if composed.blocks:
+            chosen: list[tuple[bytes, LedgerEntry]] = composed.blocks
+            found = await store.get_many_async([cid for cid, _ in chosen])
+            for (cid, entry), data in zip(chosen, found, strict=True):
                 if data is not None:
                     blocks.append((cid, data))
                     continue
                 # The index had it but the disk did not (corrupt, now dropped, or
-                # vanished): answer as for any block we lack, so the peer asks
-                # elsewhere now instead of waiting out its timeout, and keep the want
-                # in case the block comes back.
-                if cid not in self._ledger:
-                    self._ledger[cid] = entry
-                if entry.send_dont_have and not entry.dont_have_sent and v12:
-                    presences.append(Presence(cid, have=False))
-                    entry.dont_have_sent = True
+                # vanished): answered as for any block we lack.
+                presence = self._ledger.unreadable(cid, entry, v12=v12)
+                if presence is not None:
+                    presences.append(presence)
         if not (wants or presences or blocks):
             return None
         return _Outgoing(wants, blocks, presences)
@@ -1223,7 +1045,7 @@ class _PeerLink:
         self._protocol = protocol if protocol in PROTOCOLS else PROTOCOL_ID_100
         # A relay resets a circuit past its byte limit and a message cut short is lost
         # whole: one block per message lets every block that fits arrive.
-        self._target = 0 if _relayed(stream) else engine._target_message
+        self._target = 0 if _conn_relayed(stream.muxed_conn) else engine._target_message
         self._stream = stream
         assert engine._nursery is not None
         # Peers that (wrongly) answer on our stream are still heard.
@@ -1266,45 +1088,33 @@ def _alias(cid: bytes) -> bytes | None:
 
 
 # --------------------------------------------------------------------------------------
-# One fetch: owns its assembler and the choice of peers
-
-
-@dataclass(slots=True)
-class _PeerState:
-    in_flight: set[bytes] = field(default_factory=set)
-    dont_have: set[bytes] = field(default_factory=set)
-    gone: str | None = None
-    gone_at: float = 0.0
-    rejoins: int = 0
+# One fetch: owns its assembler and its session (the choice of peers)
 
 
 class _Fetcher:
-    """The fetch loop: spread wants over peers, feed arriving blocks to the assembler."""
+    """The fetch loop: send what the session plans, feed arriving blocks to the assembler."""
 
     def __init__(
         self,
         engine: Bitswap,
-        session: int,
+        session_id: int,
         assembler: unixfs.FileAssembler,
-        peers: Sequence[ID],
+        session: Session[ID],
         events: trio.MemoryReceiveChannel[_SessionEvent],
         on_progress: Callable[[int, int], None] | None,
-        *,
-        fallback: Sequence[ID] = (),
     ) -> None:
         self._engine = engine
-        self._fallback = set(fallback)
-        self._session = session
+        self._id = session_id
         self._asm = assembler
+        self._session = session
         self._events = events
         self._on_progress = on_progress
-        self._peers: dict[ID, _PeerState] = {peer: _PeerState() for peer in dict.fromkeys(peers)}
-        self._asked: dict[bytes, tuple[float, list[ID]]] = {}  # cid -> (first ask, peers)
         self._store_slots = trio.Semaphore(2)
         self._store_failure: BlockStoreError | BitswapStoppedError | None = None
+        self._moved = 0  # of the session's moved_to_direct, counted in stats already
 
     async def run(self) -> None:
-        if not self._peers:
+        if not self._session.peers:
             raise NotFoundError(f"no peers to fetch {unixfs.cid_to_str(self._asm.root)} from")
         # Storing runs beside the fetch loop (a worker thread writes each batch) so that
         # wants keep going out while the disk works; at most two batches at a time.
@@ -1320,13 +1130,23 @@ class _Fetcher:
             raise failure
         self._check_store()  # the nursery waited for the last batches
 
+    def log_sources(self) -> None:
+        """Log which peers served this fetch's blocks (and which were relayed)."""
+        served = self._session.served()
+        if not served:
+            return
+        logger.info("bitswap: %s: blocks from %s", unixfs.cid_to_str(self._asm.root), ", ".join(
+            f"{peer} ({'direct' if self._session.is_direct(peer) else 'relayed'}): {n}"
+            for peer, n in served.items()))
+
     async def _loop(self, storing: trio.Nursery) -> None:
         last_progress = (-1, -1)
+        tick = min(self._engine._stall / 2, _MAX_TICK_S)
         while not self._asm.done:
             self._check_store()
             await self._send_wants()
             accepted: list[tuple[bytes, bytes]] = []
-            with trio.move_on_after(self._engine._stall / 2):
+            with trio.move_on_after(tick):
                 try:
                     self._handle(await self._events.receive(), accepted)
                     while True:
@@ -1348,6 +1168,7 @@ class _Fetcher:
         # do not arrive wrapped in the nursery's ExceptionGroup.
         try:
             await self._engine._store.put_many_async(blocks, verified=True)
+            # Peers that asked want-have hear HAVE now: they may fetch from us already.
             await self._engine._command(_Announce([cid for cid, _ in blocks]))
         except (BlockStoreError, BitswapStoppedError) as exc:
             self._store_failure = self._store_failure or exc
@@ -1359,96 +1180,60 @@ class _Fetcher:
             raise self._store_failure
 
     def _handle(self, event: _SessionEvent, accepted: list[tuple[bytes, bytes]]) -> None:
-        if isinstance(event, _GotBlock):
+        if isinstance(event, GotBlock):
             # The block may come from a peer another fetch asked: it counts all the same.
-            self._asked.pop(event.cid, None)
-            for peer_state in self._peers.values():
-                peer_state.in_flight.discard(event.cid)
+            self._session.block(event.cid, event.peer, trio.current_time())
             if self._asm.add_block(event.cid, event.data, verified=True):
                 accepted.append((event.cid, event.data))
-        elif isinstance(event, _DontHave):
-            state = self._peers.get(event.peer)
-            if state is not None:
-                state.dont_have.add(event.cid)
-                state.in_flight.discard(event.cid)
-                asked = self._asked.get(event.cid)
-                if asked is not None and event.peer in asked[1]:
-                    asked[1].remove(event.peer)
-                    if not asked[1]:
-                        del self._asked[event.cid]
-        elif isinstance(event, _PeerGone):
-            state = self._peers.get(event.peer)
-            if state is not None and state.gone is None:
-                state.gone = event.reason
-                state.gone_at = trio.current_time()
-                for cid in state.in_flight:
-                    asked = self._asked.get(cid)
-                    if asked is not None and event.peer in asked[1]:
-                        asked[1].remove(event.peer)
-                        if not asked[1]:
-                            del self._asked[cid]
-                state.in_flight.clear()
+        elif isinstance(event, Have):
+            self._session.have(event.peer, event.cid, event.have)
+        elif isinstance(event, PeerGone):
+            self._session.peer_gone(event.peer, event.reason, trio.current_time(),
+                                    returns=event.returns)
+        elif isinstance(event, CoWant):
+            self._session.wanted_by(event.peer, event.cid, event.wanting)
 
-    def _rejoin(self, now: float) -> bool:
-        """Take back gone peers that are connected again; True while one that is not
-        may still come back (within _REJOIN_S)."""
-        waiting = False
-        network = self._engine._host.get_network()
-        for peer, state in self._peers.items():
-            if state.gone is None or state.rejoins >= _MAX_REJOINS:
-                continue
+    def _look_at_peers(self, now: float) -> None:
+        """Take back gone peers that are connected again; note direct, relayed, legacy."""
+        engine = self._engine
+        network = engine._host.get_network()
+        session = self._session
+        for peer in session.gone_peers():
             if live_connections(network, peer):
-                if now - state.gone_at >= 0.5:  # not the connection that just failed
-                    state.gone = None
-                    state.rejoins += 1
-            elif now - state.gone_at < _REJOIN_S:
-                waiting = True
-        return waiting
+                session.rejoin(peer, now)
+        for peer in session.peers:
+            reach = engine._reach(peer)
+            if reach is not None:
+                direct, limit = reach
+                # Over a circuit, at most a quarter of its byte limit in flight: a relay
+                # that cuts at the limit loses at most that much.
+                window = None if limit is None else limit // (4 * engine._max_block)
+                session.set_direct(peer, direct, window=window)
+            if engine._is_legacy(peer):
+                session.set_legacy(peer)
 
     async def _send_wants(self) -> None:
         now = trio.current_time()
-        may_return = self._rejoin(now)
-        batches: dict[ID, list[bytes]] = {}
-        for cid in self._asm.wants():
-            asked = self._asked.get(cid)
-            if asked is not None and now - asked[0] < self._engine._stall:
-                continue
-            candidates = [
-                (len(state.in_flight), index, peer)
-                for index, (peer, state) in enumerate(self._peers.items())
-                if state.gone is None
-                and cid not in state.dont_have
-                and (asked is None or peer not in asked[1])
-            ]
-            preferred = [c for c in candidates if c[2] not in self._fallback]
-            if preferred:
-                candidates = preferred
-            if not candidates:
-                if asked is None and not may_return:
-                    raise NotFoundError(self._why_not_found(cid))
-                continue  # still waiting on a slow peer; nobody else to ask
-            load, _, peer = min(candidates)
-            if load >= self._engine._window:
-                continue  # every candidate is busy; the next event frees a slot
-            self._peers[peer].in_flight.add(cid)
-            if asked is None:
-                self._asked[cid] = (now, [peer])
-            else:
-                # Stalled: ask one more peer, keep the first ask open.
-                self._asked[cid] = (now, [*asked[1], peer])
-            batches.setdefault(peer, []).append(cid)
-        for peer, cids in batches.items():
-            await self._engine._command(_SessionWant(self._session, peer, cids))
+        self._look_at_peers(now)
+        plan = self._session.plan(self._asm.wants(), now)
+        if plan.stuck is not None:
+            raise NotFoundError(self._why_not_found(plan.stuck))
+        engine = self._engine
+        moved = self._session.moved_to_direct - self._moved
+        if moved:
+            self._moved += moved
+            engine.stats.wants_moved_to_direct += moved
+            logger.info("bitswap: %d wants move off relayed peers %s to a direct peer",
+                        moved, ", ".join(str(p) for p in plan.cancel))
+        for peer, cids in plan.cancel.items():
+            await engine._command(_SessionWant(self._id, peer, cids, "cancel"))
+        for peer, cids in plan.want_block.items():
+            await engine._command(_SessionWant(self._id, peer, cids, "block"))
+        for peer, cids in plan.want_have.items():
+            await engine._command(_SessionWant(self._id, peer, cids, "have"))
 
-    def _why_not_found(self, cid: bytes) -> str:
-        reasons = []
-        for peer, state in self._peers.items():
-            if state.gone is not None:
-                reasons.append(f"{peer}: {state.gone}")
-            else:
-                reasons.append(f"{peer}: does not have it")
+    def _why_not_found(self, reasons: str) -> str:
+        wants = self._asm.wants()
+        cid = wants[0] if wants else self._asm.root
         which = "the file" if cid == self._asm.root else "block " + unixfs.cid_to_str(cid)
-        return (
-            f"no peer can supply {which} of {unixfs.cid_to_str(self._asm.root)} "
-            f"({'; '.join(reasons)})"
-        )
+        return f"no peer can supply {which} of {unixfs.cid_to_str(self._asm.root)} ({reasons})"

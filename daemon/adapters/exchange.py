@@ -32,6 +32,8 @@ from .bitswap import (
 from .blockstore import BlockStore, BlockStoreError, QuotaExceededError
 from .p2p import P2PNetwork
 
+MAX_PEERS_IN_VIEW = 64  # per-peer counters in `status`, so that its size stays bounded
+
 
 class BlockExchange:
     """Fetch and serve UnixFS files over bitswap on the node's host."""
@@ -57,12 +59,14 @@ class BlockExchange:
         on_progress: Callable[[int, int], None] | None = None,
         fallback: Sequence[str] = (),
         expected_size: int | None = None,
+        patience_s: float = 0.0,
     ) -> bytes:
         """The file under root, from the peers (verified, stored, served from now on).
 
-        Fallback peers are asked only for blocks none of `peers` can supply. With
-        `expected_size`, a DAG of another size is refused (`ImageMismatch`) as soon as
-        its root arrives.
+        Fallback peers (the original poster) are asked only for blocks none of `peers`
+        has, a few at a time. With `expected_size`, a DAG of another size is refused
+        (`ImageMismatch`) as soon as its root arrives. Once every peer said it lacks a
+        block, the fetch waits `patience_s` for one to get it before `NotFound`.
         """
         cid = unixfs.cid_to_str(root)
         try:
@@ -70,7 +74,7 @@ class BlockExchange:
                 root, [ID.from_base58(p) for p in peers], max_size=max_size,
                 timeout=timeout_s, on_progress=on_progress,
                 fallback=[ID.from_base58(p) for p in fallback],
-                expected_size=expected_size,
+                expected_size=expected_size, patience=patience_s,
             )
         except FetchTimeoutError as exc:
             raise FetchTimeout(
@@ -100,4 +104,14 @@ class BlockExchange:
             "duplicate_blocks": s.duplicate_blocks, "bad_blocks": s.bad_blocks,
             "peers_dropped": s.peers_dropped, "stream_faults": s.stream_faults,
             "wants_dropped": s.wants_dropped,
+            "have_received": s.have_received, "dont_have_received": s.dont_have_received,
+            "wants_moved_to_direct": s.wants_moved_to_direct,
+            # Who served us and whom we served, by peer id: the counters that show
+            # members serving each other, and a fetch moving off a relay.
+            "peers": {
+                peer: {"blocks_received": p.blocks_received, "blocks_sent": p.blocks_sent}
+                for peer, p in [item for item in sorted(s.peers.items())
+                                if item[1].blocks_received or item[1].blocks_sent
+                                ][:MAX_PEERS_IN_VIEW]
+            },
         }

@@ -60,11 +60,19 @@ class CircuitConnection(RawConnection):
     """A relayed stream as the raw connection Noise and yamux run over.
 
     It has no IP remote address (so it never counts as direct), and lists its
-    circuit multiaddr as its transport address."""
+    circuit multiaddr as its transport address. `limit_bytes` and `limit_s` are the
+    limits the relay announced for the circuit (per direction; None if it set none):
+    bitswap sizes what it asks over the circuit by them."""
 
-    def __init__(self, stream: INetStream, initiator: bool, addr: multiaddr.Multiaddr) -> None:
+    def __init__(self, stream: INetStream, initiator: bool, addr: multiaddr.Multiaddr,
+                 limit: Any = None) -> None:
         super().__init__(stream=stream, initiator=initiator,
                          connection_type=ConnectionType.RELAYED, addresses=[addr])
+        self.limit_bytes: int | None = None
+        self.limit_s: float | None = None
+        if limit is not None:
+            self.limit_bytes = int(limit.data) or None
+            self.limit_s = float(limit.duration) or None
 
     def get_remote_address(self) -> tuple[str, int] | None:
         return None
@@ -261,7 +269,9 @@ class Relay:
         addr = multiaddr.Multiaddr(f"/p2p/{relay}/p2p-circuit/p2p/{src.to_base58()}")
         swarm: Any = self.network.host.get_network()
         try:
-            await swarm.upgrade_inbound_raw_conn(CircuitConnection(raw, False, addr), addr)
+            limit = msg.limit if msg.HasField("limit") else None
+            await swarm.upgrade_inbound_raw_conn(CircuitConnection(raw, False, addr, limit),
+                                                 addr)
         except Exception as exc:  # Noise or muxer failures end this circuit only
             log.info("relay: inbound circuit from %s via %s failed: %s", src, relay, exc)
             await stream.reset()
@@ -299,8 +309,9 @@ class Relay:
             addr = multiaddr.Multiaddr(f"/p2p/{relay}/p2p-circuit/p2p/{dest}")
             swarm: Any = self.network.host.get_network()
             with trio.fail_after(MESSAGE_TIMEOUT_S):
-                await swarm.upgrade_outbound_raw_conn(CircuitConnection(raw, True, addr),
-                                                      ID.from_base58(dest))
+                limit = reply.limit if reply.HasField("limit") else None
+                await swarm.upgrade_outbound_raw_conn(
+                    CircuitConnection(raw, True, addr, limit), ID.from_base58(dest))
         except PeerUnreachable:
             self.stats["dial_failed"] += 1
             raise

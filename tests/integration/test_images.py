@@ -332,3 +332,35 @@ def test_paths_the_daemon_cannot_use_are_named_in_a_path_error(cluster: Cluster)
             assert repr(path)[1:-1] in err.value.message or path in err.value.message
     assert len(a.call("history", room="proc")) == 1
     assert a.call("id")["peer_id"] == a.peer_id
+
+
+def test_members_serve_each_other_not_only_the_poster(cluster: Cluster) -> None:
+    """Four members and the poster, all connected: the members fetch the image at the
+    same time (auto-fetch), ask each other want-have, and take blocks from members that
+    got them first, so the poster is not the only one that serves blocks."""
+    poster, *members = (cluster.start(n) for n in ("poster", "m1", "m2", "m3", "m4"))
+    everyone = [poster, *members]
+    for i, a in enumerate(everyone):
+        for b in everyone[i + 1:]:
+            connect(a, b)
+    for d in everyone:
+        d.call("join", room="pics")
+    for d in everyone:
+        wait_mesh(d, "pics", len(everyone) - 1)
+    original = noisy_png(cluster.root / "fanout.png", 1400, 1000, seed=5)
+    poster.call("send_image", room="pics", path=str(cluster.root / "fanout.png"))
+    wait_for(lambda: all(m.call("status")["images"]["auto_fetched"] == 1 for m in members),
+             timeout=120, message="every member to fetch the image")
+    served: dict[str, int] = {}  # blocks each peer served the members
+    for m in members:
+        exchange = m.call("status")["images"]["exchange"]
+        for peer, counters in exchange["peers"].items():
+            served[peer] = served.get(peer, 0) + counters["blocks_received"]
+    names = {d.peer_id: d.name for d in everyone}
+    print({names.get(peer, peer): n for peer, n in served.items()},
+          f"poster sent {poster.call('status')['images']['exchange']['bytes_sent']} bytes "
+          f"of a {len(original)}-byte image")
+    from_members = sum(n for peer, n in served.items() if peer != poster.peer_id)
+    assert from_members > 0, served
+    for m in members:
+        assert m.call("status")["images"]["exchange"]["bad_blocks"] == 0

@@ -8,6 +8,10 @@ dials a new one each time. Over a relayed connection a sends one block per bitsw
 message, so every block that fits in what is left of a circuit arrives; b's fetch
 asks again on the new circuit for what the cut one lost. b ends up with the image
 byte for byte, and the chat history is intact.
+
+A second scenario has a direct member c beside the relayed pair: b fetches a's image
+over the relay until c, directly connected to both, gets the image too; c's HAVEs move
+b's wants to c, and b's status shows which peer served how many blocks.
 """
 
 from __future__ import annotations
@@ -112,3 +116,65 @@ def test_an_image_larger_than_the_circuit_limit_arrives_whole_over_new_circuits(
     assert texts(b, ROOM) == texts(a, ROOM)
     print(f"{len(original)} bytes over circuits of {CIRCUIT_BYTES}: auto-fetched in "
           f"{fetched} s, circuits cut {cut}")
+
+
+def served_by(daemon: DaemonProcess) -> dict[str, int]:
+    """Blocks each peer served this daemon's fetches (status images.exchange.peers)."""
+    peers = daemon.call("status")["images"]["exchange"]["peers"]
+    return {peer: counters["blocks_received"] for peer, counters in peers.items()}
+
+
+@pytest.mark.usefixtures("iptables")
+def test_a_relayed_fetch_moves_to_a_direct_member_that_gets_the_image(netns: Build) -> None:
+    net = netns(Scenario.nat(["r1", "c"], ["a"], ["b"]))
+    net.masquerade_all()
+    r1 = start_relay(net, "r1")
+    # The relay is slow (1 MB/s each way) and cuts circuits at 1 MiB: b's fetch over it
+    # takes seconds and several circuits, so c gets the image while b still fetches.
+    net.rate_limit("r1", "8mbit", burst="64kb")
+    # c is a public member that relays nothing and fetches only when told to.
+    c = net.start_daemon("c", "c", "--bootstrap", r1.addr, listen="/ip4/0.0.0.0/tcp/4001",
+                         config="relay_service = false\nauto_fetch_max = 0\n")
+    no_punch = "hole_punching = false\n"
+    a = net.start_daemon("a", "a", "--bootstrap", r1.addr, "--bootstrap", c.addr,
+                         config=no_punch)
+    b = net.start_daemon("b", "b", "--bootstrap", r1.addr, "--bootstrap", c.addr,
+                         config=no_punch)
+    for d in (a, b, c):
+        d.call("join", room=ROOM)
+    wait_for(lambda: any("/p2p-circuit" in x for x in b.call("id")["addrs"]),
+             timeout=60, message="b to hold a reservation")
+    a.call("connect", addr=next(x for x in b.call("id")["addrs"] if "/p2p-circuit" in x))
+    wait_for(lambda: relays_of(a, b) and relays_of(b, a), timeout=20,
+             message="a and b to connect through the relay")
+    for d, other in ((a, c), (b, c)):
+        wait_for(lambda d=d, other=other: other.peer_id in {
+                     p["peer_id"] for p in d.call("peers")} and not relays_of(d, other),
+                 timeout=20, message=f"{d.name} to be directly connected to c")
+
+    original = noisy_png(net.cluster.root / "big.png", 1000, 800)
+    cid = a.call("send_image", room=ROOM, path=str(net.cluster.root / "big.png"))["image"]["cid"]
+    # b fetches by itself, over the relay: a is the only peer that has the image.
+    wait_for(lambda: served_by(b).get(a.peer_id, 0) >= 1, timeout=60,
+             message="b to get a first block from a over the relay")
+    assert b.call("status")["images"]["auto_fetched"] == 0, "b finished before c started"
+    got = c.call("fetch", cid=cid, timeout=120)  # directly from a, and from b
+    assert got["size"] == len(original)
+    wait_for(lambda: b.call("status")["images"]["auto_fetched"] == 1, timeout=120,
+             message="b to complete its fetch")
+
+    served = served_by(b)
+    exchange = b.call("status")["images"]["exchange"]
+    print(f"b's blocks: {served.get(a.peer_id, 0)} from a (relayed), "
+          f"{served.get(c.peer_id, 0)} from c (direct); "
+          f"{exchange['wants_moved_to_direct']} wants moved off the relay; "
+          f"circuits cut: {r1.call('status')['relay']['circuits_cut']}")
+    assert served.get(c.peer_id, 0) > 0, served
+    assert exchange["bad_blocks"] == 0
+    assert relays_of(b, a), "a and b stayed on the relay: the move was bitswap's"
+    out = net.cluster.root / "copy.png"
+    b.call("fetch", cid=cid, path=str(out))
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(original).digest()
+    # The fetch logs where its blocks came from, direct or relayed.
+    assert any("blocks from" in line and "(direct)" in line for line in b.stderr_lines), \
+        b.stderr_lines[-20:]

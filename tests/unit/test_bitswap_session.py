@@ -1,0 +1,204 @@
+"""The session's peer selection (core/bitswap/session.py), under a plain clock."""
+
+from __future__ import annotations
+
+from gossipchat.daemon.core.bitswap import Session, SessionLimits
+
+CIDS = [bytes([1, i]) for i in range(8)]
+
+
+def test_every_peer_is_asked_want_have_and_nobody_for_a_block_yet() -> None:
+    session: Session[str] = Session(["a", "b"], fallback=["poster"])
+    plan = session.plan(CIDS[:2], now=0.0)
+    assert plan.want_have == {"a": CIDS[:2], "b": CIDS[:2], "poster": CIDS[:2]}
+    assert plan.want_block == {}
+    assert plan.stuck is None
+    # Asked once: the next plan sends nothing while the answers are on their way.
+    assert session.plan(CIDS[:2], now=0.1).empty
+
+
+def test_a_block_goes_to_a_member_that_has_it_before_the_poster() -> None:
+    session: Session[str] = Session(["a", "b"], fallback=["poster"])
+    session.plan(CIDS[:1], now=0.0)
+    session.have("poster", CIDS[0], True)
+    session.have("b", CIDS[0], True)
+    session.have("a", CIDS[0], False)
+    plan = session.plan(CIDS[:1], now=0.1)
+    assert plan.want_block == {"b": [CIDS[0]]}
+
+
+def test_the_poster_serves_what_no_member_has_within_its_window() -> None:
+    limits = SessionLimits(fallback_window=2)
+    session: Session[str] = Session(["a"], fallback=["poster"], limits=limits, seed=1)
+    session.plan(CIDS, now=0.0)
+    for cid in CIDS:
+        session.have("poster", cid, True)
+        session.have("a", cid, False)
+    plan = session.plan(CIDS, now=0.1)
+    assert list(plan.want_block) == ["poster"]
+    assert len(plan.want_block["poster"]) == 2  # its window
+    first = plan.want_block["poster"][0]
+    session.block(first, "poster")
+    plan = session.plan([c for c in CIDS if c != first], now=0.2)
+    assert len(plan.want_block["poster"]) == 1  # a slot came free
+
+
+def test_sessions_take_the_posters_blocks_in_orders_of_their_own() -> None:
+    orders = set()
+    for seed in range(4):
+        session: Session[str] = Session([], fallback=["poster"],
+                                        limits=SessionLimits(fallback_window=1), seed=seed)
+        session.plan(CIDS, now=0.0)
+        for cid in CIDS:
+            session.have("poster", cid, True)
+        orders.add(session.plan(CIDS, now=0.1).want_block["poster"][0])
+    assert len(orders) > 1
+
+
+def test_a_member_that_gains_a_block_is_asked_for_it_instead_of_the_poster() -> None:
+    session: Session[str] = Session(["a"], fallback=["poster"],
+                                    limits=SessionLimits(fallback_window=1), seed=3)
+    session.plan(CIDS[:2], now=0.0)
+    for cid in CIDS[:2]:
+        session.have("poster", cid, True)
+        session.have("a", cid, False)  # a keeps our want-have
+    asked = session.plan(CIDS[:2], now=0.1).want_block["poster"]
+    other = next(c for c in CIDS[:2] if c not in asked)
+    session.have("a", other, True)  # a got it meanwhile, and says so
+    assert session.plan(CIDS[:2], now=0.2).want_block == {"a": [other]}
+
+
+def test_direct_holders_rank_above_relayed_ones_and_relays_get_a_small_window() -> None:
+    limits = SessionLimits(relayed_window=2)
+    session: Session[str] = Session(["relayed", "direct"], limits=limits)
+    session.set_direct("relayed", False)
+    session.plan(CIDS, now=0.0)
+    for cid in CIDS:
+        session.have("relayed", cid, True)
+    plan = session.plan(CIDS, now=0.1)
+    assert list(plan.want_block) == ["relayed"]
+    assert len(plan.want_block["relayed"]) == 2
+    session.have("direct", CIDS[7], True)
+    plan = session.plan(CIDS, now=0.2)
+    assert plan.want_block.get("direct") == [CIDS[7]]
+
+
+def test_a_direct_holder_takes_over_blocks_asked_of_a_relayed_peer() -> None:
+    session: Session[str] = Session(["relayed", "direct"])
+    session.set_direct("relayed", False)
+    session.plan(CIDS[:2], now=0.0)
+    for cid in CIDS[:2]:
+        session.have("relayed", cid, True)
+        session.have("direct", cid, False)
+    asked = session.plan(CIDS[:2], now=0.1).want_block["relayed"]
+    assert sorted(asked) == CIDS[:2]
+    for cid in CIDS[:2]:
+        session.have("direct", cid, True)  # the direct member got the image
+    plan = session.plan(CIDS[:2], now=0.2)
+    # One at a time here: with two peers holding two blocks, each peer's share is one.
+    assert list(plan.cancel) == ["relayed"]
+    moved = plan.cancel["relayed"]
+    assert len(moved) == 1
+    assert plan.want_block == {"direct": moved}
+    session.block(moved[0], "direct")
+    rest = [cid for cid in CIDS[:2] if cid != moved[0]]
+    plan = session.plan(rest, now=0.3)
+    assert plan.cancel == {"relayed": rest}
+    assert plan.want_block == {"direct": rest}
+    assert session.served() == {"direct": 1}
+
+
+def test_stuck_once_every_peer_said_dont_have_unless_patient() -> None:
+    impatient: Session[str] = Session(["a"])
+    impatient.plan(CIDS[:1], now=0.0)
+    impatient.have("a", CIDS[0], False)
+    assert impatient.plan(CIDS[:1], now=0.1).stuck == "a: does not have it"
+
+    patient: Session[str] = Session(["a"], limits=SessionLimits(patience=2.0))
+    patient.plan(CIDS[:1], now=0.0)
+    patient.have("a", CIDS[0], False)
+    assert patient.plan(CIDS[:1], now=0.1).stuck is None
+    assert patient.plan(CIDS[:1], now=1.0).stuck is None
+    patient.have("a", CIDS[0], True)  # it got the block: no longer waiting
+    assert patient.plan(CIDS[:1], now=3.0).want_block == {"a": [CIDS[0]]}
+
+
+def test_no_peers_is_stuck_at_once() -> None:
+    session: Session[str] = Session([])
+    assert session.plan(CIDS[:1], now=0.0).stuck == "no peers"
+
+
+def test_a_gone_peer_may_come_back_within_rejoin_s() -> None:
+    limits = SessionLimits(rejoin_s=10.0, rejoin_settle_s=0.5)
+    session: Session[str] = Session(["a"], limits=limits)
+    session.plan(CIDS[:1], now=0.0)
+    session.have("a", CIDS[0], True)
+    assert session.plan(CIDS[:1], now=0.1).want_block == {"a": [CIDS[0]]}
+    session.peer_gone("a", "disconnected", now=1.0, returns=True)
+    assert session.plan(CIDS[:1], now=2.0).stuck is None  # it may come back
+    assert not session.rejoin("a", now=1.2)  # the connection that just failed
+    assert session.rejoin("a", now=3.0)
+    plan = session.plan(CIDS[:1], now=3.0)
+    # Its wantlist died with the connection: asked again, and for the block (it had it).
+    assert plan.want_have == {}
+    assert plan.want_block == {"a": [CIDS[0]]}
+    session.peer_gone("a", "disconnected", now=4.0, returns=True)
+    assert session.plan(CIDS[:1], now=20.0).stuck == "a: disconnected"
+
+
+def test_a_stalled_block_is_asked_of_one_more_peer() -> None:
+    session: Session[str] = Session(["a", "b"], limits=SessionLimits(stall=5.0))
+    session.plan(CIDS[:1], now=0.0)
+    session.have("a", CIDS[0], True)
+    session.have("b", CIDS[0], True)
+    first = session.plan(CIDS[:1], now=0.1).want_block
+    assert len(first) == 1
+    assert session.plan(CIDS[:1], now=1.0).empty
+    again = session.plan(CIDS[:1], now=5.2).want_block
+    assert len(again) == 1
+    assert set(again) != set(first)
+
+
+def test_legacy_peers_are_asked_for_blocks_without_want_have() -> None:
+    session: Session[str] = Session(["old"])
+    session.set_legacy("old")
+    plan = session.plan(CIDS[:1], now=0.0)
+    assert plan.want_have == {}
+    assert plan.want_block == {"old": [CIDS[0]]}
+
+
+def test_members_fetching_a_block_too_split_what_only_the_poster_has() -> None:
+    """Each of two members takes from the poster the blocks rendezvous hashing gives it,
+    and waits `defer` seconds for the other's HAVE before taking the rest itself."""
+    taken: dict[str, set[bytes]] = {}
+    for me, other in (("m1", "m2"), ("m2", "m1")):
+        session: Session[str] = Session([other], fallback=["poster"], me=me,
+                                        limits=SessionLimits(fallback_window=8, defer=1.0))
+        session.plan(CIDS, now=0.0)
+        for cid in CIDS:
+            session.have("poster", cid, True)
+            session.have(other, cid, False)
+            session.wanted_by(other, cid, True)  # the other member fetches it too
+        taken[me] = set(session.plan(CIDS, now=0.1).want_block.get("poster", []))
+        late = session.plan(CIDS, now=1.2).want_block.get("poster", [])
+        assert set(late) == set(CIDS) - taken[me]  # nobody said HAVE in time
+    assert taken["m1"].isdisjoint(taken["m2"])
+    assert taken["m1"] | taken["m2"] == set(CIDS)
+
+
+def test_a_still_connected_peer_whose_bitswap_failed_will_not_come_back() -> None:
+    session: Session[str] = Session(["a"])
+    session.plan(CIDS[:1], now=0.0)
+    session.peer_gone("a", "cannot open a bitswap stream", now=0.0)
+    assert not session.rejoin("a", now=5.0)  # connected, but it never went away
+    assert session.plan(CIDS[:1], now=0.1).stuck == "a: cannot open a bitswap stream"
+
+
+
+def test_a_relays_byte_limit_caps_the_blocks_in_flight_over_it() -> None:
+    session: Session[str] = Session(["relayed"], limits=SessionLimits(relayed_window=2))
+    session.set_direct("relayed", False, window=1)  # a circuit of little more than a block
+    session.plan(CIDS, now=0.0)
+    for cid in CIDS:
+        session.have("relayed", cid, True)
+    assert len(session.plan(CIDS, now=0.1).want_block["relayed"]) == 1
