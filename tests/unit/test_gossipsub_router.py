@@ -122,6 +122,29 @@ def test_a_message_is_relayed_along_a_line_once_each() -> None:
     assert net.nodes["c"].router.scores.score("b") == pytest.approx(1.0)
 
 
+def test_a_peer_that_joins_is_grafted_at_once_and_gets_what_we_forward_before_the_heartbeat(
+        ) -> None:
+    # a - b - c in a line, all joining at once: nobody knows of another's subscription
+    # when it joins, so no mesh forms at join. A burst from a crosses b before any
+    # heartbeat. Grafted only at the heartbeat, c would get none of it: the heartbeat
+    # grafts before it gossips, and gossip skips mesh peers.
+    net = Net()
+    for name in "abc":
+        net.add(name)
+    net.link("a", "b")
+    net.link("b", "c")
+    for name in "abc":
+        net.nodes[name].router.join(TOPIC, net.now)
+    net.flush()
+    assert net.nodes["b"].router.mesh[TOPIC] == {"a", "c"}
+    for i in range(5):
+        net.nodes["a"].router.publish(TOPIC, f"m{i}".encode(), net.now)
+    net.flush()
+    net.tick()
+    assert sorted(d.data for d in net.nodes["c"].delivered) == [
+        f"m{i}".encode() for i in range(5)]
+
+
 def test_a_burst_to_one_peer_goes_out_in_one_frame() -> None:
     net = _room("ab", [("a", "b")])
     before = len(net.frames)

@@ -290,7 +290,7 @@ class Router:
             self.scores.penalize(peer, 1.0)
             return []
         for sub in message.subscriptions:
-            self._subscription(peer, state, sub)
+            self._subscription(peer, state, sub, now)
         deliveries: list[Delivery] = []
         for msg in message.publish:
             self._message(peer, msg, now, deliveries)
@@ -298,10 +298,20 @@ class Router:
             self._control(peer, state, message.control, now)
         return deliveries
 
-    def _subscription(self, peer: str, state: _Peer, sub: rpc.SubOpt) -> None:
+    def _subscription(self, peer: str, state: _Peer, sub: rpc.SubOpt, now: float) -> None:
         if sub.subscribe:
             state.topics.add(sub.topic)
             self.topic_peers.setdefault(sub.topic, set()).add(peer)
+            # A peer joining a topic of ours while our mesh has room is grafted at once,
+            # not at the next heartbeat: what we forward meanwhile would reach it by
+            # neither path (the heartbeat grafts it before its gossip, which skips mesh
+            # peers), as py-libp2p does on a subscription too.
+            mesh = self.mesh.get(sub.topic)
+            if mesh is not None and len(mesh) < self.params.d and peer not in mesh \
+                    and not self.backoff.active(sub.topic, peer, now) \
+                    and self.scores.score(peer) >= 0:
+                mesh.add(peer)
+                self._push_control(peer, _graft_piece(sub.topic))
             return
         state.topics.discard(sub.topic)
         peers = self.topic_peers.get(sub.topic)
