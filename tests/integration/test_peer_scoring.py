@@ -87,9 +87,12 @@ async def test_a_junk_sender_is_pruned_then_cut_and_the_room_chats_on(
         pruned_s = cut_s = None
 
         async def send_junk() -> None:
-            # 20 a second straight to a, as a hostile peer would (publish would stop
+            # 10 a second straight to a, as a hostile peer would (publish would stop
             # once a prunes it). Every fourth message also fails its StrictSign
-            # signature, the rest carry junk envelopes under a valid one.
+            # signature, the rest carry junk envelopes under a valid one. a looks at
+            # scores once a heartbeat (1 s): at 10 a second no heartbeat sees the
+            # score jump from above the graylist threshold (4 invalid) to below the
+            # disconnect one (20), so the graylisted stretch is always there to see.
             i = 0
             while True:
                 kind, data = _junk(i)
@@ -99,7 +102,7 @@ async def test_a_junk_sender_is_pruned_then_cut_and_the_room_chats_on(
                 router.send_rpc(a_id, rpc_pb2.RPC(publish=[msg]))
                 sent[kind] = sent.get(kind, 0) + 1
                 i += 1
-                await trio.sleep(0.05)
+                await trio.sleep(0.1)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_junk)
@@ -129,7 +132,7 @@ async def test_a_junk_sender_is_pruned_then_cut_and_the_room_chats_on(
     status = a.call("status")
     score = status["gossip"]["score"]
     total = sum(sent.values())
-    print(f"\njunk sender: {total} messages {sent} at 20/s; pruned from a's mesh after "
+    print(f"\njunk sender: {total} messages {sent} at 10/s; pruned from a's mesh after "
           f"{pruned_s:.2f} s, hung up on after {cut_s:.2f} s; a: {score}; "
           f"rejected {status['rejected']}")
     assert pruned_s < cut_s
