@@ -51,6 +51,8 @@ MAX_COUNTER = 2**53 - 1
 MAX_FUTURE_SKEW_MS = 60 * 60 * 1000
 
 Signer = Callable[[bytes], bytes]
+# A 64-byte signature in CBOR: head 0x58 0x40, then the bytes.
+_SIGNATURE_CBOR_LEN = 2 + 64
 
 
 class EnvelopeError(ValueError):
@@ -171,7 +173,9 @@ def decode(wire: bytes, *, now_ms: int) -> Envelope:
     try:
         if len(signature) != 64:
             raise ValueError("an Ed25519 signature has 64 bytes")
-        signed = _signed_part(room, author, lamport, ts_ms, kind, body)
+        # The signed part is the canonical 7-array of the same items: the wire with
+        # its array head one less and the signature (2 + 64 bytes) cut off.
+        signed = b"".join((DOMAIN, b"\x87", memoryview(wire)[1:-_SIGNATURE_CBOR_LEN]))
         nacl.bindings.crypto_sign_open(signature + signed, peerid.public_key(author))
     except (peerid.PeerIdError, nacl.exceptions.BadSignatureError, ValueError):
         raise EnvelopeError("bad_signature", "signature does not match the author") from None
