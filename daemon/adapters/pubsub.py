@@ -250,6 +250,7 @@ class PubSub:
 
     async def _write_loop(self, link: _Link) -> None:
         failures = 0
+        reopened = False
         while True:
             try:
                 link.stream = await self.host.new_stream(link.peer, self._protocols)
@@ -265,6 +266,10 @@ class PubSub:
                 # (tests/upstream/pubsub_still_true/test_pubsub_stream_failure.py).
                 await trio.sleep(min(OPEN_RETRY_S * failures, OPEN_RETRY_MAX_S))
                 continue
+            if reopened:
+                # Our old stream died: the peer may have dropped us meanwhile.
+                self._change(lambda: self.router.greet(link.text))
+            reopened = True
             failures = 0
             link.wake.set()  # whatever queued while the stream opened
             async with trio.open_nursery() as nursery:
@@ -337,6 +342,10 @@ class PubSub:
             return
         if text not in self._links:
             self._link_up(peer, text, outbound=False)
+        else:
+            # A new stream from a peer we knew: it may have dropped us for a moment
+            # (all its connections to us closed) and forgotten our topics.
+            self._change(lambda: self.router.greet(text))
         self._inbound[text] = self._inbound.get(text, 0) + 1
         try:
             await self._read_frames(stream, text)

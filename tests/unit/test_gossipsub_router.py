@@ -145,6 +145,22 @@ def test_a_peer_that_joins_is_grafted_at_once_and_gets_what_we_forward_before_th
         f"m{i}".encode() for i in range(5)]
 
 
+def test_a_peer_that_forgot_us_learns_our_topics_again_when_we_greet_it() -> None:
+    # a's connections to b all closed for a moment (one replaced by another): a
+    # dropped b and took it back, forgetting b's topics, while b never saw a gone.
+    net = _room("ab", [("a", "b")])
+    a = net.nodes["a"].router
+    a.remove_peer("b", net.now)
+    a.add_peer("b", net.nodes["b"].id_bytes, outbound=True)
+    net.flush()
+    assert "b" not in a.topic_peers.get(TOPIC, set())
+    # a's new stream reaches b, whose adapter greets a again.
+    net.nodes["b"].router.greet("a")
+    net.flush()
+    assert "b" in a.topic_peers[TOPIC]
+    assert "b" in a.mesh[TOPIC]  # grafted at once: the mesh had room
+
+
 def test_a_burst_to_one_peer_goes_out_in_one_frame() -> None:
     net = _room("ab", [("a", "b")])
     before = len(net.frames)

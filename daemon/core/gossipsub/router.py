@@ -152,6 +152,20 @@ class Router:
                       Outbox(self.params.max_queue_bytes, self.params.max_frame))
         self.peers[peer] = state
         self.scores.add_peer(peer)
+        self.greet(peer)
+
+    def greet(self, peer: str) -> None:
+        """Tell `peer` every topic we are in (again).
+
+        Sent when a peer comes up, and again whenever it opens a new stream to us or
+        we open a new one to it: a side whose connections all closed for a moment
+        (one replaced by another) forgot the other's topics, while the other, which
+        never saw it gone, would not repeat them. Subscriptions are a set at the
+        receiver, so a repeat costs a few bytes and changes nothing.
+        """
+        state = self.peers.get(peer)
+        if state is None:
+            return
         for topic in sorted(self.subscriptions):
             state.outbox.push_subscription(rpc.subscription_field(rpc.SubOpt(True, topic)))
         if state.outbox:
