@@ -368,11 +368,13 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def sync_items(self, room: str, since: int) -> list[tuple[int, bytes]]:
-        """(ts, id) of a room's messages with ts >= since, for set reconciliation."""
+    def sync_items(self, room: str, since: int, until: int = 0) -> list[tuple[int, bytes]]:
+        """(ts, id) of a room's messages with since <= ts (< until, unless until is 0),
+        for set reconciliation."""
         rows = self._db.execute(
-            "SELECT ts, id FROM messages WHERE room = ? AND ts >= ? ORDER BY ts, id",
-            (room, since),
+            "SELECT ts, id FROM messages WHERE room = ? AND ts >= ? AND ts < ? "
+            "ORDER BY ts, id",
+            (room, since, until or 2**63 - 1),
         ).fetchall()
         return [(int(r[0]), bytes(r[1])) for r in rows]
 

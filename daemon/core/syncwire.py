@@ -3,7 +3,7 @@
 One session reconciles one room between an initiator and a responder:
 
     initiator                                responder
-    Hello(room, since)            ->
+    Hello(room, since[, until])   ->
                                   <-         Welcome(since) | Refuse(reason)
     Reconcile(bytes)              ->                           (reconcile.Initiator)
                                   <-         Reconcile(bytes)  (reconcile.Responder)
@@ -17,6 +17,9 @@ Rules:
 - Both sides reconcile only messages with ts >= since, where since is the later of the
   two sides' window starts (each window is its newest `depth` messages), so windows of
   different depth never show up as a difference.
+- A Hello may carry a third field, until: then both sides also leave out messages with
+  ts >= until. Routine re-syncs set it a few seconds back, so that messages still on
+  their way through gossip are neither pushed nor fetched a second time.
 - Every frame is a varint length and canonical CBOR `[type, ...fields]`; a frame over
   MAX_FRAME_BYTES is refused before it is read. Envelopes inside are verified by the
   receiver like any live message.
@@ -49,10 +52,12 @@ class SyncWireError(ValueError):
 
 @dataclass(frozen=True)
 class Hello:
-    """Open a session for a room; since = the initiator's window start (ms)."""
+    """Open a session for a room; since = the initiator's window start (ms); until,
+    when not 0, leaves messages with ts >= until out of the session on both sides."""
 
     room: str
     since: int
+    until: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,9 @@ def encode(frame: Frame) -> bytes:
     tag = _TAGS[type(frame)]
     fields: list[object]
     match frame:
-        case Hello(room, since):
-            fields = [room, since]
+        case Hello(room, since, until):
+            # Without an upper bound the frame is the 1.0 one, which every peer reads.
+            fields = [room, since, until] if until else [room, since]
         case Welcome(since):
             fields = [since]
         case Refuse(reason):
@@ -183,14 +189,19 @@ def decode(body: bytes) -> Frame:
         raise SyncWireError("a frame is a CBOR array starting with its type")
     tag, fields = items[0], items[1:]
     arity = {1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 2, 8: 0}
-    if arity.get(tag) != len(fields):
+    if tag == 1 and len(fields) == 3:
+        pass  # Hello with until
+    elif arity.get(tag) != len(fields):
         raise SyncWireError(f"unknown frame type {tag} or wrong field count")
     match tag:
         case 1:
             room = fields[0]
             if not isinstance(room, str) or not 1 <= len(room) <= 64:
                 raise SyncWireError("hello: bad room")
-            return Hello(room, _int(fields[1]))
+            until = _int(fields[2]) if len(fields) == 3 else 0
+            if len(fields) == 3 and not until:
+                raise SyncWireError("hello: until 0 is sent as no field")
+            return Hello(room, _int(fields[1]), until)
         case 2:
             return Welcome(_int(fields[0]))
         case 3:

@@ -10,6 +10,7 @@ gaps, `forget_peer`, `sync_now`, the concurrency limit and a failing store. The
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -73,11 +74,13 @@ class ScriptedSync(SyncService):
         self.outcomes = outcomes  # the last one repeats
         self.session_s = session_s
         self.starts: list[tuple[float, str, str]] = []
+        self.untils: list[int] = []  # Hello's until of each session (0: none)
         self.running_now = 0
         self.most_at_once = 0
 
-    async def _initiate(self, room: str, peer: str) -> int | None:
+    async def _initiate(self, room: str, peer: str, until: int = 0) -> int | None:
         self.starts.append((trio.current_time(), room, peer))
+        self.untils.append(until)
         self.running_now += 1
         self.most_at_once = max(self.most_at_once, self.running_now)
         try:
@@ -203,6 +206,31 @@ async def test_a_suspected_gap_syncs_after_the_debounce(
         await trio.sleep(sync.GAP_DEBOUNCE_S + 2 * sync.TICK_S)
     within_a_tick(service.times()[1:], [suspected + sync.GAP_DEBOUNCE_S])
     assert len(service.times()) == 2
+    assert service.untils == [0, 0]  # a first meeting and a gap reconcile everything
+
+
+async def test_routine_rounds_leave_out_the_settling_seconds_but_first_meetings_do_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    service, _, network = setup([1])  # every round finds a difference: at the interval
+    async with running(service):
+        await trio.sleep(INTERVAL * 3)
+        before = time.time() * 1000
+        await trio.sleep(INTERVAL * 2)
+        network.connected.discard("B")
+        service.forget_peer("B")
+        await trio.sleep(INTERVAL)
+        network.connected.add("B")
+        count = len(service.untils)
+        await trio.sleep(sync.TICK_S * 2)
+    assert service.untils[0] == 0
+    routine = service.untils[1:count]
+    assert len(routine) >= 3, service.untils
+    assert all(until > 0 for until in routine), service.untils
+    # The wall clock (ms) less SETTLE_MS: the mock clock moves trio's time only.
+    assert all(before - sync.SETTLE_MS - 60_000 < until <= time.time() * 1000 - sync.SETTLE_MS
+               for until in routine)
+    assert service.untils[count:] == [0]  # meeting again after a disconnect
 
 
 async def test_sync_now_starts_every_peer_of_the_room_at_the_next_tick(

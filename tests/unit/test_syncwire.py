@@ -20,7 +20,8 @@ from gossipchat.daemon.core.syncwire import (
 )
 
 FRAMES = [
-    Hello("lobby", 123), Welcome(0), Refuse("not in room"), Reconcile(b"\x01abc"),
+    Hello("lobby", 123), Hello("lobby", 123, 1_700_000_000_000), Welcome(0),
+    Refuse("not in room"), Reconcile(b"\x01abc"),
     Push((b"e1", b"e2")), Want((b"\x00" * 32, b"\x01" * 32)), Envelopes((b"x",), last=False),
     Envelopes(()), Done(),
 ]
@@ -47,6 +48,16 @@ def test_length_prefix() -> None:
         syncwire.read_length(b"\x80\x00")  # not minimal
     with pytest.raises(SyncWireError):
         syncwire.read_length(b"\xff\xff\xff\x7f")  # over MAX_FRAME_BYTES
+
+
+def test_hello_without_until_is_the_1_0_frame_and_until_0_is_refused() -> None:
+    import cbor2
+
+    assert _split(syncwire.encode(Hello("lobby", 5))) == cbor2.dumps([1, "lobby", 5])
+    assert syncwire.decode(cbor2.dumps([1, "lobby", 5, 9])) == Hello("lobby", 5, 9)
+    for bad in ([1, "lobby", 5, 0], [1, "lobby", 5, -1], [1, "lobby", 5, 9, 9]):
+        with pytest.raises(SyncWireError):
+            syncwire.decode(cbor2.dumps(bad))
 
 
 def test_want_ids_must_be_32_bytes() -> None:
