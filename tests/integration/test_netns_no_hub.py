@@ -4,7 +4,8 @@ Every daemon runs in its own network namespace on one LAN (tests/netns.py) and i
 started with daemon 1 as its only bootstrap peer, so at first daemon 1 holds a
 connection to every other member. Presence tells each member of the others, the
 connection manager dials a random few of them and trims what is above
-`room_peers_max`, so after a minute no daemon holds many more than that. Then daemon 1
+`room_peers_max`, so after a minute daemon 1 holds not many more than that, and soon
+no daemon does. Then daemon 1
 is killed -9: every message sent afterwards still reaches every one of the 19 left.
 """
 
@@ -53,8 +54,17 @@ def test_twenty_members_bootstrapped_to_one_form_no_hub_and_survive_its_death(
     print("room connections per daemon after a minute: "
           f"min {min(counts.values())}, median {statistics.median(counts.values())}, "
           f"max {max(counts.values())} ({counts})")
-    assert max(counts.values()) <= ROOM_PEERS_MAX + A_FEW, counts
     assert counts[first.name] <= ROOM_PEERS_MAX + A_FEW, counts
+    # Trims make waves: a member trimmed below room_peers_min dials another at random,
+    # whose new connection no trim may touch for GRACE_S (30 s). So one sample can
+    # catch a member a few over (14-16 in 3 of 35 CI runs) on its way back down; what
+    # must hold is that every member is near the bound at once, soon.
+    def near_the_bound() -> bool:
+        counts.update({d.name: room_connections(d) for d in everyone})
+        return max(counts.values()) <= ROOM_PEERS_MAX + A_FEW
+    wait_for(near_the_bound, timeout=SETTLE_S, interval=2.0,
+             message=f"every member at most {ROOM_PEERS_MAX + A_FEW} room connections")
+    print(f"then: max {max(counts.values())} ({counts})")
 
     first.kill()
     killed = time.monotonic()
