@@ -15,8 +15,10 @@ sockets).
   announced a public address; else CONNECT with our predicted public addresses,
   CONNECT back gives the RTT, SYNC, and RTT/2 later it dials every address the peer
   sent and upgrades as the server (Noise responder): `core.dcutr.upgrades_as_client`.
-  Up to `core.dcutr.MAX_ATTEMPTS` attempts on the same stream (spec step 6); then the
-  peer stays on its relay for `core.dcutr.RETRY_AFTER_S`.
+  Up to `core.dcutr.MAX_ATTEMPTS` attempts on the same stream (spec step 6; on a new
+  one when the peer ended it, as js-libp2p does after each exchange); then the peer
+  stays on its relay for `core.dcutr.RETRY_AFTER_S`. When the peer sent nothing to
+  dial, B still sends SYNC and waits for the peer's dial.
 - A answers on the relayed connection only: CONNECT back, and on SYNC it dials at
   once and upgrades as the client (Noise initiator); then it waits for B's next
   CONNECT on the stream.
