@@ -150,6 +150,10 @@ def test_store_damaged_while_running_keeps_the_daemon_up(cluster: Cluster) -> No
              timeout=30, message="a's own session to meet the damage")
     wait_for(lambda: a.call("status")["sync"]["errors"].get("serve_StoreDamaged", 0) >= 1,
              timeout=30, message="a's answer to b's session to meet the damage")
+    # Sync cannot bring a the next message (its sessions meet the damage): wait until
+    # b's gossip reaches a again, i.e. b has a's subscription back after the redial.
+    wait_for(lambda: any(p["peer_id"] == a.peer_id and "big" in p["rooms"]
+                         for p in b.call("peers")), message="a back in b's view of big")
     b.call("send", room="big", text="while damaged")  # a's write of it fails
     wait_for(lambda: a.call("status")["store"]["pending"] >= 1, message="held at a")
     assert a.running
