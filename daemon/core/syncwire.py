@@ -188,10 +188,9 @@ def decode(body: bytes) -> Frame:
     if not isinstance(items, list) or not items or type(items[0]) is not int:
         raise SyncWireError("a frame is a CBOR array starting with its type")
     tag, fields = items[0], items[1:]
-    arity = {1: 2, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 2, 8: 0}
-    if tag == 1 and len(fields) == 3:
-        pass  # Hello with until
-    elif arity.get(tag) != len(fields):
+    # Field counts each type allows (Hello: with or without until).
+    arity = {1: (2, 3), 2: (1,), 3: (1,), 4: (1,), 5: (1,), 6: (1,), 7: (2,), 8: (0,)}
+    if len(fields) not in arity.get(tag, ()):
         raise SyncWireError(f"unknown frame type {tag} or wrong field count")
     match tag:
         case 1:
