@@ -112,6 +112,10 @@ def test_three_hosts_find_each_other_and_chat_with_no_connect(netns: Build) -> N
     print(f"a message reached both others {time.monotonic() - sent:.2f} s after it was sent "
           f"({time.monotonic() - first:.2f} s after the first daemon started)")
 
+    # A daemon answers queries at most once a second (core.mdns.ANSWER_GAP_S), so the
+    # last one to start may hear the others' answers after they have already dialed it.
+    wait_for(lambda: all(mdns_status(d)["discovered"] == 2 for d in daemons), timeout=10,
+             message="every daemon to have heard the other two answer on the LAN")
     for d, host in zip(daemons, "abc", strict=True):
         status = mdns_status(d)
         assert status["enabled"] is True
