@@ -38,7 +38,7 @@ import trio
 
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
 from .core import reconcile, syncwire, varint
-from .core.reconcile import ItemSet, ReconcileError
+from .core.reconcile import ReconcileError
 from .core.rooms import topic_for
 from .core.syncwire import (
     Done,
@@ -293,7 +293,7 @@ class SyncService:
             raise SyncProtocolError(f"refused: {reply.reason}")
         if not isinstance(reply, Welcome):
             raise SyncProtocolError(f"expected Welcome, got {type(reply).__name__}")
-        items = ItemSet.from_items(self.store.sync_items(room, reply.since, until))
+        items = self.store.sync_set(room, reply.since, until)
         initiator = reconcile.Initiator(items)
         message: bytes | None = initiator.initial_message()
         while message is not None:
@@ -349,7 +349,7 @@ class SyncService:
         since = max(hello.since, self.store.window_start(room, self.depth))
         await framed.send(Welcome(since))
         responder = reconcile.Responder(
-            ItemSet.from_items(self.store.sync_items(room, since, hello.until)))
+            self.store.sync_set(room, since, hello.until))
         while True:
             frame = await framed.recv()
             match frame:

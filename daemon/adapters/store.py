@@ -15,6 +15,9 @@ Rules:
   mean a bug (bad SQL, a closed connection) stay sqlite3 errors.
 - Opening runs `PRAGMA quick_check`: a damaged file is refused at start with
   StoreCheckFailed rather than failing later, page by page.
+- Two things are kept in memory as well and updated by `add_messages` after its commit:
+  the chat message counts, and each synced room's newest items for set reconciliation
+  (core/reconcile.py, ItemLog; at most 1.25x sync_depth items, about 2 MB at 10,000).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, TypeVar
 
 from ..core import envelope as env_codec
 from ..core.envelope import CHAT_KINDS, Envelope
+from ..core.reconcile import ItemLog, ItemSet
 from ..errors import StorageFull, StoreDamaged, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -195,6 +199,9 @@ class Store:
         self.path = path
         self.on_error: ErrorListener | None = None
         self._counts: Counter[str] | None = None
+        # Sync's item windows per room, loaded on a session's first look at the room
+        # and kept up to date by add_messages (core/reconcile.py, ItemLog).
+        self._item_logs: dict[str, ItemLog] = {}
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
         try:
@@ -306,6 +313,10 @@ class Store:
             for env in added:
                 if env.kind in CHAT_KINDS:
                     self._counts[env.room] += 1
+        for env in added:
+            log = self._item_logs.get(env.room)
+            if log is not None:
+                log.add((env.ts_ms, env.id))
         return added
 
     def position(self, message_id: bytes) -> StoredPosition | None:
@@ -361,6 +372,20 @@ class Store:
 
     def window_start(self, room: str, depth: int) -> int:
         """The ts of the oldest of a room's newest `depth` messages; 0 if it has fewer."""
+        log = self._item_logs.get(room)
+        if log is None:
+            # Load a quarter more than the window, so that new messages do not push
+            # the window's start out of what is held at once.
+            limit = depth + depth // 4 + 1
+            rows = self._db.execute(
+                "SELECT ts, id FROM messages WHERE room = ? ORDER BY ts DESC, id DESC"
+                " LIMIT ?", (room, limit)).fetchall()
+            log = ItemLog(((int(r[0]), bytes(r[1])) for r in rows),
+                          complete=len(rows) < limit, depth=depth)
+            self._item_logs[room] = log
+        start = log.window_start()
+        if start is not None:
+            return start
         row = self._db.execute(
             "SELECT ts FROM messages WHERE room = ? ORDER BY ts DESC, id DESC"
             " LIMIT 1 OFFSET ?",
@@ -368,15 +393,20 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def sync_items(self, room: str, since: int, until: int = 0) -> list[tuple[int, bytes]]:
-        """(ts, id) of a room's messages with since <= ts (< until, unless until is 0),
-        for set reconciliation."""
+    def sync_set(self, room: str, since: int, until: int = 0) -> ItemSet:
+        """The room's messages with since <= ts (< until, unless until is 0), for set
+        reconciliation: from the room's item log when it covers `since` (window_start
+        loads it), else from the table."""
+        log = self._item_logs.get(room)
+        window = None if log is None else log.window(since, until)
+        if window is not None:
+            return window
         rows = self._db.execute(
             "SELECT ts, id FROM messages WHERE room = ? AND ts >= ? AND ts < ? "
             "ORDER BY ts, id",
             (room, since, until or 2**63 - 1),
         ).fetchall()
-        return [(int(r[0]), bytes(r[1])) for r in rows]
+        return ItemSet.from_items((int(r[0]), bytes(r[1])) for r in rows)
 
     def wires(self, ids: Iterable[bytes]) -> list[bytes]:
         """The wire bytes of stored messages, skipping unknown ids."""
@@ -468,6 +498,7 @@ class Store:
         """Forget membership; the room's history stays."""
         with self._transaction() as db:
             db.execute("DELETE FROM rooms WHERE name = ?", (room,))
+        self._item_logs.pop(room, None)
 
     # settings
 

@@ -77,6 +77,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Initiator",
     "Item",
+    "ItemLog",
     "ItemSet",
     "Mode",
     "ReconcileError",
@@ -221,6 +222,90 @@ class ItemSet:
 
     def _ids(self, lo: int, hi: int) -> list[bytes]:
         return [item_id for _, item_id in self._items[lo:hi]]
+
+
+class ItemLog:
+    """One room's newest items, kept sorted with their prefix sums as messages arrive.
+
+    A sync session's ItemSet is then two bisections and a slice, where building it from
+    the store walks and sums the whole window (23 ms for 10,000 items on each side of
+    every session, at idle too).
+
+    Rules:
+    - It holds every item with timestamp >= `floor`, and nothing else is promised:
+      0 means the room's whole history. Items older than the floor are ignored.
+    - It holds at least `depth` items when the room has them, and trims its oldest
+      down to `depth` once it holds a quarter more, raising the floor to the oldest
+      timestamp kept (items sharing it stay).
+    - Answers it cannot give from what it holds are None: the caller asks the store.
+    """
+
+    __slots__ = ("_depth", "_items", "_sums", "floor")
+
+    def __init__(self, newest: Iterable[Item], *, complete: bool, depth: int) -> None:
+        """`newest`: the room's newest items (any order); `complete`: all of them."""
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        items = ItemSet.from_items(newest)
+        self._depth = depth
+        self._items = items._items
+        self._sums = items._sums
+        self.floor = 0
+        if not complete and self._items:
+            # Older items may share the oldest timestamp held: that one is not covered.
+            self._raise_floor(self._items[0][0] + 1)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Item) -> None:
+        """Take one new item (the store inserted it, so its id is not held yet)."""
+        ts, item_id = item
+        if not 0 <= ts <= MAX_TIMESTAMP or len(item_id) != ID_SIZE:
+            raise ValueError(f"not an item: {item!r:.80}")
+        if ts < self.floor:
+            return
+        items, sums = self._items, self._sums
+        if not items or item > items[-1]:  # the usual case: the newest message so far
+            items.append(item)
+            sums.append(sums[-1] + int.from_bytes(item_id, "little"))
+        else:
+            at = bisect.bisect_left(items, item)
+            if at < len(items) and items[at] == item:
+                return
+            items.insert(at, item)
+            total = sums[at]
+            del sums[at + 1 :]
+            for _, later_id in items[at:]:
+                total += int.from_bytes(later_id, "little")
+                sums.append(total)
+        if len(items) > self._depth + self._depth // 4:
+            self._trim()
+
+    def _trim(self) -> None:
+        # Keep the newest `depth`, and the older ones sharing the oldest kept timestamp.
+        self._raise_floor(self._items[len(self._items) - self._depth][0])
+
+    def _raise_floor(self, floor: int) -> None:
+        self.floor = floor
+        cut = bisect.bisect_left(self._items, (floor, b""))
+        del self._items[:cut]
+        del self._sums[:cut]
+
+    def window_start(self) -> int | None:
+        """The timestamp of the `depth`-th newest item, 0 if the room has fewer."""
+        if len(self._items) >= self._depth:
+            return self._items[-self._depth][0]
+        return 0 if self.floor == 0 else None
+
+    def window(self, since: int, until: int = 0) -> ItemSet | None:
+        """The items with since <= timestamp (< until, unless until is 0)."""
+        if since < self.floor:
+            return None
+        items = self._items
+        lo = bisect.bisect_left(items, (since, b""))
+        hi = len(items) if until == 0 else bisect.bisect_left(items, (until, b""), lo)
+        return ItemSet(items[lo:hi], self._sums[lo : hi + 1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from gossipchat.daemon.core.reconcile import (
     PROTOCOL_VERSION,
     Initiator,
     Item,
+    ItemLog,
     ItemSet,
     ReconcileError,
     Responder,
@@ -108,6 +109,101 @@ def split_sets(
     extra_ours = random_items(rng, only_ours, **kwargs)
     extra_theirs = random_items(rng, only_theirs, **kwargs)
     return shared + extra_ours, shared + extra_theirs, ids_of(extra_ours), ids_of(extra_theirs)
+
+
+# --- ItemLog ---------------------------------------------------------------------------
+
+
+def _newest(model: list[Item], limit: int) -> tuple[list[Item], bool]:
+    """What the store loads: the newest `limit` items, and whether that is all of them."""
+    newest = sorted(model)[-limit:]
+    return newest, len(newest) == len(model)
+
+
+def _same_window(log: ItemLog, model: list[Item], since: int, until: int) -> bool:
+    """True if the log answered and matched the model; False if it could not answer."""
+    window = log.window(since, until)
+    if window is None:
+        return False
+    wanted = ItemSet.from_items(
+        it for it in model if it[0] >= since and (until == 0 or it[0] < until))
+    assert list(window) == list(wanted)
+    assert Initiator(window).initial_message() == Initiator(wanted).initial_message()
+    # Every sub-range's fingerprint, not only the whole one's.
+    exchange = reconcile(window, wanted, frame_size_limit=MIN_FRAME_SIZE_LIMIT, branching=2)
+    assert exchange.have == exchange.need == set()
+    return True
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_item_log_answers_like_the_store_as_messages_arrive(seed: int) -> None:
+    rng = random.Random(seed)
+    depth = rng.choice([1, 5, 40])
+    model = random_items(rng, rng.randrange(0, 3 * depth), span=1000)
+    newest, complete = _newest(model, depth + depth // 4 + 1)
+    log = ItemLog(newest, complete=complete, depth=depth)
+    answered = 0
+    for _ in range(150):
+        # Mostly the newest message so far, sometimes one from the recent past (clock
+        # skew between authors), sometimes one sharing a timestamp.
+        last = max((ts for ts, _ in model), default=T0)
+        ts = rng.choice([last + rng.randrange(1, 30), last - rng.randrange(0, 200), last])
+        item = (ts, rng.randbytes(32))
+        model.append(item)
+        log.add(item)
+        ordered = sorted(model)
+        start = log.window_start()
+        if start is not None:
+            assert start == (ordered[-depth][0] if len(ordered) >= depth else 0)
+            answered += 1
+        held = list(log.window(log.floor) or [])
+        assert len(held) == len(log)
+        # Bounded: a quarter over depth, plus the items sharing the oldest timestamp.
+        assert len(log) <= depth + depth // 4 + sum(ts == log.floor for ts, _ in held)
+        for since in {log.floor, start or 0, rng.choice(ordered)[0]}:
+            _same_window(log, model, since, 0)
+            _same_window(log, model, since, since + rng.randrange(1, 100))
+    assert answered >= 140, answered  # a held window almost always answers
+
+
+def test_item_log_covers_all_of_a_small_room() -> None:
+    rng = random.Random(7)
+    model = random_items(rng, 30)
+    log = ItemLog(model, complete=True, depth=100)
+    assert log.floor == 0
+    assert log.window_start() == 0  # fewer than depth: the window starts at 0
+    assert _same_window(log, model, 0, 0)
+
+
+def test_item_log_refuses_what_it_does_not_hold() -> None:
+    # The store loaded the newest 3 of more items, two of which share the oldest
+    # timestamp held: older items may share it too, so it is not covered.
+    newest = [(10, b"\x01" * 32), (10, b"\x02" * 32), (11, b"\x03" * 32)]
+    log = ItemLog(newest, complete=False, depth=2)
+    assert log.floor == 11
+    assert len(log) == 1
+    assert log.window(10) is None
+    assert log.window_start() is None  # one item held, the window needs two
+    log.add((5, b"\x04" * 32))  # below the floor: ignored
+    assert len(log) == 1
+    log.add((12, b"\x05" * 32))
+    assert log.window_start() == 11
+    window = log.window(11)
+    assert window is not None
+    assert [ts for ts, _ in window] == [11, 12]
+
+
+@pytest.mark.parametrize("item", [(-1, bytes(32)), (1, bytes(31)), (MAX_TIMESTAMP + 1, bytes(32))])
+def test_item_log_refuses_malformed_items(item: Item) -> None:
+    log = ItemLog([], complete=True, depth=10)
+    with pytest.raises(ValueError, match="not an item"):
+        log.add(item)
+    assert len(log) == 0
+
+
+def test_item_log_needs_a_depth() -> None:
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        ItemLog([], complete=True, depth=0)
 
 
 # --- ItemSet ---------------------------------------------------------------------------
