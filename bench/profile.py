@@ -20,7 +20,7 @@ The scenarios, each smaller than bench.run's so that the whole takes minutes:
 - burst: 10 daemons, 1,000 messages from 3 senders; a sender and a forwarder.
 - idle: the same 10 daemons, 30 s after the burst has settled; one member.
 - propagation: 20 daemons, 20 messages a second from rotating senders for 15 s; a member.
-- fetch: one daemon posts a 10 MB image, the other fetches it; both.
+- fetch: one daemon posts five 10 MB images, the other fetches each; both.
 - fanout: 20 daemons, a 5 MB image to all; the poster and a member.
 - rpc: `status` then `blocked`, one at a time on one connection for 4 s each.
 """
@@ -54,25 +54,30 @@ from .run import RESULTS, git_commit
 
 RATE_HZ = 250
 SEED = 20240603
+FETCH_IMAGES = 5
 
-# (layer, pattern on the innermost frame's file), first match wins.
+# (layer, pattern on the file of the innermost frame), first match wins. py-spy names a
+# frame `function (path)`, the path relative to its site-packages or checkout.
 LAYERS: tuple[tuple[str, str], ...] = (
-    ("Ed25519 signatures", r"nacl/|ed25519|/identity\.py"),
-    ("Noise (ChaCha20-Poly1305)", r"/noise/|security/noise"),
-    ("yamux and streams", r"adapters/yamux\.py|stream_muxer|network/stream|"
-                          r"network/connection|libp2p/io/"),
-    ("trio loop and sockets", r"/trio/|/outcome/|contextlib\.py|/sniffio/"),
-    ("gossipsub router", r"core/gossipsub/|adapters/pubsub\.py"),
-    ("envelopes and CBOR", r"core/envelope\.py|plaincbor|cbor2|core/varint\.py"),
-    ("history and node", r"daemon/history\.py|daemon/node\.py|daemon/service\.py"),
-    ("store (SQLite)", r"adapters/store\.py|sqlite3|adapters/blockstore\.py"),
-    ("history sync", r"daemon/sync\.py|core/reconcile\.py|core/syncwire\.py"),
-    ("bitswap and images", r"bitswap|core/unixfs|daemon/images\.py|adapters/exchange\.py|"
-                           r"hashlib|/PIL/|/multihash|/cid/"),
-    ("presence, DHT, discovery", r"daemon/presence\.py|daemon/dht\.py|core/kad|"
-                                 r"daemon/mdns\.py|adapters/kadaddrs|core/connmgr"),
-    ("RPC and JSON", r"gossipchat/rpc/|/rpc/|/json/"),
-    ("py-libp2p other", r"/libp2p/|/multiaddr/|/base58/|/varint\.py"),
+    ("Ed25519 signatures", r"^nacl/|ed25519|identity\.py$|core/gossipsub/signing\.py$"),
+    ("Noise (ChaCha20-Poly1305)", r"^noise/|security/noise/"),
+    ("socket syscalls", r"^trio/_socket\.py$|^trio/_highlevel_socket\.py$"),
+    ("worker threads (disk, thumbnails)", r"^trio/_core/_thread_cache\.py$|^trio/_threads"),
+    ("trio scheduling", r"^trio/|^outcome/|^contextlib\.py$|^sniffio/|<attrs generated"),
+    ("yamux and streams", r"adapters/yamux\.py$|^libp2p/stream_muxer/|^libp2p/network/|"
+                          r"^libp2p/io/|^libp2p/protocol_muxer/"),
+    ("gossipsub router", r"core/gossipsub/|adapters/pubsub\.py$|core/protobuf\.py$"),
+    ("envelopes, CBOR, varints", r"core/envelope\.py$|plaincbor|^cbor2/|core/varint\.py$|"
+                                 r"^varint\.py$"),
+    ("history and node", r"daemon/history\.py$|daemon/node\.py$|daemon/service\.py$"),
+    ("store (SQLite, block files)", r"adapters/store\.py$|^sqlite3/|adapters/blockstore\.py$"),
+    ("history sync", r"daemon/sync\.py$|core/reconcile\.py$|core/syncwire\.py$"),
+    ("bitswap and images", r"bitswap|core/unixfs/|core/imaging/|daemon/images\.py$|"
+                           r"adapters/exchange\.py$|^hashlib|^PIL/"),
+    ("presence, DHT, discovery", r"presence\.py$|daemon/dht\.py$|core/kad|daemon/mdns\.py$|"
+                                 r"adapters/kadaddrs\.py$|core/connmgr\.py$|^netaddr/"),
+    ("RPC and JSON", r"^rpc/|^json/"),
+    ("py-libp2p, multiaddr, base58", r"^libp2p/|^multiaddr/|^base58/"),
 )
 IDLE_LEAVES = re.compile(r"epoll|select \(|Condition\.wait|_wait \(threading|poll \(")
 
@@ -131,8 +136,9 @@ class Profile:
 
 def layer_of(frame: str) -> str:
     """The layer a frame's file belongs to (LAYERS), or 'other'."""
+    path = frame[frame.rfind("(") + 1 :].rstrip(")")
     for layer, pattern in LAYERS:
-        if re.search(pattern, frame):
+        if re.search(pattern, path):
             return layer
     return "other"
 
@@ -220,17 +226,18 @@ def scenario_fetch(rec: Recorder) -> None:
     with Cluster("prof-fetch") as cluster, tempfile.TemporaryDirectory() as tmp:
         poster, fetcher = cluster.start_many(2)
         cluster.connect([(0, 1)])
-        image = Path(tmp) / "image.png"
-        fanout.make_noisy_png(image, 10 * fanout.MIB, SEED)
+        images = [Path(tmp) / f"image{i}.png" for i in range(FETCH_IMAGES)]
+        for i, image in enumerate(images):
+            fanout.make_noisy_png(image, 10 * fanout.MIB, SEED + i)
         room = "prof-fetch"
         cluster.join_all(room)
         cluster.wait_room_known(room)
-        with rec.record([("fetch: the poster (10 MB, two daemons)", poster),
-                         ("fetch: the fetcher", fetcher)]):
-            with poster.client(timeout=60) as client:
-                cid = client.send_image(room, image)["image"]["cid"]
-            with fetcher.client(timeout=120) as client:
-                wait_for(lambda: _holds(client, cid), timeout=120, interval=0.05,
+        with rec.record([(f"fetch: the poster ({FETCH_IMAGES} images of 10 MB, one at a "
+                          "time, two daemons)", poster), ("fetch: the fetcher", fetcher)]), \
+                poster.client(timeout=60) as sender, fetcher.client(timeout=120) as client:
+            for image in images:
+                cid = sender.send_image(room, image)["image"]["cid"]
+                wait_for(lambda cid=cid: _holds(client, cid), timeout=120, interval=0.05,
                          message="the fetcher to hold the image")
 
 

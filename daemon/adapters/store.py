@@ -15,9 +15,11 @@ Rules:
   mean a bug (bad SQL, a closed connection) stay sqlite3 errors.
 - Opening runs `PRAGMA quick_check`: a damaged file is refused at start with
   StoreCheckFailed rather than failing later, page by page.
-- Two things are kept in memory as well and updated by `add_messages` after its commit:
-  the chat message counts, and each synced room's newest items for set reconciliation
-  (core/reconcile.py, ItemLog; at most 1.25x sync_depth items, about 2 MB at 10,000).
+- Some answers are kept in memory as well and updated after the commit that changes
+  them: the chat message counts and each synced room's newest items for set
+  reconciliation (core/reconcile.py, ItemLog; at most 1.25x sync_depth items, about
+  2 MB at 10,000), by `add_messages`; the refused images per author, by
+  `record_image_verdict`.
 """
 
 from __future__ import annotations
@@ -202,6 +204,7 @@ class Store:
         # Sync's item windows per room, loaded on a session's first look at the room
         # and kept up to date by add_messages (core/reconcile.py, ItemLog).
         self._item_logs: dict[str, ItemLog] = {}
+        self._unavailable_by_author: dict[str, int] | None = None
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
         try:
@@ -459,6 +462,7 @@ class Store:
                 " (message_id, author, unavailable, checked_ms) VALUES (?, ?, ?, ?)",
                 (message_id, author, unavailable, now_ms),
             )
+        self._unavailable_by_author = None
 
     def image_verdicts(self, message_ids: Iterable[bytes]) -> dict[bytes, str | None]:
         """Verdicts of the given messages that were checked: id -> reason or None."""
@@ -475,10 +479,13 @@ class Store:
 
     def unavailable_images_by_author(self) -> dict[str, int]:
         """How many image messages of each author turned out not to match their bytes."""
-        rows = self._db.execute(
-            "SELECT author, COUNT(*) FROM image_verdicts WHERE unavailable IS NOT NULL"
-            " GROUP BY author").fetchall()
-        return {r[0]: int(r[1]) for r in rows}
+        # `status` asks on every call and verdicts are rare: count again only after one.
+        if self._unavailable_by_author is None:
+            rows = self._db.execute(
+                "SELECT author, COUNT(*) FROM image_verdicts WHERE unavailable IS NOT NULL"
+                " GROUP BY author").fetchall()
+            self._unavailable_by_author = {r[0]: int(r[1]) for r in rows}
+        return dict(self._unavailable_by_author)
 
     # rooms
 
