@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from gossipchat.clients.library import Client
@@ -236,8 +237,8 @@ def scenario_fetch(rec: Recorder) -> None:
                           "time, two daemons)", poster), ("fetch: the fetcher", fetcher)]), \
                 poster.client(timeout=60) as sender, fetcher.client(timeout=120) as client:
             for image in images:
-                cid = sender.send_image(room, image)["image"]["cid"]
-                wait_for(lambda cid=cid: _holds(client, cid), timeout=120, interval=0.05,
+                cid: str = sender.send_image(room, image)["image"]["cid"]
+                wait_for(partial(_holds, client, cid), timeout=120, interval=0.05,
                          message="the fetcher to hold the image")
 
 
