@@ -18,7 +18,7 @@ are not the bench's: only the shares are. Needs py-spy (the `bench` extra).
 
 The scenarios, each smaller than bench.run's so that the whole takes minutes:
 - burst: 10 daemons, 1,000 messages from 3 senders; a sender and a forwarder.
-- idle: the same 10 daemons, 30 s after the burst has settled; one member.
+- idle: the same 10 daemons for 30 s once the burst has settled; one member.
 - propagation: 20 daemons, 20 messages a second from rotating senders for 15 s; a member.
 - fetch: one daemon posts five 10 MB images, the other fetches each; both.
 - fanout: 20 daemons, a 5 MB image to all; the poster and a member.
@@ -145,7 +145,7 @@ def layer_of(frame: str) -> str:
 
 
 class Recorder:
-    """py-spy on some daemons, from `start` until `stop`."""
+    """py-spy on some daemons while a `record` block runs; the summaries in `profiles`."""
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
@@ -183,16 +183,15 @@ def scenario_burst(rec: Recorder) -> None:
     with Cluster("prof-burst") as cluster:
         daemons = cluster.start_many(cfg.daemons)
         cluster.connect(sparse_topology(cfg.daemons, cfg.dials, cfg.seed))
-        sender = burst.sender_indexes(cfg.daemons, cfg.senders)[0]
-        forwarder = next(i for i in range(cfg.daemons)
-                         if i not in burst.sender_indexes(cfg.daemons, cfg.senders))
+        senders = burst.sender_indexes(cfg.daemons, cfg.senders)
+        sender = senders[0]
+        forwarder = next(i for i in range(cfg.daemons) if i not in senders)
         with rec.record([("burst: a sender (10 daemons, 1,000 messages)", daemons[sender]),
                          ("burst: a forwarder", daemons[forwarder])]):
             rounds = burst.run_rounds(cluster, cfg, burst.gossipchat_round)
         print(f"   burst converged in {rounds[0].converge_s} s (profiled)", flush=True)
         wait_quiet([d.pid for d in daemons], below_cores=burst.quiet_cores(len(daemons)),
                    timeout=60)
-        time.sleep(10)
         with rec.record([("idle: a member of the same room, after the burst, 30 s",
                           daemons[forwarder])]):
             time.sleep(30)
