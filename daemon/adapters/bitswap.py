@@ -43,7 +43,8 @@ Rules of this module:
   poster is) back for `hold_s` when it sent it to another peer a moment ago
   (BitTorrent's super-seeding): the asking peer hears HAVE from that other peer
   meanwhile, moves its want there and cancels ours, so a room's poster uploads each
-  block about once however the members are connected. 2 s, since a block takes that
+  block about once however the members are connected; not for a peer that is gone
+  (a fetcher that left passes nothing on). 2 s, since a block takes that
   long to reach a member and its HAVE the others in a busy room: a 5 MB image to 20
   daemons on 2 cores had the poster upload 4.25x the image at 0.5 s, 3.05x at 1 s and
   1.75x at 2 s (medians of 6-9 runs), with everyone holding it no later (10.0, 11.5
@@ -233,6 +234,8 @@ class BitswapStats:
     wants_dropped: int = 0  # a peer's wants past max_wants_per_peer, not remembered
     # Block wants taken off a relayed peer because a direct one said HAVE.
     wants_moved_to_direct: int = 0
+    # Times a block was held back (hold_s) for a peer; each look again counts.
+    blocks_held: int = 0
     peers: dict[str, PeerStats] = field(default_factory=dict)
 
     def peer(self, peer: ID) -> PeerStats:
@@ -977,13 +980,17 @@ class _PeerLink:
             # HAVE to those who want it), so this one waits a little for a cancel.
             # Only blocks we did not fetch (we are their source, e.g. the poster): a
             # member passing blocks on holds nothing back, or each hop would add a wait.
+            # Nor when that peer is gone: it passes nothing on any more.
             last = served.get(cid)
-            if last is None or last[1] == self.peer or now - last[0] >= engine._hold:
+            if last is None or last[1] == self.peer or now - last[0] >= engine._hold \
+                    or last[1] not in engine._links:
                 return False
             try:
-                return not engine._wants.asked_lately(_digest(cid))
+                held = not engine._wants.asked_lately(_digest(cid))
             except unixfs.CidError:
                 return False
+            engine.stats.blocks_held += held
+            return held
 
         composed = self._ledger.compose(
             size_of, max_block=engine._max_block, target=self._target,

@@ -295,6 +295,33 @@ async def test_disconnect_forgets_the_peer(nursery: trio.Nursery, tmp_path: Path
     await wait_for(lambda: server.id not in client.bitswap._links)
 
 
+async def test_a_block_is_held_back_only_while_its_last_taker_is_connected(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_node(nursery, tmp_path / "server", hold_s=1.0)
+    data = pattern(600_000)
+    root = server.store.import_file(data)
+
+    async def fetch_with_a_new_client(name: str) -> Node:
+        client = await start_node(nursery, tmp_path / name)
+        await client.connect(server)
+        with trio.fail_after(20):
+            assert await client.bitswap.fetch(
+                root, [server.id], max_size=len(data), timeout=15) == data
+        return client
+
+    takers = [await fetch_with_a_new_client("first")]
+    # `first` is connected and could pass the blocks on: the next taker waits.
+    takers.append(await fetch_with_a_new_client("second"))
+    assert server.bitswap.stats.blocks_held > 0
+    # The takers leave: nobody can pass the blocks on, so nothing is held back.
+    for taker in takers:
+        await taker.host.disconnect(server.id)
+    await wait_for(lambda: not any(t.id in server.bitswap._links for t in takers))
+    before = server.bitswap.stats.blocks_held
+    await fetch_with_a_new_client("third")
+    assert server.bitswap.stats.blocks_held == before
+
+
 async def test_a_fetch_takes_its_peer_back_when_it_reconnects(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
