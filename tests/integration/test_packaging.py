@@ -91,7 +91,8 @@ def test_a_daemon_runs_from_the_wheel(wheel_dir: Path, tmp_path: Path,
         assert sent["id"]
         # The web UI's page comes from the package's data files.
         request = urllib.request.Request(
-            urllib.parse.urljoin(daemon.web_url, "/"), headers={"Authorization": f"Bearer {daemon.web_token}"})
+            urllib.parse.urljoin(daemon.web_url, "/"),
+            headers={"Authorization": f"Bearer {daemon.web_token}"})
         with urllib.request.urlopen(request, timeout=10) as page:
             assert b"gossipchat" in page.read()
     finally:
