@@ -24,6 +24,8 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_inbound_slots.py.
 - `identify_observes_its_own_connection`: one host's identify stream handler;
   test_identify_observed_addr.py.
+- `quick_stream_locks`: one host's swarm (`notify_opened_stream`) and the
+  `NetStream`s it announces; test_stream_state_lock.py.
 
 Not a patch but a reading aid: `live_connections` leaves out the connections the
 swarm still lists while they close; test_swarm_closing_connections.py.
@@ -256,3 +258,62 @@ def identify_observes_its_own_connection(host: IHost) -> Undo:
 
     return undo
 
+
+
+# --------------------------------------------------------------------------------------
+# Stream state locks
+
+
+class QuickLock:
+    """A trio.Lock whose uncontended acquire costs no scheduling round.
+
+    trio's `Lock.acquire` yields to the scheduler even when the lock is free. Taken
+    free, this one only checks for cancellation; taken held, it queues on the trio
+    lock (FIFO), so mutual exclusion and fairness are trio's. Used as `async with`.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def __aenter__(self) -> None:
+        if self._lock.locked():
+            await self._lock.acquire()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._lock.acquire_nowait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def quick_stream_locks(host: IHost) -> Undo:
+    """Give every stream of this host a `QuickLock` as its state lock.
+
+    py-libp2p 0.8.1's `NetStream.read` and `write` take the stream's `_state_lock`
+    (a trio.Lock) around a state check on every call, so each read and each write
+    costs a scheduling round before any I/O (tests/upstream/test_stream_state_lock.py):
+    on the gossip path, one on the sending and one on the receiving side of every
+    frame to every mesh peer. The swarm announces each new stream (inbound and
+    outbound) before anyone uses it; the lock is swapped there. Set on this host's
+    swarm only; the undo stops the swapping (streams already open keep theirs).
+    """
+    swarm = cast(Any, host.get_network())
+    stock = swarm.notify_opened_stream
+
+    async def notify_opened_stream(stream: Any) -> None:
+        if isinstance(getattr(stream, "_state_lock", None), trio.Lock):
+            stream._state_lock = QuickLock()
+        await stock(stream)
+
+    swarm.notify_opened_stream = notify_opened_stream
+
+    def undo() -> None:
+        if vars(swarm).get("notify_opened_stream") is notify_opened_stream:
+            del swarm.notify_opened_stream
+
+    return undo

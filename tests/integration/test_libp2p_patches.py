@@ -9,10 +9,18 @@ import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
 import multiaddr
 import trio
+from libp2p.abc import INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.identity.identify.identify import ID as identify_id
 
 from gossipchat.daemon.adapters import libp2p_patches, yamux
-from gossipchat.daemon.adapters.p2p import P2PNetwork
+from gossipchat.daemon.adapters.p2p import P2PNetwork, new_libp2p_host
 from harness.libp2p_hosts import muxed, running_pair, stock_host
+from harness.scheduling import steps_of
+
+SINK = TProtocol("/gossipchat-test/sink/1.0.0")
+ECHOLESS = TProtocol("/gossipchat-test/keep/1.0.0")
 
 
 def _module_functions() -> dict[str, object]:
@@ -41,3 +49,75 @@ async def test_the_negotiated_muxer_is_built_and_the_undo_restores_the_stock_one
         assert type(muxed(b, a)) is not yamux.Yamux
     undo()
     assert upgrader.muxer_multistream is stock
+
+
+async def _sink(stream: object) -> None:
+    await trio.sleep_forever()
+
+
+async def test_quick_stream_locks_reach_this_hosts_streams_until_undone() -> None:
+    a, b = stock_host(), stock_host()
+    undo = libp2p_patches.quick_stream_locks(b)
+    async with running_pair(a, b):
+        a.set_stream_handler(SINK, _sink)  # type: ignore[arg-type]
+        ours = await b.new_stream(a.get_id(), [SINK])
+        theirs = await a.new_stream(b.get_id(), [identify_id])
+        assert type(ours._state_lock) is libp2p_patches.QuickLock  # type: ignore[attr-defined]
+        assert type(theirs._state_lock) is trio.Lock  # type: ignore[attr-defined]
+        # Free, it is taken without a scheduling round: a write through the stream
+        # costs what its muxed stream's write costs (the stock lock adds one).
+        assert await steps_of(ours.write(b"x")) == await steps_of(ours.muxed_stream.write(b"x"))
+        undo()
+        later = await b.new_stream(a.get_id(), [SINK])
+        assert type(later._state_lock) is trio.Lock  # type: ignore[attr-defined]
+
+
+async def test_a_daemon_hosts_stream_writes_and_buffered_reads_never_yield() -> None:
+    """Our yamux and the quick state lock together: a small write is queued for the
+    connection's writing task and a read of bytes already there returns, neither
+    going through the scheduler (the gossip path does one of each per frame)."""
+    async with running_pair(new_libp2p_host(create_new_key_pair()),
+                            new_libp2p_host(create_new_key_pair())) as (a, b):
+        a.set_stream_handler(SINK, _sink)  # type: ignore[arg-type]
+        arrived: list[INetStream] = []
+        got = trio.Event()
+
+        async def keep(stream: INetStream) -> None:
+            arrived.append(stream)
+            got.set()
+            await trio.sleep_forever()
+
+        a.set_stream_handler(ECHOLESS, keep)
+        stream = await b.new_stream(a.get_id(), [ECHOLESS])
+        assert await steps_of(stream.write(b"hello")) == 0
+        with trio.fail_after(10):
+            await got.wait()
+            while True:  # until the bytes sit in the far stream's buffer
+                if arrived[0].muxed_stream._offset < len(  # type: ignore[attr-defined]
+                        arrived[0].muxed_stream._buffer):  # type: ignore[attr-defined]
+                    break
+                await trio.sleep(0.01)
+        assert await steps_of(arrived[0].read(5)) == 0
+
+
+async def test_a_quick_lock_excludes_and_queues_in_order() -> None:
+    lock = libp2p_patches.QuickLock()
+    order: list[str] = []
+
+    async def hold(name: str, started: trio.Event) -> None:
+        async with lock:
+            started.set()
+            order.append(f"{name} in")
+            await trio.sleep(0.05)
+            order.append(f"{name} out")
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b", "c"):
+            started = trio.Event()
+            nursery.start_soon(hold, name, started)
+            if name == "a":
+                await started.wait()
+            else:
+                await trio.sleep(0.01)  # b queues before c
+    assert order == ["a in", "a out", "b in", "b out", "c in", "c out"]
+    assert not lock.locked()

@@ -9,6 +9,7 @@ connection's own sender.
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -103,6 +104,40 @@ async def test_both_directions_at_once_carry_every_byte(kind: str) -> None:
                     await stream.write(data[start : start + 300_000])
                 await stream.close()
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+async def test_sends_go_straight_to_the_kernel_and_wait_only_when_it_is_full() -> None:
+    """Over TCP a batch of frames is written to the socket without an await; when the
+    kernel takes only part of it (here: small socket buffers), the rest waits for
+    the socket and everything arrives whole and in order."""
+    async with pair(our_host, our_host) as (a, b):
+        writer = muxed(b, a)._writer
+        assert isinstance(writer, yamux._NoiseWriter)
+        sock = writer._socket
+        assert sock is not None
+        stream = await b.new_stream(a.get_id(), [ECHO])
+        await stream.write(b"ping")
+        with trio.fail_after(10):
+            assert await stream.read(4) == b"ping"
+        assert writer.direct_sends > 0
+        assert writer.partial_sends == 0
+
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        data = pattern(6 * MB, seed=7)
+        got = b""
+
+        async def reader() -> None:
+            nonlocal got
+            got = await read_all(stream)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                for start in range(0, len(data), 250_000):
+                    await stream.write(data[start : start + 250_000])
+                await stream.close()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        assert writer.partial_sends > 0, "the kernel always took a whole batch"
 
 
 async def test_the_daemon_host_runs_our_yamux_and_the_stock_one_stays_stock() -> None:
