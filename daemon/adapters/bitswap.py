@@ -101,6 +101,7 @@ from ..core.bitswap import (
     WantList,
     decode_message,
     encode_frame,
+    hold_back,
     prefix_ok,
 )
 from ..core.bitswap import message as codec
@@ -975,20 +976,16 @@ class _PeerLink:
         now = trio.current_time()
         served = engine._served
 
-        def hold(cid: bytes) -> bool:
-            # Sent to another peer a moment ago: that peer may pass it on (it says
-            # HAVE to those who want it), so this one waits a little for a cancel.
-            # Only blocks we did not fetch (we are their source, e.g. the poster): a
-            # member passing blocks on holds nothing back, or each hop would add a wait.
-            # Nor when that peer is gone: it passes nothing on any more.
-            last = served.get(cid)
-            if last is None or last[1] == self.peer or now - last[0] >= engine._hold \
-                    or last[1] not in engine._links:
-                return False
+        def fetched_lately(cid: bytes) -> bool:
             try:
-                held = not engine._wants.asked_lately(_digest(cid))
+                return engine._wants.asked_lately(_digest(cid))
             except unixfs.CidError:
-                return False
+                return True  # not a CID we could have fetched: never held
+
+        def hold(cid: bytes) -> bool:
+            held = hold_back(served.get(cid), self.peer, now, engine._hold,
+                             connected=engine._links.__contains__,
+                             fetched_lately=lambda: fetched_lately(cid))
             engine.stats.blocks_held += held
             return held
 

@@ -25,6 +25,7 @@ from gossipchat.daemon.core.bitswap import (
     WantEntry,
     WantList,
     encode_frame,
+    hold_back,
 )
 
 STEP_S = 0.01  # simulated time per round of the fake network
@@ -95,8 +96,10 @@ class Node:
         ledger.release_held()
 
         def hold(cid: bytes) -> bool:
-            last = self.served.get(cid)
-            return last is not None and last[1] != peer and now - last[0] < self.hold_s
+            # Every node of the model is connected to its links and fetches nothing
+            # it serves lately (only the poster holds back).
+            return hold_back(self.served.get(cid), peer, now, self.hold_s,
+                             connected=lambda other: True, fetched_lately=lambda: False)
 
         composed = ledger.compose(
             lambda cid: len(self.store[cid]) if cid in self.store else None,

@@ -14,6 +14,7 @@ from gossipchat.daemon.core.bitswap import (
     Presence,
     WantEntry,
     WantList,
+    hold_back,
 )
 
 CID, DIGEST = b"cid-1", b"digest-1"
@@ -154,3 +155,18 @@ def test_the_ledger_holds_back_a_block_until_released_and_a_cancel_drops_it() ->
     ledger.apply([WantEntry(CID2, cancel=True)], full=False)  # got it elsewhere
     ledger.release_held()
     assert ledger.compose(held.get, max_block=100, target=1000, used=0, v12=True).blocks == []
+
+
+def test_a_block_is_held_back_only_from_a_source_for_a_connected_recent_taker() -> None:
+    def held(last: tuple[float, str] | None, *, now: float = 10.0,
+             connected: bool = True, fetched: bool = False) -> bool:
+        return hold_back(last, "b", now, 2.0, connected=lambda peer: connected,
+                         fetched_lately=lambda: fetched)
+
+    assert held((9.0, "a"))  # a took it a second ago: b waits for a to pass it on
+    assert not held(None)  # never sent
+    assert not held((9.0, "b"))  # b itself asks again: a repeat goes out
+    assert not held((8.0, "a"))  # the hold is over (2 s)
+    assert held((8.01, "a"))
+    assert not held((9.0, "a"), connected=False)  # a left: it passes nothing on
+    assert not held((9.0, "a"), fetched=True)  # we fetched it: passing on, never held

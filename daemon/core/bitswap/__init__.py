@@ -19,7 +19,7 @@ comes from the network is untrusted and raises only `ProtocolError`.
 
 from __future__ import annotations
 
-from .ledger import Composed, LedgerEntry, PeerLedger
+from .ledger import Composed, LedgerEntry, PeerLedger, hold_back
 from .message import (
     MAX_MESSAGE_FIELDS,
     MAX_MESSAGE_SIZE,
@@ -65,5 +65,6 @@ __all__ = [
     "WantList",
     "decode_message",
     "encode_frame",
+    "hold_back",
     "prefix_ok",
 ]

@@ -21,12 +21,34 @@ Rules:
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .message import Presence, WantEntry
 
-__all__ = ["Composed", "LedgerEntry", "PeerLedger"]
+__all__ = ["Composed", "LedgerEntry", "PeerLedger", "hold_back"]
+
+P = TypeVar("P", bound=Hashable)
+
+
+def hold_back(last_sent: tuple[float, P] | None, peer: P, now: float, hold_s: float, *,
+              connected: Callable[[P], bool], fetched_lately: Callable[[], bool]) -> bool:
+    """Whether a block we would send `peer` now waits (the `hold` of `compose`).
+
+    `last_sent` is (when, to whom) we last sent the block. It waits only if it went to
+    another peer less than `hold_s` ago, that peer is still connected (one that left
+    passes nothing on), and we did not fetch the block lately ourselves: a member
+    passing blocks on holds nothing back, or each hop would add a wait; the source
+    (e.g. the poster) does, so that its takers serve each other.
+    """
+    if last_sent is None:
+        return False
+    at, to = last_sent
+    if to == peer or now - at >= hold_s or not connected(to):
+        return False
+    return not fetched_lately()
+
 
 BLOCK_OVERHEAD = 64  # bytes a block adds to a message besides its data (prefix, tags)
 PRESENCE_OVERHEAD = 4
