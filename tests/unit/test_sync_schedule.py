@@ -201,12 +201,23 @@ async def test_a_suspected_gap_syncs_after_the_debounce(
         await trio.sleep(5)  # the first meeting is done; the next round is ~60 s away
         assert len(service.times()) == 1
         suspected = trio.current_time()
+        wall = time.time() * 1000
         service.suspect_gap(ROOM, "B")
         service.suspect_gap(ROOM, "B")  # a second suspicion does not postpone it
         await trio.sleep(sync.GAP_DEBOUNCE_S + 2 * sync.TICK_S)
-    within_a_tick(service.times()[1:], [suspected + sync.GAP_DEBOUNCE_S])
-    assert len(service.times()) == 2
-    assert service.untils == [0, 0]  # a first meeting and a gap reconcile everything
+        within_a_tick(service.times()[1:], [suspected + sync.GAP_DEBOUNCE_S])
+        # One follow-up, GAP_SETTLE_MS later, for what the first one left out; then
+        # the routine schedule (~60 s away here).
+        await trio.sleep(sync.GAP_SETTLE_MS / 1000 + 2 * sync.TICK_S)
+        follow_up = service.times()[2:]
+        await trio.sleep(10)
+    within_a_tick(follow_up, [service.times()[1] + sync.GAP_SETTLE_MS / 1000])
+    assert len(service.times()) == 3
+    assert service.untils[0] == 0  # a first meeting reconciles everything
+    # The gap sessions leave out the last GAP_SETTLE_MS (wall clock, ms; the mock
+    # clock moves trio's time only).
+    assert all(wall - sync.GAP_SETTLE_MS - 1000 < until <= time.time() * 1000
+               - sync.GAP_SETTLE_MS for until in service.untils[1:]), service.untils
 
 
 async def test_routine_rounds_leave_out_the_settling_seconds_but_first_meetings_do_not(
