@@ -107,7 +107,10 @@ class Node:
                 room_peers_min=config.room_peers_min, room_peers_max=config.room_peers_max,
                 max_connections=config.max_connections),
             interval_s=config.presence_interval_s)
-        self.redialer.defer = self.presence.manages
+        # Room members are the connection manager's to redial; peers this node hung up
+        # on (a DHT query's connection, a trim) are not to be redialled at all.
+        self.redialer.defer = lambda peer: (self.presence.manages(peer)
+                                            or network.hung_up_lately(peer))
         self.images = ImageService(self.room_history, store, network, config, blocks,
                                    BlockExchange(network, blocks,
                                                  max_wants_per_peer=config.max_wants_per_peer))

@@ -281,17 +281,12 @@ class PresenceService:
         return trimmed is not None and trio.current_time() - trimmed < TRIM_MEMORY_S
 
     def wants(self, peer: str) -> bool:
-        """True if the manager would keep a connection to this peer: it is a member of
-        a joined room with fewer than room_peers_max other members connected. Other
-        services that dial for a moment of their own (DHT queries) close the rest."""
+        """True if the manager would have dialed this peer (`connmgr.worth_keeping`).
+        Other services that dial for a moment of their own (DHT queries) close the
+        rest."""
         connected = set(self.network.connected_peers())
-        connected.discard(peer)
-        for directory in self.directories.values():
-            if peer in directory.entries:
-                held = sum(1 for p in directory.entries if p in connected)
-                if held < self.limits.room_peers_max:
-                    return True
-        return False
+        return connmgr.worth_keeping(peer, self._room_views(_now_ms(), connected),
+                                     connected, self.limits)
 
     def manages(self, peer: str) -> bool:
         """True if reconnecting to this peer is the manager's call, not the Redialer's:
@@ -653,10 +648,8 @@ class PresenceService:
 
     # the connection manager
 
-    def _manage(self, now: float, connected: list[str]) -> None:
-        assert self._nursery is not None
-        now_ms = _now_ms()
-        connected_set = set(connected)
+    def _room_views(self, now_ms: int, connected_set: set[str]) -> list[connmgr.RoomView]:
+        """Each joined room's members as the manager sees them."""
         rooms = []
         for room, directory in self.directories.items():
             window = directory.online_window_ms()
@@ -676,6 +669,12 @@ class PresenceService:
                 for peer in self.network.topic_peers(rooms_codec.topic_for(room))
                 if peer in connected_set and peer not in directory.entries)
             rooms.append(connmgr.RoomView(room, members + unlisted))
+        return rooms
+
+    def _manage(self, now: float, connected: list[str]) -> None:
+        assert self._nursery is not None
+        now_ms = _now_ms()
+        rooms = self._room_views(now_ms, set(connected))
         plan = connmgr.plan(
             rooms=rooms, connected={p: self._since.get(p, now) for p in connected},
             self_id=self.network.peer_id,

@@ -6,8 +6,9 @@ Rules:
 - A loop dials with exponential backoff and jitter (0.5 s doubling to 60 s) and ends
   when the peer is connected, blocked, or after MAX_ATTEMPTS; a later drop or restart
   starts a new one. At most one loop runs per peer.
-- Peers that `defer` names are left to another service: the connection manager
-  (presence.py) reconnects the room members recently present.
+- Peers that `defer` names are left alone: the connection manager (presence.py)
+  reconnects the room members recently present, and a peer this node hung up on
+  itself lately (a DHT query's connection, a trim, a block) is no drop to repair.
 - The service task owns the set of running loops.
 """
 

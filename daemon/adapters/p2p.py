@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 INBOUND_BUFFER = 8192
 DIAL_TIMEOUT_S = 10.0
 ADDRS_CACHE_S = 5.0
+HUNG_UP_MEMORY_S = 600.0
+HUNG_UP_MEMORY = 4096  # peers remembered; the longest ago forgotten first
 # An address peers observe (identify) is announced once this many distinct observers
 # (IPv4 addresses, IPv6 /56 prefixes) report it, so that one peer cannot make us
 # announce a lie. py-libp2p's own threshold of 4 rarely fills in a small room.
@@ -430,6 +432,7 @@ class P2PNetwork:
             self.host, self.limits.inbound.max_total + HANDSHAKE_SLOTS, self._admit_socket)
         self.peer_id = self.host.get_id().to_base58()
         self._blocked: set[str] = set()
+        self._hung_up: OrderedDict[str, float] = OrderedDict()  # peer -> when, oldest first
         self._subscriptions: set[str] = set()
         self._inbound_send, self.inbound = trio.open_memory_channel[GossipMessage](INBOUND_BUFFER)
         self._events_send, self.peer_events = trio.open_memory_channel[PeerEvent](1024)
@@ -609,8 +612,19 @@ class P2PNetwork:
         return peer_id
 
     async def hang_up(self, peer_id: str) -> None:
-        """Close every connection to a peer."""
+        """Close every connection to a peer (remembered a while: `hung_up_lately`)."""
+        self._hung_up[peer_id] = trio.current_time()
+        self._hung_up.move_to_end(peer_id)
+        while len(self._hung_up) > HUNG_UP_MEMORY:
+            self._hung_up.popitem(last=False)
         await self.host.get_network().close_peer(ID.from_base58(peer_id))
+
+    def hung_up_lately(self, peer_id: str) -> bool:
+        """Whether this node closed its connections to the peer on purpose in the last
+        HUNG_UP_MEMORY_S (a DHT query's connection, a trim, a block): its disconnect is
+        no drop to redial."""
+        at = self._hung_up.get(peer_id)
+        return at is not None and trio.current_time() - at < HUNG_UP_MEMORY_S
 
     # limits on what peers make us hold
 
@@ -773,8 +787,9 @@ class P2PNetwork:
         await self.hang_up(peer_id)
 
     def unblock(self, peer_id: str) -> None:
-        """Accept a peer again."""
+        """Accept a peer again (and redial it as any other)."""
         self._blocked.discard(peer_id)
+        self._hung_up.pop(peer_id, None)
 
     def is_blocked(self, peer_id: str) -> bool:
         """True for a peer on the block list."""

@@ -190,6 +190,28 @@ def plan(*, rooms: Sequence[RoomView], connected: Mapping[str, float], self_id: 
     return Plan(tuple(dials), tuple(trims))
 
 
+def worth_keeping(peer: str, rooms: Sequence[RoomView], connected: Collection[str],
+                  limits: Limits) -> bool:
+    """Whether a connection that another service opened for a moment (a DHT query) is
+    one the manager would have dialed: `peer` is a member of a room with fewer than
+    `room_peers_min` other members connected.
+
+    Not `room_peers_max`: the manager dials up to the minimum only, and with the
+    maximum every querier kept its connections to the DHT's closest nodes to a room's
+    key, which all the room's members query. In a room of 50 those nodes held 30-40
+    connections each and trimmed them 30 s later, in the middle of whatever the room
+    was doing.
+    """
+    for view in rooms:
+        members = {m.peer_id for m in view.members}
+        if peer not in members:
+            continue
+        members.discard(peer)
+        if sum(1 for p in members if p in connected) < limits.room_peers_min:
+            return True
+    return False
+
+
 def _dials(rooms: Sequence[RoomView], connected: Mapping[str, float], self_id: str,
            blocked: set[str], dialing: set[str], backoff: AddressBackoff, limits: Limits,
            now: float, now_ms: int, rng: random.Random) -> list[tuple[str, str]]:

@@ -213,3 +213,20 @@ def test_after_a_relayed_connection_is_lost_its_circuits_come_first() -> None:
     assert connmgr.dial_order(addrs, relayed_last=True, connected={R2}) \
         == (VIA_R2, VIA_R1, LAN)
     assert connmgr.dial_order((LAN,), relayed_last=True, connected=()) == (LAN,)
+
+
+def test_a_connection_dialed_for_a_moment_is_kept_only_to_reach_the_minimum() -> None:
+    limits = Limits(room_peers_min=2, room_peers_max=6)
+    room = RoomView("r", tuple(Member(f"m{i}", (), True, 0) for i in range(8)))
+    other = RoomView("s", (Member("x", (), True, 0),))
+
+    def keeps(peer: str, connected: set[str]) -> bool:
+        return connmgr.worth_keeping(peer, [room, other], connected | {peer}, limits)
+
+    assert keeps("m0", set())
+    assert keeps("m0", {"m1"})  # one other member: below the minimum of 2
+    # Two others reach the minimum: a DHT query's connection is closed again, though
+    # the room is still below its maximum (6).
+    assert not keeps("m0", {"m1", "m2"})
+    assert not keeps("stranger", set())  # in no joined room
+    assert keeps("x", {"m1", "m2"})  # the other room has nobody else
