@@ -138,8 +138,8 @@ class DhtService:
         # Counts a contained bug in status.faults (the node's count_fault).
         self.count_fault: Callable[[str], None] = lambda _surface: None
         # Whether a connection this service dialed only to ask a question is worth
-        # keeping (the connection manager's say: a member of a room short of
-        # room_peers_max connections). Others are closed after the query, so that
+        # keeping (the connection manager's say, `connmgr.worth_keeping`: a member of
+        # a room short of room_peers_min connections). Others are closed after the query, so that
         # walks do not pile connections above the manager's bounds.
         self.keep_connection: Callable[[str], bool] = lambda _peer: False
         self.network = network
@@ -292,8 +292,6 @@ class DhtService:
                     body = await _read_message(stream, kadwire.FrameReader(MAX_RESPONSE_BYTES))
                 finally:
                     await stream.close()
-                    if dialed:
-                        await self._maybe_hang_up(text)
             if body is None:
                 raise kadwire.KadWireError("no reply")
             reply = kadwire.decode(body, max_size=MAX_RESPONSE_BYTES)
@@ -302,6 +300,15 @@ class DhtService:
             self.stats.queries_failed += 1
             log.debug("kad %s to %s failed: %s", request.type, text, exc)
             return None
+        finally:
+            # Whatever became of the query (answered, timed out, or cancelled because
+            # the lookup was done), a connection dialed for it goes. Hanging up only
+            # after an answer left the busiest peers, whose queries time out most,
+            # with the most connections (a room of 50: 30-40 each on the nodes
+            # nearest the room's key).
+            if dialed:
+                with trio.CancelScope(shield=True):
+                    await self._maybe_hang_up(text)
         return reply
 
     async def _maybe_hang_up(self, peer: str) -> None:

@@ -1,0 +1,59 @@
+"""A connection the DHT dials for one query is closed after it, whatever became of
+the query: answered, or timed out on a peer too busy to answer. Before, only answered
+queries hung up, so the busiest peers (in a room of 50 the nodes nearest the room's
+key, queried by every member) kept the most connections: 30-40 each."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import multiaddr
+import pytest
+import trio
+from libp2p.custom_types import TProtocol
+
+from gossipchat.daemon import dht
+from gossipchat.daemon.adapters import kadaddrs
+from gossipchat.daemon.adapters.p2p import P2PNetwork
+from gossipchat.daemon.core import kadwire
+from gossipchat.daemon.core.kadwire import Message, MessageType, Peer
+from harness.libp2p_hosts import LOOPBACK, stock_host
+
+KAD = TProtocol(dht.PROTOCOL)
+
+
+async def _silent(stream: Any) -> None:
+    await trio.sleep_forever()
+
+
+async def _answer(stream: Any) -> None:
+    reader = kadwire.FrameReader(1 << 20)
+    while (body := reader.next()) is None:
+        reader.feed(await stream.read(65536))
+    request = kadwire.decode(body, max_size=1 << 20)
+    await stream.write(kadwire.frame(Message(request.type, request.key)))
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("handler", [_silent, _answer], ids=["timed out", "answered"])
+async def test_a_query_hangs_up_the_connection_it_dialed(
+        handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dht, "QUERY_TIMEOUT_S", 1.0)
+    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    other = stock_host()
+    other.set_stream_handler(KAD, handler)
+    async with trio.open_nursery() as nursery, other.run(listen_addrs=LOOPBACK):
+        await nursery.start(network.run)
+        service = dht.DhtService(None, network,  # type: ignore[arg-type]
+                                 mode="server", room_peers_min=4)
+        text = other.get_id().to_base58()
+        addrs = tuple(a for a in (kadaddrs.addr_to_bytes(str(m)) for m in other.get_addrs())
+                      if a)
+        peer = Peer(bytes(other.get_id().to_bytes()), addrs)
+        with trio.fail_after(20):
+            reply = await service._query(peer, Message(MessageType.FIND_NODE, b"k" * 32))
+        assert (reply is None) == (handler is _silent)
+        assert service.stats.hung_up == 1
+        assert not network.is_connected(text)
+        nursery.cancel_scope.cancel()
