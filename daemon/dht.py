@@ -139,8 +139,8 @@ class DhtService:
         self.count_fault: Callable[[str], None] = lambda _surface: None
         # Whether a connection this service dialed only to ask a question is worth
         # keeping (the connection manager's say, `connmgr.worth_keeping`: a member of
-        # a room short of room_peers_min connections). Others are closed after the query, so that
-        # walks do not pile connections above the manager's bounds.
+        # a room short of room_peers_min connections). Others are closed after the
+        # query, so that walks do not pile connections above the manager's bounds.
         self.keep_connection: Callable[[str], bool] = lambda _peer: False
         self.network = network
         self.mode = resolve_mode(mode, "unknown")

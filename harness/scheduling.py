@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
 
 import trio
-
-T = TypeVar("T")
 
 
 class _StepCounter(trio.abc.Instrument):

@@ -68,6 +68,7 @@ from libp2p.stream_muxer.exceptions import (
 )
 
 from ..errors import ProtocolError  # a peer breaking yamux: closed with GO_AWAY
+from .locks import QuickLock
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +254,8 @@ class YamuxStream(IMuxedStream):
         self._reads_without_yield = 0
         self._readable = trio.Event()
         self._writable = trio.Event()
-        self._write_lock = trio.Lock()
+        # Free, taken without a scheduling round (one write per gossip frame per peer).
+        self._write_lock = QuickLock()
         self._send_window = INITIAL_WINDOW
         self._recv_window = INITIAL_WINDOW  # what the peer may still send
         self._unacked = 0  # bytes read and not yet credited back
@@ -348,14 +350,7 @@ class YamuxStream(IMuxedStream):
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
-        lock = self._write_lock
-        # Uncontended, the lock is taken without the scheduling round trio's `acquire`
-        # always costs; a writer that finds it held queues as before (FIFO).
-        if lock.locked():
-            await lock.acquire()
-        else:
-            lock.acquire_nowait()
-        try:
+        async with self._write_lock:
             sent = 0
             while sent < len(view):
                 if self.reset_received:
@@ -378,8 +373,6 @@ class YamuxStream(IMuxedStream):
                 except MuxedConnUnavailable as error:
                     raise MuxedStreamReset("Connection closed") from error
                 sent += size
-        finally:
-            lock.release()
 
     async def close(self) -> None:
         """Half-close: our FIN. Reading what the peer still sends goes on."""

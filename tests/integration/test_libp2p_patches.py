@@ -15,6 +15,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.identity.identify.identify import ID as identify_id
 
 from gossipchat.daemon.adapters import libp2p_patches, yamux
+from gossipchat.daemon.adapters.locks import QuickLock
 from gossipchat.daemon.adapters.p2p import P2PNetwork, new_libp2p_host
 from harness.libp2p_hosts import muxed, running_pair, stock_host
 from harness.scheduling import steps_of
@@ -62,7 +63,7 @@ async def test_quick_stream_locks_reach_this_hosts_streams_until_undone() -> Non
         a.set_stream_handler(SINK, _sink)  # type: ignore[arg-type]
         ours = await b.new_stream(a.get_id(), [SINK])
         theirs = await a.new_stream(b.get_id(), [identify_id])
-        assert type(ours._state_lock) is libp2p_patches.QuickLock  # type: ignore[attr-defined]
+        assert type(ours._state_lock) is QuickLock  # type: ignore[attr-defined]
         assert type(theirs._state_lock) is trio.Lock  # type: ignore[attr-defined]
         # Free, it is taken without a scheduling round: a write through the stream
         # costs what its muxed stream's write costs (the stock lock adds one).
@@ -101,7 +102,7 @@ async def test_a_daemon_hosts_stream_writes_and_buffered_reads_never_yield() -> 
 
 
 async def test_a_quick_lock_excludes_and_queues_in_order() -> None:
-    lock = libp2p_patches.QuickLock()
+    lock = QuickLock()
     order: list[str] = []
 
     async def hold(name: str, started: trio.Event) -> None:

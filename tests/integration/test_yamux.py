@@ -52,6 +52,24 @@ async def read_all(stream: INetStream) -> bytes:
         out += chunk
 
 
+async def echoed(stream: INetStream, data: bytes, chunk: int) -> bytes:
+    """Write `data` in `chunk`-byte writes and half-close, while reading everything
+    the ECHO handler sends back; what came back (within 60 s)."""
+    got = b""
+
+    async def reader() -> None:
+        nonlocal got
+        got = await read_all(stream)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            for start in range(0, len(data), chunk):
+                await stream.write(data[start : start + chunk])
+            await stream.close()
+    return got
+
+
 async def echo(stream: INetStream) -> None:
     """Echo everything back as it arrives, then half-close."""
     while True:
@@ -91,18 +109,7 @@ async def test_both_directions_at_once_carry_every_byte(kind: str) -> None:
     data = pattern(8 * MB, seed=1)
     async with pair(make_a, make_b) as (a, b):
         stream = await b.new_stream(a.get_id(), [ECHO])
-        got = b""
-
-        async def reader() -> None:
-            nonlocal got
-            got = await read_all(stream)
-
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader)
-                for start in range(0, len(data), 300_000):  # not a multiple of any frame
-                    await stream.write(data[start : start + 300_000])
-                await stream.close()
+        got = await echoed(stream, data, 300_000)  # not a multiple of any frame
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
 
 
@@ -124,18 +131,7 @@ async def test_sends_go_straight_to_the_kernel_and_wait_only_when_it_is_full() -
 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
         data = pattern(6 * MB, seed=7)
-        got = b""
-
-        async def reader() -> None:
-            nonlocal got
-            got = await read_all(stream)
-
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(reader)
-                for start in range(0, len(data), 250_000):
-                    await stream.write(data[start : start + 250_000])
-                await stream.close()
+        got = await echoed(stream, data, 250_000)
         assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
         assert writer.partial_sends > 0, "the kernel always took a whole batch"
 
