@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from gossipchat.daemon.adapters.locks import QuickLock
 from gossipchat.daemon.errors import GossipchatError
 from gossipchat.daemon.node import Node, Subscription
 
@@ -42,7 +43,7 @@ class RpcSession:
                  limits: RpcLimits) -> None:
         self.node = node
         self._write_bytes = write
-        self._write_lock = trio.Lock()
+        self._write_lock = QuickLock()
         self._nursery = nursery
         self.limits = limits
         self.subscriptions: dict[str, Subscription] = {}

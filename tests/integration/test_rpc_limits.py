@@ -196,3 +196,37 @@ def test_connection_and_subscription_limits(cluster: Cluster) -> None:
     status = wait_for(admitted, message="a free connection slot")
     assert status["limits"] == {"rpc_connections": refused[0], "rpc_subscriptions": 1}
     assert status["subscriptions"] == 0
+
+
+def test_pipelined_requests_let_other_clients_through(cluster: Cluster) -> None:
+    """A client writing thousands of requests at once does not hold the daemon: another
+    connection is answered all through, at most a few dozen requests apart.
+
+    `nick` never waits for anything, so without the connection's own yields every
+    request that arrived in one read would be answered before any other client.
+    """
+    daemon = _start(cluster, "a")
+    count = 3000
+    lines = b"".join(
+        json.dumps({"jsonrpc": "2.0", "method": "nick", "params": {"name": f"n{i}"},
+                    "id": i}).encode() + b"\n" for i in range(count))
+    answers: list[int] = []
+    with Connection(daemon.rpc_path, timeout=60) as piper, \
+            Connection(daemon.rpc_path, timeout=60) as watcher:
+
+        def pipe() -> None:
+            piper.send_raw(lines)
+            answers.extend(piper.read_value()["id"] for _ in range(count))
+
+        thread = threading.Thread(target=pipe)
+        thread.start()
+        seen: list[str] = []
+        try:
+            while thread.is_alive() and len(seen) < 20_000:
+                seen.append(watcher.call("id")["nick"])
+        finally:
+            thread.join(60)
+    assert answers == list(range(count))  # every answer, in order
+    between = {nick for nick in seen if nick not in ("", "n0", f"n{count - 1}")}
+    # Yields every 16 requests give ~190 chances; yields only between reads, a few.
+    assert len(between) >= 20, sorted(between)
