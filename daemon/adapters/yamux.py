@@ -26,11 +26,14 @@ changes the mechanics:
   session's own cipher state (py-libp2p keeps the keys and did the handshake), and
   parses every whole frame in the plaintext before reading again. Other secure
   sessions are read a message at a time through their own `read`.
-- One task owns the sending side (which also keeps the Noise nonces in order). Writers
-  queue frames in a send buffer (1 MiB, then they wait) and return, as a socket
-  write does; whatever queued while the task was in `send` goes out in the next one,
-  encrypted as Noise messages of at most 65,519 plaintext bytes. Under load one
-  syscall carries many frames (a burst of gossip to a peer, acks, window updates).
+- One sender at a time (which also keeps the Noise nonces in order). A writer that
+  finds nothing queued and nothing being sent seals its frames and hands them to the
+  kernel socket itself, without a hop through another task. Otherwise, and for what
+  the socket did not take, frames queue in a send buffer (1 MiB, then writers wait)
+  for the writing task, and writers return, as a socket write does; whatever queued
+  while that task was in `send` goes out in the next one, as Noise messages of at
+  most 65,519 plaintext bytes. Under load one syscall carries many frames (a burst
+  of gossip to a peer, acks, window updates).
 - Each stream announces a 1 MiB receive window in its SYN or ACK (go-yamux grows to
   16 MiB; 1 MiB keeps a loopback pipe full with bounded memory per stream) and
   returns credit once half of it has been read, not on every read.
@@ -181,28 +184,48 @@ class _NoiseWriter:
         self.direct_sends = 0  # batches the kernel took whole, without an await
         self.partial_sends = 0  # batches whose rest waited for the socket
 
-    async def write(self, data: bytes) -> None:
+    @property
+    def direct(self) -> bool:
+        """True if `send_now` reaches a kernel socket (TCP), so callers may use it."""
+        return self._socket is not None
+
+    def seal(self, data: bytes) -> bytes:
+        """data as Noise messages on the wire: 2-byte length, then ciphertext."""
         encrypt = self._noise.encrypt
         if len(data) <= NOISE_MAX_PLAINTEXT:
-            sealed = encrypt(data)
-            wire = len(sealed).to_bytes(2, "big") + sealed
+            sealed: bytes = encrypt(data)
+            return len(sealed).to_bytes(2, "big") + sealed
+        out = []
+        for start in range(0, len(data), NOISE_MAX_PLAINTEXT):
+            sealed = encrypt(data[start : start + NOISE_MAX_PLAINTEXT])
+            out.append(len(sealed).to_bytes(2, "big"))
+            out.append(sealed)
+        return b"".join(out)
+
+    def send_now(self, wire: bytes) -> int:
+        """Hand wire to the kernel without waiting; how many bytes it took. Only
+        where `direct`; raises OSError if the socket failed."""
+        assert self._socket is not None
+        try:
+            sent = self._socket.send(wire)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(wire):
+            self.direct_sends += 1
         else:
-            out = []
-            for start in range(0, len(data), NOISE_MAX_PLAINTEXT):
-                sealed = encrypt(data[start : start + NOISE_MAX_PLAINTEXT])
-                out.append(len(sealed).to_bytes(2, "big"))
-                out.append(sealed)
-            wire = b"".join(out)
-        sock = self._socket
-        if sock is not None:
-            try:
-                sent = sock.send(wire)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(wire):
-                self.direct_sends += 1
-                return
             self.partial_sends += 1
+        return sent
+
+    async def send_rest(self, wire: bytes | memoryview) -> None:
+        """Sealed bytes the socket did not take at once, once it has room."""
+        await self._raw.write(wire)
+
+    async def write(self, data: bytes) -> None:
+        wire = self.seal(data)
+        if self._socket is not None:
+            sent = self.send_now(wire)
+            if sent == len(wire):
+                return
             wire = wire[sent:]
         await self._raw.write(wire)
 
@@ -444,6 +467,11 @@ class Yamux(IMuxedConn):
         self._idle.set()
         self._writer_running = False
         self._write_error: Exception | None = None
+        # A direct send's sealed bytes that the socket did not take, and whether the
+        # writing task is in a send: while either holds, frames queue for that task.
+        self._rest = b""
+        self._loop_sending = False
+        self._connection_scope: trio.CancelScope | None = None
         self.event_started = trio.Event()
         self.event_closed = trio.Event()
         self._closing = False  # no new streams either way
@@ -504,6 +532,7 @@ class Yamux(IMuxedConn):
         self.event_started.set()
         reason = GO_AWAY_NORMAL
         async with trio.open_nursery() as nursery:
+            self._connection_scope = nursery.cancel_scope
             self._writer_running = True
             nursery.start_soon(self._write_loop, nursery.cancel_scope)
             nursery.start_soon(self._keepalive, nursery.cancel_scope)
@@ -547,12 +576,15 @@ class Yamux(IMuxedConn):
     # -- writing --------------------------------------------------------------------
 
     async def _send(self, data: bytes) -> None:
-        """Queue frames for the socket, in the order of the calls.
+        """Send frames, in the order of the calls.
 
-        Returns once they are queued, as a socket write returns once the kernel has
-        the bytes; waits only while SEND_BUFFER bytes are already queued. Frames
-        queued while the writing task is in a `send` go out together in the next
-        one: under load, one syscall and one Noise message carry many frames.
+        When nothing is queued or being sent, the caller's task seals and hands the
+        frames to the kernel itself (over TCP and Noise): no hop through the writing
+        task, no scheduling round. Otherwise they queue for the writing task, and
+        frames queued while it is in a `send` go out together in the next one: under
+        load one syscall and one Noise message carry many frames. Either way this
+        returns once the bytes are queued or sent, as a socket write returns once the
+        kernel has them; it waits only while SEND_BUFFER bytes are already queued.
         MuxedConnUnavailable once the connection is closed or its socket failed.
         """
         while True:
@@ -563,11 +595,43 @@ class Yamux(IMuxedConn):
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
-        self._enqueue(data)
+        if (self._direct and self._writer_running and not self._out and not self._rest
+                and not self._loop_sending):
+            self._send_direct(data)
+        else:
+            self._enqueue(data)
         # Cancellation still reaches the caller here, but no scheduling round: the
         # writing task runs once the caller next waits, and takes everything queued
         # by then in one send.
         await trio.lowlevel.checkpoint_if_cancelled()
+
+    @property
+    def _direct(self) -> bool:
+        return isinstance(self._writer, _NoiseWriter) and self._writer.direct
+
+    def _send_direct(self, data: bytes) -> None:
+        """Seal and send from the caller's task; what the socket leaves, the writing
+        task sends before anything queued after it."""
+        writer = cast(_NoiseWriter, self._writer)
+        wire = writer.seal(data)
+        try:
+            sent = writer.send_now(wire)
+        except OSError as error:
+            self._write_failed(error)
+            raise MuxedConnUnavailable(f"Connection closed ({error!r})") from error
+        if sent < len(wire):
+            self._rest = wire[sent:]
+            self._out_ready.set()
+            if self._idle.is_set():
+                self._idle = trio.Event()
+
+    def _write_failed(self, error: Exception) -> None:
+        """The socket failed: the connection is over."""
+        self._write_error = error
+        self._drained.set()
+        self._idle.set()
+        if self._connection_scope is not None:
+            self._connection_scope.cancel()
 
     def _enqueue(self, data: bytes) -> None:
         self._out.append(data)
@@ -583,9 +647,15 @@ class Yamux(IMuxedConn):
         self._enqueue(frame)
 
     async def _write_loop(self, connection: trio.CancelScope) -> None:
-        """The only task that writes to the socket: everything queued, at once."""
+        """The task that sends what queued while the socket was busy, at once."""
         try:
             while True:
+                if self._rest:
+                    rest, self._rest = self._rest, b""
+                    self._loop_sending = True
+                    await cast(_NoiseWriter, self._writer).send_rest(rest)
+                    self._loop_sending = False
+                    continue
                 if not self._out:
                     self._idle.set()
                     await self._out_ready.wait()
@@ -593,11 +663,11 @@ class Yamux(IMuxedConn):
                     continue
                 frames, self._out, self._out_bytes = self._out, [], 0
                 self._drained.set()
+                self._loop_sending = True
                 await self._writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+                self._loop_sending = False
         except Exception as error:  # the socket failed: the connection is over
-            self._write_error = error
-            self._drained.set()
-            self._idle.set()
+            self._write_failed(error)
             connection.cancel()
         finally:
             self._writer_running = False

@@ -114,19 +114,26 @@ async def test_both_directions_at_once_carry_every_byte(kind: str) -> None:
 
 
 async def test_sends_go_straight_to_the_kernel_and_wait_only_when_it_is_full() -> None:
-    """Over TCP a batch of frames is written to the socket without an await; when the
-    kernel takes only part of it (here: small socket buffers), the rest waits for
-    the socket and everything arrives whole and in order."""
+    """Over TCP a write with nothing queued before it is sealed and handed to the
+    socket by the writing task itself, without an await; when the kernel takes only
+    part of it (here: small socket buffers), the rest waits for the socket in the
+    connection's writing task, and everything arrives whole and in order."""
     async with pair(our_host, our_host) as (a, b):
         writer = muxed(b, a)._writer
         assert isinstance(writer, yamux._NoiseWriter)
         sock = writer._socket
         assert sock is not None
         stream = await b.new_stream(a.get_id(), [ECHO])
+        with trio.fail_after(10):
+            await stream.write(b"warm")  # the stream's SYN has gone out, and its ACK
+            assert await stream.read(4) == b"warm"
+        sends = writer.direct_sends
         await stream.write(b"ping")
+        # Sent by the writer's own task, within the write: not queued for the
+        # connection's writing task, which would send it only after a scheduling round.
+        assert writer.direct_sends == sends + 1
         with trio.fail_after(10):
             assert await stream.read(4) == b"ping"
-        assert writer.direct_sends > 0
         assert writer.partial_sends == 0
 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
