@@ -39,6 +39,7 @@ from .core import peerid
 from .core import presence as presence_codec
 from .core.connmgr import Limits
 from .core.envelope import Envelope, EnvelopeError
+from .core.intake import IntakePacer
 from .core.relay import RelayLimits
 from .core.rooms import check_room_name, room_of_topic, topic_for
 from .errors import (
@@ -78,6 +79,9 @@ class NodeStats:
     # Resource limits hit, by config key, and bugs contained, by surface (docs/limits.md).
     limits: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    # Gossip intake: batches written, and how many of them waited for more.
+    intake_batches: int = 0
+    intake_lingered: int = 0
 
 
 class Node:
@@ -259,6 +263,8 @@ class Node:
                 "burst_per_peer": self.network.limits.gossip_burst,
                 "bucket_low": int(self.network.gossip_limiter.lowest_tokens),
                 "score": self.network.score_view(),
+                "intake_batches": self.stats.intake_batches,
+                "intake_lingered": self.stats.intake_lingered,
             },
             "received_new": history.received_new,
             "gaps_suspected": history.gaps_suspected,
@@ -501,6 +507,7 @@ class Node:
 
     async def _process_inbound(self) -> None:
         receive = self.network.inbound
+        pacer = IntakePacer()
         while True:
             batch = [await receive.receive()]
             while len(batch) < INBOUND_BATCH:
@@ -508,6 +515,14 @@ class Node:
                     batch.append(receive.receive_nowait())
                 except trio.WouldBlock:
                     break
+            linger = pacer.linger(trio.current_time())
+            if linger and len(batch) < INBOUND_BATCH:
+                self.stats.intake_lingered += 1
+                with trio.move_on_after(linger):
+                    while len(batch) < INBOUND_BATCH:
+                        batch.append(await receive.receive())
+            self.stats.intake_batches += 1
+            pacer.took(trio.current_time(), len(batch))
             try:
                 self._route_gossip(batch)
             except StoreUnavailable as exc:  # counted in store_health; keep taking gossip
