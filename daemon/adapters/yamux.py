@@ -371,6 +371,32 @@ class YamuxStream(IMuxedStream):
         except MuxedConnUnavailable:
             pass  # the connection is gone: the data was read all the same
 
+    def write_nowait(self, data: bytes) -> bool:
+        """Send data now if that needs no wait at all; False (nothing sent) if it would
+        wait (another write in progress, too little send window, a full send buffer)
+        or cannot go (closed, reset): then `write` does it, or raises.
+
+        For a task that must not wait on one peer, as the gossip router's, which hands
+        each peer its frames this way and leaves to that peer's writer only what does
+        not go at once."""
+        size = len(data)
+        if (self.reset_received or self.send_closed or self._write_lock.locked()
+                or size > self._send_window or size > WRITE_BATCH
+                or not self.conn._can_send_now()):
+            return False
+        view = memoryview(data)
+        frames: list[bytes | memoryview] = []
+        for start in range(0, size, MAX_FRAME_PAYLOAD):
+            body = view[start : start + MAX_FRAME_PAYLOAD]
+            frames.append(header(TYPE_DATA, 0, self.stream_id, len(body)))
+            frames.append(body)
+        try:
+            self.conn._send_nowait(b"".join(frames))
+        except MuxedConnUnavailable:
+            return False
+        self._send_window -= size
+        return True
+
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         async with self._write_lock:
@@ -595,15 +621,24 @@ class Yamux(IMuxedConn):
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
+        self._send_nowait(data)
+        # Cancellation still reaches the caller here, but no scheduling round: the
+        # writing task runs once the caller next waits, and takes everything queued
+        # by then in one send.
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _can_send_now(self) -> bool:
+        """True if `_send_nowait` may be called: open, and the send buffer not full."""
+        return (not self.event_closed.is_set() and self._write_error is None
+                and self._out_bytes < SEND_BUFFER)
+
+    def _send_nowait(self, data: bytes) -> None:
+        """Send or queue frames, never waiting (the caller checked `_can_send_now`)."""
         if (self._direct and self._writer_running and not self._out and not self._rest
                 and not self._loop_sending):
             self._send_direct(data)
         else:
             self._enqueue(data)
-        # Cancellation still reaches the caller here, but no scheduling round: the
-        # writing task runs once the caller next waits, and takes everything queued
-        # by then in one send.
-        await trio.lowlevel.checkpoint_if_cancelled()
 
     @property
     def _direct(self) -> bool:

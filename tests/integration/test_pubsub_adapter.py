@@ -64,6 +64,32 @@ async def test_a_burst_arrives_whole_in_far_fewer_frames_than_messages() -> None
         assert a.stats.outbound_dropped == 0
 
 
+async def test_frames_go_out_from_the_routers_step_and_the_writer_takes_the_rest() -> None:
+    """A message goes to the socket in the router's own step. A batch our yamux will
+    not send without a wait (here: over its 256 KiB write batch) goes to the peer's
+    writer, and the two hand over without losing or reordering a message."""
+    async with _pair() as (a, b):
+        router, writer = a.pubsub.router_writes, a.pubsub.writer_writes
+        await a.publish(TOPIC, b"one")
+        [got] = await _receive(b, 1)
+        assert got.data == b"one"
+        assert (a.pubsub.router_writes, a.pubsub.writer_writes) == (router + 1, writer)
+
+        sent = []
+        for i in range(4):
+            sent += [b"small %d" % i, b"big %d:" % i + b"x" * 300_000]
+        sent.append(b"last")
+        for data in sent:
+            await a.publish(TOPIC, data)
+        got = await _receive(b, len(sent))
+        assert [m.data for m in got] == sent
+        assert a.pubsub.writer_writes > writer
+        await a.publish(TOPIC, b"and straight again")
+        [got] = await _receive(b, 1)
+        assert got.data == b"and straight again"
+        assert a.stats.outbound_dropped == 0
+
+
 async def test_a_replaced_connection_loses_no_message() -> None:
     async with _pair() as (a, b):
         first = a.host.get_network().get_connections(b.host.get_id())

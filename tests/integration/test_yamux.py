@@ -143,6 +143,37 @@ async def test_sends_go_straight_to_the_kernel_and_wait_only_when_it_is_full() -
         assert writer.partial_sends > 0, "the kernel always took a whole batch"
 
 
+async def test_write_nowait_sends_only_what_needs_no_wait() -> None:
+    """write_nowait sends at once or not at all: over a write batch, past the send
+    window or after close it sends nothing and says so; mixed with write, the bytes
+    arrive in order."""
+    async with pair(our_host, our_host) as (a, b):
+        stream = await b.new_stream(a.get_id(), [ECHO])
+        muxed_stream = stream.muxed_stream
+        assert isinstance(muxed_stream, yamux.YamuxStream)
+        got = bytearray()
+
+        async def collect(size: int) -> None:
+            while len(got) < size:
+                got.extend(await stream.read(1 << 20))
+
+        assert muxed_stream.write_nowait(b"a" * 1000)
+        assert not muxed_stream.write_nowait(b"b" * (yamux.WRITE_BATCH + 1))
+        await stream.write(b"b" * (yamux.WRITE_BATCH + 1))
+        assert muxed_stream.write_nowait(b"c" * 1000)
+        with trio.fail_after(10):
+            await collect(2000 + yamux.WRITE_BATCH + 1)
+        assert bytes(got) == b"a" * 1000 + b"b" * (yamux.WRITE_BATCH + 1) + b"c" * 1000
+        muxed_stream._send_window = 10  # as if the peer had not read for a while
+        assert not muxed_stream.write_nowait(b"d" * 11)
+        assert muxed_stream.write_nowait(b"d" * 10)
+        with trio.fail_after(10):
+            await collect(2010 + yamux.WRITE_BATCH + 1)
+        assert bytes(got).endswith(b"c" * 1000 + b"d" * 10)
+        await stream.close()
+        assert not muxed_stream.write_nowait(b"e")
+
+
 async def test_the_daemon_host_runs_our_yamux_and_the_stock_one_stays_stock() -> None:
     async with pair(our_host, stock_host) as (a, b):
         assert type(muxed(a, b)) is yamux.Yamux
