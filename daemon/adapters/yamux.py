@@ -226,7 +226,8 @@ class _NoiseWriter:
             sent = self.send_now(wire)
             if sent == len(wire):
                 return
-            wire = wire[sent:]
+            await self._raw.write(memoryview(wire)[sent:])
+            return
         await self._raw.write(wire)
 
 
@@ -495,7 +496,7 @@ class Yamux(IMuxedConn):
         self._write_error: Exception | None = None
         # A direct send's sealed bytes that the socket did not take, and whether the
         # writing task is in a send: while either holds, frames queue for that task.
-        self._rest = b""
+        self._rest: bytes | memoryview = b""
         self._loop_sending = False
         self._connection_scope: trio.CancelScope | None = None
         self.event_started = trio.Event()
@@ -655,7 +656,7 @@ class Yamux(IMuxedConn):
             self._write_failed(error)
             raise MuxedConnUnavailable(f"Connection closed ({error!r})") from error
         if sent < len(wire):
-            self._rest = wire[sent:]
+            self._rest = memoryview(wire)[sent:]
             self._out_ready.set()
             if self._idle.is_set():
                 self._idle = trio.Event()
