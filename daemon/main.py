@@ -59,6 +59,10 @@ def _setup_logging(level: str) -> None:
     if level != "debug":
         # py-libp2p logs routine connection churn at INFO and WARNING.
         logging.getLogger("libp2p").setLevel(logging.ERROR)
+        # And a stream it could not open (its only ERROR) as a seven-line report, for
+        # what is routine too: a peer that hangs up while a stream is negotiated. The
+        # adapter raises StreamClosedError and the service that asked logs one line.
+        logging.getLogger("libp2p.host.basic_host").setLevel(logging.CRITICAL)
 
 
 class HomeLocked(Exception):
