@@ -329,6 +329,21 @@ def wait_mesh(daemon: DaemonProcess, room: str, peers: int, timeout: float = 20.
     )
 
 
+def triangle_in_room(cluster: Cluster, room: str) -> tuple[DaemonProcess, DaemonProcess,
+                                                             DaemonProcess]:
+    """Daemons a, b and c, each connected to the other two, all in room, each seeing
+    both others in its mesh."""
+    a, b, c = (cluster.start(name) for name in "abc")
+    connect(a, b)
+    connect(a, c)
+    connect(b, c)
+    for daemon in (a, b, c):
+        daemon.call("join", room=room)
+    for daemon in (a, b, c):
+        wait_mesh(daemon, room, 2)
+    return a, b, c
+
+
 def pair_in_room(cluster: Cluster, room: str) -> tuple[DaemonProcess, DaemonProcess]:
     """Daemons a and b, connected, both in room, each seeing the other in its mesh."""
     a, b = cluster.start("a"), cluster.start("b")

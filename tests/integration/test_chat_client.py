@@ -70,6 +70,11 @@ def test_commands_switch_rooms_and_list_what_they_should(
     screen.wait(f"[{b.peer_id[-8:]}]: /slash is text")
     chat_b.handle("/nick bob")
     screen.wait("-- nick is now bob")
+    # Presence travels on its own (a gossiped record, or b's fetch from a): it is
+    # there within 0.1 s here, but a loaded CI machine once listed b alone.
+    wait_for(lambda: any(m.get("nick") == "alice"
+                         for m in b.call("members", room="lobby")),
+             message="alice among b's members")
     chat_b.handle("/members")
     screen.wait(f"[{b.peer_id[-8:]}] bob  (you)")
     assert f"[{a.peer_id[-8:]}] alice  " in screen.text()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.daemons import Cluster, DaemonProcess, connect, pair_in_room, texts, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, pair_in_room, texts, triangle_in_room
 from harness.waiting import wait_for
 
 ROOM = "intake"
@@ -43,14 +43,7 @@ def test_a_burst_is_written_in_few_transactions_and_a_lone_message_at_once(
 def test_a_triangle_counts_frames_and_the_copies_it_drops(cluster: Cluster) -> None:
     """In a room of three, each message reaches b and c from a, and once more from
     each other: one copy each to drop."""
-    a, b, c = cluster.start_many(3)
-    connect(a, b)
-    connect(a, c)
-    connect(b, c)
-    for daemon in (a, b, c):
-        daemon.call("join", room=ROOM)
-    for daemon in (a, b, c):
-        wait_mesh(daemon, ROOM, 2)
+    a, b, c = triangle_in_room(cluster, ROOM)
     before = {d.name: d.call("status")["gossip"] for d in (a, b, c)}
     count = 20
     with a.client() as client:

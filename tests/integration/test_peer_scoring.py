@@ -21,7 +21,7 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from gossipchat.daemon.core import envelope, peerid, presence
 from gossipchat.daemon.core.scoring import DEFAULT
-from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, texts, triangle_in_room, wait_mesh
 from harness.libp2p_hosts import gossip_peer, signed_message, wait_for_mesh
 from harness.waiting import wait_for
 
@@ -54,15 +54,7 @@ def _junk(i: int) -> tuple[str, bytes]:
 
 
 def _honest_room(cluster: Cluster) -> list[DaemonProcess]:
-    a, b, c = (cluster.start(name) for name in "abc")
-    connect(a, b)
-    connect(a, c)
-    connect(b, c)
-    for daemon in (a, b, c):
-        daemon.call("join", room=ROOM)
-    for daemon in (a, b, c):
-        wait_mesh(daemon, ROOM, 2)
-    return [a, b, c]
+    return list(triangle_in_room(cluster, ROOM))
 
 
 def _everyone_has(daemons: list[DaemonProcess], text: str) -> None:
