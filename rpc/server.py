@@ -92,7 +92,6 @@ class _Connection:
         self.stream = stream
         self.limits = limits
         self._fd = stream.socket.fileno()
-        self.direct_writes = 0  # answers the kernel took whole, without an await
         self.session = RpcSession(node, self._send, nursery, limits)
 
     async def _send(self, data: bytes) -> None:
@@ -103,10 +102,8 @@ class _Connection:
             sent = 0
         except OSError as exc:  # EPIPE, ECONNRESET: the client is gone
             raise trio.BrokenResourceError(f"RPC client went away: {exc}") from exc
-        if sent == len(data):
-            self.direct_writes += 1
-            return
-        await self.stream.send_all(memoryview(data)[sent:])
+        if sent < len(data):
+            await self.stream.send_all(memoryview(data)[sent:])
 
     async def serve(self) -> None:
         buffer = bytearray()

@@ -513,9 +513,13 @@ class Yamux(IMuxedConn):
         self._reader: _NoiseReader | _PlainReader
         self._writer: _NoiseWriter | _PlainWriter
         self._pending = b""
+        # The writer that callers may seal and send with themselves (Noise over TCP).
+        self._direct: _NoiseWriter | None = None
         if noise is not None:
             raw, state = noise
             self._reader, self._writer = _NoiseReader(raw, state), _NoiseWriter(raw, state)
+            if self._writer.direct:
+                self._direct = self._writer
             # Plaintext that multistream-select left in the session's buffer.
             self._pending = cast(Any, secured_conn)._drain(None)
         else:
@@ -635,20 +639,16 @@ class Yamux(IMuxedConn):
 
     def _send_nowait(self, data: bytes) -> None:
         """Send or queue frames, never waiting (the caller checked `_can_send_now`)."""
-        if (self._direct and self._writer_running and not self._out and not self._rest
+        writer = self._direct
+        if (writer is not None and self._writer_running and not self._out and not self._rest
                 and not self._loop_sending):
-            self._send_direct(data)
+            self._send_direct(writer, data)
         else:
             self._enqueue(data)
 
-    @property
-    def _direct(self) -> bool:
-        return isinstance(self._writer, _NoiseWriter) and self._writer.direct
-
-    def _send_direct(self, data: bytes) -> None:
+    def _send_direct(self, writer: _NoiseWriter, data: bytes) -> None:
         """Seal and send from the caller's task; what the socket leaves, the writing
         task sends before anything queued after it."""
-        writer = cast(_NoiseWriter, self._writer)
         wire = writer.seal(data)
         try:
             sent = writer.send_now(wire)
@@ -686,10 +686,10 @@ class Yamux(IMuxedConn):
         """The task that sends what queued while the socket was busy, at once."""
         try:
             while True:
-                if self._rest:
+                if self._rest and self._direct is not None:  # only a direct send leaves one
                     rest, self._rest = self._rest, b""
                     self._loop_sending = True
-                    await cast(_NoiseWriter, self._writer).send_rest(rest)
+                    await self._direct.send_rest(rest)
                     self._loop_sending = False
                     continue
                 if not self._out:
