@@ -52,6 +52,11 @@ def test_nick_and_members(cluster: Cluster) -> None:
     a.call("send", room="r1", text="hi")
     wait_for(lambda: any(m["nick"] == "alice" for m in b.call("history", room="r1")),
              message="the nick on b")
+    # Presence travels on its own (a gossiped record, or b's fetch from a); see
+    # test_chat_client: under CI load it has come later than the chat message.
+    wait_for(lambda: any(m["peer_id"] == a.peer_id and m["nick"] == "alice"
+                         for m in b.call("members", room="r1")),
+             message="alice among b's members")
     members = {m["peer_id"]: m for m in b.call("members", room="r1")}
     assert members[a.peer_id]["nick"] == "alice"
     assert b.peer_id in members
