@@ -336,11 +336,14 @@ class Node:
         self._check_running()
         name = check_room_name(room)
         new = self.room_history.join(name)
+        if new:
+            # Before the subscriptions go out: a member that hears of them announces
+            # at once, and a record that came before the directory would be ignored.
+            self.presence.joined(name)
         await self.network.subscribe(topic_for(name), self.room_history.validate_gossip)
         await self.network.subscribe(presence_codec.topic_for(name),
                                      self.presence.validate_gossip)
         if new:
-            self.presence.joined(name)
             self.sync.sync_now(name)
         return {"room": name}
 

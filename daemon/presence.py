@@ -13,7 +13,8 @@ Rules:
   record; the stream then stays open for WATCH_S and carries the members the serving
   peer learns meanwhile (members that join at once would otherwise miss each other).
   For WARM_S after a join every new peer of the room is asked, then at most one per
-  REFETCH_S, so a new member gets the directory from the first peer it meets.
+  REFETCH_S, so a new member gets the directory from the first peer it meets. A
+  failed fetch is retried from that peer with backoff (FETCH_RETRY_S).
 - Every record, gossiped or fetched, is decoded and verified like a live envelope;
   what fails is dropped and counted in `status.presence.rejected` by reason; a
   record with a lower seq than the one kept is a replay, counted `stale`, and a
@@ -69,6 +70,12 @@ WATCH_S = 10.0
 MAX_WATCH_FRAMES = 64
 CHANGE_GAP_S = 5.0
 REFETCH_S = 300.0
+# A fetch that failed (the stream broke, the peer was busy or hung up a DHT query
+# connection) is asked of that peer again after FETCH_RETRY_S, doubling to at most
+# FETCH_RETRY_MAX_S while it keeps failing; without it, a member whose one fetch failed
+# would learn of that peer only from its next announcement, an interval later.
+FETCH_RETRY_S = 1.0
+FETCH_RETRY_MAX_S = 120.0
 FETCH_TIMEOUT_S = 20.0
 MAX_REQUEST_BYTES = 8 * 1024
 MAX_REPLY_BYTES = 1024 * 1024
@@ -171,6 +178,8 @@ class PresenceService:
         self._announced: dict[str, tuple[tuple[str, ...], str]] = {}
         self._last_change = -CHANGE_GAP_S
         self._fetched: set[tuple[str, str]] = set()
+        # (room, peer) -> (failures in a row, not again before this trio time)
+        self._fetch_failed: dict[tuple[str, str], tuple[int, float]] = {}
         self._last_fetch: dict[str, float] = {}
         self._warm_until: dict[str, float] = {}
         self._watchers: list[tuple[str, trio.MemorySendChannel[PresenceRecord]]] = []
@@ -242,6 +251,7 @@ class PresenceService:
         self._next_announce.pop(room, None)
         self._announced.pop(room, None)
         self._fetched = {k for k in self._fetched if k[0] != room}
+        self._fetch_failed = {k: v for k, v in self._fetch_failed.items() if k[0] != room}
         self._updated_at = {k: v for k, v in self._updated_at.items() if k[0] != room}
         self._saved_seen = {k: v for k, v in self._saved_seen.items() if k[0] != room}
         try:
@@ -272,6 +282,7 @@ class PresenceService:
             # address says) counts as a failed dial, so it backs off like one.
             self.backoff.failed(dialed[0], trio.current_time())
         self._fetched = {k for k in self._fetched if k[1] != peer}
+        self._fetch_failed = {k: v for k, v in self._fetch_failed.items() if k[1] != peer}
         self.wake()
 
     def recently_trimmed(self, peer: str) -> bool:
@@ -498,6 +509,7 @@ class PresenceService:
             for peer in self.network.topic_peers(codec.topic_for(room)):
                 key = (room, peer)
                 if peer in connected and key not in self._fetched \
+                        and now >= self._fetch_failed.get(key, (0, 0.0))[1] \
                         and not self.network.is_blocked(peer):
                     self._fetched.add(key)
                     self._nursery.start_soon(self._fetch_task, room, peer)
@@ -510,8 +522,17 @@ class PresenceService:
         except (FetchError, StreamClosedError, GossipchatError, trio.TooSlowError,
                 StoreUnavailable) as exc:
             self.stats.fetches_failed += 1
-            log.info("presence fetch of %s from %s failed: %s", room, peer, exc)
+            key = (room, peer)
+            failures = self._fetch_failed.get(key, (0, 0.0))[0] + 1
+            delay = min(FETCH_RETRY_MAX_S, FETCH_RETRY_S * 2 ** (failures - 1))
+            # Not if the room was left or the peer lost meanwhile (those clear the state).
+            if room in self.directories and self.network.is_connected(peer):
+                self._fetch_failed[key] = (failures, trio.current_time() + delay)
+                self._fetched.discard(key)
+            log.info("presence fetch of %s from %s failed (again in %.0f s): %s",
+                     room, peer, delay, exc)
         else:
+            self._fetch_failed.pop((room, peer), None)
             log.debug("presence fetch of %s from %s: %d records", room, peer, count)
 
     async def _fetch(self, room: str, peer: str) -> int:

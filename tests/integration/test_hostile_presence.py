@@ -15,7 +15,7 @@ from libp2p.network.stream.exceptions import StreamError
 
 from gossipchat.daemon.core import peerid, presence
 from harness.daemons import Cluster
-from harness.libp2p_hosts import gossip_peer
+from harness.libp2p_hosts import gossip_peer, make_node
 from harness.waiting import wait_for
 
 ROOM = "den"
@@ -132,3 +132,42 @@ async def test_bad_presence_is_dropped_and_counted(cluster: Cluster) -> None:
     assert d.call("history", room=ROOM) == []
     assert status["rejected"] == {}
     assert d.call("id")["peer_id"] == d.peer_id
+
+
+async def test_a_failed_directory_fetch_is_asked_again(cluster: Cluster) -> None:
+    """A peer whose first directory fetch breaks (here: it resets the stream; in rooms:
+    a connection hung up meanwhile) is asked again, so its directory still arrives
+    before the members' next announcements, an interval later."""
+    d = cluster.start("d")
+    d.call("join", room=ROOM)
+    node = make_node()
+    host = node[0]
+    me = host.get_id().to_bytes()
+    asked = 0
+
+    async def serve(stream: object) -> None:
+        nonlocal asked
+        asked += 1
+        header = await stream.read(4)  # type: ignore[attr-defined]
+        await stream.read(struct.unpack(">I", header)[0])  # type: ignore[attr-defined]
+        if asked == 1:
+            await stream.reset()  # type: ignore[attr-defined]
+            return
+        addrs = [str(a).split("/p2p/")[0] for a in host.get_addrs()][:1]
+        record = presence.create(room=ROOM, peer=me, addrs=addrs, nick="late",
+                                 seq=time.time_ns() // 1_000_000, sign=host.get_private_key().sign)
+        reply = cbor2.dumps([[record.wire, 0]], canonical=True)
+        await stream.write(struct.pack(">I", len(reply)) + reply)  # type: ignore[attr-defined]
+        await stream.close()  # type: ignore[attr-defined]
+
+    host.set_stream_handler(TProtocol(presence.PROTOCOL), serve)
+    # The node never announces on the topic: its directory is the only way in.
+    async with gossip_peer(d.addr, presence.topic_for(ROOM), node=node):
+
+        def late_listed() -> bool:
+            return any(m["nick"] == "late" for m in d.call("members", room=ROOM))
+
+        await trio.to_thread.run_sync(
+            lambda: wait_for(late_listed, timeout=15, message="the record after a retry"))
+    assert asked == 2
+    assert d.call("status")["presence"]["fetches_failed"] == 1
