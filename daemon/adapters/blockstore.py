@@ -33,6 +33,7 @@ Rules of this module:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -53,6 +54,7 @@ __all__ = [
 
 _PINS_FILE = "pins.json"
 _TMP_DIR = "tmp"
+_TMP_NAMES = itertools.count()
 
 
 class BlockStoreError(Exception):
@@ -497,12 +499,16 @@ def _write_file(
 ) -> None:
     if not verified and not unixfs.verify_block(key, data):
         raise unixfs.BlockError(f"data does not match CID {unixfs.cid_to_str(key)}")
-    tmp = tmp_dir / f"{secrets.token_hex(8)}.tmp"
+    # Unique within the process (next() on a count is atomic); one daemon per store.
+    tmp = tmp_dir / f"{os.getpid()}-{next(_TMP_NAMES)}.tmp"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as file:
             file.write(data)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:  # the first block of its fan-out directory
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
         raise BlockStoreError(f"cannot write block {unixfs.cid_to_str(key)}: {exc}") from exc
