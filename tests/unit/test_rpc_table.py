@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shlex
 from typing import Any
@@ -191,3 +192,29 @@ def test_dispatcher_binds_and_maps_errors() -> None:
 def test_dispatcher_refuses_a_mismatched_handler_table() -> None:
     with pytest.raises(ValueError, match="missing"):
         Dispatcher({})
+
+
+def test_answers_beyond_orjson_are_written_by_json() -> None:
+    """orjson refuses integers beyond 64 bits and non-string keys; such an answer is
+    still written whole (by json), not turned into an internal error. Either way the
+    line is compact UTF-8 JSON."""
+    big = 2**70
+
+    async def answer(params: Any, ctx: Any) -> dict[Any, Any]:
+        return {"count": big, 3: "int key", "text": "caf\u00e9"}
+
+    async def plain(params: Any, ctx: Any) -> dict[str, Any]:
+        return {"text": "caf\u00e9"}
+
+    d = Dispatcher({name: plain if name == "status" else answer for name in METHODS})
+
+    async def main() -> None:
+        line = await d.answer_line(b'{"jsonrpc":"2.0","method":"id","id":%d}' % big)
+        assert line is not None and line.endswith(b"\n")
+        assert json.loads(line) == {"jsonrpc": "2.0", "id": big, "result": {
+            "count": big, "3": "int key", "text": "caf\u00e9"}}
+        assert "caf\u00e9".encode() in line
+        fast = await d.answer_line(b'{"jsonrpc":"2.0","method":"status","id":1}')
+        assert fast == '{"jsonrpc":"2.0","result":{"text":"caf\u00e9"},"id":1}\n'.encode()
+
+    trio.run(main)
