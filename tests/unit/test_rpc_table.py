@@ -210,7 +210,8 @@ def test_answers_beyond_orjson_are_written_by_json() -> None:
 
     async def main() -> None:
         line = await d.answer_line(b'{"jsonrpc":"2.0","method":"id","id":%d}' % big)
-        assert line is not None and line.endswith(b"\n")
+        assert line is not None
+        assert line.endswith(b"\n")
         assert json.loads(line) == {"jsonrpc": "2.0", "id": big, "result": {
             "count": big, "3": "int key", "text": "caf\u00e9"}}
         assert "caf\u00e9".encode() in line
