@@ -48,11 +48,34 @@ def test_sessions_take_the_posters_blocks_in_orders_of_their_own() -> None:
     for seed in range(4):
         session: Session[str] = Session([], fallback=["poster"],
                                         limits=SessionLimits(fallback_window=1), seed=seed)
-        session.plan(CIDS, now=0.0)
-        for cid in CIDS:
-            session.have("poster", cid, True)
-        orders.add(session.plan(CIDS, now=0.1).want_block["poster"][0])
+        # The poster alone: asked at once (see the next test).
+        orders.add(session.plan(CIDS, now=0.0).want_block["poster"][0])
     assert len(orders) > 1
+
+
+def test_an_author_alone_is_asked_for_blocks_without_a_want_have_round() -> None:
+    """In a room of two the author is the only peer to ask: it is presumed to hold the
+    whole image and asked want-block at once, within a member's window (nobody shares
+    the serving with it); a DONT_HAVE ends that for its block."""
+    session: Session[str] = Session([], fallback=["poster"], seed=1,
+                                    limits=SessionLimits(window=4, fallback_window=1))
+    plan = session.plan(CIDS, now=0.0)
+    assert plan.want_have == {}
+    asked = plan.want_block["poster"]
+    assert len(asked) == 4  # a member's window, not fallback_window
+    session.have("poster", asked[0], False)  # it lacks that one after all
+    rest = session.plan(CIDS, now=0.1)
+    assert asked[0] not in rest.want_block.get("poster", [])
+    assert len(rest.want_block["poster"]) == 1  # the slot the DONT_HAVE freed
+    for cid in CIDS:
+        if cid != asked[0]:
+            session.block(cid, "poster")
+    assert session.plan([asked[0]], now=0.2).stuck == "poster: does not have it"
+    # A member in the session: everyone is asked want-have first, the author too.
+    with_member: Session[str] = Session(["a"], fallback=["poster"])
+    plan = with_member.plan(CIDS[:2], now=0.0)
+    assert plan.want_have == {"a": CIDS[:2], "poster": CIDS[:2]}
+    assert plan.want_block == {}
 
 
 def test_a_member_that_gains_a_block_is_asked_for_it_instead_of_the_poster() -> None:

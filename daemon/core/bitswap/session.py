@@ -34,6 +34,12 @@ Rules:
 - A block asked more than `stall` seconds ago is asked of one more peer too.
 - Peers on bitswap 1.0/1.1 (`set_legacy`) cannot answer want-have: they are asked for
   blocks as if they had said HAVE, after the peers that did.
+- While the fallback peers are the session's only live peers (a room of two: the
+  author is the only one to ask), they are presumed to hold every block (an author
+  imported the whole image) and asked want-block at once, without a want-have round
+  first: two round trips fewer before the first leaf's bytes. A DONT_HAVE ends the
+  presumption for that block. Nobody else can serve then, so they get a member's
+  `window`, not `fallback_window`. With members in the session, the rules above apply.
 - `plan` reports the fetch stuck (`Plan.stuck`) once some block has no peer that has
   it or may still get it: every peer said DONT_HAVE or went away (and did not come back
   within `rejoin_s`, if it went away with its connection), for `patience` seconds.
@@ -127,6 +133,7 @@ class Session(Generic[P]):
         self._rng = random.Random(seed)
         self._waiting_since: float | None = None
         self._share = self.limits.window
+        self._presume_fallback = False  # see `plan`
         self._deferred: dict[bytes, float] = {}  # cid -> since when only a fallback has it
         self._fallback_latency = 0.0  # moving average: want-block to block, fallback peers
         self.moved_to_direct = 0  # block asks moved off relayed peers to direct ones
@@ -264,7 +271,10 @@ class Session(Generic[P]):
         if not state.direct:
             window = limits.relayed_window
         else:
-            window = limits.fallback_window if state.fallback else limits.window
+            # An author that is the only live peer has nobody to share the serving
+            # with: it gets a member's window.
+            small = state.fallback and not self._presume_fallback
+            window = limits.fallback_window if small else limits.window
         if state.window is not None:
             window = min(window, state.window)
         # No peer takes more than its share while others may have the blocks too: the
@@ -284,10 +294,14 @@ class Session(Generic[P]):
         # Direct before relayed, members before fallback, HAVE before presumed (legacy).
         return (not state.direct, state.fallback, state.legacy)
 
+    def _presumed(self, state: _Peer) -> bool:
+        """True for a peer taken to hold every block it did not say DONT_HAVE for."""
+        return state.legacy or (self._presume_fallback and state.fallback)
+
     def _holders(self, cid: bytes, exclude: Sequence[P]) -> list[tuple[P, _Peer]]:
         return [(peer, state) for peer, state in self._peers.items()
                 if state.gone is None and peer not in exclude
-                and (cid in state.has or (state.legacy and cid not in state.has_not))]
+                and (cid in state.has or (self._presumed(state) and cid not in state.has_not))]
 
     def _choose(self, holders: list[tuple[P, _Peer]]) -> tuple[P, _Peer] | None:
         """The least loaded holder of the best tier, or None while all of those are busy."""
@@ -318,9 +332,10 @@ class Session(Generic[P]):
         plan: Plan[P] = Plan()
         frontier = list(wanted[: self.limits.frontier])
         live = [(peer, state) for peer, state in self._peers.items() if state.gone is None]
+        self._presume_fallback = bool(live) and all(state.fallback for _, state in live)
         for cid in frontier:
             for peer, state in live:
-                if state.legacy or cid in state.has or cid in state.has_not \
+                if self._presumed(state) or cid in state.has or cid in state.has_not \
                         or cid in state.asked_have or cid in state.in_flight:
                     continue
                 state.asked_have.add(cid)
