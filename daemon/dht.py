@@ -12,11 +12,13 @@ Rules:
   REFRESH_S.
 - Each joined room's key (core/rendezvous.py) is walked with GET_PROVIDERS
   (core/kadlookup.py); the k nearest servers that answered get ADD_PROVIDER with our
-  id and addresses. That repeats every PROVIDE_S (+-20%). The walk's providers, never
-  our own store alone, are the room's members: up to room_peers_min of them that are
-  not connected are dialed (announced addresses back off like the connection
-  manager's). While a room has fewer connected members than room_peers_min, the walk
-  repeats after FIND_FIRST_S, doubling to FIND_MAX_S.
+  id and addresses, over the connections the walk dialed to them (hung up on after
+  it; the walk's other dialed connections right after the walk). That repeats every
+  PROVIDE_S (+-20%). The walk's providers, never our own store alone, are the room's
+  members: up to room_peers_min of them that are not connected are dialed (announced
+  addresses back off like the connection manager's). While a room has fewer
+  connected members than room_peers_min, the walk repeats after FIND_FIRST_S,
+  doubling to FIND_MAX_S.
 - Serving is bounded: MAX_INBOUND streams in all and MAX_STREAMS_PER_PEER per peer
   (more are reset), IDLE_S without a whole request closes a stream, a request is at
   most MAX_REQUEST_BYTES, a stream carries at most MAX_REQUESTS_PER_STREAM. An
@@ -240,8 +242,12 @@ class DhtService:
         finally:
             self._refreshing = False
 
-    async def _walk(self, kind: MessageType, key: bytes) -> Lookup:
-        """An iterative lookup of key; the table learns every server that answers."""
+    async def _walk(self, kind: MessageType, key: bytes, *, held: set[str] | None = None
+                    ) -> Lookup:
+        """An iterative lookup of key; the table learns every server that answers.
+
+        With `held`, connections dialed for its queries stay up and are added to it
+        (the caller hangs up on them: `_hang_up_all`)."""
         lookup = Lookup(key, self.self_id)
         lookup.add_candidates([Peer(c.peer_id, c.addrs)
                                for c in self.table.closest(key, K)])
@@ -252,7 +258,7 @@ class DhtService:
             async with trio.open_nursery() as nursery:
                 while True:
                     for peer in lookup.next_queries():
-                        nursery.start_soon(self._query_into, peer, request, send)
+                        nursery.start_soon(self._query_into, peer, request, send, held)
                     if lookup.done:
                         break
                     peer, reply = await receive.receive()
@@ -269,12 +275,15 @@ class DhtService:
         return lookup
 
     async def _query_into(self, peer: Peer, request: Message,
-                          send: trio.MemorySendChannel[tuple[Peer, Message | None]]) -> None:
-        reply = await self._query(peer, request)
+                          send: trio.MemorySendChannel[tuple[Peer, Message | None]],
+                          held: set[str] | None) -> None:
+        reply = await self._query(peer, request, held=held)
         await send.send((peer, reply))
 
-    async def _query(self, peer: Peer, request: Message) -> Message | None:
-        """One request and its reply; None on any failure (counted)."""
+    async def _query(self, peer: Peer, request: Message, *, held: set[str] | None = None
+                     ) -> Message | None:
+        """One request and its reply; None on any failure (counted). A connection
+        dialed for it is hung up on after it, or added to `held` for the caller."""
         text = kadaddrs.peer_text(peer.id)
         self.stats.queries += 1
         if self.network.is_blocked(text):
@@ -306,10 +315,19 @@ class DhtService:
             # after an answer left the busiest peers, whose queries time out most,
             # with the most connections (a room of 50: 30-40 each on the nodes
             # nearest the room's key).
-            if dialed:
+            if dialed and held is not None:
+                held.add(text)
+            elif dialed:
                 with trio.CancelScope(shield=True):
                     await self._maybe_hang_up(text)
         return reply
+
+    async def _hang_up_all(self, peers: set[str]) -> None:
+        """`_maybe_hang_up` each of peers, at once, whatever cancels the caller."""
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(self._maybe_hang_up, peer)
 
     async def _maybe_hang_up(self, peer: str) -> None:
         """Close a connection dialed for one query unless it is worth keeping."""
@@ -349,10 +367,28 @@ class DhtService:
             room.busy = False
 
     async def _rendezvous_once(self, name: str, room: _Room, provide: bool) -> None:
-        lookup = await self._walk(MessageType.GET_PROVIDERS, room.key)
+        # An announcement goes to the nearest servers the walk just asked: the walk's
+        # connections to them stay up for it (they were dialed twice before, and
+        # hung up on twice: in a room of 30 that joins at once, ~44 hang-ups per
+        # member in its first 15 s). The others are hung up on after the walk.
+        held: set[str] | None = set() if provide else None
+        try:
+            found = await self._rendezvous_walk(room, held)
+        finally:
+            if held:
+                await self._hang_up_all(held)
+        await self._rendezvous_members(name, room, found)
+
+    async def _rendezvous_walk(self, room: _Room, held: set[str] | None) -> list[Peer]:
+        """Walk the room's key and, with `held` (a provide), announce to the nearest;
+        the providers the walk met."""
+        lookup = await self._walk(MessageType.GET_PROVIDERS, room.key, held=held)
         now = trio.current_time()
-        if provide:
+        if held is not None:
             closest = lookup.closest()
+            far = held - {kadaddrs.peer_text(p.id) for p in closest}
+            held.difference_update(far)
+            await self._hang_up_all(far)
             if closest:
                 room.provided_addrs = await self._announce(room.key, closest)
                 room.provided = True
@@ -360,11 +396,16 @@ class DhtService:
                 room.next_provide = now + PROVIDE_S * self._rng.uniform(0.8, 1.2)
             else:
                 room.next_provide = now + FIND_FIRST_S
+        return list(lookup.providers.values())
+
+    async def _rendezvous_members(self, name: str, room: _Room, found: list[Peer]) -> None:
+        """Dial members found (by the walk, or in our own provider store)."""
+        now = trio.current_time()
         # The walk's answers, and the records others stored here (a server may be
         # one of the nearest itself); never our own record.
-        found = list(lookup.providers.values())
+        walked = {p.id for p in found}
         found += [Peer(r.peer_id, r.addrs) for r in self.providers.get(room.key, now, K)
-                  if r.peer_id != self.self_id and r.peer_id not in lookup.providers]
+                  if r.peer_id != self.self_id and r.peer_id not in walked]
         self.stats.providers_found += len(found)
         await self._dial_members(name, found)
         now = trio.current_time()

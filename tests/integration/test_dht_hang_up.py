@@ -18,6 +18,8 @@ from gossipchat.daemon.adapters import kadaddrs
 from gossipchat.daemon.adapters.p2p import P2PNetwork
 from gossipchat.daemon.core import kadwire
 from gossipchat.daemon.core.kadwire import Message, MessageType, Peer
+from gossipchat.daemon.core.rendezvous import room_key
+from gossipchat.daemon.core.rooms import topic_for
 from harness.libp2p_hosts import LOOPBACK, stock_host
 
 KAD = TProtocol(dht.PROTOCOL)
@@ -56,4 +58,46 @@ async def test_a_query_hangs_up_the_connection_it_dialed(
         assert (reply is None) == (handler is _silent)
         assert service.stats.hung_up == 1
         assert not network.is_connected(text)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_announcement_reuses_the_walks_connection_to_the_nearest() -> None:
+    """Providing a room walks its key, then stores our record with the nearest servers
+    the walk asked: the walk's connection to each of them carries the ADD_PROVIDER, and
+    is hung up on once, after it. Before, each was dialed and hung up on twice."""
+    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    other = stock_host()
+    connections: list[int] = []
+    asked: list[MessageType] = []
+
+    async def serve(stream: Any) -> None:
+        if id(stream.muxed_conn) not in connections:
+            connections.append(id(stream.muxed_conn))
+        reader = kadwire.FrameReader(1 << 20)
+        while (body := reader.next()) is None:
+            reader.feed(await stream.read(65536))
+        request = kadwire.decode(body, max_size=1 << 20)
+        asked.append(request.type)
+        if request.type != MessageType.ADD_PROVIDER:
+            await stream.write(kadwire.frame(Message(request.type, request.key)))
+        await stream.close()
+
+    other.set_stream_handler(KAD, serve)
+    async with trio.open_nursery() as nursery, other.run(listen_addrs=LOOPBACK):
+        await nursery.start(network.run)
+        service = dht.DhtService(None, network,  # type: ignore[arg-type]
+                                 mode="server", room_peers_min=4)
+        addrs = tuple(a for a in (kadaddrs.addr_to_bytes(str(m)) for m in other.get_addrs())
+                      if a)
+        service.table.add(bytes(other.get_id().to_bytes()), addrs, trio.current_time())
+        room = dht._Room(room_key(topic_for("den")))
+        with trio.fail_after(20):
+            await service._rendezvous_once("den", room, provide=True)
+            while MessageType.ADD_PROVIDER not in asked:  # noqa: ASYNC110 - a stock host
+                await trio.sleep(0.01)
+        assert room.provided
+        assert asked == [MessageType.GET_PROVIDERS, MessageType.ADD_PROVIDER]
+        assert len(connections) == 1
+        assert service.stats.hung_up == 1
+        assert not network.is_connected(other.get_id().to_base58())
         nursery.cancel_scope.cancel()
