@@ -529,8 +529,10 @@ class PresenceService:
             if room in self.directories and self.network.is_connected(peer):
                 self._fetch_failed[key] = (failures, trio.current_time() + delay)
                 self._fetched.discard(key)
-            log.info("presence fetch of %s from %s failed (again in %.0f s): %s",
-                     room, peer, delay, exc)
+                log.info("presence fetch of %s from %s failed (again in %.0f s): %s",
+                         room, peer, delay, exc)
+            else:
+                log.info("presence fetch of %s from %s failed: %s", room, peer, exc)
         else:
             self._fetch_failed.pop((room, peer), None)
             log.debug("presence fetch of %s from %s: %d records", room, peer, count)
@@ -550,7 +552,14 @@ class PresenceService:
             # Then what the peer learns while we are new, until it ends the stream.
             with trio.move_on_after(WATCH_S + FETCH_TIMEOUT_S):
                 for _ in range(MAX_WATCH_FRAMES):
-                    frame = await _read_frame_or_end(stream, MAX_REPLY_BYTES)
+                    try:
+                        frame = await _read_frame_or_end(stream, MAX_REPLY_BYTES)
+                    except (StreamClosedError, FetchError) as exc:
+                        # The directory came; only the updates after it stopped (the
+                        # connection closed: a hang-up, a trim). Not a failed fetch.
+                        log.debug("presence watch of %s at %s ended: %s", room, peer, exc)
+                        await stream.reset()
+                        return taken
                     if frame is None:
                         break
                     taken += self._take_reply(room, frame)

@@ -171,3 +171,40 @@ async def test_a_failed_directory_fetch_is_asked_again(cluster: Cluster) -> None
             lambda: wait_for(late_listed, timeout=15, message="the record after a retry"))
     assert asked == 2
     assert d.call("status")["presence"]["fetches_failed"] == 1
+
+
+async def test_a_fetch_whose_watch_breaks_after_the_reply_is_not_a_failure(
+        cluster: Cluster) -> None:
+    """The directory came; the stream broke only in the watch after it (in rooms: a
+    connection hung up or trimmed). That is a fetch, not a failure to repeat."""
+    d = cluster.start("d")
+    d.call("join", room=ROOM)
+    node = make_node()
+    host = node[0]
+    me = host.get_id().to_bytes()
+    asked = 0
+
+    async def serve(stream: object) -> None:
+        nonlocal asked
+        asked += 1
+        header = await stream.read(4)  # type: ignore[attr-defined]
+        await stream.read(struct.unpack(">I", header)[0])  # type: ignore[attr-defined]
+        addrs = [str(a).split("/p2p/")[0] for a in host.get_addrs()][:1]
+        record = presence.create(room=ROOM, peer=me, addrs=addrs, nick="watched",
+                                 seq=time.time_ns() // 1_000_000,
+                                 sign=host.get_private_key().sign)
+        reply = cbor2.dumps([[record.wire, 0]], canonical=True)
+        await stream.write(struct.pack(">I", len(reply)) + reply)  # type: ignore[attr-defined]
+        await trio.sleep(0.2)
+        await stream.reset()  # type: ignore[attr-defined]
+
+    host.set_stream_handler(TProtocol(presence.PROTOCOL), serve)
+    async with gossip_peer(d.addr, presence.topic_for(ROOM), node=node):
+        await trio.to_thread.run_sync(lambda: wait_for(
+            lambda: any(m["nick"] == "watched" for m in d.call("members", room=ROOM)),
+            timeout=15, message="the fetched record"))
+        await trio.sleep(3)  # a failure would have been asked again after 1 s
+        section = d.call("status")["presence"]
+    assert asked == 1
+    assert section["fetches"] == 1
+    assert section["fetches_failed"] == 0
