@@ -19,6 +19,7 @@ hangs up on peers below the disconnect threshold and bans them with the flood ba
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -54,6 +55,11 @@ from .interfaces import interface_ips
 from .pubsub import PubSub
 
 log = logging.getLogger(__name__)
+
+# Peer id text -> ID, memoised: base58 decoding is quadratic in Python, and the same
+# few peers are asked about for every message (is_connected after a lamport gap,
+# every stream opened). lru_cache keeps no failures: bad text raises every time.
+_peer_id = functools.lru_cache(maxsize=4096)(ID.from_base58)
 
 # Messages heard and not yet taken by the node.
 INBOUND_BUFFER = 8192
@@ -486,19 +492,19 @@ class P2PNetwork:
     def is_connected(self, peer_id: str) -> bool:
         """True while at least one connection to the peer is open."""
         return bool(libp2p_patches.live_connections(self.host.get_network(),
-                                                    ID.from_base58(peer_id)))
+                                                    _peer_id(peer_id)))
 
     def is_direct(self, peer_id: str) -> bool:
         """True while a connection to the peer runs over IP directly (not relayed)."""
         conns = libp2p_patches.live_connections(self.host.get_network(),
-                                                ID.from_base58(peer_id))
+                                                _peer_id(peer_id))
         return any(_ip_remote(conn.muxed_conn) is not None for conn in conns)
 
     async def close_relayed(self, peer_id: str) -> int:
         """Close the relayed connections to a peer (a direct one replaced them, DCUtR);
         the number closed."""
         conns = libp2p_patches.live_connections(self.host.get_network(),
-                                                ID.from_base58(peer_id))
+                                                _peer_id(peer_id))
         relayed = [conn for conn in conns if _ip_remote(conn.muxed_conn) is None]
         for conn in relayed:
             await _close_quietly(conn)
@@ -527,7 +533,7 @@ class P2PNetwork:
     def peer_addrs(self, peer_id: str) -> list[str]:
         """Addresses the peerstore holds for a peer, for redial after restart."""
         try:
-            return [str(a) for a in self.host.get_peerstore().addrs(ID.from_base58(peer_id))]
+            return [str(a) for a in self.host.get_peerstore().addrs(_peer_id(peer_id))]
         except Exception:  # the peerstore raises PeerStoreError for unknown peers
             return []
 
@@ -535,7 +541,7 @@ class P2PNetwork:
         """The protocols a peer announced in identify (empty until identify ran)."""
         try:
             peerstore = self.host.get_peerstore()
-            return [str(p) for p in peerstore.get_protocols(ID.from_base58(peer_id))]
+            return [str(p) for p in peerstore.get_protocols(_peer_id(peer_id))]
         except Exception:  # the peerstore raises PeerStoreError for unknown peers
             return []
 
@@ -577,7 +583,7 @@ class P2PNetwork:
                 continue
         if not parsed:
             raise PeerUnreachable(f"no usable address for {peer_id}")
-        return await self._dial(PeerInfo(ID.from_base58(peer_id), parsed))
+        return await self._dial(PeerInfo(_peer_id(peer_id), parsed))
 
     async def _dial_circuit(self, addr_text: str) -> str:
         peer_id = addr_text.rsplit("/p2p/", 1)[1]
@@ -617,7 +623,7 @@ class P2PNetwork:
         self._hung_up.move_to_end(peer_id)
         while len(self._hung_up) > HUNG_UP_MEMORY:
             self._hung_up.popitem(last=False)
-        await self.host.get_network().close_peer(ID.from_base58(peer_id))
+        await self.host.get_network().close_peer(_peer_id(peer_id))
 
     def hung_up_lately(self, peer_id: str) -> bool:
         """Whether this node closed its connections to the peer on purpose in the last
@@ -885,7 +891,7 @@ class P2PNetwork:
         if peer_id in self._blocked:
             raise PeerBlocked(f"peer {peer_id} is blocked")
         try:
-            raw = await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
+            raw = await self.host.new_stream(_peer_id(peer_id), [TProtocol(protocol)])
         except Exception as exc:  # the swarm and multiselect raise a spread of types
             raise StreamClosedError(f"cannot open {protocol} to {peer_id}: {exc}") from None
         return Stream(raw, peer_id)
