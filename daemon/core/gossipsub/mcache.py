@@ -8,19 +8,26 @@ re-encoding, and counts how often each peer asked for it (IWANT spam bound).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 __all__ = ["CachedMessage", "MessageCache"]
 
 
-@dataclass
+@dataclass(slots=True)
 class CachedMessage:
-    """A cached message: its topic, its encoded `publish` field, and the IWANTs seen."""
+    """A cached message: its topic, its encoded `publish` field, and the IWANTs seen
+    per peer (a plain dict: most messages are never asked for, and a Counter per
+    cached message was ~4% of a forwarding member's samples in a burst)."""
 
     topic: str
     wire: bytes
-    asked: Counter[str] = field(default_factory=Counter)
+    asked: dict[str, int] = field(default_factory=dict)
+
+    def ask(self, peer: str) -> int:
+        """Count one IWANT of `peer` for this message; how many it sent so far."""
+        count = self.asked.get(peer, 0) + 1
+        self.asked[peer] = count
+        return count
 
 
 class MessageCache:

@@ -421,8 +421,7 @@ class Router:
             cached = self.mcache.get(msg_id)
             if cached is None:
                 continue
-            cached.asked[peer] += 1
-            if cached.asked[peer] > self.params.max_iwant_retransmit:
+            if cached.ask(peer) > self.params.max_iwant_retransmit:
                 continue
             self._push_message(peer, cached.wire)
 
