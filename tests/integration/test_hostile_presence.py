@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+from typing import Any
 
 import cbor2
 import trio
@@ -134,42 +135,56 @@ async def test_bad_presence_is_dropped_and_counted(cluster: Cluster) -> None:
     assert d.call("id")["peer_id"] == d.peer_id
 
 
+def _directory_server(nick: str, *, refuse_first: bool, reset_after_reply: bool
+                      ) -> tuple[Any, list[int]]:
+    """A stock node that serves presence fetches with a directory of its own record
+    (`nick`) and never announces on the topic: its directory is the only way in. It
+    resets the first fetch before replying with `refuse_first`, and resets the stream
+    0.2 s after its reply (in the watch) with `reset_after_reply`. The list counts the
+    fetches it was asked."""
+    node = make_node()
+    host = node[0]
+    me = host.get_id().to_bytes()
+    asked: list[int] = []
+
+    async def serve(stream: Any) -> None:
+        asked.append(1)
+        header = await stream.read(4)
+        await stream.read(struct.unpack(">I", header)[0])
+        if refuse_first and len(asked) == 1:
+            await stream.reset()
+            return
+        addrs = [str(a).split("/p2p/")[0] for a in host.get_addrs()][:1]
+        record = presence.create(room=ROOM, peer=me, addrs=addrs, nick=nick,
+                                 seq=time.time_ns() // 1_000_000,
+                                 sign=host.get_private_key().sign)
+        reply = cbor2.dumps([[record.wire, 0]], canonical=True)
+        await stream.write(struct.pack(">I", len(reply)) + reply)
+        if reset_after_reply:
+            await trio.sleep(0.2)
+            await stream.reset()
+        else:
+            await stream.close()
+
+    host.set_stream_handler(TProtocol(presence.PROTOCOL), serve)
+    return node, asked
+
+
+def _listed(d: Any, nick: str) -> bool:
+    return any(m["nick"] == nick for m in d.call("members", room=ROOM))
+
+
 async def test_a_failed_directory_fetch_is_asked_again(cluster: Cluster) -> None:
     """A peer whose first directory fetch breaks (here: it resets the stream; in rooms:
     a connection hung up meanwhile) is asked again, so its directory still arrives
     before the members' next announcements, an interval later."""
     d = cluster.start("d")
     d.call("join", room=ROOM)
-    node = make_node()
-    host = node[0]
-    me = host.get_id().to_bytes()
-    asked = 0
-
-    async def serve(stream: object) -> None:
-        nonlocal asked
-        asked += 1
-        header = await stream.read(4)  # type: ignore[attr-defined]
-        await stream.read(struct.unpack(">I", header)[0])  # type: ignore[attr-defined]
-        if asked == 1:
-            await stream.reset()  # type: ignore[attr-defined]
-            return
-        addrs = [str(a).split("/p2p/")[0] for a in host.get_addrs()][:1]
-        record = presence.create(room=ROOM, peer=me, addrs=addrs, nick="late",
-                                 seq=time.time_ns() // 1_000_000, sign=host.get_private_key().sign)
-        reply = cbor2.dumps([[record.wire, 0]], canonical=True)
-        await stream.write(struct.pack(">I", len(reply)) + reply)  # type: ignore[attr-defined]
-        await stream.close()  # type: ignore[attr-defined]
-
-    host.set_stream_handler(TProtocol(presence.PROTOCOL), serve)
-    # The node never announces on the topic: its directory is the only way in.
+    node, asked = _directory_server("late", refuse_first=True, reset_after_reply=False)
     async with gossip_peer(d.addr, presence.topic_for(ROOM), node=node):
-
-        def late_listed() -> bool:
-            return any(m["nick"] == "late" for m in d.call("members", room=ROOM))
-
-        await trio.to_thread.run_sync(
-            lambda: wait_for(late_listed, timeout=15, message="the record after a retry"))
-    assert asked == 2
+        await trio.to_thread.run_sync(lambda: wait_for(
+            lambda: _listed(d, "late"), timeout=15, message="the record after a retry"))
+    assert len(asked) == 2
     assert d.call("status")["presence"]["fetches_failed"] == 1
 
 
@@ -179,32 +194,12 @@ async def test_a_fetch_whose_watch_breaks_after_the_reply_is_not_a_failure(
     connection hung up or trimmed). That is a fetch, not a failure to repeat."""
     d = cluster.start("d")
     d.call("join", room=ROOM)
-    node = make_node()
-    host = node[0]
-    me = host.get_id().to_bytes()
-    asked = 0
-
-    async def serve(stream: object) -> None:
-        nonlocal asked
-        asked += 1
-        header = await stream.read(4)  # type: ignore[attr-defined]
-        await stream.read(struct.unpack(">I", header)[0])  # type: ignore[attr-defined]
-        addrs = [str(a).split("/p2p/")[0] for a in host.get_addrs()][:1]
-        record = presence.create(room=ROOM, peer=me, addrs=addrs, nick="watched",
-                                 seq=time.time_ns() // 1_000_000,
-                                 sign=host.get_private_key().sign)
-        reply = cbor2.dumps([[record.wire, 0]], canonical=True)
-        await stream.write(struct.pack(">I", len(reply)) + reply)  # type: ignore[attr-defined]
-        await trio.sleep(0.2)
-        await stream.reset()  # type: ignore[attr-defined]
-
-    host.set_stream_handler(TProtocol(presence.PROTOCOL), serve)
+    node, asked = _directory_server("watched", refuse_first=False, reset_after_reply=True)
     async with gossip_peer(d.addr, presence.topic_for(ROOM), node=node):
         await trio.to_thread.run_sync(lambda: wait_for(
-            lambda: any(m["nick"] == "watched" for m in d.call("members", room=ROOM)),
-            timeout=15, message="the fetched record"))
+            lambda: _listed(d, "watched"), timeout=15, message="the fetched record"))
         await trio.sleep(3)  # a failure would have been asked again after 1 s
         section = d.call("status")["presence"]
-    assert asked == 1
+    assert len(asked) == 1
     assert section["fetches"] == 1
     assert section["fetches_failed"] == 0
