@@ -3,9 +3,15 @@
 The kad wire carries peer ids as multihash bytes and addresses as binary multiaddrs;
 the rest of the daemon uses base58 peer ids and multiaddr text. Only this adapter
 knows the multiaddr codec. Bad input gives None, never an exception.
+
+The conversions are memoised (pure functions of their input, bounded caches): the
+DHT's tick converts every connected peer's id and our own addresses each second, and
+base58 and multiaddr parsing are slow in Python.
 """
 
 from __future__ import annotations
+
+import functools
 
 import base58
 import multiaddr
@@ -14,6 +20,7 @@ import multiaddr
 _DIALABLE_FIRST = ("/ip4/", "/ip6/", "/dns4/", "/dns6/", "/dns/")
 
 
+@functools.lru_cache(maxsize=4096)
 def addr_to_bytes(text: str) -> bytes | None:
     """The binary multiaddr of text with its trailing /p2p/<peer id> removed, or None.
 
@@ -57,11 +64,13 @@ def _tcp(text: str) -> bool:
             and "/tls" not in text)
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_text(peer_id: bytes) -> str:
     """The base58 text of a binary peer id."""
     return str(base58.b58encode(peer_id).decode("ascii"))
 
 
+@functools.lru_cache(maxsize=4096)
 def peer_bytes(text: str) -> bytes | None:
     """The binary form of a base58 peer id, or None."""
     if len(text) > 128:
