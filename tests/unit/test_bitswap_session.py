@@ -55,14 +55,14 @@ def test_sessions_take_the_posters_blocks_in_orders_of_their_own() -> None:
 
 def test_an_author_alone_is_asked_for_blocks_without_a_want_have_round() -> None:
     """In a room of two the author is the only peer to ask: it is presumed to hold the
-    whole image and asked want-block at once, within a member's window (nobody shares
-    the serving with it); a DONT_HAVE ends that for its block."""
+    whole image and asked want-block at once, within its fallback window; a DONT_HAVE
+    ends that for its block."""
     session: Session[str] = Session([], fallback=["poster"], seed=1,
-                                    limits=SessionLimits(window=4, fallback_window=1))
+                                    limits=SessionLimits(window=8, fallback_window=4))
     plan = session.plan(CIDS, now=0.0)
     assert plan.want_have == {}
     asked = plan.want_block["poster"]
-    assert len(asked) == 4  # a member's window, not fallback_window
+    assert len(asked) == 4  # fallback_window
     session.have("poster", asked[0], False)  # it lacks that one after all
     rest = session.plan(CIDS, now=0.1)
     assert asked[0] not in rest.want_block.get("poster", [])
