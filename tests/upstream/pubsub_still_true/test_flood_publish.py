@@ -16,6 +16,8 @@ The heartbeat is held off here (an hour) so that nothing grafts the peer back.
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from harness.libp2p_hosts import connected_pair, wait_for_mesh
@@ -23,15 +25,27 @@ from harness.libp2p_hosts import connected_pair, wait_for_mesh
 TOPIC = "flood"
 
 
+async def _subscribe_until_seen(pubsub: Any, me: Any, other: Any) -> Any:
+    """Subscribe `pubsub` to TOPIC until `other` has heard of it. Under load py-libp2p
+    sometimes loses the announcement (it went out before the peer's pubsub stream was
+    registered), and with the heartbeat held off nothing repeats it: announce again."""
+    for _ in range(3):
+        sub = await pubsub.subscribe(TOPIC)
+        try:
+            await other.wait_for_subscription(me, TOPIC, timeout=5)
+            return sub
+        except trio.TooSlowError:
+            await pubsub.unsubscribe(TOPIC)
+    raise AssertionError("the subscription never reached the other node")
+
+
 async def _delivered_outside_the_mesh() -> bool:
     """Whether a message a publishes reaches b, subscribed and connected but not in
     a's mesh."""
     async with connected_pair(heartbeat_interval=3600, heartbeat_initial_delay=3600) \
             as [(a, router_a, pubsub_a), (b, router_b, pubsub_b)]:
-        sub = await pubsub_b.subscribe(TOPIC)
-        await pubsub_a.subscribe(TOPIC)
-        await pubsub_a.wait_for_subscription(b.get_id(), TOPIC, timeout=10)
-        await pubsub_b.wait_for_subscription(a.get_id(), TOPIC, timeout=10)
+        sub = await _subscribe_until_seen(pubsub_b, b.get_id(), pubsub_a)
+        await _subscribe_until_seen(pubsub_a, a.get_id(), pubsub_b)
         # Each grafts the other when it learns the subscription; let both finish.
         await wait_for_mesh(router_a, TOPIC, b.get_id())
         await wait_for_mesh(router_b, TOPIC, a.get_id())
