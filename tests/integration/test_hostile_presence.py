@@ -135,11 +135,10 @@ async def test_bad_presence_is_dropped_and_counted(cluster: Cluster) -> None:
     assert d.call("id")["peer_id"] == d.peer_id
 
 
-def _directory_server(nick: str, *, refuse_first: bool) -> tuple[Any, list[int]]:
+def _directory_server(nick: str) -> tuple[Any, list[int]]:
     """A stock node that serves presence fetches with a directory of its own record
     (`nick`) and never announces on the topic: its directory is the only way in. It
-    resets the first fetch before replying with `refuse_first`. The list counts the
-    fetches it was asked."""
+    resets the first fetch before replying. The list counts the fetches it was asked."""
     node = make_node()
     host = node[0]
     me = host.get_id().to_bytes()
@@ -149,7 +148,7 @@ def _directory_server(nick: str, *, refuse_first: bool) -> tuple[Any, list[int]]
         asked.append(1)
         header = await stream.read(4)
         await stream.read(struct.unpack(">I", header)[0])
-        if refuse_first and len(asked) == 1:
+        if len(asked) == 1:
             await stream.reset()
             return
         addrs = [str(a).split("/p2p/")[0] for a in host.get_addrs()][:1]
@@ -164,19 +163,16 @@ def _directory_server(nick: str, *, refuse_first: bool) -> tuple[Any, list[int]]
     return node, asked
 
 
-def _listed(d: Any, nick: str) -> bool:
-    return any(m["nick"] == nick for m in d.call("members", room=ROOM))
-
-
 async def test_a_failed_directory_fetch_is_asked_again(cluster: Cluster) -> None:
     """A peer whose first directory fetch breaks (here: it resets the stream; in rooms:
     a connection hung up meanwhile) is asked again, so its directory still arrives
     before the members' next announcements, an interval later."""
     d = cluster.start("d")
     d.call("join", room=ROOM)
-    node, asked = _directory_server("late", refuse_first=True)
+    node, asked = _directory_server("late")
     async with gossip_peer(d.addr, presence.topic_for(ROOM), node=node):
         await trio.to_thread.run_sync(lambda: wait_for(
-            lambda: _listed(d, "late"), timeout=15, message="the record after a retry"))
+            lambda: any(m["nick"] == "late" for m in d.call("members", room=ROOM)),
+            timeout=15, message="the record after a retry"))
     assert len(asked) == 2
     assert d.call("status")["presence"]["fetches_failed"] == 1
