@@ -106,6 +106,31 @@ def test_announceable_cuts_p2p_parts_and_keeps_at_most_sixteen() -> None:
     assert out == [f"/ip4/198.18.0.{i}/tcp/4001" for i in range(1, 17)]
 
 
+def test_a_record_checked_once_is_not_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    verified: list[bytes] = []
+    real = presence.nacl.bindings.crypto_sign_open
+
+    def counting(signed: bytes, key: bytes) -> bytes:
+        verified.append(signed)
+        return real(signed, key)
+
+    monkeypatch.setattr(presence.nacl.bindings, "crypto_sign_open", counting)
+    record = make(seq=NOW - 7)
+    for _ in range(3):
+        assert presence.decode(bytes(record.wire), now_ms=NOW) == record
+    assert len(verified) == 1
+    # The clock is asked each time: the same record is refused where it is too new.
+    with pytest.raises(PresenceError) as info:
+        presence.decode(record.wire, now_ms=NOW - 2 * 3600_000)
+    assert info.value.reason == "future"
+    # A forgery is refused every time and never remembered as good.
+    forged = bytearray(make(seq=NOW - 8).wire)
+    forged[-1] ^= 1
+    for _ in range(2):
+        assert reason(bytes(forged)) == "bad_signature"
+    assert len(verified) == 3
+
+
 def test_bad_nick_room_version_and_canonical_form_are_refused() -> None:
     assert reason(signed_raw([1, "lobby", ALICE.peer_id, [], "\u202eevil", NOW])) == "bad_nick"
     assert reason(signed_raw([1, "Lobby!", ALICE.peer_id, [], "", NOW])) == "bad_field"
