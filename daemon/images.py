@@ -36,7 +36,7 @@ import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,14 @@ class FetchSlotStats:
     timed_out: int = 0  # `fetch` calls whose timeout ran out before a slot came free
 
 
+@dataclass
+class _RunningFetch:
+    """A fetch under way: who else hears its progress, and when it ends."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    watchers: list[Callable[[int, int], None]] = field(default_factory=list)
+
+
 class ImageService:
     """The node's images: post, fetch, auto-fetch, pin."""
 
@@ -152,6 +160,9 @@ class ImageService:
         self._rng = random.Random()
         self._attempts: dict[bytes, int] = {}
         self._nursery: trio.Nursery | None = None
+        # Fetches under way by root; a second fetch of the same image joins the first.
+        self._running: dict[bytes, _RunningFetch] = {}
+        self.fetches_joined = 0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve bitswap and work the auto-fetch queue until cancelled."""
@@ -375,9 +386,9 @@ class ImageService:
         # that a while, then look again at who is connected (`_fetch_until`).
         patience = min(timeout_s, FETCH_PATIENCE_S)
         if progress is None:
-            return await self.exchange.fetch(root, peers, max_size=self.limits.max_bytes,
-                                             timeout_s=timeout_s, fallback=fallback,
-                                             patience_s=patience)
+            return await self._exchange_fetch(root, peers, max_size=self.limits.max_bytes,
+                                              timeout_s=timeout_s, fallback=fallback,
+                                              patience_s=patience)
         latest: list[tuple[int, int]] = []
         changed = trio.Event()
 
@@ -400,7 +411,7 @@ class ImageService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(report)
             try:
-                data = await self.exchange.fetch(
+                data = await self._exchange_fetch(
                     root, peers, max_size=self.limits.max_bytes, timeout_s=timeout_s,
                     on_progress=on_progress, fallback=fallback, patience_s=patience)
             except GossipchatError as exc:
@@ -411,6 +422,52 @@ class ImageService:
             raise failure
         await progress(len(data), len(data))
         return data
+
+    async def _exchange_fetch(
+        self, root: bytes, peers: list[str], *, max_size: int, timeout_s: float,
+        fallback: list[str], patience_s: float, expected_size: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> bytes:
+        """`exchange.fetch`, but a fetch of an image that is being fetched already (an
+        auto-fetch, another client's `fetch`) waits for that one, hearing its progress,
+        instead of asking every peer for every block a second time. Then it runs
+        itself: from the store if the other got the image, from the peers if it failed.
+
+        Measured in the fanout bench (20 members, each auto-fetching while its client
+        fetched too), two sessions per member cost about a fifth of the round's CPU.
+        """
+        deadline = trio.current_time() + timeout_s
+        while (running := self._running.get(root)) is not None:
+            self.fetches_joined += 1
+            if on_progress is not None:
+                running.watchers.append(on_progress)
+            try:
+                with trio.move_on_at(deadline):
+                    await running.done.wait()
+            finally:
+                if on_progress is not None:
+                    running.watchers.remove(on_progress)
+            if trio.current_time() >= deadline:
+                break  # our own fetch below times out at once, with the usual error
+        mine = _RunningFetch()
+        if on_progress is not None:
+            mine.watchers.append(on_progress)
+        self._running.setdefault(root, mine)
+
+        def progress(have: int, total: int) -> None:
+            for watcher in list(mine.watchers):
+                watcher(have, total)
+
+        try:
+            return await self.exchange.fetch(
+                root, peers, max_size=max_size, timeout_s=max(deadline - trio.current_time(),
+                                                                0.01),
+                fallback=fallback, patience_s=patience_s, expected_size=expected_size,
+                on_progress=progress)
+        finally:
+            if self._running.get(root) is mine:
+                del self._running[root]
+            mine.done.set()
 
     # checking what messages say
 
@@ -528,7 +585,7 @@ class ImageService:
         # claims: a root that declares another size is refused before any leaf.
         try:
             async with self._fetch_slot(None):
-                data = await self.exchange.fetch(
+                data = await self._exchange_fetch(
                     root, peers, max_size=self._auto_fetch_limit(),
                     timeout_s=AUTO_FETCH_TIMEOUT_S, fallback=fallback,
                     expected_size=claim.size, patience_s=FETCH_PATIENCE_S)
@@ -608,6 +665,8 @@ class ImageService:
             "blocks": self.blocks.count, "bytes": self.blocks.total_bytes,
             "quota": self.blocks.quota_bytes, "pinned_images": len(self.blocks.pinned_roots()),
             "auto_fetched": self.auto_fetched, "auto_fetch_failed": self.auto_fetch_failed,
+            # Fetches that found the same image being fetched and waited for that one.
+            "fetches_joined": self.fetches_joined,
             # Image messages whose bytes were not what they said, also per author (kept
             # in the store, so they survive restarts) for peer scoring to use.
             "refused": sum(refused.values()),

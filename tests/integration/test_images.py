@@ -8,6 +8,7 @@ import io
 import os
 import random
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -364,3 +365,39 @@ def test_members_serve_each_other_not_only_the_poster(cluster: Cluster) -> None:
     assert from_members > 0, served
     for m in members:
         assert m.call("status")["images"]["exchange"]["bad_blocks"] == 0
+
+
+def test_two_fetches_of_one_image_at_once_ask_the_peers_once(cluster: Cluster) -> None:
+    """Two clients fetch the same image at the same moment: the second waits for the
+    first (`images.fetches_joined`) instead of running a second exchange beside it,
+    and both get the whole image."""
+    a = cluster.start("a")
+    home = cluster.home("b")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("auto_fetch_max = 0\n")  # only the two calls fetch
+    b = cluster.start("b")
+    connect(a, b)
+    for d in (a, b):
+        d.call("join", room="pics")
+    wait_mesh(a, "pics", 1)
+    original = noisy_png(cluster.root / "shared.png", seed=9)
+    cid = a.call("send_image", room="pics", path=str(cluster.root / "shared.png"))["image"]["cid"]
+    wait_for(lambda: image_messages(b, "pics"), timeout=30, message="the image message at b")
+    start = threading.Barrier(2)
+    sizes: list[int] = []
+
+    def fetch() -> None:
+        with b.client(timeout=60) as client:
+            start.wait()
+            sizes.append(client.call("fetch", cid=cid)["size"])
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert sizes == [len(original), len(original)]
+    images = b.call("status")["images"]
+    assert images["fetches_joined"] == 1
+    assert images["exchange"]["duplicate_blocks"] == 0
+    assert images["bytes"] >= len(original)

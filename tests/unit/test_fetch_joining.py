@@ -1,0 +1,114 @@
+"""A second fetch of an image that is being fetched joins the first (images.py): it
+waits for it, hearing its progress, then runs itself (from the store if the first got
+the image, from the peers if it failed). Under trio's autojump_clock, with a stand-in
+for the block exchange (no network, no store)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.testing
+
+from gossipchat.daemon.errors import FetchTimeout, NotFound
+from gossipchat.daemon.images import ImageService
+
+ROOT = b"\x01root"
+
+
+class Exchange:
+    """Fetches take `seconds` from the peers, or no time once `held`."""
+
+    def __init__(self, seconds: float, fail_first: bool = False) -> None:
+        self.seconds = seconds
+        self.fail_first = fail_first
+        self.held = False
+        self.calls: list[tuple[float, str]] = []
+
+    async def fetch(self, root: bytes, peers: list[str], *, max_size: int, timeout_s: float,
+                    fallback: list[str], patience_s: float, expected_size: int | None,
+                    on_progress: Callable[[int, int], None] | None) -> bytes:
+        self.calls.append((trio.current_time(), "store" if self.held else "peers"))
+        if self.held:
+            return b"image"
+        with trio.move_on_after(timeout_s):
+            for have in (1, 2):
+                await trio.sleep(self.seconds / 2)
+                if on_progress is not None:
+                    on_progress(have, 2)
+            if self.fail_first:
+                self.fail_first = False
+                raise NotFound("not found: nobody has it")
+            self.held = True
+            return b"image"
+        raise FetchTimeout("not found: timed out")
+
+
+def _service(exchange: Exchange) -> ImageService:
+    service = object.__new__(ImageService)
+    service.exchange = exchange  # type: ignore[assignment]
+    service._running = {}
+    service.fetches_joined = 0
+    return service
+
+
+async def _fetch(service: ImageService, timeout_s: float, heard: list[tuple[int, int]] | None,
+                 out: list[object]) -> None:
+    def on_progress(have: int, total: int) -> None:
+        assert heard is not None
+        heard.append((have, total))
+
+    try:
+        out.append(await service._exchange_fetch(
+            ROOT, ["p"], max_size=100, timeout_s=timeout_s, fallback=[], patience_s=0.0,
+            on_progress=on_progress if heard is not None else None))
+    except (NotFound, FetchTimeout) as exc:
+        out.append(type(exc).__name__)
+
+
+async def test_a_second_fetch_waits_for_the_first_and_hears_its_progress(
+        autojump_clock: trio.testing.MockClock) -> None:
+    exchange = Exchange(seconds=10)
+    service = _service(exchange)
+    heard: list[tuple[int, int]] = []
+    out: list[object] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_fetch, service, 60, None, out)
+        await trio.sleep(1)
+        nursery.start_soon(_fetch, service, 60, heard, out)
+    assert out == [b"image", b"image"]
+    # The peers were asked once; the second fetch read what the first stored.
+    assert exchange.calls == [(0, "peers"), (10, "store")]
+    assert heard == [(1, 2), (2, 2)]  # the first one's progress, heard while it waited
+    assert service.fetches_joined == 1
+    assert service._running == {}
+
+
+async def test_when_the_first_fails_the_second_asks_the_peers_itself(
+        autojump_clock: trio.testing.MockClock) -> None:
+    exchange = Exchange(seconds=10, fail_first=True)
+    service = _service(exchange)
+    out: list[object] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_fetch, service, 60, None, out)
+        await trio.sleep(1)
+        nursery.start_soon(_fetch, service, 60, None, out)
+    assert out == ["NotFound", b"image"]
+    assert exchange.calls == [(0, "peers"), (10, "peers")]
+
+
+async def test_a_joined_fetch_keeps_its_own_deadline(
+        autojump_clock: trio.testing.MockClock) -> None:
+    exchange = Exchange(seconds=100)
+    service = _service(exchange)
+    out: list[object] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_fetch, service, 200, None, out)
+        await trio.sleep(1)
+        nursery.start_soon(_fetch, service, 5, None, out)
+        await trio.sleep(6)
+        # The impatient one gave up at its deadline (an exchange timeout, as if alone).
+        assert out == ["FetchTimeout"]
+        assert trio.current_time() == pytest.approx(7)
+    assert out == ["FetchTimeout", b"image"]
