@@ -106,6 +106,7 @@ from ..core.bitswap import (
 )
 from ..core.bitswap import message as codec
 from ..errors import ProtocolError  # a peer sent bytes that are no bitswap message
+from . import negotiate
 from .blockstore import BlockStore, BlockStoreError
 from .libp2p_patches import live_connections
 
@@ -1044,7 +1045,7 @@ class _PeerLink:
         engine = self._engine
         try:
             with trio.fail_after(_NEW_STREAM_TIMEOUT):
-                stream = await engine._host.new_stream(self.peer, list(PROTOCOLS))
+                stream = await negotiate.open_stream(engine._host, self.peer, PROTOCOLS)
         except trio.TooSlowError:
             raise _LinkFailed("timed out opening a bitswap stream") from None
         except _NET_ERRORS as exc:

@@ -50,7 +50,7 @@ from ..core.inbound import InboundLimits
 from ..core.ratelimit import GossipLimiter, Verdict
 from ..core.scoring import ChatScoring, Validation
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
-from . import libp2p_patches, yamux
+from . import libp2p_patches, negotiate, yamux
 from .interfaces import interface_ips
 from .pubsub import PubSub
 
@@ -891,7 +891,7 @@ class P2PNetwork:
         if peer_id in self._blocked:
             raise PeerBlocked(f"peer {peer_id} is blocked")
         try:
-            raw = await self.host.new_stream(_peer_id(peer_id), [TProtocol(protocol)])
+            raw = await negotiate.open_stream(self.host, _peer_id(peer_id), [protocol])
         except Exception as exc:  # the swarm and multiselect raise a spread of types
             raise StreamClosedError(f"cannot open {protocol} to {peer_id}: {exc}") from None
         return Stream(raw, peer_id)

@@ -37,7 +37,7 @@ from libp2p.peer.id import ID
 from ..core import varint
 from ..core.gossipsub.outbox import Outbox
 from ..core.gossipsub.router import Delivery, Router, TopicValidator
-from . import libp2p_patches
+from . import libp2p_patches, negotiate
 from .yamux import YamuxStream
 
 log = logging.getLogger(__name__)
@@ -331,7 +331,7 @@ class PubSub:
         reopened = False
         while True:
             try:
-                link.stream = await self.host.new_stream(link.peer, self._protocols)
+                link.stream = await negotiate.open_stream(self.host, link.peer, self._protocols)
             except Exception as exc:  # the swarm and multiselect raise a spread of types
                 failures += 1
                 log.debug("pubsub stream to %s: %s", link.text, exc)

@@ -43,6 +43,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, StopMessage
 from ..core import autonat as autonat_policy
 from ..core import relay as book
 from ..errors import PeerUnreachable
+from . import negotiate
 from .autonat import AutoNAT, read_message, write_message
 from .p2p import P2PNetwork, Stream, StreamClosedError
 
@@ -294,8 +295,8 @@ class Relay:
             if not self.network.is_connected(relay):
                 await self.network.connect(relay_part)
             with trio.fail_after(MESSAGE_TIMEOUT_S):
-                raw = await self.network.host.new_stream(ID.from_base58(relay),
-                                                         [TProtocol(HOP)])
+                raw = await negotiate.open_stream(self.network.host, ID.from_base58(relay),
+                                                  [HOP])
                 stream = Stream(raw, relay)
                 msg = _hop(HopMessage.CONNECT)
                 msg.peer.id = ID.from_base58(dest).to_bytes()

@@ -1,0 +1,104 @@
+"""Opening streams with multistream-select in one round trip (adapters/negotiate.py),
+against stock py-libp2p hosts: what they answer, and that no byte of the protocol's own
+is lost. js-libp2p answers it in tests/integration/test_gossip_interop.py and
+test_bitswap_interop.py, where every stream we open goes through it."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+
+from gossipchat.daemon.adapters import negotiate
+from harness.libp2p_hosts import muxed, running_pair, stock_host
+
+OLD = "/gossipchat-test/echo/1.0.0"
+NEW = "/gossipchat-test/echo/2.0.0"
+
+
+async def _greet_then_echo(stream: INetStream) -> None:
+    # The responder speaks first, right after the negotiation: our reads there must
+    # not take its greeting.
+    await stream.write(b"hello")
+    await stream.write(await stream.read(100))
+    await stream.close()
+
+
+async def _read_exactly(stream: INetStream, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        data += await stream.read(n - len(data))
+    return data
+
+
+class _Writes:
+    """Counts the writes a connection makes to its secure channel (frames sent)."""
+
+    def __init__(self, conn: object) -> None:
+        self.count = 0
+        secured = conn.secured_conn  # type: ignore[attr-defined]
+        real = secured.write
+
+        async def write(data: bytes) -> None:
+            self.count += 1
+            await real(data)
+
+        secured.write = write
+
+
+async def test_one_write_selects_the_protocol_and_the_first_bytes_stay() -> None:
+    async with running_pair(stock_host(), stock_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        writes = _Writes(muxed(b, a))
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        assert stream.get_protocol() == OLD
+        assert await _read_exactly(stream, 5) == b"hello"
+        ours = writes.count
+        await stream.write(b"ping")
+        assert await _read_exactly(stream, 4) == b"ping"
+        await stream.close()
+        # py-libp2p's own new_stream on the same connection: header and protocol
+        # each in a write of their own, a round trip apart.
+        writes.count = 0
+        stock = await b.new_stream(a.get_id(), [TProtocol(OLD)])
+        assert await _read_exactly(stock, 5) == b"hello"
+        print(f"writes to open a stream and read its first bytes: ours {ours}, "
+              f"py-libp2p's {writes.count}")
+        assert writes.count > ours
+        await stock.reset()
+
+
+async def test_the_next_protocol_is_proposed_when_the_first_is_not_available() -> None:
+    async with running_pair(stock_host(), stock_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        stream = await negotiate.open_stream(b, a.get_id(), [NEW, OLD])
+        assert stream.get_protocol() == OLD
+        assert await _read_exactly(stream, 5) == b"hello"
+        await stream.reset()
+
+
+async def test_no_protocol_in_common_is_a_clear_error_and_the_stream_goes() -> None:
+    async with running_pair(stock_host(), stock_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        conn = muxed(b, a)
+        with pytest.raises(negotiate.NegotiationError, match="not supported by the peer"):
+            await negotiate.open_stream(b, a.get_id(), [NEW])
+        # The connection is fine and carries the next stream.
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        assert await _read_exactly(stream, 5) == b"hello"
+        assert muxed(b, a) is conn
+        await stream.reset()
+
+
+async def test_a_peer_that_never_answers_times_out() -> None:
+    async with running_pair(stock_host(), stock_host()) as (a, b):
+
+        async def mute(stream: INetStream) -> None:
+            await trio.sleep_forever()
+
+        # The swarm hands each new stream to this instead of the host's multiselect,
+        # as a peer that accepts streams but stalls would.
+        a.get_network().set_stream_handler(mute)
+        with pytest.raises(negotiate.NegotiationError, match="within 0.5 s"):
+            await negotiate.open_stream(b, a.get_id(), [OLD], timeout_s=0.5)
