@@ -100,5 +100,5 @@ async def test_a_peer_that_never_answers_times_out() -> None:
         # The swarm hands each new stream to this instead of the host's multiselect,
         # as a peer that accepts streams but stalls would.
         a.get_network().set_stream_handler(mute)
-        with pytest.raises(negotiate.NegotiationError, match="within 0.5 s"):
+        with pytest.raises(negotiate.NegotiationError, match=r"within 0\.5 s"):
             await negotiate.open_stream(b, a.get_id(), [OLD], timeout_s=0.5)
