@@ -48,6 +48,8 @@ MAX_ADDR_BYTES = 200
 MAX_SEQ = 2**53 - 1
 # Records whose checks decode remembers (about 0.5 KiB each with their bytes).
 CHECKED_RECORDS = 4096
+# Addresses whose checks check_addr remembers.
+CHECKED_ADDRS = 4096
 # A record whose seq (ms of the member's clock) is further ahead than this would lock
 # out the member's real announcements until that time: refuse it.
 MAX_FUTURE_SKEW_MS = 60 * 60 * 1000
@@ -106,6 +108,14 @@ def check_addr(addr: object) -> str:
     with `/p2p/<relay id>/p2p-circuit` (circuit relay v2), or PresenceError("bad_addr")."""
     if not isinstance(addr, str) or len(addr.encode("utf-8", "surrogatepass")) > MAX_ADDR_BYTES:
         raise PresenceError("bad_addr", "not a string of at most 200 bytes")
+    return _checked_addr(addr)
+
+
+@functools.lru_cache(maxsize=CHECKED_ADDRS)
+def _checked_addr(addr: str) -> str:
+    """`check_addr` of a string of at most MAX_ADDR_BYTES; memoised, since members
+    announce the same addresses again and again (`ipaddress` was a twentieth of an
+    idle member's CPU). A bad address raises and is not kept."""
     parts = addr.split("/")
     if len(parts) == 8 and parts[5] == "p2p" and parts[7] == "p2p-circuit":
         if not peerid.is_valid_text(parts[6]):
