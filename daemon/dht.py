@@ -9,7 +9,8 @@ Rules:
   queries, and the closer peers lookups meet. A peer that only sent us a request
   never enters it. Every TICK_S the connected peers are looked at; the table is
   refreshed by a lookup of our own id, soon after the first contact and then every
-  REFRESH_S.
+  REFRESH_S, skipped while a room's walk got answers within REFRESH_S (that walk
+  refreshed it; core/kadtable.py), but not for longer than REFRESH_MAX_S.
 - Each joined room's key (core/rendezvous.py) is walked with GET_PROVIDERS
   (core/kadlookup.py); the k nearest servers that answered get ADD_PROVIDER with our
   id and addresses, over the connections the walk dialed to them (hung up on after
@@ -31,6 +32,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -44,7 +46,7 @@ from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
 from .core import kadwire
 from .core.connmgr import AddressBackoff
 from .core.kadlookup import Lookup
-from .core.kadtable import K, ProvidersFull, ProviderStore, RoutingTable
+from .core.kadtable import K, ProvidersFull, ProviderStore, RoutingTable, refresh_needed
 from .core.kadwire import Message, MessageType, Peer
 from .core.rendezvous import room_key
 from .core.rooms import topic_for
@@ -59,6 +61,11 @@ PROTOCOL = "/ipfs/kad/1.0.0"
 MODES = ("auto", "server", "client", "off")
 TICK_S = 1.0
 REFRESH_S = 300.0
+# A refresh is skipped while room walks keep the table fresh (core/kadtable.py), but
+# our own id is looked up at least this often. In a room of 30 that joined together,
+# each member's refresh 60 s after first contact dialed ~15 servers and hung up on
+# them: 0.3 s of CPU per member.
+REFRESH_MAX_S = 1800.0
 FIRST_REFRESHES_S = (1.0, 10.0, 60.0)
 PROVIDE_S = 300.0
 # Our addresses changed since the last announcement (a relay reservation came or
@@ -94,6 +101,7 @@ class DhtStats:
     dials: int = 0
     dials_failed: int = 0
     hung_up: int = 0  # connections dialed for a query and closed after it
+    refreshes_skipped: int = 0  # a room's walk had refreshed the table (core/kadtable.py)
     served: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -158,6 +166,8 @@ class DhtService:
         self._refreshes = list(FIRST_REFRESHES_S)
         self._next_refresh: float | None = None
         self._refreshing = False
+        self._refreshed_at = -math.inf  # our own id last looked up (-inf: never)
+        self._room_walked_at = -math.inf  # a room's walk last got answers
         self._expired_at = 0.0
         self._nursery: trio.Nursery | None = None
         if self.mode == "server":
@@ -191,10 +201,16 @@ class DhtService:
         if self._next_refresh is None:
             self._next_refresh = now + self._refreshes.pop(0)
         if now >= self._next_refresh and not self._refreshing:
-            self._refreshing = True
             delay = self._refreshes.pop(0) if self._refreshes else REFRESH_S
             self._next_refresh = now + delay
-            self._nursery.start_soon(self._refresh)
+            if refresh_needed(now, refreshed_at=self._refreshed_at,
+                              walked_at=self._room_walked_at, recent_s=REFRESH_S,
+                              max_s=REFRESH_MAX_S):
+                self._refreshing = True
+                self._refreshed_at = now
+                self._nursery.start_soon(self._refresh)
+            else:
+                self.stats.refreshes_skipped += 1
         own_addrs = self._own_peer().addrs
         for name, room in self._rooms.items():
             if room.busy:
@@ -384,6 +400,8 @@ class DhtService:
         the providers the walk met."""
         lookup = await self._walk(MessageType.GET_PROVIDERS, room.key, held=held)
         now = trio.current_time()
+        if lookup.answered_ids:
+            self._room_walked_at = now
         if held is not None:
             closest = lookup.closest()
             far = held - {kadaddrs.peer_text(p.id) for p in closest}
@@ -571,6 +589,7 @@ class DhtService:
             "dials": self.stats.dials,
             "dials_failed": self.stats.dials_failed,
             "hung_up": self.stats.hung_up,
+            "refreshes_skipped": self.stats.refreshes_skipped,
             "inbound_streams": sum(self._inbound.values()),
             "served": dict(self.stats.served),
             "rejected": dict(self.stats.rejected),

@@ -10,6 +10,10 @@ Rules:
 - A full bucket refuses a newcomer unless one of its peers failed FAILS_TO_EVICT
   queries in a row; that one is replaced. Old, responsive peers are worth more than
   new ones (the Kademlia paper's rule, which also resists table flooding).
+- The table is refreshed by a lookup of our own id (the DHT service schedules it),
+  unless another lookup of ours (a room's walk) got answers within `recent_s`:
+  every server that answers a walk enters the table, so that walk refreshed it
+  already. A lookup of our own id still runs at least every `max_s`.
 - Provider records: at most `max_per_key` per key (the one refreshed longest ago
   goes first) and `max_keys` keys (a new key is refused when full). Each expires
   `ttl_s` after it was last added. Times are the caller's `now` (seconds).
@@ -22,6 +26,14 @@ from dataclasses import dataclass, field
 
 K = 20
 FAILS_TO_EVICT = 2
+
+
+def refresh_needed(now: float, *, refreshed_at: float, walked_at: float, recent_s: float,
+                   max_s: float) -> bool:
+    """Whether a scheduled refresh should run (see the rules): no other lookup of
+    ours got answers within `recent_s`, or our own id was last looked up `max_s`
+    ago or longer. Times in seconds, `-inf` for never."""
+    return now - walked_at >= recent_s or now - refreshed_at >= max_s
 
 
 def kad_id(key: bytes) -> int:

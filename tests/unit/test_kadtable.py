@@ -13,6 +13,7 @@ from gossipchat.daemon.core.kadtable import (
     RoutingTable,
     bucket_index,
     kad_id,
+    refresh_needed,
 )
 from gossipchat.daemon.core.kadwire import Peer
 
@@ -151,3 +152,16 @@ def test_an_empty_lookup_is_done_at_once() -> None:
     assert lookup.done
     assert lookup.next_queries() == []
     assert lookup.closest() == []
+
+
+def test_a_refresh_is_left_out_while_room_walks_keep_the_table_fresh() -> None:
+    never = float("-inf")
+    times = {"recent_s": 300.0, "max_s": 1800.0}
+    # The first refresh always runs; so does one with no room walk lately.
+    assert refresh_needed(5.0, refreshed_at=never, walked_at=never, **times)
+    assert refresh_needed(5.0, refreshed_at=never, walked_at=2.0, **times)
+    assert refresh_needed(1000.0, refreshed_at=900.0, walked_at=700.0, **times)
+    # A room's walk answered 40 s ago: it refreshed the table.
+    assert not refresh_needed(1000.0, refreshed_at=900.0, walked_at=960.0, **times)
+    # But our own id is looked up at least every max_s, walks or not.
+    assert refresh_needed(3000.0, refreshed_at=1000.0, walked_at=2990.0, **times)
