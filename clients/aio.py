@@ -32,7 +32,7 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from gossipchat.rpc.client import ConnectionLost, DaemonNotRunning, RpcError
+from gossipchat.rpc.client import ConnectionLost, DaemonNotRunning, RpcError, decode_line
 from gossipchat.rpc.paths import socket_path
 
 __all__ = ["AsyncClient"]
@@ -99,7 +99,7 @@ class AsyncClient:
         try:
             while True:
                 line = await reader.receive_until(b"\n", MAX_LINE_BYTES)
-                self._dispatch(json.loads(line))
+                self._dispatch(decode_line(line))
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
                 anyio.DelimiterNotFound, anyio.ClosedResourceError) as exc:
             self._lost = f"the daemon closed the connection ({type(exc).__name__})"

@@ -1,0 +1,46 @@
+"""The client reads answers through orjson where that gives json's value (rpc/client.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gossipchat.rpc import client
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(JSON)
+def test_every_value_reads_as_json_reads_it(value: object) -> None:
+    line = json.dumps(value).encode()
+    got = client.decode_line(line)
+    assert got == json.loads(line)
+    assert repr(got) == repr(json.loads(line))  # an int stays an int, to the last digit
+
+
+@pytest.mark.parametrize("line", [
+    b'{"id": 123456789012345678901234567890}',  # orjson alone: a float
+    b"[-9223372036854775809, 18446744073709551616]",
+    b"\xef\xbb\xbf{}",  # a UTF-8 byte order mark
+    b'"\\ud800"',  # a lone surrogate escape
+    b"[NaN, Infinity]",
+])
+def test_what_orjson_reads_otherwise_is_read_by_json(line: bytes) -> None:
+    assert repr(client.decode_line(line)) == repr(json.loads(line))
+
+
+def test_bad_lines_raise_json_s_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for use_orjson in (True, False):
+        if not use_orjson:
+            monkeypatch.setattr(client, "orjson", None)
+        with pytest.raises(json.JSONDecodeError):
+            client.decode_line(b'{"a": ')
+        assert client.decode_line(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
