@@ -437,8 +437,10 @@ class ImageService:
         fetched too), two sessions per member cost about a fifth of the round's CPU.
         """
         deadline = trio.current_time() + timeout_s
-        while (running := self._running.get(root)) is not None:
+        running = self._running.get(root)
+        if running is not None:
             self.fetches_joined += 1
+        while running is not None:
             if on_progress is not None:
                 running.watchers.append(on_progress)
             try:
@@ -449,6 +451,7 @@ class ImageService:
                     running.watchers.remove(on_progress)
             if trio.current_time() >= deadline:
                 break  # our own fetch below times out at once, with the usual error
+            running = self._running.get(root)  # a third fetch may have begun meanwhile
         mine = _RunningFetch()
         if on_progress is not None:
             mine.watchers.append(on_progress)

@@ -67,17 +67,23 @@ async def _fetch(service: ImageService, timeout_s: float, heard: list[tuple[int,
         out.append(type(exc).__name__)
 
 
-async def test_a_second_fetch_waits_for_the_first_and_hears_its_progress(
-        autojump_clock: trio.testing.MockClock) -> None:
-    exchange = Exchange(seconds=10)
-    service = _service(exchange)
-    heard: list[tuple[int, int]] = []
+async def _one_then_another(service: ImageService,
+                            heard: list[tuple[int, int]] | None = None) -> list[object]:
+    """A fetch at 0 and another of the same image at 1 s, both with 60 s to go."""
     out: list[object] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_fetch, service, 60, None, out)
         await trio.sleep(1)
         nursery.start_soon(_fetch, service, 60, heard, out)
-    assert out == [b"image", b"image"]
+    return out
+
+
+async def test_a_second_fetch_waits_for_the_first_and_hears_its_progress(
+        autojump_clock: trio.testing.MockClock) -> None:
+    exchange = Exchange(seconds=10)
+    service = _service(exchange)
+    heard: list[tuple[int, int]] = []
+    assert await _one_then_another(service, heard) == [b"image", b"image"]
     # The peers were asked once; the second fetch read what the first stored.
     assert exchange.calls == [(0, "peers"), (10, "store")]
     assert heard == [(1, 2), (2, 2)]  # the first one's progress, heard while it waited
@@ -89,12 +95,7 @@ async def test_when_the_first_fails_the_second_asks_the_peers_itself(
         autojump_clock: trio.testing.MockClock) -> None:
     exchange = Exchange(seconds=10, fail_first=True)
     service = _service(exchange)
-    out: list[object] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_fetch, service, 60, None, out)
-        await trio.sleep(1)
-        nursery.start_soon(_fetch, service, 60, None, out)
-    assert out == ["NotFound", b"image"]
+    assert await _one_then_another(service) == ["NotFound", b"image"]
     assert exchange.calls == [(0, "peers"), (10, "peers")]
 
 
