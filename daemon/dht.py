@@ -43,7 +43,7 @@ import trio
 
 from .adapters import kadaddrs
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
-from .core import kadwire
+from .core import kadwire, ticks
 from .core.connmgr import AddressBackoff
 from .core.kadlookup import Lookup
 from .core.kadtable import K, ProvidersFull, ProviderStore, RoutingTable, refresh_needed
@@ -187,7 +187,7 @@ class DhtService:
             task_status.started()
             while True:
                 self._tick(trio.current_time())
-                await trio.sleep(TICK_S)
+                await trio.sleep_until(ticks.next_at(trio.current_time(), TICK_S))
 
     def _tick(self, now: float) -> None:
         assert self._nursery is not None

@@ -42,7 +42,7 @@ import cbor2
 import trio
 
 from .adapters.p2p import GossipMessage, P2PNetwork, Stream, StreamClosedError
-from .core import connmgr, plaincbor
+from .core import connmgr, plaincbor, ticks
 from .core import presence as codec
 from .core import rooms as rooms_codec
 from .core.connmgr import AddressBackoff, Limits
@@ -224,12 +224,16 @@ class PresenceService:
     async def _schedule(self) -> None:
         while True:
             self._tick()
-            now = trio.current_time()
-            warm = any(now < t for t in self._warm_until.values())
-            await trio.sleep(FAST_TICK_S if warm else MIN_TICK_GAP_S)
-            with trio.move_on_after(FAST_TICK_S if warm else TICK_S):
+            ticked = trio.current_time()
+            warm = any(ticked < t for t in self._warm_until.values())
+            period, gap = (FAST_TICK_S, FAST_TICK_S) if warm else (TICK_S, MIN_TICK_GAP_S)
+            # A quiet room ticks on the daemon's shared grid (core/ticks.py), a wake-up
+            # runs the tick at once, but never sooner than `gap` after the last one.
+            with trio.move_on_at(max(ticks.next_at(ticked, period), ticked + gap)):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
+            if trio.current_time() < ticked + gap:
+                await trio.sleep_until(ticked + gap)
 
     def wake(self) -> None:
         """Run the manager now (a connection dropped, a member appeared)."""

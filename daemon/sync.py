@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
-from .core import reconcile, syncwire, varint
+from .core import reconcile, syncwire, ticks, varint
 from .core.reconcile import ReconcileError
 from .core.rooms import topic_for
 from .core.syncwire import (
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.5
+TICK_S = 1.0
 FRAME_TIMEOUT_S = 30.0
 SESSION_TIMEOUT_S = 300.0
 # Opening the stream (multistream negotiation included): py-libp2p's new_stream never
@@ -171,6 +171,7 @@ class SyncService:
         self._running: set[tuple[str, str]] = set()
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_SESSIONS)
         self._nursery: trio.Nursery | None = None
+        self._wakeup = trio.Event()
 
     # scheduling
 
@@ -182,7 +183,11 @@ class SyncService:
             task_status.started()
             while True:
                 self._start_due_sessions()
-                await trio.sleep(TICK_S)
+                # Sessions come due on the daemon's shared one-second grid
+                # (core/ticks.py); `sync_now` does not wait for it.
+                with trio.move_on_at(ticks.next_at(trio.current_time(), TICK_S)):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
 
     def _start_due_sessions(self) -> None:
         assert self._nursery is not None
@@ -226,12 +231,13 @@ class SyncService:
             self._gap_sessions.pop(key, None)
 
     def sync_now(self, room: str) -> None:
-        """Sync a room with every peer in it at the next tick."""
+        """Sync a room with every peer in it now (the scheduler wakes for it)."""
         for key in [k for k in self._next_due if k[0] == room]:
             del self._next_due[key]
             self._periodic.discard(key)
             self._quiet.pop(key, None)
             self._gap_sessions.pop(key, None)
+        self._wakeup.set()
 
     async def _session_task(self, room: str, peer: str) -> None:
         key = (room, peer)

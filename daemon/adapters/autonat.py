@@ -34,6 +34,7 @@ from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 
 from ..core import autonat as policy
+from ..core import ticks
 from .p2p import P2PNetwork, Stream
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,10 @@ class AutoNAT:
                 next_round = time.monotonic() + (RECHECK_S if settled else UNKNOWN_RETRY_S)
                 if not servers:
                     next_round = time.monotonic() + 1.0
-            await trio.sleep(min(ADDRS_POLL_S, max(0.0, next_round - time.monotonic())))
+            # Our addresses are looked at on the daemon's shared grid (core/ticks.py).
+            wake = trio.current_time()
+            await trio.sleep_until(min(ticks.next_at(wake, ADDRS_POLL_S),
+                                       wake + max(0.0, next_round - time.monotonic())))
 
     def verdict(self) -> str:
         """public, private or unknown (fixed when forced)."""

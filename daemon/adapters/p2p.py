@@ -43,7 +43,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from ..core import inbound as inbound_policy
-from ..core import peerid, scoring
+from ..core import peerid, scoring, ticks
 from ..core.addrs import advertised_addrs
 from ..core.gossipsub.router import Delivery, GossipParams, Router
 from ..core.inbound import InboundLimits
@@ -728,7 +728,7 @@ class P2PNetwork:
         below the disconnect threshold, banning them like flooders (py-libp2p has no
         disconnect threshold; tests/upstream/test_peer_scoring.py)."""
         while True:
-            await trio.sleep(scoring.HEARTBEAT_S)
+            await trio.sleep_until(ticks.next_at(trio.current_time(), scoring.HEARTBEAT_S))
             self.check_scores()
 
     def check_scores(self) -> None:

@@ -34,7 +34,7 @@ from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from ..core import varint
+from ..core import ticks, varint
 from ..core.gossipsub.outbox import Outbox
 from ..core.gossipsub.router import Delivery, Router, TopicValidator
 from . import libp2p_patches, negotiate
@@ -227,7 +227,7 @@ class PubSub:
 
     async def _heartbeats(self) -> None:
         while True:
-            await trio.sleep(HEARTBEAT_S)
+            await trio.sleep_until(ticks.next_at(trio.current_time(), HEARTBEAT_S))
             self._sweep_links()
             await self._changes_send.send(self._heartbeat)
 

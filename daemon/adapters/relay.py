@@ -42,6 +42,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, StopMessage
 
 from ..core import autonat as autonat_policy
 from ..core import relay as book
+from ..core import ticks
 from ..errors import PeerUnreachable
 from . import negotiate
 from .autonat import AutoNAT, read_message, write_message
@@ -382,7 +383,7 @@ class Relay:
                         break
                     await self._reserve_on(relay)
             self._advertise()
-            await trio.sleep(RESERVE_POLL_S)
+            await trio.sleep_until(ticks.next_at(trio.current_time(), RESERVE_POLL_S))
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve hop and stop, and keep reservations, until cancelled."""

@@ -70,6 +70,7 @@ from libp2p.stream_muxer.exceptions import (
     MuxedStreamReset,
 )
 
+from ..core import ticks
 from ..errors import ProtocolError  # a peer breaking yamux: closed with GO_AWAY
 from .locks import QuickLock
 
@@ -716,7 +717,9 @@ class Yamux(IMuxedConn):
         never, and redial would not start."""
         try:
             while True:
-                await trio.sleep(self.keepalive_s)
+                # On the daemon's shared grid (core/ticks.py): a quiet daemon pings
+                # all of its connections in one wake-up, not one each.
+                await trio.sleep_until(ticks.next_at(trio.current_time(), self.keepalive_s))
                 self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
                 self._pong = trio.Event()
                 sent = trio.current_time()

@@ -267,7 +267,7 @@ async def test_no_session_starts_while_the_store_refuses_writes(
         assert service.times() == []
         history.store_health.writes_failing = False
         healed = trio.current_time()
-        await trio.sleep(1)
+        await trio.sleep(sync.TICK_S * 1.5)
     within_a_tick(service.times(), [healed])
 
 
