@@ -15,7 +15,9 @@ Rules:
   (core/kadlookup.py); the k nearest servers that answered get ADD_PROVIDER with our
   id and addresses, over the connections the walk dialed to them (hung up on after
   it; the walk's other dialed connections right after the walk). That repeats every
-  PROVIDE_S (+-20%). The walk's providers, never our own store alone, are the room's
+  PROVIDE_S (+-20%). Until a connection a query dialed is kept (the connection
+  manager wants it) or hung up on, it is passing (`is_passing`): presence fetches
+  and sync sessions leave it alone. The walk's providers, never our own store alone, are the room's
   members: up to room_peers_min of them that are not connected are dialed (announced
   addresses back off like the connection manager's). While a room has fewer
   connected members than room_peers_min, the walk repeats after FIND_FIRST_S,
@@ -77,6 +79,9 @@ FIND_IDLE_S = 120.0  # a room with enough members still looks now and then
 LOOKUP_TIMEOUT_S = 30.0
 QUERY_TIMEOUT_S = 5.0
 IDLE_S = 10.0
+# A walk's dialed connections are kept or hung up on by the time it and its
+# announcement are done.
+PASSING_S = LOOKUP_TIMEOUT_S + 2 * QUERY_TIMEOUT_S
 MAX_INBOUND = 64
 MAX_STREAMS_PER_PEER = 4
 MAX_REQUESTS_PER_STREAM = 1024
@@ -152,6 +157,9 @@ class DhtService:
         # a room short of room_peers_min connections). Others are closed after the
         # query, so that walks do not pile connections above the manager's bounds.
         self.keep_connection: Callable[[str], bool] = lambda _peer: False
+        # Peers dialed for a query and not yet kept or hung up on, with when the mark
+        # lapses at the latest (a walk holds its connections until it is done).
+        self._passing: dict[str, float] = {}
         self.network = network
         self.mode = resolve_mode(mode, "unknown")
         self.room_peers_min = room_peers_min
@@ -305,6 +313,8 @@ class DhtService:
         if self.network.is_blocked(text):
             return None
         dialed = not self.network.is_connected(text)
+        if dialed:
+            self._passing[text] = trio.current_time() + PASSING_S
         try:
             with trio.fail_after(QUERY_TIMEOUT_S):
                 if not await self._ensure_connected(text, peer.addrs):
@@ -347,11 +357,27 @@ class DhtService:
 
     async def _maybe_hang_up(self, peer: str) -> None:
         """Close a connection dialed for one query unless it is worth keeping."""
-        if not self.network.is_connected(peer) or self.keep_connection(peer):
-            return
-        self.stats.hung_up += 1
-        with trio.move_on_after(QUERY_TIMEOUT_S):
-            await self.network.hang_up(peer)
+        try:
+            if not self.network.is_connected(peer) or self.keep_connection(peer):
+                return
+            self.stats.hung_up += 1
+            with trio.move_on_after(QUERY_TIMEOUT_S):
+                await self.network.hang_up(peer)
+        finally:
+            self._passing.pop(peer, None)
+
+    def is_passing(self, peer: str) -> bool:
+        """True while the connection to peer is one a query dialed and is about to
+        hang up on: presence and sync leave it alone. (Joining a room of 20 that all
+        serve the DHT, each member's walk dials ~15 of them for a moment; a presence
+        fetch and a sync session on each failed as it closed, ~300 in the room.)"""
+        lapses = self._passing.get(peer)
+        if lapses is None:
+            return False
+        if trio.current_time() < lapses:
+            return True
+        del self._passing[peer]
+        return False
 
     async def _ensure_connected(self, peer: str, addrs: tuple[bytes, ...]) -> bool:
         if self.network.is_connected(peer):

@@ -35,6 +35,7 @@ import random
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +181,8 @@ class PresenceService:
         self._announced: dict[str, tuple[tuple[str, ...], str]] = {}
         self._last_change = -CHANGE_GAP_S
         self._fetched: set[tuple[str, str]] = set()
+        # Connections another service dialed for a moment (DHT queries): no fetch.
+        self.passing: Callable[[str], bool] = lambda _peer: False
         # (room, peer) -> (failures in a row, not again before this trio time)
         self._fetch_failed: dict[tuple[str, str], tuple[int, float]] = {}
         self._last_fetch: dict[str, float] = {}
@@ -552,7 +555,7 @@ class PresenceService:
                 key = (room, peer)
                 if peer in connected and key not in self._fetched \
                         and now >= self._fetch_failed.get(key, (0, 0.0))[1] \
-                        and not self.network.is_blocked(peer):
+                        and not self.network.is_blocked(peer) and not self.passing(peer):
                     self._fetched.add(key)
                     self._nursery.start_soon(self._fetch_task, room, peer)
                     if not warm:

@@ -144,6 +144,7 @@ class Daemon:
                               room_peers_min=config.room_peers_min)
         self.dht.count_fault = self.node.count_fault
         self.dht.keep_connection = self.node.presence.wants
+        self.node.presence.passing = self.node.sync.passing = self.dht.is_passing
         self.node.discovery["dht"] = self.dht.view
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:

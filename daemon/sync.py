@@ -38,6 +38,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +173,8 @@ class SyncService:
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_SESSIONS)
         self._nursery: trio.Nursery | None = None
         self._wakeup = trio.Event()
+        # Connections another service dialed for a moment (DHT queries): no session.
+        self.passing: Callable[[str], bool] = lambda _peer: False
 
     # scheduling
 
@@ -200,7 +203,7 @@ class SyncService:
                 key = (room, peer)
                 if peer not in connected or key in self._running:
                     continue
-                if self.network.is_blocked(peer):
+                if self.network.is_blocked(peer) or self.passing(peer):
                     continue
                 due = self._next_due.get(key)
                 if key in self._periodic and self.network.peer_id > peer:

@@ -101,3 +101,40 @@ async def test_an_announcement_reuses_the_walks_connection_to_the_nearest() -> N
         assert service.stats.hung_up == 1
         assert not network.is_connected(other.get_id().to_base58())
         nursery.cancel_scope.cancel()
+
+
+async def test_a_query_connection_is_passing_until_hung_up_or_kept() -> None:
+    """While a query's connection is up, presence and sync are told to leave it alone
+    (DhtService.is_passing); it stops passing when it is hung up on, or kept."""
+    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    other = stock_host()
+    seen_passing: list[bool] = []
+    service: dht.DhtService | None = None
+
+    async def answer(stream: Any) -> None:
+        assert service is not None
+        seen_passing.append(service.is_passing(other.get_id().to_base58()))
+        await _answer(stream)
+
+    other.set_stream_handler(KAD, answer)
+    async with trio.open_nursery() as nursery, other.run(listen_addrs=LOOPBACK):
+        await nursery.start(network.run)
+        service = dht.DhtService(None, network,  # type: ignore[arg-type]
+                                 mode="server", room_peers_min=4)
+        text = other.get_id().to_base58()
+        addrs = tuple(a for a in (kadaddrs.addr_to_bytes(str(m)) for m in other.get_addrs())
+                      if a)
+        peer = Peer(bytes(other.get_id().to_bytes()), addrs)
+        assert not service.is_passing(text)
+        with trio.fail_after(20):
+            await service._query(peer, Message(MessageType.FIND_NODE, b"k" * 32))
+        assert seen_passing == [True]
+        assert not service.is_passing(text) and not network.is_connected(text)
+
+        service.keep_connection = lambda _peer: True  # now a member the manager wants
+        with trio.fail_after(20):
+            await service._query(peer, Message(MessageType.FIND_NODE, b"k" * 32))
+        assert seen_passing == [True, True]
+        assert network.is_connected(text)
+        assert not service.is_passing(text)
+        nursery.cancel_scope.cancel()

@@ -283,6 +283,22 @@ async def test_disconnected_and_blocked_peers_are_left_alone(
     assert service.times("D") == []
 
 
+async def test_a_connection_dialed_for_a_moment_gets_no_session_until_it_stays(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    service, _, _ = setup([0], peers=("B", "C"))
+    passing = {"C"}  # a DHT query's connection, about to be hung up on
+    service.passing = passing.__contains__
+    async with running(service):
+        await trio.sleep(INTERVAL)
+        assert service.times("B")
+        assert service.times("C") == []
+        passing.clear()  # the DHT kept it: the room wants it
+        kept = trio.current_time()
+        await trio.sleep(sync.TICK_S * 1.5)
+    within_a_tick(service.times("C"), [kept])
+
+
 async def test_at_most_four_sessions_run_at_once_and_never_two_per_pair(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
