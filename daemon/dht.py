@@ -19,9 +19,9 @@ Rules:
   manager wants it) or hung up on, it is passing (`is_passing`): presence fetches
   and sync sessions leave it alone. The walk's providers, never our own store
   alone, are the room's members: up to room_peers_min of them that are not
-  connected are dialed (announced addresses back off like the connection manager's). While a room has fewer
-  connected members than room_peers_min, the walk repeats after FIND_FIRST_S,
-  doubling to FIND_MAX_S.
+  connected are dialed (announced addresses back off like the connection
+  manager's). While a room has fewer connected members than room_peers_min, the
+  walk repeats after FIND_FIRST_S, doubling to FIND_MAX_S.
 - Serving is bounded: MAX_INBOUND streams in all and MAX_STREAMS_PER_PEER per peer
   (more are reset), IDLE_S without a whole request closes a stream, a request is at
   most MAX_REQUEST_BYTES, a stream carries at most MAX_REQUESTS_PER_STREAM. An
