@@ -200,6 +200,8 @@ class DhtService:
     def _tick(self, now: float) -> None:
         assert self._nursery is not None
         self._seed_from_connections(now)
+        for peer in [p for p, lapses in self._passing.items() if lapses <= now]:
+            del self._passing[peer]  # a query that never came back to hang up
         if now - self._expired_at > EXPIRE_EVERY_S:
             self._expired_at = now
             self.providers.expire(now)
@@ -371,13 +373,7 @@ class DhtService:
         hang up on: presence and sync leave it alone. (Joining a room of 20 that all
         serve the DHT, each member's walk dials ~15 of them for a moment; a presence
         fetch and a sync session on each failed as it closed, ~300 in the room.)"""
-        lapses = self._passing.get(peer)
-        if lapses is None:
-            return False
-        if trio.current_time() < lapses:
-            return True
-        del self._passing[peer]
-        return False
+        return self._passing.get(peer, -math.inf) > trio.current_time()
 
     async def _ensure_connected(self, peer: str, addrs: tuple[bytes, ...]) -> bool:
         if self.network.is_connected(peer):

@@ -197,7 +197,7 @@ class Node:
         faults = dict(self.stats.faults)
         for protocol, count in self.network.stats.stream_faults.items():
             faults[f"stream {protocol}"] = count
-        bitswap = self.images.exchange.view()["stream_faults"]
+        bitswap = self.images.exchange.bitswap.stats.stream_faults
         if bitswap:
             faults["stream bitswap"] = bitswap
         return faults
@@ -236,11 +236,12 @@ class Node:
         """Version, uptime, peers, rooms and store counts."""
         gossip = self.network.stats
         history = self.room_history.stats
+        connected = self.network.connected_peers()  # read once: three sections use it
         return {
             "version": __version__,
             "peer_id": self.identity.peer_id_text,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
-            "peers": len(self.network.connected_peers()),
+            "peers": len(connected),
             "rooms": len(self.room_history.joined_rooms()),
             "messages": self._message_count(),
             "blocks": self.images.blocks.count,
@@ -279,13 +280,13 @@ class Node:
             "sync": self.sync.view(),
             "redial": {"attempts": self.redialer.attempts,
                        "reconnected": self.redialer.reconnected},
-            "connections": {**self.presence.connections_view(),
+            "connections": {**self.presence.connections_view(connected),
                             "inbound": self.network.inbound_count(),
                             "max_inbound_connections": self.network.limits.inbound.max_total,
                             "max_inbound_per_ip": self.network.limits.inbound.max_per_ip,
                             "refused": dict(gossip.refused),
                             "streams_refused": dict(gossip.refused_streams)},
-            "presence": self.presence.view(),
+            "presence": self.presence.view(connected),
             "discovery": self.discovery_view(),
             "store": self.room_history.store_view(),
         }

@@ -798,9 +798,11 @@ class PresenceService:
                                       "online": True, "nick_ms": now_ms}
         return sorted(rows.values(), key=lambda r: r["peer_id"])
 
-    def view(self) -> dict[str, Any]:
-        """The `presence` section of `status`: counters and, per room, who is present."""
-        connected = set(self.network.connected_peers())
+    def view(self, connected_peers: list[str] | None = None) -> dict[str, Any]:
+        """The `presence` section of `status`: counters and, per room, who is present
+        (`connected_peers`: the network's, when the caller has just read them)."""
+        connected = set(self.network.connected_peers() if connected_peers is None
+                        else connected_peers)
         now_ms = _now_ms()
         rooms = {}
         for room, directory in sorted(self.directories.items()):
@@ -822,10 +824,12 @@ class PresenceService:
             "rooms": rooms,
         }
 
-    def connections_view(self) -> dict[str, Any]:
+    def connections_view(self, connected_peers: list[str] | None = None) -> dict[str, Any]:
         """The `connections` section of `status`: the manager's counts and bounds."""
+        if connected_peers is None:
+            connected_peers = self.network.connected_peers()
         return {
-            "connected": len(self.network.connected_peers()),
+            "connected": len(connected_peers),
             "dialing": len(self._dialing),
             "dials": self.stats.dials,
             "dials_failed": self.stats.dials_failed,

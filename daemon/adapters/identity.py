@@ -39,14 +39,14 @@ class Identity:
     seed: bytes
     public_key: bytes
 
-    @property
+    @cached_property
     def peer_id(self) -> bytes:
         """The binary libp2p peer id."""
         return peerid.from_public_key(self.public_key)
 
-    @property
+    @cached_property
     def peer_id_text(self) -> str:
-        """The base58 peer id."""
+        """The base58 peer id (`status` asks on every call: base58 is ~4 us)."""
         return peerid.to_text(self.peer_id)
 
     @cached_property
