@@ -798,11 +798,10 @@ class PresenceService:
                                       "online": True, "nick_ms": now_ms}
         return sorted(rows.values(), key=lambda r: r["peer_id"])
 
-    def view(self, connected_peers: list[str] | None = None) -> dict[str, Any]:
+    def view(self, connected_peers: list[str]) -> dict[str, Any]:
         """The `presence` section of `status`: counters and, per room, who is present
-        (`connected_peers`: the network's, when the caller has just read them)."""
-        connected = set(self.network.connected_peers() if connected_peers is None
-                        else connected_peers)
+        (`connected_peers`: the network's, as `status` has just read them)."""
+        connected = set(connected_peers)
         now_ms = _now_ms()
         rooms = {}
         for room, directory in sorted(self.directories.items()):
@@ -824,10 +823,8 @@ class PresenceService:
             "rooms": rooms,
         }
 
-    def connections_view(self, connected_peers: list[str] | None = None) -> dict[str, Any]:
+    def connections_view(self, connected_peers: list[str]) -> dict[str, Any]:
         """The `connections` section of `status`: the manager's counts and bounds."""
-        if connected_peers is None:
-            connected_peers = self.network.connected_peers()
         return {
             "connected": len(connected_peers),
             "dialing": len(self._dialing),
