@@ -6,6 +6,8 @@ key, queried by every member) kept the most connections: 30-40 each."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import multiaddr
@@ -25,6 +27,21 @@ from harness.libp2p_hosts import LOOPBACK, stock_host
 KAD = TProtocol(dht.PROTOCOL)
 
 
+@asynccontextmanager
+async def _dht_beside(other: Any) -> AsyncIterator[tuple[P2PNetwork, dht.DhtService, Peer]]:
+    """Our P2PNetwork and a DhtService on it, and `other` (a stock host, its handlers
+    set) running beside them as the Peer a query goes to; all stopped at the end."""
+    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    async with trio.open_nursery() as nursery, other.run(listen_addrs=LOOPBACK):
+        await nursery.start(network.run)
+        service = dht.DhtService(None, network,  # type: ignore[arg-type]
+                                 mode="server", room_peers_min=4)
+        addrs = tuple(a for a in (kadaddrs.addr_to_bytes(str(m)) for m in other.get_addrs())
+                      if a)
+        yield network, service, Peer(bytes(other.get_id().to_bytes()), addrs)
+        nursery.cancel_scope.cancel()
+
+
 async def _silent(stream: Any) -> None:
     await trio.sleep_forever()
 
@@ -42,30 +59,20 @@ async def _answer(stream: Any) -> None:
 async def test_a_query_hangs_up_the_connection_it_dialed(
         handler: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dht, "QUERY_TIMEOUT_S", 1.0)
-    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
     other = stock_host()
     other.set_stream_handler(KAD, handler)
-    async with trio.open_nursery() as nursery, other.run(listen_addrs=LOOPBACK):
-        await nursery.start(network.run)
-        service = dht.DhtService(None, network,  # type: ignore[arg-type]
-                                 mode="server", room_peers_min=4)
-        text = other.get_id().to_base58()
-        addrs = tuple(a for a in (kadaddrs.addr_to_bytes(str(m)) for m in other.get_addrs())
-                      if a)
-        peer = Peer(bytes(other.get_id().to_bytes()), addrs)
+    async with _dht_beside(other) as (network, service, peer):
         with trio.fail_after(20):
             reply = await service._query(peer, Message(MessageType.FIND_NODE, b"k" * 32))
         assert (reply is None) == (handler is _silent)
         assert service.stats.hung_up == 1
-        assert not network.is_connected(text)
-        nursery.cancel_scope.cancel()
+        assert not network.is_connected(other.get_id().to_base58())
 
 
 async def test_an_announcement_reuses_the_walks_connection_to_the_nearest() -> None:
     """Providing a room walks its key, then stores our record with the nearest servers
     the walk asked: the walk's connection to each of them carries the ADD_PROVIDER, and
     is hung up on once, after it. Before, each was dialed and hung up on twice."""
-    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
     other = stock_host()
     connections: list[int] = []
     asked: list[MessageType] = []
@@ -83,13 +90,8 @@ async def test_an_announcement_reuses_the_walks_connection_to_the_nearest() -> N
         await stream.close()
 
     other.set_stream_handler(KAD, serve)
-    async with trio.open_nursery() as nursery, other.run(listen_addrs=LOOPBACK):
-        await nursery.start(network.run)
-        service = dht.DhtService(None, network,  # type: ignore[arg-type]
-                                 mode="server", room_peers_min=4)
-        addrs = tuple(a for a in (kadaddrs.addr_to_bytes(str(m)) for m in other.get_addrs())
-                      if a)
-        service.table.add(bytes(other.get_id().to_bytes()), addrs, trio.current_time())
+    async with _dht_beside(other) as (network, service, peer):
+        service.table.add(peer.id, peer.addrs, trio.current_time())
         room = dht._Room(room_key(topic_for("den")))
         with trio.fail_after(20):
             await service._rendezvous_once("den", room, provide=True)
@@ -100,13 +102,11 @@ async def test_an_announcement_reuses_the_walks_connection_to_the_nearest() -> N
         assert len(connections) == 1
         assert service.stats.hung_up == 1
         assert not network.is_connected(other.get_id().to_base58())
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_query_connection_is_passing_until_hung_up_or_kept() -> None:
     """While a query's connection is up, presence and sync are told to leave it alone
     (DhtService.is_passing); it stops passing when it is hung up on, or kept."""
-    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
     other = stock_host()
     seen_passing: list[bool] = []
     service: dht.DhtService | None = None
@@ -117,14 +117,9 @@ async def test_a_query_connection_is_passing_until_hung_up_or_kept() -> None:
         await _answer(stream)
 
     other.set_stream_handler(KAD, answer)
-    async with trio.open_nursery() as nursery, other.run(listen_addrs=LOOPBACK):
-        await nursery.start(network.run)
-        service = dht.DhtService(None, network,  # type: ignore[arg-type]
-                                 mode="server", room_peers_min=4)
+    async with _dht_beside(other) as (network, dht_service, peer):
+        service = dht_service
         text = other.get_id().to_base58()
-        addrs = tuple(a for a in (kadaddrs.addr_to_bytes(str(m)) for m in other.get_addrs())
-                      if a)
-        peer = Peer(bytes(other.get_id().to_bytes()), addrs)
         assert not service.is_passing(text)
         with trio.fail_after(20):
             await service._query(peer, Message(MessageType.FIND_NODE, b"k" * 32))
@@ -138,4 +133,3 @@ async def test_a_query_connection_is_passing_until_hung_up_or_kept() -> None:
         assert seen_passing == [True, True]
         assert network.is_connected(text)
         assert not service.is_passing(text)
-        nursery.cancel_scope.cancel()
