@@ -1,6 +1,6 @@
 """Image fetch throughput: our bitswap adapter against py-libp2p's own and the pipes below.
 
-Four figures, each the median of `--repeat` transfers of the same `--size` bytes (10 MB
+Five figures, each the median of `--repeat` transfers of the same `--size` bytes (10 MB
 by default) from one peer to another over 127.0.0.1, in MB/s (10^6 bytes per second):
 
 - mb_s: gossipchat's bitswap adapter (daemon/adapters/bitswap.py) fetching the file's
@@ -11,15 +11,20 @@ by default) from one peer to another over 127.0.0.1, in MB/s (10^6 bytes per sec
 - raw_stream_mb_s: a bare py-libp2p stream (TCP, Noise, yamux) carrying the bytes in
   256 KiB writes: the ceiling any protocol on this stack can reach.
 - loopback_mb_s: a bare trio TCP connection, the ceiling of the machine.
+- store_write_mb_s: no network at all: the file's blocks written into an empty block
+  store (`BlockStore.put_many_async`, already verified, so no hashing), the client's
+  disk half of a fetch. A fetch stores every block it gets, so it cannot be faster
+  than this. On a virtual machine whose memory the host backs only when the guest
+  first touches it, this ceiling is low: each new page of page cache costs a host
+  page fault, and a fresh store is all new pages.
 
 Every transfer goes server to client, as a fetch does, and the clock runs from the
-request to the last byte. Connections are set up before; the bitswap clients get a
-fresh host and an empty store for every run, so each run is a first fetch. The
-headline figures use two processes, server and client each in its own, as two
-daemons run; the same four measured with both peers in one trio loop are under
-"in_process"
-(both ends then share one core). Targets: mb_s >= 40 and at least twice
-baseline_bitswap_mb_s.
+request to the last byte (store_write: from the call to its return). Connections are
+set up before; the bitswap clients get a fresh host and an empty store for every run,
+so each run is a first fetch. The headline figures use two processes, server and
+client each in its own, as two daemons run; the same five measured with both peers in
+one trio loop are under "in_process" (both ends then share one core). Targets: mb_s
+>= 40 and at least twice baseline_bitswap_mb_s.
 
 The machine is shared: other work on its 2 cores moves every figure by a factor of two
 or more from one minute to the next. Medians of alternating runs are the honest
@@ -59,12 +64,13 @@ from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from gossipchat.daemon.core import unixfs
 from harness.libp2p_hosts import LOOPBACK, stock_host
 
-KINDS = ("ours", "baseline_bitswap", "raw_stream", "loopback")
+KINDS = ("ours", "baseline_bitswap", "raw_stream", "loopback", "store_write")
 KEYS = {
     "ours": "mb_s",
     "baseline_bitswap": "baseline_bitswap_mb_s",
     "raw_stream": "raw_stream_mb_s",
     "loopback": "loopback_mb_s",
+    "store_write": "store_write_mb_s",
 }
 STREAM_PROTOCOL = TProtocol("/gossipchat-bench/stream/1.0.0")
 STREAM_WRITE = 256 * 1024
@@ -159,11 +165,17 @@ async def serve_loopback(size: int, scratch: Path, *, task_status: Any) -> None:
         task_status.started((f"127.0.0.1:{port}", ""))
 
 
+async def serve_nothing(size: int, scratch: Path, *, task_status: Any) -> None:
+    # store_write needs no peer; it has a server only so that every kind runs the same way.
+    task_status.started(("-", ""))
+
+
 SERVERS: dict[str, Callable[..., Awaitable[None]]] = {
     "ours": serve_ours,
     "baseline_bitswap": serve_baseline_bitswap,
     "raw_stream": serve_raw_stream,
     "loopback": serve_loopback,
+    "store_write": serve_nothing,
 }
 
 
@@ -270,11 +282,28 @@ async def fetch_loopback(
     return rates
 
 
+async def fetch_store_write(
+    address: str, cid: str, size: int, repeat: int, scratch: Path
+) -> list[float]:
+    blocks = [(block.cid, block.data) for block in unixfs.import_file(payload(size)).blocks]
+    rates = []
+    for _ in range(repeat):
+        # A fresh store each time, as `ours` gives each fetch: every block a new file.
+        store = BlockStore(tempfile.mkdtemp(prefix="store-", dir=scratch))
+        start = time.perf_counter()
+        with trio.fail_after(TRANSFER_TIMEOUT):
+            await store.put_many_async(blocks, verified=True)
+        rates.append(mb_s(size, time.perf_counter() - start))
+        assert store.count == len({unixfs.normalize_cid(cid) for cid, _ in blocks})
+    return rates
+
+
 CLIENTS: dict[str, Callable[[str, str, int, int, Path], Awaitable[list[float]]]] = {
     "ours": fetch_ours,
     "baseline_bitswap": fetch_baseline_bitswap,
     "raw_stream": fetch_raw_stream,
     "loopback": fetch_loopback,
+    "store_write": fetch_store_write,
 }
 
 
@@ -283,7 +312,7 @@ CLIENTS: dict[str, Callable[[str, str, int, int, Path], Awaitable[list[float]]]]
 
 
 def measure_in_process(size: int, repeat: int) -> dict[str, list[float] | str]:
-    """All four servers and the client as tasks of one trio loop, kinds alternating."""
+    """All five servers and the client as tasks of one trio loop, kinds alternating."""
 
     async def main() -> dict[str, list[float] | str]:
         results: dict[str, list[float] | str] = {kind: [] for kind in KINDS}
@@ -397,7 +426,7 @@ def summarize(rates: dict[str, list[float] | str]) -> dict[str, Any]:
 
 
 def measure(size: int, repeat: int) -> dict[str, Any]:
-    """All four figures in both topologies, the kinds alternating to spread the noise."""
+    """All five figures in both topologies, the kinds alternating to spread the noise."""
     runs = {
         "two_process": measure_two_process(size, repeat),
         "in_process": measure_in_process(size, repeat),
