@@ -129,10 +129,11 @@ class FetchSlotStats:
 
 @dataclass
 class _RunningFetch:
-    """A fetch under way: who else hears its progress, and when it ends."""
+    """A fetch under way: who else hears its progress, when it ends, and what it got."""
 
     done: trio.Event = field(default_factory=trio.Event)
     watchers: list[Callable[[int, int], None]] = field(default_factory=list)
+    data: bytes | None = None  # the file, once it is fetched
 
 
 class ImageService:
@@ -430,11 +431,14 @@ class ImageService:
     ) -> bytes:
         """`exchange.fetch`, but a fetch of an image that is being fetched already (an
         auto-fetch, another client's `fetch`) waits for that one, hearing its progress,
-        instead of asking every peer for every block a second time. Then it runs
-        itself: from the store if the other got the image, from the peers if it failed.
+        instead of asking every peer for every block a second time. Then it takes the
+        bytes the other got, if they fit its own limits, or runs itself: from the
+        peers if the other failed.
 
         Measured in the fanout bench (20 members, each auto-fetching while its client
-        fetched too), two sessions per member cost about a fifth of the round's CPU.
+        fetched too), two sessions per member cost about a fifth of the round's CPU;
+        reading the blocks back from the store and assembling the file again after
+        the first one, about a tenth.
         """
         deadline = trio.current_time() + timeout_s
         running = self._running.get(root)
@@ -449,6 +453,8 @@ class ImageService:
             finally:
                 if on_progress is not None:
                     running.watchers.remove(on_progress)
+            if running.data is not None and _fits(running.data, max_size, expected_size):
+                return running.data
             if trio.current_time() >= deadline:
                 break  # our own fetch below times out at once, with the usual error
             running = self._running.get(root)  # a third fetch may have begun meanwhile
@@ -462,11 +468,12 @@ class ImageService:
                 watcher(have, total)
 
         try:
-            return await self.exchange.fetch(
+            mine.data = await self.exchange.fetch(
                 root, peers, max_size=max_size, timeout_s=max(deadline - trio.current_time(),
                                                                 0.01),
                 fallback=fallback, patience_s=patience_s, expected_size=expected_size,
                 on_progress=progress)
+            return mine.data
         finally:
             if self._running.get(root) is mine:
                 del self._running[root]
@@ -683,6 +690,12 @@ class ImageService:
                 "timed_out": self.fetch_slots.timed_out,
             },
         }
+
+
+def _fits(data: bytes, max_size: int, expected_size: int | None) -> bool:
+    """Whether bytes another fetch got answer this one: within its size limit, and of
+    the size it expects (a fetch that would refuse them runs itself and says why)."""
+    return len(data) <= max_size and expected_size in (None, len(data))
 
 
 def _write_out(target: Path, data: bytes, force: bool) -> str:

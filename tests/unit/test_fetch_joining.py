@@ -1,11 +1,12 @@
 """A second fetch of an image that is being fetched joins the first (images.py): it
-waits for it, hearing its progress, then runs itself (from the store if the first got
-the image, from the peers if it failed). Under trio's autojump_clock, with a stand-in
-for the block exchange (no network, no store)."""
+waits for it, hearing its progress, then takes the bytes the first got if they fit its
+own limits, or runs itself (from the peers if the first failed). Under trio's
+autojump_clock, with a stand-in for the block exchange (no network, no store)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import trio
@@ -54,41 +55,54 @@ def _service(exchange: Exchange) -> ImageService:
 
 
 async def _fetch(service: ImageService, timeout_s: float, heard: list[tuple[int, int]] | None,
-                 out: list[object]) -> None:
+                 out: list[object], *, max_size: int = 100,
+                 expected_size: int | None = None) -> None:
     def on_progress(have: int, total: int) -> None:
         assert heard is not None
         heard.append((have, total))
 
     try:
         out.append(await service._exchange_fetch(
-            ROOT, ["p"], max_size=100, timeout_s=timeout_s, fallback=[], patience_s=0.0,
-            on_progress=on_progress if heard is not None else None))
+            ROOT, ["p"], max_size=max_size, timeout_s=timeout_s, fallback=[], patience_s=0.0,
+            expected_size=expected_size, on_progress=on_progress if heard is not None else None))
     except (NotFound, FetchTimeout) as exc:
         out.append(type(exc).__name__)
 
 
-async def _one_then_another(service: ImageService,
-                            heard: list[tuple[int, int]] | None = None) -> list[object]:
+async def _one_then_another(service: ImageService, heard: list[tuple[int, int]] | None = None,
+                            **second: int) -> list[object]:
     """A fetch at 0 and another of the same image at 1 s, both with 60 s to go."""
     out: list[object] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_fetch, service, 60, None, out)
         await trio.sleep(1)
-        nursery.start_soon(_fetch, service, 60, heard, out)
+        nursery.start_soon(partial(_fetch, service, 60, heard, out, **second))
     return out
 
 
-async def test_a_second_fetch_waits_for_the_first_and_hears_its_progress(
+async def test_a_second_fetch_waits_for_the_first_and_takes_its_bytes(
         autojump_clock: trio.testing.MockClock) -> None:
     exchange = Exchange(seconds=10)
     service = _service(exchange)
     heard: list[tuple[int, int]] = []
     assert await _one_then_another(service, heard) == [b"image", b"image"]
-    # The peers were asked once; the second fetch read what the first stored.
-    assert exchange.calls == [(0, "peers"), (10, "store")]
+    # The peers were asked once, and the store not at all: the second fetch took the
+    # bytes the first got.
+    assert exchange.calls == [(0, "peers")]
     assert heard == [(1, 2), (2, 2)]  # the first one's progress, heard while it waited
     assert service.fetches_joined == 1
     assert service._running == {}
+
+
+@pytest.mark.parametrize("limits", [{"max_size": 3}, {"expected_size": 4}])
+async def test_bytes_that_do_not_fit_the_second_fetch_make_it_run_itself(
+        autojump_clock: trio.testing.MockClock, limits: dict[str, int]) -> None:
+    exchange = Exchange(seconds=10)
+    service = _service(exchange)
+    # 5 bytes: over a max_size of 3, or not the 4 the second one expects. It runs
+    # itself (here, from the store the first filled), so the exchange applies its limits.
+    assert await _one_then_another(service, **limits) == [b"image", b"image"]
+    assert exchange.calls == [(0, "peers"), (10, "store")]
 
 
 async def test_when_the_first_fails_the_second_asks_the_peers_itself(
