@@ -674,6 +674,8 @@ class ImageService:
         return {
             "blocks": self.blocks.count, "bytes": self.blocks.total_bytes,
             "quota": self.blocks.quota_bytes, "pinned_images": len(self.blocks.pinned_roots()),
+            # Block reads served from the blocks kept in memory (adapters/blockstore.py).
+            "blocks_from_memory": self.blocks.hot_hits,
             "auto_fetched": self.auto_fetched, "auto_fetch_failed": self.auto_fetch_failed,
             # Fetches that found the same image being fetched and waited for that one.
             "fetches_joined": self.fetches_joined,

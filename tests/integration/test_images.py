@@ -80,6 +80,8 @@ def test_image_reaches_members_byte_for_byte_and_survives_the_sender(
     wait_for(lambda: holds(b, len(original)) and holds(c, len(original)), timeout=60,
              message="b and c hold the image")
     print(f"auto-fetch by both members: {time.monotonic() - started:.2f} s for 5.4 MB")
+    # The sender served the blocks it had just stored from memory, not from disk.
+    assert a.call("status")["images"]["blocks_from_memory"] > 0
 
     out = cluster.root / "out-b"
     out.mkdir()

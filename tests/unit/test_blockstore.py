@@ -94,7 +94,7 @@ def test_state_survives_reopen_and_tmp_leftovers_are_removed(tmp_path: Path) -> 
 
 
 def test_corrupt_block_on_disk_is_dropped_not_served(tmp_path: Path) -> None:
-    store = BlockStore(tmp_path)
+    store = BlockStore(tmp_path, hot_bytes=0)  # every read from disk
     cid, data = raw_block(b"precious bytes")
     store.put(cid, data)
     name = unixfs.cid_to_str(cid)
@@ -106,7 +106,7 @@ def test_corrupt_block_on_disk_is_dropped_not_served(tmp_path: Path) -> None:
 
 
 def test_vanished_file_is_forgotten(tmp_path: Path) -> None:
-    store = BlockStore(tmp_path)
+    store = BlockStore(tmp_path, hot_bytes=0)
     cid, data = raw_block(b"here today")
     store.put(cid, data)
     name = unixfs.cid_to_str(cid)
@@ -303,7 +303,7 @@ async def test_writes_in_flight_count_against_the_quota(tmp_path: Path) -> None:
 
 
 async def test_put_many_and_get_many(tmp_path: Path) -> None:
-    store = BlockStore(tmp_path)
+    store = BlockStore(tmp_path, hot_bytes=0)
     result = unixfs.import_file(pattern(251, 3 * CHUNK_SIZE + 1))
     await store.put_many_async([(b.cid, b.data) for b in result.blocks], verified=True)
     assert store.count == len(result.blocks)
@@ -329,3 +329,59 @@ async def test_put_many_keeps_what_it_wrote_before_a_failure(tmp_path: Path) -> 
     assert store.has(good[0])
     assert not store.has(bad[0])
     assert store._reserved == 0
+
+
+def _rot(tmp_path: Path, cid: bytes) -> None:
+    name = unixfs.cid_to_str(cid)
+    (tmp_path / name[-3] / name[-2] / name).write_bytes(b"rot")
+
+
+async def test_blocks_stored_last_are_served_from_memory(tmp_path: Path) -> None:
+    """What was stored last is read from memory: rotting its file changes nothing
+    until it is read from disk again (and then the rot is found, as above)."""
+    store = BlockStore(tmp_path, hot_bytes=2 * CHUNK_SIZE)
+    result = unixfs.import_file(pattern(251, 3 * CHUNK_SIZE))
+    leaves = [b for b in result.blocks if b.cid != result.root]
+    assert len(leaves) == 3
+    await store.put_many_async([(b.cid, b.data) for b in leaves], verified=True)
+    for block in leaves:
+        _rot(tmp_path, block.cid)
+    # Two leaves fit in memory: the last two stored. The first is read from disk.
+    found = await store.get_many_async([b.cid for b in leaves])
+    assert found == [None, leaves[1].data, leaves[2].data]
+    assert store.hot_hits == 2
+    assert not store.has(leaves[0].cid)
+    assert store.get(leaves[2].cid) == leaves[2].data
+    assert store.hot_hits == 3
+
+
+def test_a_block_read_from_disk_is_kept_in_memory(tmp_path: Path) -> None:
+    cid, data = raw_block(b"read me twice")
+    BlockStore(tmp_path).put(cid, data)
+    store = BlockStore(tmp_path)  # reopened: nothing in memory yet
+    assert store.get(cid) == data
+    assert store.hot_hits == 0
+    _rot(tmp_path, cid)
+    assert store.get(cid) == data
+    assert store.hot_hits == 1
+
+
+def test_a_block_that_leaves_the_store_leaves_memory(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    result = unixfs.import_file(pattern(251, 2 * CHUNK_SIZE))
+    store.import_file(pattern(251, 2 * CHUNK_SIZE))
+    assert store.evict(result.root) == len(result.blocks)
+    for block in result.blocks:
+        with pytest.raises(BlockNotFoundError):
+            store.get(block.cid)
+    assert (store._hot, store._hot_size, store.hot_hits) == ({}, 0, 0)
+
+
+def test_memory_for_blocks_can_be_turned_off(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="hot_bytes"):
+        BlockStore(tmp_path, hot_bytes=-1)
+    store = BlockStore(tmp_path, hot_bytes=0)
+    cid, data = raw_block(b"no memory")
+    store.put(cid, data)
+    assert store.get(cid) == data
+    assert (store._hot_size, store.hot_hits) == (0, 0)
