@@ -96,6 +96,14 @@ class TamperingStore(BlockStore):
         return [None if data is None else self._tamper(data) for data in found]
 
 
+class DiskOnlyStore(BlockStore):
+    """A block store that keeps no blocks in memory: every read goes to disk, as it
+    does for a block that left memory long ago."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory, hot_bytes=0)
+
+
 # --------------------------------------------------------------------------------------
 # Fetching
 
@@ -460,7 +468,7 @@ async def test_missing_block_is_sent_once_it_arrives(
 async def test_block_found_corrupt_on_disk_is_answered_dont_have(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    node = await start_node(nursery, tmp_path / "node")
+    node = await start_node(nursery, tmp_path / "node", store_class=DiskOnlyStore)
     peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
     await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
     rotten = unixfs.import_file(b"rots on disk")
