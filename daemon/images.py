@@ -438,7 +438,7 @@ class ImageService:
         Measured in the fanout bench (20 members, each auto-fetching while its client
         fetched too), two sessions per member cost about a fifth of the round's CPU;
         reading the blocks back from the store and assembling the file again after
-        the first one, about a tenth.
+        the first one, about a sixth (settled rounds: 4.5 core-s before, 3.6 after).
         """
         deadline = trio.current_time() + timeout_s
         running = self._running.get(root)
