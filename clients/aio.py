@@ -32,7 +32,8 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
-from gossipchat.rpc.client import ConnectionLost, DaemonNotRunning, RpcError, decode_line
+from gossipchat.rpc.client import ConnectionLost, DaemonNotRunning, RpcError
+from gossipchat.rpc.jsonline import decode_line
 from gossipchat.rpc.paths import socket_path
 
 __all__ = ["AsyncClient"]

@@ -2,7 +2,8 @@
 
 `p2pctl` and scripts use this; it must stay light (no trio, no libp2p) so that a
 command starts in about a tenth of a second. orjson, where it is installed (it is a
-dependency of the daemon), reads answers faster; without it the standard library does.
+dependency of the daemon), reads answers faster (rpc/jsonline.py); without it the
+standard library does.
 """
 
 from __future__ import annotations
@@ -15,27 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-try:
-    import orjson
-except ImportError:  # the standard library alone does the same, slower
-    orjson = None  # type: ignore[assignment]
+from .jsonline import decode_line
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
-# orjson reads an integer beyond 64 bits as a float, where json keeps it exact: a line
-# with 19 digits in a row goes to json. (Checked on a copy with every digit as 0.)
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER = b"0" * 19
-
-
-def decode_line(line: bytes) -> Any:
-    """One JSON line as json.loads reads it, through orjson where that gives the same
-    value: a `status` answer takes about a fifth of the time (~8 us against ~40)."""
-    if orjson is not None and line.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) < 0:
-        try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError:
-            pass  # json's own verdict (NaN, other encodings, its error) follows
-    return json.loads(line)
 
 
 class RpcError(Exception):

@@ -49,6 +49,7 @@ from jsonrpcserver.sentinels import NODATA
 
 from gossipchat.daemon.errors import GossipchatError, ResponseTooLarge
 
+from .jsonline import decode_line
 from .limits import MAX_DEPTH, RpcLimits
 from .table import METHODS, MethodSpec
 
@@ -191,7 +192,7 @@ class Dispatcher:
     def _parse(self, line: bytes) -> tuple[Any, bytes | None]:
         """The request value, or the encoded error that answers the line instead."""
         try:
-            request = json.loads(line)
+            request = decode_line(line)
         except RecursionError:
             request = None
             too_deep = True

@@ -105,15 +105,35 @@ class _Connection:
         if sent < len(data):
             await self.stream.send_all(memoryview(data)[sent:])
 
+    async def _receive(self, ready: bool) -> bytes:
+        """The next bytes from the client (b"" at its end).
+
+        A client that waits for each answer has sent nothing yet when we look again,
+        so reading at once would fail with EAGAIN: one wasted syscall per call, about
+        a tenth of a sequential `id` call's CPU here. So we wait for the socket first,
+        unless the last read filled its buffer (`ready`: a pipelining client).
+        """
+        while True:
+            if not ready:
+                await trio.lowlevel.wait_readable(self._fd)
+            try:
+                return os.read(self._fd, READ_CHUNK)
+            except BlockingIOError:
+                ready = False  # readable was a false alarm, or another read took it
+            except OSError as exc:  # ECONNRESET: the client is gone
+                raise trio.BrokenResourceError(f"RPC client went away: {exc}") from exc
+
     async def serve(self) -> None:
         buffer = bytearray()
         max_line = self.limits.max_line_bytes
         answered = 0
+        ready = False
         try:
             while True:
-                chunk = await self.stream.receive_some(READ_CHUNK)
+                chunk = await self._receive(ready)
                 if not chunk:
                     return
+                ready = len(chunk) == READ_CHUNK
                 scan_from = len(buffer)
                 buffer += chunk
                 # Lines are found from where the last search stopped: a long line

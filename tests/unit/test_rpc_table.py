@@ -219,3 +219,28 @@ def test_answers_beyond_orjson_are_written_by_json() -> None:
         assert fast == '{"jsonrpc":"2.0","result":{"text":"caf\u00e9"},"id":1}\n'.encode()
 
     trio.run(main)
+
+
+def test_requests_are_read_as_json_reads_them() -> None:
+    """The dispatcher reads requests through orjson where it gives json's value
+    (rpc/jsonline.py): what orjson refuses is still answered as json would answer it,
+    and a line that is not JSON gets json's own message."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    d = _dispatcher(calls)
+
+    async def main() -> None:
+        nan = await d.dispatch_line(b'{"jsonrpc":"2.0","method":"send",'
+                                    b'"params":{"room":"r","text":NaN},"id":6}')
+        # json reads NaN (orjson alone: a parse error), and a text may not be one.
+        assert nan["error"]["code"] == -32602
+        surrogate = await d.dispatch_line(b'{"jsonrpc":"2.0","method":"send",'
+                                          b'"params":{"room":"r","text":"\\ud800"},"id":7}')
+        assert surrogate == {"jsonrpc": "2.0", "result": {"ok": "send"}, "id": 7}
+        broken = await d.dispatch_line(b'{"jsonrpc":"2.0","method":')
+        assert broken["error"]["code"] == -32700
+        with pytest.raises(json.JSONDecodeError) as expected:
+            json.loads(b'{"jsonrpc":"2.0","method":')
+        assert broken["error"]["data"] == str(expected.value)
+
+    trio.run(main)
+    assert calls == [("send", {"room": "r", "text": "\ud800"})]

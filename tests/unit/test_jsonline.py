@@ -1,4 +1,4 @@
-"""The client reads answers through orjson where that gives json's value (rpc/client.py)."""
+"""Both ends read JSON lines through orjson where that gives json's value (rpc/jsonline.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossipchat.rpc import client
+from gossipchat.rpc import jsonline
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
@@ -21,7 +21,7 @@ JSON = st.recursive(
 @given(JSON)
 def test_every_value_reads_as_json_reads_it(value: object) -> None:
     line = json.dumps(value).encode()
-    got = client.decode_line(line)
+    got = jsonline.decode_line(line)
     assert got == json.loads(line)
     assert repr(got) == repr(json.loads(line))  # an int stays an int, to the last digit
 
@@ -34,13 +34,13 @@ def test_every_value_reads_as_json_reads_it(value: object) -> None:
     b"[NaN, Infinity]",
 ])
 def test_what_orjson_reads_otherwise_is_read_by_json(line: bytes) -> None:
-    assert repr(client.decode_line(line)) == repr(json.loads(line))
+    assert repr(jsonline.decode_line(line)) == repr(json.loads(line))
 
 
 def test_bad_lines_raise_json_s_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for use_orjson in (True, False):
         if not use_orjson:
-            monkeypatch.setattr(client, "orjson", None)
+            monkeypatch.setattr(jsonline, "orjson", None)
         with pytest.raises(json.JSONDecodeError):
-            client.decode_line(b'{"a": ')
-        assert client.decode_line(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+            jsonline.decode_line(b'{"a": ')
+        assert jsonline.decode_line(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
