@@ -236,7 +236,7 @@ class Node:
         """Version, uptime, peers, rooms and store counts."""
         gossip = self.network.stats
         history = self.room_history.stats
-        connected = self.network.connected_peers()  # read once: three sections use it
+        connected = self.network.connected_peers()  # read once: four sections use it
         return {
             "version": __version__,
             "peer_id": self.identity.peer_id_text,
@@ -263,7 +263,7 @@ class Node:
                 "max_msgs_per_peer_s": self.network.limits.gossip_rate,
                 "burst_per_peer": self.network.limits.gossip_burst,
                 "bucket_low": int(self.network.gossip_limiter.lowest_tokens),
-                "score": self.network.score_view(),
+                "score": self.network.score_view(connected),
                 "copies_dropped": self.network.router.duplicates,
                 "frames_in": self.network.pubsub.frames_in,
                 "frames_out": self.network.pubsub.frames_out,

@@ -808,7 +808,7 @@ class PresenceService:
             others = [p for p in directory.entries if p != self.network.peer_id]
             rooms[room] = {
                 "members": len(others) + 1,
-                "online": 1 + sum(directory.is_online(p, now_ms, connected) for p in others),
+                "online": 1 + directory.online_count(now_ms, connected, self.network.peer_id),
                 "connected": sum(p in connected for p in others),
                 "announce_interval_s": round(directory.interval_s(), 1),
             }

@@ -24,7 +24,7 @@ import logging
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -705,10 +705,13 @@ class P2PNetwork:
         """A peer's GossipSub score now, over every topic it has counters in."""
         return self.router.scores.score(peer.to_base58())
 
-    def peer_scores(self) -> dict[str, float]:
-        """The score of every connected peer (core/scoring.py)."""
-        return {peer.to_base58(): self._score_of(peer)
-                for peer in libp2p_patches.live_peers(self.host.get_network())}
+    def peer_scores(self, connected: Iterable[str] | None = None) -> dict[str, float]:
+        """The score of every connected peer (core/scoring.py); `connected`: the peer
+        ids a caller has just read from `connected_peers`, not read again."""
+        if connected is None:
+            connected = self.connected_peers()
+        score = self.router.scores.score
+        return {peer: score(peer) for peer in connected}
 
     def _invalid(self, forwarder: str, topic: str, cause: str) -> None:
         """The router charged `forwarder` for an invalid message (P4): count it by
@@ -759,9 +762,10 @@ class P2PNetwork:
             if self._nursery is not None:
                 self._nursery.start_soon(self._hang_up_quietly, peer_id)
 
-    def score_view(self) -> dict[str, Any]:
-        """`status.gossip.score`: connected peers' scores now, and what scoring did."""
-        summary = scoring.summarise(self.peer_scores(), self.scoring)
+    def score_view(self, connected: Iterable[str] | None = None) -> dict[str, Any]:
+        """`status.gossip.score`: connected peers' scores now, and what scoring did
+        (`connected`: as for `peer_scores`)."""
+        summary = scoring.summarise(self.peer_scores(connected), self.scoring)
         lowest_seen = self.stats.lowest_score
         return {
             "peers": summary.peers,

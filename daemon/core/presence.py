@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,12 +310,20 @@ class Directory:
         """How recently a member must have been heard to count as online."""
         return int(ONLINE_FACTOR * self.interval_s() * 1000)
 
-    def is_online(self, peer: str, now_ms: int, connected: Iterable[str] = ()) -> bool:
+    def is_online(self, peer: str, now_ms: int, connected: Collection[str] = ()) -> bool:
         """Heard within the online window, or connected now."""
         entry = self.entries.get(peer)
         if entry is None:
             return False
-        return now_ms - entry.last_seen_ms <= self.online_window_ms() or peer in set(connected)
+        return now_ms - entry.last_seen_ms <= self.online_window_ms() or peer in connected
+
+    def online_count(self, now_ms: int, connected: Collection[str], besides: str) -> int:
+        """How many members other than `besides` are online (`is_online`), with the
+        window worked out once: `status` counts every room's members on every call."""
+        window = self.online_window_ms()
+        return sum(1 for peer, entry in self.entries.items()
+                   if peer != besides
+                   and (now_ms - entry.last_seen_ms <= window or peer in connected))
 
     def view(self, now_ms: int, connected: set[str]) -> list[dict[str, Any]]:
         """`members` rows: peer_id, nick, last_seen, online, and `nick_ms` (the record's

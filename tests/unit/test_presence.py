@@ -184,6 +184,21 @@ def test_online_means_heard_within_three_intervals_or_connected() -> None:
                      "online": False, "nick_ms": NOW}]
 
 
+def test_online_count_counts_what_is_online_says_besides_one_peer() -> None:
+    d = Directory("lobby")
+    d.offer(make(), NOW)
+    d.offer(make(MALLORY, nick="mallory"), NOW + 5_000)
+    window = int(3 * presence.BASE_INTERVAL_S * 1000)
+    for at in (NOW, NOW + window + 1, NOW + window + 5_001):
+        for connected in (set(), {ALICE.text}, {MALLORY.text}):
+            for besides in ("", ALICE.text, MALLORY.text):
+                expected = sum(d.is_online(p, at, connected)
+                               for p in (ALICE.text, MALLORY.text) if p != besides)
+                assert d.online_count(at, connected, besides) == expected
+    assert d.online_count(NOW + window + 1, {ALICE.text}, "") == 2  # heard, and connected
+    assert d.online_count(NOW + window + 5_001, set(), MALLORY.text) == 0
+
+
 def test_the_announce_interval_grows_with_the_room_so_its_rate_stays_bounded() -> None:
     assert presence.announce_interval_s(1) == presence.BASE_INTERVAL_S
     assert presence.announce_interval_s(60) == presence.BASE_INTERVAL_S
