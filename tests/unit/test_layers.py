@@ -19,7 +19,8 @@ SERVICES = ("gossipchat.daemon.node", "gossipchat.daemon.sync", "gossipchat.daem
             "gossipchat.daemon.history")
 # What builds the node and hands it to the transports.
 WIRING = ("gossipchat.daemon.node", "gossipchat.daemon.service", "gossipchat.daemon.main")
-CLIENT_HALF = ("gossipchat.rpc.client", "gossipchat.rpc.paths", "gossipchat.rpc.table")
+CLIENT_HALF = ("gossipchat.rpc.client", "gossipchat.rpc.jsonline", "gossipchat.rpc.paths",
+               "gossipchat.rpc.table")
 IO_LIBRARIES = ("trio", "libp2p", "multiaddr", "sqlite3", "socket", "anyio", "hypercorn",
                 "starlette")
 
