@@ -100,7 +100,8 @@ class BlockStore:
         self._reserved = 0  # bytes of writes in flight (see _reserve)
         self._pin_roots: set[bytes] = set()
         self._pinned: set[bytes] = set()  # every stored-or-expected CID under a pin
-        # Verified bytes of the blocks stored or read last, least recently used first.
+        # Verified bytes of the blocks stored or read last, least recently used first:
+        # only blocks of the index (`_hot_put` checks, `_forget` drops from both).
         self._hot: OrderedDict[bytes, bytes] = OrderedDict()
         self._hot_size = 0
         self._hot_max = hot_bytes
@@ -165,7 +166,7 @@ class BlockStore:
         keys = [_key(cid) for cid in cids]
         found: dict[bytes, bytes | None] = {}
         for key in keys:
-            if key in self._lru and (hot := self._hot_get(key)) is not None:
+            if (hot := self._hot_get(key)) is not None:
                 found[key] = hot
         present = [(key, self._path(key)) for key in keys
                    if key in self._lru and key not in found]

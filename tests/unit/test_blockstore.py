@@ -26,6 +26,12 @@ def raw_block(text: bytes) -> tuple[bytes, bytes]:
     return unixfs.cid_v1(unixfs.CODEC_RAW, text), text
 
 
+def block_file(directory: Path, cid: bytes) -> Path:
+    """Where the store keeps a block (the layout test below spells it out)."""
+    name = unixfs.cid_to_str(cid)
+    return directory / name[-3] / name[-2] / name
+
+
 def test_put_get_has_evict(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "blocks")
     cid, data = raw_block(b"hello")
@@ -97,8 +103,7 @@ def test_corrupt_block_on_disk_is_dropped_not_served(tmp_path: Path) -> None:
     store = BlockStore(tmp_path, hot_bytes=0)  # every read from disk
     cid, data = raw_block(b"precious bytes")
     store.put(cid, data)
-    name = unixfs.cid_to_str(cid)
-    (tmp_path / name[-3] / name[-2] / name).write_bytes(b"rotten bytes!!")
+    block_file(tmp_path, cid).write_bytes(b"rotten bytes!!")
     with pytest.raises(BlockNotFoundError, match="corrupt"):
         store.get(cid)
     assert not store.has(cid)
@@ -109,8 +114,7 @@ def test_vanished_file_is_forgotten(tmp_path: Path) -> None:
     store = BlockStore(tmp_path, hot_bytes=0)
     cid, data = raw_block(b"here today")
     store.put(cid, data)
-    name = unixfs.cid_to_str(cid)
-    (tmp_path / name[-3] / name[-2] / name).unlink()
+    block_file(tmp_path, cid).unlink()
     with pytest.raises(BlockNotFoundError, match="vanished"):
         store.get(cid)
     assert store.count == 0
@@ -308,8 +312,7 @@ async def test_put_many_and_get_many(tmp_path: Path) -> None:
     await store.put_many_async([(b.cid, b.data) for b in result.blocks], verified=True)
     assert store.count == len(result.blocks)
     victim = result.blocks[0].cid
-    name = unixfs.cid_to_str(victim)
-    (tmp_path / name[-3] / name[-2] / name).write_bytes(b"rot")
+    block_file(tmp_path, victim).write_bytes(b"rot")
     absent = raw_block(b"never stored")[0]
     found = await store.get_many_async([b.cid for b in result.blocks] + [absent])
     assert found[0] is None  # corrupt: dropped, not served
@@ -332,8 +335,7 @@ async def test_put_many_keeps_what_it_wrote_before_a_failure(tmp_path: Path) -> 
 
 
 def _rot(tmp_path: Path, cid: bytes) -> None:
-    name = unixfs.cid_to_str(cid)
-    (tmp_path / name[-3] / name[-2] / name).write_bytes(b"rot")
+    block_file(tmp_path, cid).write_bytes(b"rot")
 
 
 async def test_blocks_stored_last_are_served_from_memory(tmp_path: Path) -> None:
