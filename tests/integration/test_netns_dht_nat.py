@@ -55,10 +55,12 @@ def test_members_behind_nat_find_each_other_through_the_dht_and_meet_on_a_relay(
             print(d.name, d.call("status")["discovery"]["dht"])
         raise
     met = round(time.monotonic() - started, 1)
-    # They met on r: one of them accepted the other's call through the relay.
-    assert any(f"inbound circuit from {other.peer_id}" in line
-               for d, other in ((a, b), (b, a)) for line in d.stderr_lines), \
-        "a and b met without a relayed connection"
+    # They met on r: one of them accepted the other's call through the relay. The
+    # accepting side logs that once its upgrade returns, which can be a moment after
+    # both list each other, and the log reaches us through a reader thread.
+    wait_for(lambda: any(f"inbound circuit from {other.peer_id}" in line
+                         for d, other in ((a, b), (b, a)) for line in list(d.stderr_lines)),
+             timeout=10, message="a relayed connection between a and b")
     assert all(d.call("status")["discovery"]["dht"]["providers_found"] >= 1 for d in (a, b))
     a.call("send", room=ROOM, text="found you through the DHT")
     wait_for(lambda: "found you through the DHT" in texts(b, ROOM), timeout=20,
