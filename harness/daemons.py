@@ -130,6 +130,21 @@ class DaemonProcess:
         for line in self.proc.stderr:
             self.stderr_lines.append(line.rstrip())
 
+    def wait_logged(self, *needles: str, timeout: float = 10.0) -> str:
+        """The first stderr line holding every needle, waiting for it to arrive.
+
+        A daemon may log a line a moment after the reply or state that made it true,
+        and lines reach us through a reader thread, so a log check always waits.
+        """
+        def find() -> str:
+            return next((line for line in list(self.stderr_lines)
+                         if all(n in line for n in needles)), "")
+        try:
+            return wait_for(find, timeout=timeout, message=f"{self.name} to log {needles}")
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}; its last lines:\n"
+                              + "\n".join(self.stderr_lines[-20:])) from None
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> DaemonProcess:
         """Wait for the ready line and parse peer id, first listen address and web URL."""
         assert self.proc is not None

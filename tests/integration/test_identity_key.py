@@ -16,9 +16,7 @@ def test_identity_key_readable_by_others_is_warned_about_and_fixed(cluster: Clus
     again = cluster.start("a")
     assert again.peer_id == a.peer_id
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
-    warnings = [line for line in again.stderr_lines if str(key) in line]
-    assert any("WARNING" in line and "mode 0644" in line and "0600" in line
-               for line in warnings), again.stderr_lines[-10:]
+    again.wait_logged(str(key), "WARNING", "mode 0644", "0600")
     # Once fixed, a restart has nothing to say about it.
     assert again.terminate() == 0
     third = cluster.start("a")

@@ -176,5 +176,4 @@ def test_a_relayed_fetch_moves_to_a_direct_member_that_gets_the_image(netns: Bui
     b.call("fetch", cid=cid, path=str(out))
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(original).digest()
     # The fetch logs where its blocks came from, direct or relayed.
-    assert any("blocks from" in line and "(direct)" in line for line in b.stderr_lines), \
-        b.stderr_lines[-20:]
+    b.wait_logged("blocks from", "(direct)")
