@@ -129,17 +129,53 @@ class _PlainReader:
 
 
 class _NoiseReader:
-    """Plaintext out of a py-libp2p Noise session, many Noise messages per recv."""
+    """Plaintext out of a py-libp2p Noise session, many Noise messages per recv.
+
+    Over TCP it reads the kernel socket itself. A connection's reader mostly finds
+    nothing waiting when it looks again (gossip arrives a frame at a time), and a read
+    through py-libp2p's `RawConnection` then costs four layers of Python, a lock, a
+    recv that fails with EAGAIN, the wait, and a second recv. Here it waits for the
+    socket first, unless the last read filled its buffer (a bulk transfer: more is
+    likely there), and then reads once.
+    """
 
     def __init__(self, raw: Any, noise_state: Any) -> None:
         self._raw = raw
         self._noise = noise_state
         self._cipher = bytearray()
+        self._socket = _tcp_socket(raw)
+        self._full = False  # the last recv filled SOCKET_READ
+
+    async def _recv(self) -> bytes:
+        """The next bytes off the connection; b"" at EOF or once we closed it."""
+        sock = self._socket
+        if sock is None:
+            chunk: bytes = await self._raw.read(SOCKET_READ)
+            return chunk
+        while True:
+            if self._full:
+                await trio.lowlevel.checkpoint()  # let others run, as trio's reads do
+            else:
+                fd = sock.fileno()
+                if fd < 0:
+                    return b""  # closed here, as the raw read reports it
+                await trio.lowlevel.wait_readable(fd)
+            try:
+                chunk = sock.recv(SOCKET_READ)
+            except BlockingIOError:
+                self._full = False  # a false alarm: wait for the socket
+                continue
+            except OSError as exc:
+                if sock.fileno() < 0:
+                    return b""
+                raise trio.BrokenResourceError(f"TCP connection failed: {exc}") from exc
+            self._full = len(chunk) == SOCKET_READ
+            return chunk
 
     async def read(self) -> bytes:
         """Every whole Noise message that has arrived, decrypted; b"" at EOF."""
         while True:
-            chunk = await self._raw.read(SOCKET_READ)
+            chunk = await self._recv()
             if not chunk:
                 return b""
             buffer = self._cipher
@@ -708,6 +744,7 @@ class Yamux(IMuxedConn):
             connection.cancel()
         finally:
             self._writer_running = False
+            self._idle.set()  # a `_shutdown` waiting for the queue to drain goes on
 
     async def _keepalive(self, connection: trio.CancelScope) -> None:
         """Ping the peer now and then; end the connection if it stops answering.
@@ -849,6 +886,18 @@ class Yamux(IMuxedConn):
 
     # -- the end --------------------------------------------------------------------
 
+    async def _write_rest_quietly(self) -> None:
+        """Send what the writing task left when it stopped (its unsent tail first, in
+        order); the peer may be gone already, and that is no error here."""
+        rest, self._rest = self._rest, b""
+        frames, self._out, self._out_bytes = self._out, [], 0
+        try:
+            if rest and self._direct is not None:
+                await self._direct.send_rest(rest)
+            await self._writer.write(b"".join(frames))
+        except Exception:
+            pass
+
     async def _shutdown(self, reason: int) -> None:
         if self._shutting_down:
             await self.event_closed.wait()
@@ -861,12 +910,14 @@ class Yamux(IMuxedConn):
             with trio.move_on_after(1):
                 if self._writer_running and self._write_error is None:
                     self._enqueue(goaway)
+                    # The writing task sends it and goes idle, or it was cancelled
+                    # (the connection is ending) and says so by setting _idle as it
+                    # stops; either way this does not wait out the timeout.
                     await self._idle.wait()
-                elif self._write_error is None:
-                    try:
-                        await self._writer.write(b"".join([*self._out, goaway]))
-                    except Exception:
-                        pass  # the peer is gone already
+                else:
+                    self._out.append(goaway)
+                if self._out and not self._writer_running and self._write_error is None:
+                    await self._write_rest_quietly()
             self._out.clear()
             self.event_closed.set()
             self._drained.set()
