@@ -24,8 +24,10 @@ changes the mechanics:
 - The reading side is one task (`Yamux.start`). On a Noise session it reads the TCP
   socket in 256 KiB gulps, decrypts every whole Noise message in them with the
   session's own cipher state (py-libp2p keeps the keys and did the handshake), and
-  parses every whole frame in the plaintext before reading again. Other secure
-  sessions are read a message at a time through their own `read`.
+  parses every whole frame in the plaintext before reading again. Over TCP it reads
+  the kernel socket itself and waits for it before each read, unless the last read
+  filled the buffer, so no read finds nothing. Other secure sessions are read a
+  message at a time through their own `read`.
 - One sender at a time (which also keeps the Noise nonces in order). A writer that
   finds nothing queued and nothing being sent seals its frames and hands them to the
   kernel socket itself, without a hop through another task. Otherwise, and for what
