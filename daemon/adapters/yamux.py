@@ -910,16 +910,15 @@ class Yamux(IMuxedConn):
             # GO_AWAY after whatever is still queued, then the socket is closed.
             goaway = header(TYPE_GO_AWAY, 0, 0, reason)
             with trio.move_on_after(1):
-                if self._writer_running and self._write_error is None:
+                if self._write_error is None:
                     self._enqueue(goaway)
-                    # The writing task sends it and goes idle, or it was cancelled
-                    # (the connection is ending) and says so by setting _idle as it
-                    # stops; either way this does not wait out the timeout.
-                    await self._idle.wait()
-                else:
-                    self._out.append(goaway)
-                if self._out and not self._writer_running and self._write_error is None:
-                    await self._write_rest_quietly()
+                    if self._writer_running:
+                        # The writing task sends it and goes idle, or it was cancelled
+                        # (the connection is ending) and says so by setting _idle as
+                        # it stops; either way this does not wait out the timeout.
+                        await self._idle.wait()
+                    if self._out and not self._writer_running and self._write_error is None:
+                        await self._write_rest_quietly()
             self._out.clear()
             self.event_closed.set()
             self._drained.set()
