@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
@@ -181,7 +182,8 @@ async def test_a_quiet_connection_is_read_once_per_arrival_without_empty_reads()
             for n in range(20):
                 await stream.write(b"%02d" % n)
                 assert await stream.read(2) == b"%02d" % n
-                await trio.sleep(0.01)  # a's reader waits on a quiet socket again
+                # Every task blocked: a's reader waits on a quiet socket again.
+                await trio.testing.wait_all_tasks_blocked()
         assert counting.empty_reads == 0
         # About one read per frame a received (a stray identify frame may add one).
         assert 20 <= counting.reads <= 26, counting.reads
