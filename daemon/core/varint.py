@@ -29,12 +29,15 @@ class VarintError(ValueError):
     for the shortest form) padded."""
 
 
+_ONE_BYTE: Final = tuple(bytes((value,)) for value in range(0x80))
+
+
 def encode(value: int) -> bytes:
     """The shortest encoding of `value` (0 <= value < 2**64)."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     if value < 0 or value >= _LIMIT:
         raise ValueError(f"varint out of range: {value}")
-    if value < 0x80:
-        return bytes((value,))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -59,6 +62,8 @@ def decode_prefix(buf: bytes | bytearray | memoryview, pos: int = 0, *, minimal:
     For readers that are handed bytes as they arrive: None means "wait for more".
     Raises `VarintError` once the bytes can no longer become a valid varint.
     """
+    if pos < len(buf) and buf[pos] < 0x80 and max_len > 0:
+        return buf[pos], pos + 1  # one byte: most keys and lengths, and never padded
     value = 0
     end = min(len(buf), pos + max_len)
     for index in range(end - pos):
@@ -79,6 +84,8 @@ def decode(buf: bytes | bytearray | memoryview, pos: int = 0, *, minimal: bool =
            max_len: int = MAX_LEN) -> tuple[int, int]:
     """Decode the varint at `pos`: (value, next position); `VarintError` if it is bad
     or cut off."""
+    if pos < len(buf) and buf[pos] < 0x80 and max_len > 0:
+        return buf[pos], pos + 1
     found = decode_prefix(buf, pos, minimal=minimal, max_len=max_len)
     if found is None:
         raise VarintError("truncated varint")

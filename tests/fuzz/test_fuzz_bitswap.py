@@ -76,6 +76,21 @@ def test_a_full_wantlist_is_within_the_field_budget() -> None:
     assert msg.wants == wants
 
 
+def test_the_field_budget_is_exact() -> None:
+    """MAX_MESSAGE_FIELDS fields decode, counted at every level together; one more is
+    refused."""
+    entries = b"\x0a\x02\x0a\x00" * 1000  # entries with an (empty) CID: 2 fields each
+
+    def body(fields: int) -> bytes:
+        wantlist = b"\x0a" + varint.encode(len(entries)) + entries  # 1 + 2,000 fields
+        return wantlist + b"\x48\x00" * (fields - 2001)  # and unknown fields to make up
+
+    msg = bitswap.decode_message(body(bitswap.MAX_MESSAGE_FIELDS))
+    assert len(msg.wants) == 1000
+    with pytest.raises(ProtocolError, match="more than"):
+        bitswap.decode_message(body(bitswap.MAX_MESSAGE_FIELDS + 1))
+
+
 @fuzz_settings()
 @given(hostile(BODIES))
 @example(MINIMAL_ENTRIES)

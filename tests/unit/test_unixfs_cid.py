@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossipchat.daemon.core import unixfs
+from gossipchat.daemon.core import unixfs, varint
 from gossipchat.daemon.core.unixfs import (
     CHUNK_SIZE,
     CidError,
@@ -124,3 +124,17 @@ def test_fuzz_parse_cid_and_verify(raw: bytes) -> None:
         verify_block(raw, b"data")
     except CidError:
         return
+
+
+@given(st.binary(min_size=36, max_size=36))
+def test_the_short_path_for_v1_sha256_agrees_with_the_varint_reader(raw: bytes) -> None:
+    """parse_cid reads a 36-byte CIDv1 of sha2-256 without its varint reader; a CID
+    rebuilt from the parts it finds is the same bytes, and malformed ones still raise."""
+    raw = b"\x01" + raw[1:2] + b"\x12\x20" + raw[4:] if raw[0] % 2 else raw
+    try:
+        info = unixfs.parse_cid(raw)
+    except CidError:
+        return
+    rebuilt = (varint.encode(info.version) + varint.encode(info.codec)
+               + varint.encode(info.hash_code) + varint.encode(len(info.digest)) + info.digest)
+    assert info.version == 0 or rebuilt == raw

@@ -143,11 +143,15 @@ class _FieldBudget:
 
     def fields(self, buf: bytes | memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
         """`protobuf.iter_fields`, charged to this message's budget."""
-        for item in protobuf.iter_fields(buf):
-            self.left -= 1
+        view = buf if isinstance(buf, memoryview) else memoryview(buf)
+        pos = 0
+        while pos < len(view):
+            # One field over what is left, so that a message past the budget is caught.
+            batch, pos = protobuf.read_fields(view, pos, min(protobuf.BATCH, self.left + 1))
+            self.left -= len(batch)
             if self.left < 0:
                 raise ProtocolError(f"message has more than {MAX_MESSAGE_FIELDS} fields")
-            yield item
+            yield from batch
 
 
 def decode_message(frame: bytes | memoryview) -> Message:

@@ -36,6 +36,7 @@ CODEC_DAG_PB = 0x70
 SHA2_256 = 0x12
 _SHA2_256_LEN = 32
 _CIDV0_LEN = 34  # 0x12 0x20 + 32-byte digest
+_CIDV1_SHA256_LEN = 36  # 0x01, a codec under 0x80, 0x12 0x20, 32-byte digest
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
@@ -60,6 +61,9 @@ def parse_cid(cid: bytes | memoryview) -> CidInfo:
     raw = bytes(cid)
     if len(raw) == _CIDV0_LEN and raw[0] == SHA2_256 and raw[1] == _SHA2_256_LEN:
         return CidInfo(0, CODEC_DAG_PB, SHA2_256, raw[2:])
+    if len(raw) == _CIDV1_SHA256_LEN and raw[0] == 1 and raw[1] < 0x80 \
+            and raw[2] == SHA2_256 and raw[3] == _SHA2_256_LEN:
+        return CidInfo(1, raw[1], SHA2_256, raw[4:])  # every CID we make: one-byte codec
     try:
         version, pos = varint.decode(raw, 0, minimal=True)
         if version != 1:
