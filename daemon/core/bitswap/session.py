@@ -113,6 +113,14 @@ class _Peer:
 
 
 @dataclass(slots=True)
+class _PlanView(Generic[P]):
+    """What one `plan` looks up again and again (see `Session._view`)."""
+
+    holders: dict[bytes, list[tuple[P, _Peer]]] = field(default_factory=dict)
+    rank: dict[P, tuple[tuple[bool, bool, bool], int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _Ask(Generic[P]):
     first: float  # when the block was first asked (or last asked anew)
     peers: list[P]
@@ -281,12 +289,12 @@ class Session(Generic[P]):
         # first HAVEs to arrive must not take every block before the next ones do.
         return max(1, min(window, self._share))
 
-    def _reckon_share(self, frontier: Sequence[bytes]) -> None:
+    def _reckon_share(self, frontier: set[bytes], live: list[tuple[P, _Peer]]) -> None:
         contenders = sum(
-            1 for state in self._peers.values()
-            if state.gone is None and (state.legacy or any(
-                cid in state.has or cid in state.asked_have or cid in state.in_flight
-                for cid in frontier)))
+            1 for _, state in live
+            if state.legacy or not (frontier.isdisjoint(state.has)
+                                    and frontier.isdisjoint(state.asked_have)
+                                    and frontier.isdisjoint(state.in_flight)))
         self._share = -(-len(frontier) // max(1, contenders))
 
     @staticmethod
@@ -298,20 +306,47 @@ class Session(Generic[P]):
         """True for a peer taken to hold every block it did not say DONT_HAVE for."""
         return state.legacy or (self._presume_fallback and state.fallback)
 
-    def _holders(self, cid: bytes, exclude: Sequence[P]) -> list[tuple[P, _Peer]]:
-        return [(peer, state) for peer, state in self._peers.items()
-                if state.gone is None and peer not in exclude
-                and (cid in state.has or (self._presumed(state) and cid not in state.has_not))]
+    def _view(self, frontier: list[bytes], frontier_set: set[bytes],
+              live: list[tuple[P, _Peer]]) -> _PlanView[P]:
+        """Who has each block of the frontier, and each live peer's tier and capacity:
+        built once per `plan`, since nothing a plan does changes them (only loads)."""
+        view: _PlanView[P] = _PlanView()
+        for peer, state in live:
+            view.rank[peer] = (self._tier(state), self._capacity(state))
+            if self._presumed(state):
+                cids: Iterable[bytes] = (cid for cid in frontier
+                                         if cid in state.has or cid not in state.has_not)
+            else:
+                cids = frontier_set.intersection(state.has)
+            for cid in cids:
+                view.holders.setdefault(cid, []).append((peer, state))
+        return view
 
-    def _choose(self, holders: list[tuple[P, _Peer]]) -> tuple[P, _Peer] | None:
-        """The least loaded holder of the best tier, or None while all of those are busy."""
-        best = min(self._tier(state) for _, state in holders)
-        tier = [(len(state.in_flight) / self._capacity(state), index, peer, state)
-                for index, (peer, state) in enumerate(holders) if self._tier(state) == best]
-        _, _, peer, state = min(tier, key=lambda item: (item[0], item[1]))
-        if len(state.in_flight) >= self._capacity(state):
+    def _choose(self, view: _PlanView[P], cid: bytes, exclude: Sequence[P],
+                better_than: tuple[bool, bool] | None = None) -> tuple[P, _Peer] | None:
+        """The least loaded holder of `cid` in the best tier (better than `better_than`
+        in its first two parts, if given), not in `exclude`; None if there is none, or
+        while all of those are busy."""
+        holders = [(peer, state) for peer, state in view.holders.get(cid, ())
+                   if peer not in exclude
+                   and (better_than is None or view.rank[peer][0][:2] < better_than)]
+        if not holders:
             return None
-        return peer, state
+        best = min(view.rank[peer][0] for peer, _ in holders)
+        chosen: tuple[P, _Peer] | None = None
+        chosen_load = 0.0
+        chosen_capacity = 0
+        for peer, state in holders:  # the first of the least loaded, in the peers' order
+            tier, capacity = view.rank[peer]
+            if tier != best:
+                continue
+            load = len(state.in_flight) / capacity
+            if chosen is None or load < chosen_load:
+                chosen, chosen_load, chosen_capacity = (peer, state), load, capacity
+        assert chosen is not None
+        if len(chosen[1].in_flight) >= chosen_capacity:
+            return None
+        return chosen
 
     def _ask(self, plan: Plan[P], cid: bytes, peer: P, state: _Peer, now: float,
              also: list[P]) -> None:
@@ -331,31 +366,36 @@ class Session(Generic[P]):
         """The wants to send now for the blocks the fetch still needs (`wanted`)."""
         plan: Plan[P] = Plan()
         frontier = list(wanted[: self.limits.frontier])
+        frontier_set = set(frontier)
         live = [(peer, state) for peer, state in self._peers.items() if state.gone is None]
         self._presume_fallback = bool(live) and all(state.fallback for _, state in live)
-        for cid in frontier:
-            for peer, state in live:
-                if self._presumed(state) or cid in state.has or cid in state.has_not \
-                        or cid in state.asked_have or cid in state.in_flight:
-                    continue
-                state.asked_have.add(cid)
-                plan.want_have.setdefault(peer, []).append(cid)
-        self._reckon_share(frontier)
+        for peer, state in live:
+            if self._presumed(state):
+                continue
+            known = state.has | state.has_not | state.asked_have | state.in_flight
+            unasked = [cid for cid in frontier if cid not in known]
+            if unasked:
+                state.asked_have.update(unasked)
+                plan.want_have[peer] = unasked
+        self._reckon_share(frontier_set, live)
+        view = self._view(frontier, frontier_set, live)
         unserved: list[bytes] = []
         for cid in self._ordered(frontier):
             ask = self._asked.get(cid)
             if ask is not None and now - ask.first < self.limits.stall:
-                self._move_up(plan, cid, ask, now)
+                self._move_up(plan, view, cid, ask, now)
                 continue
-            holders = self._holders(cid, ask.peers if ask is not None else ())
+            exclude = ask.peers if ask is not None else ()
+            holders = [state for peer, state in view.holders.get(cid, ())
+                       if peer not in exclude]
             if not holders:
                 if ask is None:
                     unserved.append(cid)
                 continue
-            if ask is None and all(state.fallback for _, state in holders) \
+            if ask is None and all(state.fallback for state in holders) \
                     and not self._mine_to_take(cid, now):
                 continue  # a member fetching it too takes it from the poster
-            chosen = self._choose(holders)
+            chosen = self._choose(view, cid, exclude)
             if chosen is None:
                 continue  # the best holders are busy; a block arriving frees a slot
             self._ask(plan, cid, *chosen, now, ask.peers if ask is not None else [])
@@ -374,15 +414,12 @@ class Session(Generic[P]):
                     if state.gone is None and not state.fallback and cid in state.wants]
         return min([self._me, *fetchers], key=lambda peer: _rendezvous(cid, peer)) == self._me
 
-    def _move_up(self, plan: Plan[P], cid: bytes, ask: _Ask[P], now: float) -> None:
+    def _move_up(self, plan: Plan[P], view: _PlanView[P], cid: bytes, ask: _Ask[P],
+                 now: float) -> None:
         """Move an open ask to a holder of a better tier: a direct peer over relayed ones,
         a member over the poster (which may be holding the block back for a member)."""
         best_asked = min(self._tier(self._peers[peer]) for peer in ask.peers)
-        holders = [(peer, state) for peer, state in self._holders(cid, ask.peers)
-                   if self._tier(state)[:2] < best_asked[:2]]
-        if not holders:
-            return
-        chosen = self._choose(holders)
+        chosen = self._choose(view, cid, ask.peers, better_than=best_asked[:2])
         if chosen is None:
             return
         if any(not self._peers[peer].direct for peer in ask.peers) and chosen[1].direct:
