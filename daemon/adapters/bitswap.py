@@ -56,6 +56,12 @@ Rules of this module:
   the next message's blocks off disk while the current one is written; the reader
   takes large chunks off the stream. Disk I/O runs in worker threads, beside the
   network work rather than in its way, so a slow disk never stalls the event loop.
+- Small messages are gathered: a link that wakes for our own news (wants, cancels,
+  HAVE for a block that just arrived) waits 1 ms after the last item (20 ms at most)
+  before it sends, as boxo's message queue does; a peer's wants are answered at once.
+  Cancels to peers that were asked only want-have are lazy (core.bitswap.wantlist):
+  they go out with the next message to the peer, or after 0.1 s. A 5 MB image to 20
+  members took each member about 150 messages out and as many in; now about 100.
 - libp2p exceptions stop here: callers see `FetchError` and its subclasses,
   `unixfs.InvalidDagError` (the DAG itself is bad or too large) and
   `blockstore.BlockStoreError` (the local disk failed).
@@ -151,6 +157,9 @@ MAX_PEER_WANTLIST = 4096
 _MAX_TICK_S = 0.2
 _SERVED_MEMORY = 4096  # blocks whose last send we remember (for hold_s)
 _HOLD_POLL_S = 0.05  # how often a link looks again at the blocks it holds back
+_LINGER_S = 0.001  # a link waits this long after our last news for a peer before sending
+_LINGER_MAX_S = 0.02  # ... but no longer than this after the first
+_LAZY_CANCEL_S = 0.1  # a lazy cancel waits this long at most for other news to go with
 _NET_ERRORS = (BaseLibp2pError, OSError, EOFError, trio.BrokenResourceError)
 _prefix_ok = prefix_ok  # the name the fuzz tests know
 
@@ -238,6 +247,9 @@ class BitswapStats:
     wants_moved_to_direct: int = 0
     # Times a block was held back (hold_s) for a peer; each look again counts.
     blocks_held: int = 0
+    # Whole bitswap messages, whatever they carry: wants, presences, blocks.
+    messages_sent: int = 0
+    messages_received: int = 0
     peers: dict[str, PeerStats] = field(default_factory=dict)
 
     def peer(self, peer: ID) -> PeerStats:
@@ -315,6 +327,7 @@ class _TheirWants:
 @dataclass(frozen=True, slots=True)
 class _OurWants:
     entries: list[WantEntry]
+    lazy: bool = False  # cancels that may wait for other news (core.bitswap.wantlist)
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,7 +573,11 @@ class Bitswap:
         elif isinstance(command, _LinkDown):
             if self._links.get(command.peer) is command.link:
                 del self._links[command.peer]
-                self._peer_gone(command.peer, command.reason)
+                # A link that failed because the connection went (py-libp2p tells us
+                # of the disconnect later, up to 0.2 s here) leaves a peer that may
+                # come back, as a disconnect does.
+                returns = not live_connections(self._host.get_network(), command.peer)
+                self._peer_gone(command.peer, command.reason, returns=returns)
         elif isinstance(command, _Announce):
             for link in self._links.values():
                 link.send(_NewBlocks(command.cids))
@@ -607,6 +624,10 @@ class Bitswap:
                 link = self._link(peer)
             if link is not None:
                 link.send(_OurWants(entries))
+        for peer, entries in out.lazy.items():
+            link = self._links.get(peer)
+            if link is not None:
+                link.send(_OurWants(entries, lazy=True))
         for session, event in out.tell:
             self._tell(session, event)
 
@@ -734,6 +755,7 @@ class Bitswap:
                 return
             except _NET_ERRORS:
                 return
+            self.stats.messages_received += 1
             # Verification starts here: one sha2-256 per block, before the engine sees it.
             # Inline, not in a thread: the reader must not wait for a thread to be
             # scheduled before it reads on (hashing costs ~0.7 ms per MB).
@@ -834,6 +856,8 @@ class _PeerLink:
         self._cancel = trio.CancelScope()
         self._ledger = PeerLedger(engine.max_wants_per_peer)
         self._our_wants: list[WantEntry] = []
+        self._lazy: list[WantEntry] = []  # lazy cancels, sent with the next message
+        self._lazy_due = math.inf  # ... or at this time, whichever comes first
         self._stream: INetStream | None = None
         self._protocol = PROTOCOL_ID_120
         # Bytes per message we aim at; one block per message over a relayed connection.
@@ -869,6 +893,12 @@ class _PeerLink:
                     await self._loop()
                 except _LinkFailed as exc:
                     reason = str(exc)
+                except Exception:
+                    # A bug in one link ends that link, never the host, as a bug in an
+                    # inbound stream's handling does: its fetches go to other peers.
+                    logger.exception("bitswap: link to %s failed", self.peer)
+                    self._engine.stats.stream_faults += 1
+                    reason = "internal error in its link (logged)"
         finally:
             await self._close_stream(reset=True)
             self._send.close()
@@ -897,15 +927,22 @@ class _PeerLink:
                 wait = self._engine._idle if self._stream else math.inf
                 if self._ledger.has_held:
                     wait = min(wait, _HOLD_POLL_S)
+                wait = max(0.0, min(wait, self._lazy_due - trio.current_time()))
+                item: _LinkItem | None = None
                 with trio.move_on_after(wait) as idle:
-                    self._apply(await self._recv.receive())
+                    item = await self._recv.receive()
+                    self._apply(item)
                 if idle.cancelled_caught:
-                    if self._ledger.has_held:
+                    if self._lazy_due <= trio.current_time():
+                        pass  # the lazy cancels are due: they go out below
+                    elif self._ledger.has_held:
                         self._ledger.release_held()
                     else:
                         await self._close_stream(reset=False)
                 if not self._has_work():
                     continue
+                if item is not None and not isinstance(item, _TheirWants):
+                    await self._linger()
             self._drain()
             await self._open_stream()  # the negotiated version shapes the message
             outgoing = ready if ready is not None else await self._compose()
@@ -923,6 +960,26 @@ class _PeerLink:
             if failure:
                 raise failure[0]
 
+    async def _linger(self) -> None:
+        """Take in what else comes for this peer within LINGER_S of the last item (and
+        LINGER_MAX_S of the first), so that it leaves in one message.
+
+        Our own news for a peer (wants, cancels, HAVE for a block that just arrived)
+        comes in bursts: a fetch's blocks arrive together, and each one changes what
+        we want and have. Sent one message per item, a 5 MB image to 20 members cost
+        each member about 150 small messages out and as many in per image. boxo's
+        message queue debounces the same way (1 ms, at most 20). A peer's wants are
+        answered at once (the caller does not linger for them).
+        """
+        now = trio.current_time()
+        last = now + _LINGER_MAX_S
+        while True:
+            with trio.move_on_at(min(last, now + _LINGER_S)):
+                self._apply(await self._recv.receive())
+                now = trio.current_time()
+                continue
+            return
+
     def _drain(self) -> None:
         while True:
             try:
@@ -939,6 +996,7 @@ class _PeerLink:
             failure.append(exc)
             return
         stats = self._engine.stats
+        stats.messages_sent += 1
         peer_stats = stats.peer(self.peer)
         for _, data in outgoing.blocks:
             stats.blocks_sent += 1
@@ -947,10 +1005,23 @@ class _PeerLink:
             peer_stats.bytes_sent += len(data)
 
     def _has_work(self) -> bool:
-        return bool(self._our_wants) or self._ledger.has_work
+        return bool(self._our_wants) or self._ledger.has_work \
+            or self._lazy_due <= trio.current_time()
 
     def _apply(self, item: _LinkItem) -> None:
         if isinstance(item, _OurWants):
+            if item.lazy:
+                if not self._lazy:
+                    self._lazy_due = trio.current_time() + _LAZY_CANCEL_S
+                self._lazy.extend(item.entries)
+                return
+            if self._lazy:
+                # A new want for a block must not be undone by an older cancel sent
+                # after it: the new entry replaces the old one at the peer anyway.
+                wanted = {entry.cid for entry in item.entries}
+                self._lazy = [entry for entry in self._lazy if entry.cid not in wanted]
+                if not self._lazy:
+                    self._lazy_due = math.inf
             self._our_wants.extend(item.entries)
         elif isinstance(item, _TheirWants):
             self._engine.stats.wants_dropped += self._ledger.apply(item.entries, item.full)
@@ -964,7 +1035,8 @@ class _PeerLink:
         verified) in one worker-thread hop.
         """
         store = self._engine._store
-        wants, self._our_wants = self._our_wants, []
+        wants, self._our_wants = self._lazy + self._our_wants, []
+        self._lazy, self._lazy_due = [], math.inf
         v12 = self._protocol == PROTOCOL_ID_120
 
         def size_of(cid: bytes) -> int | None:

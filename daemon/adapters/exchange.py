@@ -106,6 +106,7 @@ class BlockExchange:
             "wants_dropped": s.wants_dropped,
             "have_received": s.have_received, "dont_have_received": s.dont_have_received,
             "wants_moved_to_direct": s.wants_moved_to_direct,
+            "messages_sent": s.messages_sent, "messages_received": s.messages_received,
             # Who served us and whom we served, by peer id: the counters that show
             # members serving each other, and a fetch moving off a relay.
             "peers": {

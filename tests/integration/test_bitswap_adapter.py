@@ -134,15 +134,22 @@ async def test_fetch_5mb_from_one_peer(nursery: trio.Nursery, tmp_path: Path) ->
     assert stats.peers[server.id.to_base58()].bytes_received == stats.bytes_received
 
 
-async def test_fetch_spreads_wants_over_two_peers(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def two_sources_and_a_client(nursery: trio.Nursery, tmp_path: Path,
+                                   data: bytes) -> tuple[Node, Node, Node, bytes]:
+    """Two nodes holding `data` and a client connected to both; and the file's root."""
     first = await start_node(nursery, tmp_path / "first")
     second = await start_node(nursery, tmp_path / "second")
     client = await start_node(nursery, tmp_path / "client")
-    data = pattern(5 * MB)
     root = first.store.import_file(data)
     assert second.store.import_file(data) == root
     await client.connect(first)
     await client.connect(second)
+    return first, second, client, root
+
+
+async def test_fetch_spreads_wants_over_two_peers(nursery: trio.Nursery, tmp_path: Path) -> None:
+    data = pattern(5 * MB)
+    first, second, client, root = await two_sources_and_a_client(nursery, tmp_path, data)
     with trio.fail_after(30):
         got = await client.bitswap.fetch(
             root, [first.id, second.id], max_size=len(data), timeout=20
@@ -191,6 +198,84 @@ async def test_peers_that_said_dont_have_get_the_cancel_too(
         assert await client.bitswap.fetch(probe, [empty.id], max_size=5, timeout=5) == b"probe"
     assert empty.bitswap.stats.blocks_sent == 1
     assert client.bitswap.stats.duplicate_blocks == 0
+
+
+async def test_cancels_to_peers_asked_only_want_have_go_out_gathered(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A block's arrival cancels our want at every other peer; a peer that was asked
+    only want-have gets those cancels together (lazy), not one message per block, and
+    it gets every one of them."""
+    # The source sends one block per message, so blocks arrive one by one.
+    source = await start_node(nursery, tmp_path / "source", target_message_size=0)
+    client = await start_node(nursery, tmp_path / "client")
+    silent = await start_raw_peer(nursery, PROTOCOL_ID_120)  # never answers
+    data = pattern(5 * MB)
+    root = source.store.import_file(data)
+    await client.connect(source)
+    await client.connect(silent.host)
+    with trio.fail_after(30):
+        got = await client.bitswap.fetch(
+            root, [source.id, silent.host.get_id()], max_size=len(data), timeout=20)
+    assert got == data
+    asked = {entry.cid for msg in silent.received for entry in msg.wants
+             if entry.want_have and not entry.cancel}
+    assert len(asked) == client.store.count  # the root and every leaf
+
+    def cancelled() -> set[bytes]:
+        return {entry.cid for msg in silent.received for entry in msg.wants
+                if entry.cancel}
+
+    await wait_for(lambda: cancelled() == asked)
+    carrying = [msg for msg in silent.received if any(entry.cancel for entry in msg.wants)]
+    # One message per block would be 21; a lazy cancel waits 0.1 s for company.
+    assert len(carrying) <= len(asked) // 2, [len(msg.wants) for msg in carrying]
+
+
+async def test_a_bug_in_one_link_ends_that_link_only(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception escaping a peer link's task is logged and counted; the host, the
+    engine and the fetch carry on (the fetch with the other peer)."""
+    data = pattern(2 * MB)
+    first, second, client, root = await two_sources_and_a_client(nursery, tmp_path, data)
+    compose = bitswap._PeerLink._compose
+
+    async def broken_for_first(link: Any) -> Any:
+        if link.peer == first.id:
+            raise RuntimeError("a bug")
+        return await compose(link)
+
+    monkeypatch.setattr(bitswap._PeerLink, "_compose", broken_for_first)
+    with trio.fail_after(30):
+        got = await client.bitswap.fetch(
+            root, [first.id, second.id], max_size=len(data), timeout=20)
+    assert got == data
+    assert client.bitswap.stats.stream_faults >= 1
+    served = client.bitswap.stats.peers
+    assert first.id.to_base58() not in served  # its link never sent a want
+    assert served[second.id.to_base58()].blocks_received == client.store.count
+
+
+async def test_a_lazy_cancel_never_undoes_a_later_want(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A want for a block replaces a lazy cancel of it still waiting to go out: sent
+    after the want, the cancel would take it back."""
+    node = await start_node(nursery, tmp_path / "node")
+    peer = await start_bare_host(nursery)
+    link = bitswap._PeerLink(node.bitswap, peer.get_id())
+    first, second = unixfs.import_file(b"one").root, unixfs.import_file(b"two").root
+    link._apply(bitswap._OurWants([WantEntry(first, cancel=True),
+                                   WantEntry(second, cancel=True)], lazy=True))
+    assert not link._has_work()  # lazy cancels alone wait
+    want = WantEntry(first, want_have=True, send_dont_have=True)
+    link._apply(bitswap._OurWants([want]))
+    assert link._lazy == [WantEntry(second, cancel=True)]
+    assert link._our_wants == [want]
+    link._apply(bitswap._OurWants([WantEntry(second, send_dont_have=True)]))
+    assert link._lazy == []
+    assert link._lazy_due == float("inf")  # nothing lazy left to wait for
 
 
 async def test_corrupting_peer_is_dropped_and_honest_peer_completes(

@@ -48,9 +48,26 @@ def test_want_block_upgrades_a_want_have_and_the_block_cancels_elsewhere() -> No
     out = Outcome()
     assert wants.block("a", DIGEST, b"data", out) == BlockIn.WANTED
     assert out.tell == [(1, GotBlock(CID, b"data", "a"))]
-    assert out.send == {"b": [WantEntry(CID, cancel=True)]}
+    # b was only asked want-have: its cancel may wait for other news (lazy).
+    assert out.send == {}
+    assert out.lazy == {"b": [WantEntry(CID, cancel=True)]}
     assert wants.block("b", DIGEST, b"data", Outcome()) == BlockIn.DUPLICATE
     assert wants.block("b", b"never", b"x", Outcome()) == BlockIn.UNWANTED
+
+
+def test_a_peer_asked_for_the_block_itself_is_cancelled_at_once() -> None:
+    """It may be sending the block already: its cancel is not lazy."""
+    wants: WantList[str] = WantList()
+    out: Outcome[str] = Outcome()
+    for peer in ("a", "b", "c"):
+        wants.want_have(1, peer, [(CID, DIGEST)], out)
+        wants.presence(peer, DIGEST, peer != "c", out)
+    wants.want_block(1, "a", [(CID, DIGEST)], out)
+    wants.want_block(1, "b", [(CID, DIGEST)], out)  # a stalled ask, asked again
+    out = Outcome()
+    assert wants.block("a", DIGEST, b"data", out) == BlockIn.WANTED
+    assert out.send == {"b": [WantEntry(CID, cancel=True)]}
+    assert out.lazy == {"c": [WantEntry(CID, cancel=True)]}  # said DONT_HAVE, kept it
 
 
 def test_presences_we_never_asked_for_count_for_nothing() -> None:

@@ -14,7 +14,11 @@ Rules:
 - A peer that said DONT_HAVE keeps our want (send-dont-have): it tells us HAVE or
   sends the block if the block reaches it later, until we cancel.
 - When the block arrives, or the last session that wants it ends, every peer that
-  holds our want for it gets a cancel.
+  holds our want for it gets a cancel. The cancels a block's arrival sends to peers
+  that were only asked want-have are `lazy`: nothing is lost if they go out a little
+  later with other news for the peer (at worst the peer says HAVE once more), so the
+  adapter may gather them. A cancel to a peer asked for the block itself is not lazy:
+  the peer could be sending the block already.
 - Only answers to our asks count: a presence for something we did not ask that peer
   about changes nothing.
 - Which peers want a block too (their wantlists hold it: they are fetching it as well)
@@ -84,10 +88,11 @@ class Outcome(Generic[P]):
 
     send: dict[P, list[WantEntry]] = field(default_factory=dict)
     tell: list[tuple[int, Event[P]]] = field(default_factory=list)
+    lazy: dict[P, list[WantEntry]] = field(default_factory=dict)  # cancels that may wait
 
-    def entry(self, peer: P, entry: WantEntry) -> None:
-        """Queue one wire entry for `peer`."""
-        self.send.setdefault(peer, []).append(entry)
+    def entry(self, peer: P, entry: WantEntry, *, lazy: bool = False) -> None:
+        """Queue one wire entry for `peer` (`lazy`: see the module rules)."""
+        (self.lazy if lazy else self.send).setdefault(peer, []).append(entry)
 
 
 class BlockIn:
@@ -216,8 +221,9 @@ class WantList(Generic[P]):
             for cid in want.cids:
                 out.tell.append((session, GotBlock(cid, data, peer)))
         for other in want.holders() - {peer}:
+            lazy = other not in want.block_asked
             for cid in want.cids:
-                out.entry(other, WantEntry(cid, cancel=True))
+                out.entry(other, WantEntry(cid, cancel=True), lazy=lazy)
         return BlockIn.WANTED
 
     def presence(self, peer: P, digest: bytes, have: bool, out: Outcome[P]) -> bool:
