@@ -199,7 +199,10 @@ class Dispatcher:
         except (ValueError, UnicodeDecodeError) as exc:
             return None, _encode(_error(ERROR_PARSE_ERROR, "Parse error", str(exc), None))
         else:
-            too_deep = nesting_depth_exceeds(request, MAX_DEPTH)
+            # Each level opens with a bracket: a line with few cannot nest too deep, and
+            # counting them (brackets in strings too) costs less than walking the value.
+            too_deep = (line.count(b"[") + line.count(b"{") > MAX_DEPTH
+                        and nesting_depth_exceeds(request, MAX_DEPTH))
         if too_deep:
             return None, _encode(_error(
                 ERROR_INVALID_REQUEST, "Invalid request",

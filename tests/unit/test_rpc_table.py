@@ -189,6 +189,25 @@ def test_dispatcher_binds_and_maps_errors() -> None:
     assert ("history", {"room": "r"}) in calls
 
 
+@pytest.mark.parametrize(("levels", "refused"), [(31, False), (32, False), (33, True)])
+def test_nesting_is_refused_past_the_limit_exactly(levels: int, refused: bool) -> None:
+    """The request object is one level, the params object another: `levels` in all.
+    Brackets inside strings count for nothing, however many a line holds."""
+    text = json.dumps("[{" * 40)
+    inner = "[" * (levels - 2) + text + "]" * (levels - 2)
+    line = ('{"jsonrpc":"2.0","method":"send","id":1,"params":{"room":"r","text":'
+            + inner + "}}").encode()
+
+    async def main() -> Any:
+        return await _dispatcher([]).dispatch_line(line)
+
+    answer = trio.run(main)
+    if refused:
+        assert "nested more than 32 levels" in answer["error"]["data"]
+    else:  # past the nesting check: refused for the text's type, not its depth
+        assert answer["error"]["code"] == -32602
+
+
 def test_dispatcher_refuses_a_mismatched_handler_table() -> None:
     with pytest.raises(ValueError, match="missing"):
         Dispatcher({})
