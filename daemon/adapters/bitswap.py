@@ -969,13 +969,16 @@ class _PeerLink:
         we want and have. Sent one message per item, a 5 MB image to 20 members cost
         each member about 150 small messages out and as many in per image. boxo's
         message queue debounces the same way (1 ms, at most 20). A peer's wants are
-        answered at once (the caller does not linger for them).
+        answered at once: the caller does not linger for them, and they end a linger.
         """
         now = trio.current_time()
         last = now + _LINGER_MAX_S
         while True:
             with trio.move_on_at(min(last, now + _LINGER_S)):
-                self._apply(await self._recv.receive())
+                item = await self._recv.receive()
+                self._apply(item)
+                if isinstance(item, _TheirWants):
+                    return
                 now = trio.current_time()
                 continue
             return
