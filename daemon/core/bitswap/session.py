@@ -52,6 +52,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -322,28 +323,26 @@ class Session(Generic[P]):
                 view.holders.setdefault(cid, []).append((peer, state))
         return view
 
-    def _choose(self, view: _PlanView[P], cid: bytes, exclude: Sequence[P],
-                better_than: tuple[bool, bool] | None = None) -> tuple[P, _Peer] | None:
-        """The least loaded holder of `cid` in the best tier (better than `better_than`
-        in its first two parts, if given), not in `exclude`; None if there is none, or
-        while all of those are busy."""
-        holders = [(peer, state) for peer, state in view.holders.get(cid, ())
-                   if peer not in exclude
-                   and (better_than is None or view.rank[peer][0][:2] < better_than)]
-        if not holders:
-            return None
+    @staticmethod
+    def _holders(view: _PlanView[P], cid: bytes, exclude: Sequence[P]) -> list[tuple[P, _Peer]]:
+        return [(peer, state) for peer, state in view.holders.get(cid, ())
+                if peer not in exclude]
+
+    @staticmethod
+    def _choose(view: _PlanView[P], holders: list[tuple[P, _Peer]]) -> tuple[P, _Peer] | None:
+        """The least loaded of the (non-empty) holders in their best tier, or None while
+        all of those are busy."""
         best = min(view.rank[peer][0] for peer, _ in holders)
-        chosen: tuple[P, _Peer] | None = None
-        chosen_load = 0.0
+        chosen = holders[0]
+        chosen_load = math.inf
         chosen_capacity = 0
         for peer, state in holders:  # the first of the least loaded, in the peers' order
             tier, capacity = view.rank[peer]
             if tier != best:
                 continue
             load = len(state.in_flight) / capacity
-            if chosen is None or load < chosen_load:
+            if load < chosen_load:
                 chosen, chosen_load, chosen_capacity = (peer, state), load, capacity
-        assert chosen is not None
         if len(chosen[1].in_flight) >= chosen_capacity:
             return None
         return chosen
@@ -385,17 +384,15 @@ class Session(Generic[P]):
             if ask is not None and now - ask.first < self.limits.stall:
                 self._move_up(plan, view, cid, ask, now)
                 continue
-            exclude = ask.peers if ask is not None else ()
-            holders = [state for peer, state in view.holders.get(cid, ())
-                       if peer not in exclude]
+            holders = self._holders(view, cid, ask.peers if ask is not None else ())
             if not holders:
                 if ask is None:
                     unserved.append(cid)
                 continue
-            if ask is None and all(state.fallback for state in holders) \
+            if ask is None and all(state.fallback for _, state in holders) \
                     and not self._mine_to_take(cid, now):
                 continue  # a member fetching it too takes it from the poster
-            chosen = self._choose(view, cid, exclude)
+            chosen = self._choose(view, holders)
             if chosen is None:
                 continue  # the best holders are busy; a block arriving frees a slot
             self._ask(plan, cid, *chosen, now, ask.peers if ask is not None else [])
@@ -419,7 +416,11 @@ class Session(Generic[P]):
         """Move an open ask to a holder of a better tier: a direct peer over relayed ones,
         a member over the poster (which may be holding the block back for a member)."""
         best_asked = min(self._tier(self._peers[peer]) for peer in ask.peers)
-        chosen = self._choose(view, cid, ask.peers, better_than=best_asked[:2])
+        holders = [(peer, state) for peer, state in self._holders(view, cid, ask.peers)
+                   if view.rank[peer][0][:2] < best_asked[:2]]
+        if not holders:
+            return
+        chosen = self._choose(view, holders)
         if chosen is None:
             return
         if any(not self._peers[peer].direct for peer in ask.peers) and chosen[1].direct:
