@@ -932,10 +932,9 @@ class _PeerLink:
                 with trio.move_on_after(wait) as idle:
                     item = await self._recv.receive()
                     self._apply(item)
-                if idle.cancelled_caught:
-                    if self._lazy_due <= trio.current_time():
-                        pass  # the lazy cancels are due: they go out below
-                    elif self._ledger.has_held:
+                # At the lazy cancels' deadline they go out below; the stream stays.
+                if idle.cancelled_caught and self._lazy_due > trio.current_time():
+                    if self._ledger.has_held:
                         self._ledger.release_held()
                     else:
                         await self._close_stream(reset=False)
@@ -974,14 +973,14 @@ class _PeerLink:
         now = trio.current_time()
         last = now + _LINGER_MAX_S
         while True:
-            with trio.move_on_at(min(last, now + _LINGER_S)):
+            with trio.move_on_at(min(last, now + _LINGER_S)) as quiet:
                 item = await self._recv.receive()
-                self._apply(item)
-                if isinstance(item, _TheirWants):
-                    return
-                now = trio.current_time()
-                continue
-            return
+            if quiet.cancelled_caught:
+                return
+            self._apply(item)
+            if isinstance(item, _TheirWants):
+                return
+            now = trio.current_time()
 
     def _drain(self) -> None:
         while True:
