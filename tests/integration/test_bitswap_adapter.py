@@ -12,6 +12,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from gossipchat.daemon.adapters import bitswap
@@ -201,11 +203,14 @@ async def test_peers_that_said_dont_have_get_the_cancel_too(
 
 
 async def test_cancels_to_peers_asked_only_want_have_go_out_gathered(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A block's arrival cancels our want at every other peer; a peer that was asked
     only want-have gets those cancels together (lazy), not one message per block, and
     it gets every one of them."""
+    # Longer than the fetch takes on a loaded machine, so the count below is bounded by
+    # the mechanism, not by how many 0.1 s windows the fetch happened to span.
+    monkeypatch.setattr(bitswap, "_LAZY_CANCEL_S", 2.0)
     # The source sends one block per message, so blocks arrive one by one.
     source = await start_node(nursery, tmp_path / "source", target_message_size=0)
     client = await start_node(nursery, tmp_path / "client")
@@ -228,7 +233,7 @@ async def test_cancels_to_peers_asked_only_want_have_go_out_gathered(
 
     await wait_for(lambda: cancelled() == asked)
     carrying = [msg for msg in silent.received if any(entry.cancel for entry in msg.wants)]
-    # One message per block would be 21; a lazy cancel waits 0.1 s for company.
+    # One message per block would be 21; a lazy cancel waits for company.
     assert len(carrying) <= len(asked) // 2, [len(msg.wants) for msg in carrying]
 
 
@@ -263,8 +268,7 @@ async def test_a_lazy_cancel_never_undoes_a_later_want(
     """A want for a block replaces a lazy cancel of it still waiting to go out: sent
     after the want, the cancel would take it back."""
     node = await start_node(nursery, tmp_path / "node")
-    peer = await start_bare_host(nursery)
-    link = bitswap._PeerLink(node.bitswap, peer.get_id())
+    link = bitswap._PeerLink(node.bitswap, ID.from_pubkey(create_new_key_pair().public_key))
     first, second = unixfs.import_file(b"one").root, unixfs.import_file(b"two").root
     link._apply(bitswap._OurWants([WantEntry(first, cancel=True),
                                    WantEntry(second, cancel=True)], lazy=True))
