@@ -15,13 +15,15 @@ Rules:
   (core/kadlookup.py); the k nearest servers that answered get ADD_PROVIDER with our
   id and addresses, over the connections the walk dialed to them (hung up on after
   it; the walk's other dialed connections right after the walk). That repeats every
-  PROVIDE_S (+-20%). Until a connection a query dialed is kept (the connection
-  manager wants it) or hung up on, it is passing (`is_passing`): presence fetches
-  and sync sessions leave it alone. The walk's providers, never our own store
+  PROVIDE_S (+-20%; core/rendezvous.py's RoomSchedule says when). Until a
+  connection a query dialed is kept (the connection manager wants it) or hung up
+  on, it is passing (`is_passing`): presence fetches and sync sessions leave it
+  alone. The walk's providers, never our own store
   alone, are the room's members: up to room_peers_min of them that are not
   connected are dialed (announced addresses back off like the connection
   manager's). While a room has fewer connected members than room_peers_min, the
-  walk repeats after FIND_FIRST_S, doubling to FIND_MAX_S.
+  walk repeats after FIND_FIRST_S, doubling to FIND_MAX_S; a room with enough is
+  walked only to announce.
 - Serving is bounded: MAX_INBOUND streams in all and MAX_STREAMS_PER_PEER per peer
   (more are reset), IDLE_S without a whole request closes a stream, a request is at
   most MAX_REQUEST_BYTES, a stream carries at most MAX_REQUESTS_PER_STREAM. An
@@ -50,7 +52,7 @@ from .core.connmgr import AddressBackoff
 from .core.kadlookup import Lookup
 from .core.kadtable import K, ProvidersFull, ProviderStore, RoutingTable, refresh_needed
 from .core.kadwire import Message, MessageType, Peer
-from .core.rendezvous import room_key
+from .core.rendezvous import RoomSchedule, room_key
 from .core.rooms import topic_for
 from .errors import GossipchatError
 
@@ -69,13 +71,6 @@ REFRESH_S = 300.0
 # them: 0.3 s of CPU per member.
 REFRESH_MAX_S = 1800.0
 FIRST_REFRESHES_S = (1.0, 10.0, 60.0)
-PROVIDE_S = 300.0
-# Our addresses changed since the last announcement (a relay reservation came or
-# went): announce again, but not more often than this.
-REPROVIDE_ON_CHANGE_S = 10.0
-FIND_FIRST_S = 2.0
-FIND_MAX_S = 60.0
-FIND_IDLE_S = 120.0  # a room with enough members still looks now and then
 LOOKUP_TIMEOUT_S = 30.0
 QUERY_TIMEOUT_S = 5.0
 IDLE_S = 10.0
@@ -114,13 +109,7 @@ class DhtStats:
 @dataclass
 class _Room:
     key: bytes
-    next_provide: float = 0.0
-    next_find: float = 0.0
-    find_delay: float = FIND_FIRST_S
-    busy: bool = False
-    provided: bool = False
-    provided_at: float = 0.0
-    provided_addrs: tuple[bytes, ...] = ()
+    schedule: RoomSchedule
 
 
 def resolve_mode(mode: str, reachability: str) -> str:
@@ -223,15 +212,9 @@ class DhtService:
                 self.stats.refreshes_skipped += 1
         own_addrs = self._own_peer().addrs
         for name, room in self._rooms.items():
-            if room.busy:
-                continue
-            if room.provided and own_addrs != room.provided_addrs \
-                    and now >= room.provided_at + REPROVIDE_ON_CHANGE_S:
-                room.next_provide = min(room.next_provide, now)
-            if now >= room.next_provide or now >= room.next_find:
-                room.busy = True
-                self._nursery.start_soon(self._rendezvous, name, room,
-                                         now >= room.next_provide)
+            provide = room.schedule.due(now, short=self._room_short(name), own_addrs=own_addrs)
+            if provide is not None:
+                self._nursery.start_soon(self._rendezvous, name, room, provide)
 
     def _seed_from_connections(self, now: float) -> None:
         for peer in self.network.connected_peers():
@@ -244,7 +227,7 @@ class DhtService:
     def _sync_rooms(self, now: float) -> None:
         joined = set(self.history.joined_rooms())
         for name in joined - self._rooms.keys():
-            self._rooms[name] = _Room(room_key(topic_for(name)))
+            self._rooms[name] = _Room(room_key(topic_for(name)), RoomSchedule(self._rng))
         for name in self._rooms.keys() - joined:
             del self._rooms[name]
 
@@ -400,9 +383,7 @@ class DhtService:
         except Exception:
             log.exception("DHT rendezvous of room %s failed", name)
             self.count_fault("dht")
-            room.next_find = trio.current_time() + FIND_MAX_S
-        finally:
-            room.busy = False
+            room.schedule.failed(trio.current_time())
 
     async def _rendezvous_once(self, name: str, room: _Room, provide: bool) -> None:
         # An announcement goes to the nearest servers the walk just asked: the walk's
@@ -429,13 +410,8 @@ class DhtService:
             far = held - {kadaddrs.peer_text(p.id) for p in closest}
             held.difference_update(far)
             await self._hang_up_all(far)
-            if closest:
-                room.provided_addrs = await self._announce(room.key, closest)
-                room.provided = True
-                room.provided_at = now
-                room.next_provide = now + PROVIDE_S * self._rng.uniform(0.8, 1.2)
-            else:
-                room.next_provide = now + FIND_FIRST_S
+            addrs = await self._announce(room.key, closest) if closest else None
+            room.schedule.announced(now, addrs)
         return list(lookup.providers.values())
 
     async def _rendezvous_members(self, name: str, room: _Room, found: list[Peer]) -> None:
@@ -448,13 +424,7 @@ class DhtService:
                   if r.peer_id != self.self_id and r.peer_id not in walked]
         self.stats.providers_found += len(found)
         await self._dial_members(name, found)
-        now = trio.current_time()
-        if self._room_short(name):
-            room.next_find = now + room.find_delay
-            room.find_delay = min(FIND_MAX_S, room.find_delay * 2)
-        else:
-            room.next_find = now + FIND_IDLE_S
-            room.find_delay = FIND_FIRST_S
+        room.schedule.walked(trio.current_time(), short=self._room_short(name))
 
     async def _announce(self, key: bytes, closest: list[Peer]) -> tuple[bytes, ...]:
         """Store our provider record with the closest peers; the addresses it carried."""
@@ -599,7 +569,7 @@ class DhtService:
             "protocol": PROTOCOL,
             "routing_table": len(self.table),
             "buckets": self.table.buckets(),
-            "rooms_provided": sum(r.provided for r in self._rooms.values()),
+            "rooms_provided": sum(r.schedule.provided for r in self._rooms.values()),
             "providers_announced": self.stats.providers_announced,
             "provider_records": self.providers.count(),
             "provider_keys": len(self.providers.records),

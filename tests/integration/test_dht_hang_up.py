@@ -6,6 +6,7 @@ key, queried by every member) kept the most connections: 30-40 each."""
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from gossipchat.daemon.adapters import kadaddrs
 from gossipchat.daemon.adapters.p2p import P2PNetwork
 from gossipchat.daemon.core import kadwire
 from gossipchat.daemon.core.kadwire import Message, MessageType, Peer
-from gossipchat.daemon.core.rendezvous import room_key
+from gossipchat.daemon.core.rendezvous import RoomSchedule, room_key
 from gossipchat.daemon.core.rooms import topic_for
 from harness.libp2p_hosts import LOOPBACK, stock_host
 
@@ -92,12 +93,12 @@ async def test_an_announcement_reuses_the_walks_connection_to_the_nearest() -> N
     other.set_stream_handler(KAD, serve)
     async with _dht_beside(other) as (network, service, peer):
         service.table.add(peer.id, peer.addrs, trio.current_time())
-        room = dht._Room(room_key(topic_for("den")))
+        room = dht._Room(room_key(topic_for("den")), RoomSchedule(random.Random(0)))
         with trio.fail_after(20):
             await service._rendezvous_once("den", room, provide=True)
             while MessageType.ADD_PROVIDER not in asked:  # noqa: ASYNC110 - a stock host
                 await trio.sleep(0.01)
-        assert room.provided
+        assert room.schedule.provided
         assert asked == [MessageType.GET_PROVIDERS, MessageType.ADD_PROVIDER]
         assert len(connections) == 1
         assert service.stats.hung_up == 1
