@@ -9,7 +9,14 @@ What:
   among themselves; daemons - 1 means the sender served everyone alone.
 
 How: `daemons` gossipchatd processes in a sparse seeded topology, one room per run.
-Each member has a thread with a `watch` subscription (one Client each); when the
+After all join the room, the round waits (up to SETTLE_TIMEOUT_S) for the processes
+to fall under a quarter of a core, as propagation and burst do, so that the join
+storm (DHT walks and announcements, presence, first syncs of 20 members joining in
+the same second) does not run into the send. What the join cost is reported beside
+it: join_settle_s (from the joins until quiet) and join_cpu_core_s (the daemons' CPU
+over that time, all together). Until 2026-12-06 the send followed the joins at once,
+and the slowest rounds were those the join storm ran into (all_have 5-9 s against
+about 2 s). Each member has a thread with a `watch` subscription (one Client each); when the
 image message arrives it calls `fetch {cid}` at once (again every FETCH_RETRY_S while
 the daemon answers "not found", which it does while no neighbour holds the image
 yet), and the time that call returns is when that member holds the image (a daemon
@@ -40,11 +47,13 @@ from gossipchat.rpc.client import RpcError
 from harness.daemons import DaemonProcess
 from harness.waiting import WaitTimeout, wait_for
 
-from .daemons import Cluster, sparse_topology, subscriptions_above
+from .burst import quiet_cores
+from .daemons import Cluster, cpu_total, sparse_topology, subscriptions_above, wait_quiet
 from .stats import aggregate, rounded
 
 MIB = 1024 * 1024
 FETCH_RETRY_S = 0.1
+SETTLE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -157,8 +166,14 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
     daemons = cluster.daemons
     sender, members = daemons[0], daemons[1:]
     room = f"fanout-{r}"
+    pids = [d.pid for d in daemons]
+    join_cpu, joined = cpu_total(pids), time.monotonic()
     cluster.join_all(room)
     missing = cluster.wait_room_known(room)
+    _, settle_load = wait_quiet(pids, below_cores=quiet_cores(len(daemons)),
+                                timeout=SETTLE_TIMEOUT_S)
+    join_settle_s = time.monotonic() - joined
+    join_cpu_core_s = cpu_total(pids) - join_cpu
     before = [d.call("status") for d in members]
     before_subs = [st["subscriptions"] for st in before]
     threads = [_Member(d, room, d.home / f"fetched-{r}.png", cfg.deadline_s) for d in members]
@@ -207,6 +222,9 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
         "member_s": [rounded(t) for t in took],
         "median_member_s": rounded(statistics.median_low(took)) if took else None,
         "subscriptions_unseen": len(missing),
+        "join_settle_s": rounded(join_settle_s),
+        "join_cpu_core_s": rounded(join_cpu_core_s),
+        "settle_load_cores": rounded(settle_load),
         "fetch_retries": sum(t.retries for t in threads),
         "auto_fetched": sum(int(i.get("auto_fetched", 0)) for i in images),
         "auto_fetch_failed": sum(int(i.get("auto_fetch_failed", 0)) for i in images),
@@ -215,7 +233,7 @@ def _round(cluster: Cluster, cfg: FanoutConfig, r: int, image: Path,
     }
 
 
-KEYS = ("all_have_s", "send_image_s", "sender_upload_ratio")
+KEYS = ("all_have_s", "send_image_s", "sender_upload_ratio", "join_settle_s", "join_cpu_core_s")
 
 
 def run(cfg: FanoutConfig) -> dict[str, Any]:
