@@ -181,7 +181,8 @@ class PresenceService:
         self._announced: dict[str, tuple[tuple[str, ...], str]] = {}
         self._last_change = -CHANGE_GAP_S
         self._fetched: set[tuple[str, str]] = set()
-        # Connections another service dialed for a moment (DHT queries): no fetch.
+        # Connections that may be passing (a DHT query's, ours or a peer's that dialed
+        # us moments ago; service.py): no fetch yet.
         self.passing: Callable[[str], bool] = lambda _peer: False
         # (room, peer) -> (failures in a row, not again before this trio time)
         self._fetch_failed: dict[tuple[str, str], tuple[int, float]] = {}

@@ -38,6 +38,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gossipchat")
 
+# A peer that dialed us only moments ago may be passing through: another member's DHT
+# walk asks us one question and hangs up within a second or two. Presence fetches and
+# sync sessions wait this long on such a connection (the dialing side starts its own
+# at once, and both carry what we would have asked). Before, when 20 members joined a
+# room together, each answered ~9 walk connections with a presence fetch and a sync
+# session, and 6-15 fetches per member failed as the walker hung up.
+NEW_INBOUND_S = 3.0
+
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
@@ -144,7 +152,7 @@ class Daemon:
                               room_peers_min=config.room_peers_min)
         self.dht.count_fault = self.node.count_fault
         self.dht.keep_connection = self.node.presence.wants
-        self.node.presence.passing = self.node.sync.passing = self.dht.is_passing
+        self.node.presence.passing = self.node.sync.passing = self._passing
         self.node.discovery["dht"] = self.dht.view
         self.rpc = RpcServer(self.node, config.rpc_path, rpc_limits(config))
         try:
@@ -165,6 +173,10 @@ class Daemon:
                 raise StartupError(
                     f"cannot listen for the web UI on {config.web_listen}: {exc}; "
                     "choose another --web-listen, or 'off'") from exc
+
+    def _passing(self, peer: str) -> bool:
+        """Whether presence and sync leave the connection to peer alone for now."""
+        return self.dht.is_passing(peer) or self.network.only_new_inbound(peer, NEW_INBOUND_S)
 
     def _bind_web(self) -> WebServer:
         # Imported only when the UI is on: a daemon with --web-listen off never loads

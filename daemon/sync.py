@@ -173,7 +173,8 @@ class SyncService:
         self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_SESSIONS)
         self._nursery: trio.Nursery | None = None
         self._wakeup = trio.Event()
-        # Connections another service dialed for a moment (DHT queries): no session.
+        # Connections that may be passing (a DHT query's, ours or a peer's that dialed
+        # us moments ago; service.py): no session yet.
         self.passing: Callable[[str], bool] = lambda _peer: False
 
     # scheduling

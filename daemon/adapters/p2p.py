@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import socket
 import time
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -449,6 +451,8 @@ class P2PNetwork:
         self.circuit_dialer: Callable[[str], Awaitable[str]] | None = None
 
         self._extra_addrs: tuple[str, ...] = ()
+        # When each live connection came up (`only_new_inbound`).
+        self._opened: weakref.WeakKeyDictionary[INetConn, float] = weakref.WeakKeyDictionary()
 
     def set_extra_addrs(self, addrs: Sequence[str]) -> None:
         """Announce these relayed addresses (`<relay addr>/p2p/<relay>/p2p-circuit`)
@@ -493,6 +497,16 @@ class P2PNetwork:
         """True while at least one connection to the peer is open."""
         return bool(libp2p_patches.live_connections(self.host.get_network(),
                                                     _peer_id(peer_id)))
+
+    def only_new_inbound(self, peer_id: str, within_s: float) -> bool:
+        """True while every connection to the peer is one it dialed to us within the
+        last within_s seconds: it may be passing through (a DHT walk hangs up on the
+        servers it asked within a second or two)."""
+        conns = libp2p_patches.live_connections(self.host.get_network(), _peer_id(peer_id))
+        now = trio.current_time()
+        return bool(conns) and all(
+            _is_inbound(conn) and now - self._opened.get(conn, -math.inf) < within_s
+            for conn in conns)
 
     def is_direct(self, peer_id: str) -> bool:
         """True while a connection to the peer runs over IP directly (not relayed)."""
@@ -637,6 +651,7 @@ class P2PNetwork:
     def _admit(self, conn: INetConn) -> None:
         """A connection came up: close it at once if it is over an inbound bound or
         comes from a peer still banned for flooding."""
+        self._opened[conn] = trio.current_time()
         peer_id = conn.muxed_conn.peer_id.to_base58()
         reason: str | None = None
         if self.gossip_limiter.is_banned(peer_id, trio.current_time()):
