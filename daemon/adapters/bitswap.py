@@ -1228,7 +1228,7 @@ class _Fetcher:
         while not self._asm.done:
             self._check_store()
             await self._send_wants()
-            accepted: list[tuple[bytes, bytes]] = []
+            accepted: list[tuple[bytes, bytes | memoryview]] = []
             with trio.move_on_after(tick):
                 try:
                     self._handle(await self._events.receive(), accepted)
@@ -1246,7 +1246,7 @@ class _Fetcher:
                 last_progress = progress
                 self._on_progress(*progress)
 
-    async def _store(self, blocks: list[tuple[bytes, bytes]]) -> None:
+    async def _store(self, blocks: list[tuple[bytes, bytes | memoryview]]) -> None:
         # Failures are kept for the fetch loop to raise, not raised here, so that they
         # do not arrive wrapped in the nursery's ExceptionGroup.
         try:
@@ -1262,7 +1262,8 @@ class _Fetcher:
         if self._store_failure is not None:
             raise self._store_failure
 
-    def _handle(self, event: _SessionEvent, accepted: list[tuple[bytes, bytes]]) -> None:
+    def _handle(self, event: _SessionEvent,
+                accepted: list[tuple[bytes, bytes | memoryview]]) -> None:
         if isinstance(event, GotBlock):
             # The block may come from a peer another fetch asked: it counts all the same.
             self._session.block(event.cid, event.peer, trio.current_time())

@@ -47,7 +47,7 @@ class GotBlock(Generic[P]):
     """A wanted block arrived (verified by its digest) from `peer`."""
 
     cid: bytes
-    data: bytes
+    data: bytes | memoryview  # a read-only view into its message, as decoded
     peer: P
 
 
@@ -207,7 +207,7 @@ class WantList(Generic[P]):
             want.has_not.discard(peer)
             out.entry(peer, WantEntry(cid, cancel=True))
 
-    def block(self, peer: P, digest: bytes, data: bytes, out: Outcome[P]) -> str:
+    def block(self, peer: P, digest: bytes, data: bytes | memoryview, out: Outcome[P]) -> str:
         """A block with this digest arrived from `peer`: a `BlockIn` verdict.
 
         A wanted block is told to every session that wants it (once per CID name) and
