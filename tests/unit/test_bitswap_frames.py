@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipchat.daemon.core import unixfs
+from gossipchat.daemon.core import protobuf, unixfs, varint
 from gossipchat.daemon.core.bitswap import FrameDecoder, Message, WantEntry
 from gossipchat.daemon.core.bitswap.message import PROTOCOL_ID_120, encode_frame
 from gossipchat.daemon.errors import ProtocolError
@@ -126,3 +126,21 @@ def test_any_bytes_in_any_reads_decode_or_are_refused(data: bytes, sizes: list[i
     except ProtocolError:
         return
     assert decoder.buffered <= len(data)
+
+
+def test_a_small_block_in_a_large_message_is_a_copy_not_a_view_of_it() -> None:
+    small, big = b"tiny block", bytes(300000)
+    body = b""
+    for data in (small, big):
+        frame = encode_frame(PROTOCOL_ID_120, blocks=[(unixfs.cid_v1(0x55, data), data)])
+        _, start = varint.decode(frame, 0)
+        body = frame[start:]
+        if data is small:  # padded with an unknown field, as a hostile peer could
+            body += protobuf.len_field(15, bytes(1_000_000))
+        decoder = FrameDecoder()
+        decoder.feed(varint.encode(len(body)) + body)
+        msg = decoder.next_message()
+        assert msg is not None
+        ((_, got),) = msg.blocks
+        assert bytes(got) == data
+        assert isinstance(got, bytes if data is small else memoryview)

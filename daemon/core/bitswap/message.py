@@ -155,18 +155,19 @@ class _FieldBudget:
             yield from batch
 
 
-def _view(data: memoryview) -> memoryview:
-    return data.toreadonly()
-
-
 def decode_message(frame: bytes | memoryview, *, copy: bool = True) -> Message:
     """Decode one message body (without its length prefix); `ProtocolError` if malformed.
 
     Unknown fields are skipped, as protobuf requires, but count towards
-    MAX_MESSAGE_FIELDS. With copy=False, block data are read-only views into `frame`
-    (whose bytes must then never change), not copies.
+    MAX_MESSAGE_FIELDS. With copy=False, a block that is at least half of `frame` is a
+    read-only view into it (whose bytes must then never change), not a copy; smaller
+    ones are copied, so that no block holds on to much more memory than its own.
     """
-    take = bytes if copy else _view
+    half = len(frame) // 2
+
+    def take(data: memoryview) -> bytes | memoryview:
+        return data.toreadonly() if not copy and len(data) >= half else bytes(data)
+
     msg = Message()
     budget = _FieldBudget()
     try:
