@@ -180,19 +180,29 @@ class _NoiseReader:
             chunk = await self._recv()
             if not chunk:
                 return b""
-            buffer = self._cipher
-            buffer += chunk
+            # Each message's ciphertext is copied once out of what recv returned (or,
+            # when the last recv cut a message, out of the carried-over rest joined to
+            # it); slicing a bytearray and then making bytes of it copied it twice.
+            # (The noise library wants bytes: handed memoryviews, connections to a
+            # js-libp2p relay broke in tests/integration/test_dcutr_interop.py.)
+            buffer: bytes | bytearray = chunk
+            if self._cipher:
+                self._cipher += chunk
+                buffer = self._cipher
             plain: list[bytes] = []
             pos, end = 0, len(buffer)
-            while end - pos >= 2:
-                length = (buffer[pos] << 8) | buffer[pos + 1]
-                if end - pos - 2 < length:
-                    break
-                message = bytes(buffer[pos + 2 : pos + 2 + length])
-                pos += 2 + length
-                plain.append(self._noise.decrypt(message))
-            if pos:
-                del buffer[:pos]
+            with memoryview(buffer) as view:
+                while end - pos >= 2:
+                    length = (buffer[pos] << 8) | buffer[pos + 1]
+                    if end - pos - 2 < length:
+                        break
+                    message = self._noise.decrypt(bytes(view[pos + 2 : pos + 2 + length]))
+                    pos += 2 + length
+                    plain.append(message)
+            if buffer is self._cipher:
+                del self._cipher[:pos]
+            elif pos < end:
+                self._cipher = bytearray(memoryview(buffer)[pos:])
             if plain:
                 return plain[0] if len(plain) == 1 else b"".join(plain)
 
@@ -328,7 +338,7 @@ class YamuxStream(IMuxedStream):
 
     # -- fed by the connection's reading task ------------------------------------
 
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: bytes | memoryview) -> None:
         if len(data) > self._recv_window:
             raise ProtocolError(
                 f"stream {self.stream_id}: peer sent {len(data)} bytes into a "
@@ -379,7 +389,8 @@ class YamuxStream(IMuxedStream):
             self._reads_without_yield = 0
         buffer, start = self._buffer, self._offset
         if n is None or n < 0 or n >= len(buffer) - start:
-            data = bytes(buffer[start:]) if start else bytes(buffer)
+            with memoryview(buffer) as view:
+                data = bytes(view[start:])
             buffer.clear()
             self._offset = 0
         else:
@@ -794,37 +805,41 @@ class Yamux(IMuxedConn):
     def _dispatch(self, plain: bytearray) -> int:
         """Handle every whole frame in `plain`; return how many bytes they took."""
         pos, end = 0, len(plain)
-        while end - pos >= HEADER_SIZE:
-            version, kind, flags, stream_id, length = HEADER.unpack_from(plain, pos)
-            if version != VERSION:
-                raise ProtocolError(f"version {version}")
-            if kind == TYPE_DATA:
-                if length > self.window:
-                    raise ProtocolError(f"a {length}-byte data frame")
-                if end - pos - HEADER_SIZE < length:
-                    break
-                body = bytes(plain[pos + HEADER_SIZE : pos + HEADER_SIZE + length])
-                pos += HEADER_SIZE + length
-                self._on_stream_frame(flags, stream_id, body, 0)
-            elif kind == TYPE_WINDOW_UPDATE:
-                pos += HEADER_SIZE
-                self._on_stream_frame(flags, stream_id, b"", length)
-            elif kind == TYPE_PING:
-                pos += HEADER_SIZE
-                if flags & FLAG_SYN:
-                    self._queue(header(TYPE_PING, FLAG_ACK, 0, length))
-                elif flags & FLAG_ACK and length == self._ping_id:
-                    self._pong.set()
-            elif kind == TYPE_GO_AWAY:
-                pos += HEADER_SIZE
-                # No new streams; the ones open finish unless the peer hangs up.
-                self._closing = True
-                self._accept_send.close()
-            else:
-                raise ProtocolError(f"frame type {kind}")
+        # Data frames go to their streams as views into `plain` (each stream copies
+        # what it is handed into its own buffer at once), not as copies of copies.
+        with memoryview(plain) as view:
+            while end - pos >= HEADER_SIZE:
+                version, kind, flags, stream_id, length = HEADER.unpack_from(plain, pos)
+                if version != VERSION:
+                    raise ProtocolError(f"version {version}")
+                if kind == TYPE_DATA:
+                    if length > self.window:
+                        raise ProtocolError(f"a {length}-byte data frame")
+                    if end - pos - HEADER_SIZE < length:
+                        break
+                    with view[pos + HEADER_SIZE : pos + HEADER_SIZE + length] as body:
+                        self._on_stream_frame(flags, stream_id, body, 0)
+                    pos += HEADER_SIZE + length
+                elif kind == TYPE_WINDOW_UPDATE:
+                    pos += HEADER_SIZE
+                    self._on_stream_frame(flags, stream_id, b"", length)
+                elif kind == TYPE_PING:
+                    pos += HEADER_SIZE
+                    if flags & FLAG_SYN:
+                        self._queue(header(TYPE_PING, FLAG_ACK, 0, length))
+                    elif flags & FLAG_ACK and length == self._ping_id:
+                        self._pong.set()
+                elif kind == TYPE_GO_AWAY:
+                    pos += HEADER_SIZE
+                    # No new streams; the ones open finish unless the peer hangs up.
+                    self._closing = True
+                    self._accept_send.close()
+                else:
+                    raise ProtocolError(f"frame type {kind}")
         return pos
 
-    def _on_stream_frame(self, flags: int, stream_id: int, body: bytes, delta: int) -> None:
+    def _on_stream_frame(self, flags: int, stream_id: int, body: bytes | memoryview,
+                         delta: int) -> None:
         stream = self.streams.get(stream_id)
         if flags & FLAG_SYN:
             if stream is not None or stream_id == 0 or stream_id % 2 == self._next_id % 2:
