@@ -5,17 +5,13 @@ key right after hanging up on them."""
 
 from __future__ import annotations
 
-import os
 import random
 
-import multiaddr
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 
-from gossipchat.daemon.adapters.p2p import P2PNetwork
 from gossipchat.daemon.redial import Redialer
-
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+from harness.networks import running_networks
 
 
 class _Store:
@@ -32,11 +28,7 @@ class _Store:
 
 
 async def test_a_peer_hung_up_on_is_remembered_and_not_redialled_until_unblocked() -> None:
-    a = P2PNetwork(os.urandom(32), LOOPBACK)
-    b = P2PNetwork(os.urandom(32), LOOPBACK)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+    async with running_networks(2) as (a, b), trio.open_nursery() as nursery:
         b_id = b.host.get_id()
         b_text = b_id.to_base58()
         addrs = [f"{addr}/p2p/{b_text}" for addr in b.host.get_addrs()]

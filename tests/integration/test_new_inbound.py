@@ -5,23 +5,14 @@ second or two. The dialing side's own connection is never new inbound."""
 
 from __future__ import annotations
 
-import os
-
-import multiaddr
 import trio
 from libp2p.peer.peerinfo import PeerInfo
 
-from gossipchat.daemon.adapters.p2p import P2PNetwork
-
-LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+from harness.networks import running_networks
 
 
 async def test_a_connection_is_new_inbound_on_the_answering_side_for_a_while() -> None:
-    a = P2PNetwork(os.urandom(32), LOOPBACK)
-    b = P2PNetwork(os.urandom(32), LOOPBACK)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(a.run)
-        await nursery.start(b.run)
+    async with running_networks(2) as (a, b):
         a_text, b_text = a.peer_id, b.peer_id
         assert not b.only_new_inbound(a_text, 60.0)  # not connected at all
         await a.host.connect(PeerInfo(b.host.get_id(), b.host.get_addrs()))
@@ -33,4 +24,3 @@ async def test_a_connection_is_new_inbound_on_the_answering_side_for_a_while() -
         await trio.sleep(0.3)
         assert not b.only_new_inbound(a_text, 0.2)  # no longer new
         assert b.only_new_inbound(a_text, 60.0)
-        nursery.cancel_scope.cancel()
