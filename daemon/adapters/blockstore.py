@@ -265,13 +265,14 @@ class BlockStore:
         return data
 
     def _hot_put(self, key: bytes, data: bytes | memoryview) -> None:
-        # Only whole bytes objects: a memoryview may hold a much larger buffer alive.
-        if not isinstance(data, bytes) or len(data) > self._hot_max or key not in self._lru:
+        if len(data) > self._hot_max or key not in self._lru:
             return
         if key in self._hot:
             self._hot.move_to_end(key)
             return
-        self._hot[key] = data
+        # A view (a block bitswap received, inside its message) may hold a larger
+        # buffer alive: memory keeps a copy of the block alone.
+        self._hot[key] = data if isinstance(data, bytes) else bytes(data)
         self._hot_size += len(data)
         while self._hot_size > self._hot_max:
             _, old = self._hot.popitem(last=False)

@@ -357,6 +357,22 @@ async def test_blocks_stored_last_are_served_from_memory(tmp_path: Path) -> None
     assert store.hot_hits == 3
 
 
+def test_a_block_stored_from_a_view_is_kept_in_memory_as_its_own_bytes(
+        tmp_path: Path) -> None:
+    """Bitswap hands over received blocks as views into their messages: memory keeps
+    a copy of the block, not the view (which would hold the whole message)."""
+    cid, data = raw_block(b"inside a larger message")
+    message = b"header" + data + bytes(1000)
+    view = memoryview(message)[6:6 + len(data)].toreadonly()
+    store = BlockStore(tmp_path)
+    store.put(cid, view)
+    _rot(tmp_path, cid)
+    kept = store.get(cid)
+    assert kept == data
+    assert type(kept) is bytes
+    assert store.hot_hits == 1
+
+
 def test_a_block_read_from_disk_is_kept_in_memory(tmp_path: Path) -> None:
     cid, data = raw_block(b"read me twice")
     BlockStore(tmp_path).put(cid, data)
