@@ -5,7 +5,6 @@ buffer it changes later."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import pytest
@@ -94,8 +93,6 @@ def test_block_data_stay_as_they_were_while_more_is_read() -> None:
             kept.extend(data for _, data in msg.blocks)
     want = [d for _, blocks in expected for d in blocks]
     assert [bytes(d) for d in kept] == want
-    assert all(hashlib.sha256(d).digest() == hashlib.sha256(w).digest()
-               for d, w in zip(kept, want, strict=True))
     with pytest.raises(TypeError):
         kept[0][0] = 0  # type: ignore[index]  # read-only views
 
