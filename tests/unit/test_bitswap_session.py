@@ -131,6 +131,31 @@ def test_a_direct_holder_takes_over_blocks_asked_of_a_relayed_peer() -> None:
     assert session.served() == {"direct": 1}
 
 
+def test_the_only_live_peer_is_asked_for_blocks_without_a_want_have_round() -> None:
+    """A fetch with one peer to ask learns nothing from want-have that want-block (with
+    send-dont-have) does not tell it too, a round trip later: the peer is asked for
+    blocks at once, within its window. A DONT_HAVE ends that for its block; once a
+    second peer is live, every peer is asked want-have first again."""
+    session: Session[str] = Session(["a", "b"], limits=SessionLimits(window=4), seed=1)
+    session.peer_gone("b", "its bitswap failed", now=0.0)
+    plan = session.plan(CIDS, now=0.0)
+    assert plan.want_have == {}
+    asked = plan.want_block["a"]
+    assert len(asked) == 4  # its window
+    session.have("a", asked[0], False)
+    rest = session.plan(CIDS, now=0.1)
+    assert asked[0] not in rest.want_block.get("a", [])
+    assert len(rest.want_block["a"]) == 1  # the slot the DONT_HAVE freed
+
+    two: Session[str] = Session(["a", "b"], limits=SessionLimits(rejoin_settle_s=0.0))
+    two.peer_gone("b", "disconnected", now=0.0, returns=True)
+    assert two.plan(CIDS[:1], now=0.0).want_block == {"a": [CIDS[0]]}
+    assert two.rejoin("b", now=1.0)
+    plan = two.plan(CIDS[:2], now=1.0)
+    assert plan.want_have == {"a": [CIDS[1]], "b": CIDS[:2]}
+    assert plan.want_block == {}
+
+
 def test_stuck_once_every_peer_said_dont_have_unless_patient() -> None:
     impatient: Session[str] = Session(["a"])
     impatient.plan(CIDS[:1], now=0.0)
@@ -154,15 +179,13 @@ def test_no_peers_is_stuck_at_once() -> None:
 def test_a_gone_peer_may_come_back_within_rejoin_s() -> None:
     limits = SessionLimits(rejoin_s=10.0, rejoin_settle_s=0.5)
     session: Session[str] = Session(["a"], limits=limits)
-    session.plan(CIDS[:1], now=0.0)
-    session.have("a", CIDS[0], True)
-    assert session.plan(CIDS[:1], now=0.1).want_block == {"a": [CIDS[0]]}
+    assert session.plan(CIDS[:1], now=0.0).want_block == {"a": [CIDS[0]]}  # alone
     session.peer_gone("a", "disconnected", now=1.0, returns=True)
     assert session.plan(CIDS[:1], now=2.0).stuck is None  # it may come back
     assert not session.rejoin("a", now=1.2)  # the connection that just failed
     assert session.rejoin("a", now=3.0)
     plan = session.plan(CIDS[:1], now=3.0)
-    # Its wantlist died with the connection: asked again, and for the block (it had it).
+    # Its wantlist died with the connection: asked again, for the block (it is alone).
     assert plan.want_have == {}
     assert plan.want_block == {"a": [CIDS[0]]}
     session.peer_gone("a", "disconnected", now=4.0, returns=True)
@@ -217,11 +240,10 @@ def test_a_still_connected_peer_whose_bitswap_failed_will_not_come_back() -> Non
     assert session.plan(CIDS[:1], now=0.1).stuck == "a: cannot open a bitswap stream"
 
 
-
 def test_a_relays_byte_limit_caps_the_blocks_in_flight_over_it() -> None:
     session: Session[str] = Session(["relayed"], limits=SessionLimits(relayed_window=2))
     session.set_direct("relayed", False, window=1)  # a circuit of little more than a block
-    session.plan(CIDS, now=0.0)
+    assert len(session.plan(CIDS, now=0.0).want_block["relayed"]) == 1  # alone: asked
     for cid in CIDS:
         session.have("relayed", cid, True)
-    assert len(session.plan(CIDS, now=0.1).want_block["relayed"]) == 1
+    assert session.plan(CIDS, now=0.1).want_block == {}  # its window is full
