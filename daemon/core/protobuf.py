@@ -86,6 +86,9 @@ def read_fields(view: memoryview, pos: int,
             if pos < end and view[pos] < 0x80:
                 length = view[pos]
                 pos += 1
+            elif pos + 1 < end and view[pos + 1] < 0x80:  # two bytes: up to 16 KiB
+                length = (view[pos] & 0x7F) | view[pos + 1] << 7
+                pos += 2
             else:
                 length, pos = read_varint(view, pos)
             if length > end - pos:

@@ -179,6 +179,18 @@ def test_duplicates_are_dropped_and_a_triangle_delivers_once() -> None:
         assert [d.data for d in net.nodes[name].delivered] == [b"x"]
 
 
+def test_copies_of_seen_messages_pass_the_gate_and_count_as_duplicates_unread() -> None:
+    net = _room("ab", [("a", "b")])
+    a, b = net.nodes["a"], net.nodes["b"]
+    frame = rpc.message_field(a.signed(b"x", 1)) + rpc.message_field(a.signed(b"y", 2))
+    assert [d.data for d in b.router.handle_rpc("a", frame, net.now)] == [b"x", b"y"]
+    gated: list[str] = []
+    b.router.gate = lambda peer: gated.append(peer) is None and len(gated) != 2
+    assert b.router.handle_rpc("a", frame, net.now) == []
+    assert gated == ["a", "a"]  # each copy passed the gate, as a decoded one does
+    assert b.router.duplicates == 1  # the gate refused the second
+
+
 def test_a_bad_signature_is_charged_and_not_forwarded() -> None:
     net = _room("abc", [("a", "b"), ("b", "c")])
     msg = net.nodes["a"].signed(b"forged", 1)

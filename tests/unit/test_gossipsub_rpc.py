@@ -7,6 +7,7 @@ import pytest
 from libp2p.pubsub.pb import rpc_pb2
 
 from gossipchat.daemon.core.gossipsub import rpc
+from gossipchat.daemon.core.protobuf import len_field
 
 
 def _reference() -> rpc_pb2.RPC:
@@ -86,3 +87,29 @@ def test_fields_out_of_order_fall_back_to_re_encoding() -> None:
         from_id=b"f", data=b"d").SerializeToString()
     with_unknown = rpc_pb2.Message(from_id=b"f").SerializeToString() + b"\x38\x01"  # field 7
     assert rpc.decode_message(with_unknown).signed_len == -1
+
+
+def test_messages_whose_id_was_seen_are_counted_not_decoded() -> None:
+    first = rpc.Message(b"f" * 38, b"d" * 300, (1).to_bytes(8, "big"), ("t",), b"s" * 64)
+    second = rpc.Message(b"f" * 38, b"e" * 20, (2).to_bytes(8, "big"), ("t",), b"s" * 64)
+    third = rpc.Message(b"g" * 38, b"x" * 20_000, (1).to_bytes(8, "big"), ("t",))
+    frame = b"".join(rpc.message_field(m) for m in (first, second, third))
+    seen = {first.msg_id, third.msg_id}
+    got = rpc.decode_rpc(frame, seen=seen)
+    # The first has a two-byte data length; the third's (20,000) takes three bytes, so
+    # its id is not peeked at: decoded whole, the caller's seen check drops it.
+    assert got.publish == (second, third)
+    assert got.known == 1
+    assert rpc.decode_rpc(frame).publish == (first, second, third)
+    assert rpc.decode_rpc(frame).known == 0
+
+
+def test_a_seen_id_in_another_field_order_is_decoded_whole() -> None:
+    # seqno before data: not the canonical shape, so not peeked at.
+    shuffled = (rpc_pb2.Message(from_id=b"f").SerializeToString()
+                + rpc_pb2.Message(seqno=b"\x00" * 8).SerializeToString()
+                + rpc_pb2.Message(data=b"d").SerializeToString())
+    frame = len_field(2, shuffled)
+    got = rpc.decode_rpc(frame, seen={b"f" + b"\x00" * 8})
+    assert got.known == 0
+    assert [m.msg_id for m in got.publish] == [b"f" + b"\x00" * 8]

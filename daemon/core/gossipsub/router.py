@@ -6,7 +6,8 @@ Rules (libp2p/specs pubsub/gossipsub v1.0 and v1.1, in go-libp2p-pubsub's shape)
   `publish`, `join`, `leave` and `heartbeat` with `now`, then sends what each peer's
   `Outbox` holds and delivers what `handle_rpc` returns.
 - A received message is handled once: the forwarder's gate (rate limit, graylist),
-  then topics we subscribe to, the seen cache, StrictSign (one signature check), the
+  then topics we subscribe to, the seen cache (a copy whose id is in it is not even
+  decoded: rpc.py), StrictSign (one signature check), the
   topic validator (ACCEPT, IGNORE, REJECT), and only ACCEPTed messages are cached and
   forwarded to the topic's mesh. REJECT and a bad signature cost the forwarder (P4),
   a first ACCEPTed delivery earns it credit (P2).
@@ -298,7 +299,7 @@ class Router:
         if state is None:
             return []
         try:
-            message = rpc.decode_rpc(frame)
+            message = rpc.decode_rpc(frame, seen=self.seen)
         except rpc.RpcError:
             self.malformed += 1
             self.scores.penalize(peer, 1.0)
@@ -306,6 +307,11 @@ class Router:
         for sub in message.subscriptions:
             self._subscription(peer, state, sub, now)
         deliveries: list[Delivery] = []
+        for _ in range(message.known):
+            # Copies of messages seen already, left undecoded: counted as `_message`
+            # counts them, each through the forwarder's gate first.
+            if self.gate(peer):
+                self.duplicates += 1
         for msg in message.publish:
             self._message(peer, msg, now, deliveries)
         if message.control and self.scores.score(peer) >= self.scoring.graylist_threshold:
