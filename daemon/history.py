@@ -5,7 +5,11 @@ Rules:
   through on every change), each room's Lamport clock and recent authors, the nick on
   each author's newest message, the queue of our own messages waiting to be published,
   the subscriber feeds, and the buffer of verified envelopes a failing store could not
-  take. Its tasks (`run`) are the only ones that publish and retry store writes.
+  take. Its tasks (`run`) are the only ones that publish, retry store writes and
+  checkpoint the store's WAL: from a worker thread, once CHECKPOINT_COMMITS commits
+  (by anyone) went into it, or CHECKPOINT_IDLE_S after the last checkpoint if fewer
+  did, so that no commit stalls the event loop with a checkpoint's fsyncs
+  (adapters/store.py).
 - Every state change happens in synchronous code between awaits, so no task sees half
   an update.
 - `publish` returns only after its message is committed to the store; getting it out
@@ -55,6 +59,12 @@ log = logging.getLogger(__name__)
 
 # How many inbound gossip messages one store transaction takes at most.
 INBOUND_BATCH = 256
+# WAL checkpoints (see the rules): how often the task looks, after how many commits it
+# checkpoints (a commit adds 1-10 pages: about 0.5-4 MB of WAL), and how long a few
+# commits wait at most.
+CHECKPOINT_POLL_S = 1.0
+CHECKPOINT_COMMITS = 100
+CHECKPOINT_IDLE_S = 30.0
 
 
 def now_ms() -> int:
@@ -129,6 +139,8 @@ class HistoryStats:
     sent: int = 0
     subscriptions_overflowed: int = 0
     gaps_suspected: int = 0
+    checkpoints: int = 0
+    checkpoint_failures: int = 0
 
 
 def _ignore(*_args: object) -> None:
@@ -174,6 +186,7 @@ class History:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._publish_outbound)
                 nursery.start_soon(self._retry_store_writes)
+                nursery.start_soon(self._checkpoint_wal)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -479,7 +492,32 @@ class History:
     def store_view(self) -> dict[str, Any]:
         """The `store` section of `status`."""
         return {**self.store_health.view(), "pending": len(self._pending),
-                "pending_dropped": self._pending.dropped}
+                "pending_dropped": self._pending.dropped,
+                "wal_checkpoints": self.stats.checkpoints,
+                "wal_checkpoint_failures": self.stats.checkpoint_failures}
+
+    async def _checkpoint_wal(self) -> None:
+        """Own the WAL's checkpoints (see the rules), each in a worker thread."""
+        store = self.store
+        done = store.commits
+        last = trio.current_time()
+        while True:
+            await trio.sleep(CHECKPOINT_POLL_S)
+            waiting = store.commits - done
+            now = trio.current_time()
+            if waiting < CHECKPOINT_COMMITS and not (waiting and now - last >= CHECKPOINT_IDLE_S):
+                continue
+            done, last = store.commits, now  # commits during this one wait for the next
+            try:
+                # Not cancellable while it runs: shutdown waits for it, then closes.
+                await trio.to_thread.run_sync(store.checkpoint)
+            except StoreUnavailable as exc:
+                # The writes meet the same failure and store health handles it; a WAL
+                # left unchecked meanwhile only grows (bounded: adapters/store.py).
+                self.stats.checkpoint_failures += 1
+                log.warning("WAL checkpoint failed: %s", exc.message)
+                continue
+            self.stats.checkpoints += 1
 
     def _on_store_error(self, error: StoreUnavailable, write: bool) -> None:
         if self.store_health.failed(error, write=write, now_ms=now_ms()):
