@@ -3,6 +3,7 @@ Pillow; hostile ones are crafted byte by byte."""
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import struct
@@ -60,7 +61,10 @@ def gps_exif(orientation: int | None = None) -> Image.Exif:
     return exif
 
 
+@functools.cache
 def srgb_icc() -> bytes:
+    # Once per run: littlecms stamps each new profile with the time of day, so two
+    # built in different seconds differ (bytes 24-35 of the header).
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
