@@ -13,8 +13,9 @@ Rules:
 - `decode_rpc` can leave alone the messages whose id (from + seqno) the caller has
   seen: in a mesh most copies a node receives are of messages it has already (2.5 to
   3.5 per message in the bench's 10-daemon burst), and only their first three fields
-  are read to tell (`_peek_id`). A message whose fields are not in that canonical
-  shape is decoded whole, and the caller's own seen check decides.
+  are read to tell (`_peek_id`, by protobuf.py's `read_fields`). A message whose
+  fields are not in that canonical shape is decoded whole, and the caller's own seen
+  check decides.
 - Lengths under 2^14 (one or two varint bytes: every field of a chat message) are
   read inline on the hot path; longer ones take `read_varint`.
 - `RpcError` is what malformed bytes raise.
@@ -25,7 +26,14 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
-from ..protobuf import ProtobufError, iter_fields, len_field, read_varint, varint_field
+from ..protobuf import (
+    ProtobufError,
+    iter_fields,
+    len_field,
+    read_fields,
+    read_varint,
+    varint_field,
+)
 
 __all__ = [
     "RPC",
@@ -284,27 +292,15 @@ def _decode_control(buf: memoryview) -> Control:
 
 
 def _peek_id(view: memoryview) -> bytes | None:
-    """from + seqno of a message that starts with its from, data and seqno fields in
-    that order, each with a length under 2^14; None for any other shape."""
-    end = len(view)
-    pos = 0
-    found: list[bytes] = []
-    for tag in (0x0A, 0x12, 0x1A):  # fields 1, 2, 3, length-delimited
-        if pos + 2 > end or view[pos] != tag:
-            return None
-        byte = view[pos + 1]
-        if byte < 0x80:
-            length, pos = byte, pos + 2
-        elif pos + 2 < end and view[pos + 2] < 0x80:
-            length, pos = (byte & 0x7F) | view[pos + 2] << 7, pos + 3
-        else:
-            return None
-        if pos + length > end:
-            return None
-        if tag != 0x12:
-            found.append(bytes(view[pos:pos + length]))
-        pos += length
-    return found[0] + found[1]
+    """from + seqno of a message whose first three fields are from, data and seqno, in
+    that order; None for any other shape."""
+    first, _ = read_fields(view, 0, 3)
+    if [(number, wire) for number, wire, _ in first] != [(1, 2), (2, 2), (3, 2)]:
+        return None
+    (_, _, from_id), _, (_, _, seqno) = first
+    assert isinstance(from_id, memoryview)  # wire type 2: a slice
+    assert isinstance(seqno, memoryview)
+    return bytes(from_id) + bytes(seqno)
 
 
 def decode_rpc(buf: bytes | memoryview, *, seen: Container[bytes] = ()) -> RPC:
