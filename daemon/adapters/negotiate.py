@@ -12,11 +12,18 @@ messages in turn and answers both (the multistream-select spec allows pipelining
 responder that lacks the protocol says "na" and we propose the next one, one at a
 time). The replies are read byte-exact, so nothing of the protocol's own first bytes
 is taken from the stream.
+
+`open_stream_sending` goes one step further for a protocol the peer announced (in
+identify): the protocol's first message goes in that same write, so the peer has it
+one round trip sooner, as with go-libp2p's lazy negotiation (`NewStream` with a
+protocol the peerstore lists). A responder that answers "na" reads those bytes as
+multistream-select messages and refuses them: nothing of them reaches a handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -30,6 +37,8 @@ NOT_AVAILABLE = "na"
 # A multistream-select message is a protocol name and a newline; names are short.
 MAX_MESSAGE = 1024
 NEGOTIATE_TIMEOUT_S = 10.0
+
+_T = TypeVar("_T")
 
 
 class NegotiationError(MultiselectClientError):
@@ -47,9 +56,38 @@ async def open_stream(host: IHost, peer: ID, protocols: Sequence[str], *,
     if not protocols:
         raise ValueError("open_stream needs at least one protocol")
     stream = await host.get_network().new_stream(peer)
+    selected = await _negotiated(stream, _select(stream, protocols), timeout_s)
+    stream.set_protocol(TProtocol(selected))
+    return stream
+
+
+async def open_stream_sending(host: IHost, peer: ID, protocol: str, first: bytes, *,
+                              timeout_s: float = NEGOTIATE_TIMEOUT_S) -> INetStream | None:
+    """A new stream to a connected `peer` speaking `protocol`, whose first bytes
+    (`first`: a whole message of the protocol) go out with the negotiation.
+
+    Returns the stream once the peer accepted `protocol`: it then has `first`. Returns
+    None if the peer answered "na": the stream is reset, and no handler saw `first`
+    (open a stream with `open_stream` and send it again). Raises as `open_stream`.
+    Meant for a protocol the peer announced; to a peer that lacks it, this costs
+    `first` sent for nothing. After "na" the peer reads `first` as multistream-select
+    messages, so it must not be one: a protocol's own message never is (a proposal is
+    a protocol name and a newline).
+    """
+    stream = await host.get_network().new_stream(peer)
+    accepted = await _negotiated(stream, _propose_with(stream, protocol, first), timeout_s)
+    if not accepted:
+        await _reset(stream)
+        return None
+    stream.set_protocol(TProtocol(protocol))
+    return stream
+
+
+async def _negotiated(stream: INetStream, exchange: Awaitable[_T], timeout_s: float) -> _T:
+    """Run a negotiation on `stream`; on any failure the stream is reset."""
     try:
         with trio.fail_after(timeout_s):
-            selected = await _select(stream, protocols)
+            return await exchange
     except trio.TooSlowError:
         await _reset(stream)
         raise NegotiationError(
@@ -63,8 +101,6 @@ async def open_stream(host: IHost, peer: ID, protocols: Sequence[str], *,
     except BaseException:  # cancelled: the stream goes with the caller
         await _reset(stream)
         raise
-    stream.set_protocol(TProtocol(selected))
-    return stream
 
 
 async def _reset(stream: INetStream) -> None:
@@ -78,9 +114,7 @@ async def _reset(stream: INetStream) -> None:
 async def _select(stream: INetStream, protocols: Sequence[str]) -> str:
     first, *rest = protocols
     await stream.write(encode_delim(HEADER.encode()) + encode_delim(first.encode()))
-    header = await _read_message(stream)
-    if header != HEADER:
-        raise NegotiationError(f"the peer does not speak multistream-select: {header[:40]!r}")
+    await _read_header(stream)
     answer = await _read_message(stream)
     if answer == first:
         return first
@@ -94,6 +128,24 @@ async def _select(stream: INetStream, protocols: Sequence[str]) -> str:
     if answer != NOT_AVAILABLE:
         raise NegotiationError(f"unexpected multistream-select answer {answer[:40]!r}")
     raise NegotiationError(f"protocols not supported by the peer: {', '.join(protocols)}")
+
+
+async def _propose_with(stream: INetStream, protocol: str, first: bytes) -> bool:
+    await stream.write(b"".join((encode_delim(HEADER.encode()),
+                                 encode_delim(protocol.encode()), first)))
+    await _read_header(stream)
+    answer = await _read_message(stream)
+    if answer == protocol:
+        return True
+    if answer == NOT_AVAILABLE:
+        return False
+    raise NegotiationError(f"unexpected multistream-select answer {answer[:40]!r}")
+
+
+async def _read_header(stream: INetStream) -> None:
+    header = await _read_message(stream)
+    if header != HEADER:
+        raise NegotiationError(f"the peer does not speak multistream-select: {header[:40]!r}")
 
 
 async def _read_message(stream: INetStream) -> str:

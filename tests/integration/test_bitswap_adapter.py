@@ -16,7 +16,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from gossipchat.daemon.adapters import bitswap
+from gossipchat.daemon.adapters import bitswap, negotiate
 from gossipchat.daemon.adapters.bitswap import (
     PROTOCOL_ID_100,
     PROTOCOL_ID_110,
@@ -147,6 +147,33 @@ async def two_sources_and_a_client(nursery: trio.Nursery, tmp_path: Path,
     await client.connect(first)
     await client.connect(second)
     return first, second, client, root
+
+
+async def test_first_messages_go_with_the_negotiation_both_ways(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each side announced bitswap 1.2 in identify, so the client's first wants and the
+    # server's first answer each go out in the write that opens their stream.
+    opened: list[tuple[str, bool]] = []
+    sending = negotiate.open_stream_sending
+
+    async def noted(host: IHost, peer: ID, protocol: str, first: bytes,
+                    **kw: Any) -> INetStream | None:
+        stream = await sending(host, peer, protocol, first, **kw)
+        opened.append((host.get_id().to_base58(), stream is not None))
+        return stream
+
+    monkeypatch.setattr(negotiate, "open_stream_sending", noted)
+    server = await start_node(nursery, tmp_path / "server")
+    client = await start_node(nursery, tmp_path / "client")
+    data = pattern(MB)
+    root = server.store.import_file(data)
+    await client.connect(server)
+    with trio.fail_after(30):
+        got = await client.bitswap.fetch(root, [server.id], max_size=len(data), timeout=20)
+    assert got == data
+    assert sorted(opened) == sorted([(client.id.to_base58(), True),
+                                     (server.id.to_base58(), True)])
 
 
 async def test_fetch_spreads_wants_over_two_peers(nursery: trio.Nursery, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Opening streams with multistream-select in one round trip (adapters/negotiate.py),
+"""Opening streams with multistream-select in one round trip, or with the first bytes in
+the same write (adapters/negotiate.py),
 against stock py-libp2p hosts: what they answer, and that no byte of the protocol's own
 is lost. js-libp2p answers it in tests/integration/test_gossip_interop.py and
 test_bitswap_interop.py, where every stream we open goes through it."""
@@ -91,7 +92,8 @@ async def test_no_protocol_in_common_is_a_clear_error_and_the_stream_goes() -> N
         await stream.reset()
 
 
-async def test_a_peer_that_never_answers_times_out() -> None:
+@pytest.mark.parametrize("sending", [False, True], ids=["open_stream", "open_stream_sending"])
+async def test_a_peer_that_never_answers_times_out(sending: bool) -> None:
     async with running_pair(stock_host(), stock_host()) as (a, b):
 
         async def mute(stream: INetStream) -> None:
@@ -100,5 +102,63 @@ async def test_a_peer_that_never_answers_times_out() -> None:
         # The swarm hands each new stream to this instead of the host's multiselect,
         # as a peer that accepts streams but stalls would.
         a.get_network().set_stream_handler(mute)
+        opening = (negotiate.open_stream_sending(b, a.get_id(), OLD, b"first", timeout_s=0.5)
+                   if sending else negotiate.open_stream(b, a.get_id(), [OLD], timeout_s=0.5))
         with pytest.raises(negotiate.NegotiationError, match=r"within 0\.5 s"):
-            await negotiate.open_stream(b, a.get_id(), [OLD], timeout_s=0.5)
+            await opening
+
+
+async def test_first_bytes_go_with_the_negotiation_and_reach_the_handler() -> None:
+    async with running_pair(stock_host(), stock_host()) as (a, b):
+        got: list[bytes] = []
+
+        async def take_then_answer(stream: INetStream) -> None:
+            got.append(await _read_exactly(stream, 5))
+            await stream.write(b"pong")
+            await stream.close()
+
+        a.set_stream_handler(TProtocol(OLD), take_then_answer)
+        writes = _Writes(muxed(b, a))
+        stream = await negotiate.open_stream_sending(b, a.get_id(), OLD, b"first")
+        assert stream is not None
+        assert stream.get_protocol() == OLD
+        assert await _read_exactly(stream, 4) == b"pong"
+        assert got == [b"first"]
+        ours = writes.count
+        await stream.close()
+        # The same exchange with the first bytes written after the negotiation.
+        writes.count = 0
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        await stream.write(b"first")
+        assert await _read_exactly(stream, 4) == b"pong"
+        assert got == [b"first", b"first"]
+        print(f"writes to open a stream, send and read an answer: sending {ours}, "
+              f"then writing {writes.count}")
+        assert writes.count > ours
+        await stream.close()
+
+
+async def test_a_refused_protocol_takes_none_of_the_first_bytes() -> None:
+    async with running_pair(stock_host(), stock_host()) as (a, b):
+        handled: list[str] = []
+
+        async def note(stream: INetStream) -> None:
+            handled.append(str(stream.get_protocol()))
+            await stream.write(await stream.read(100))
+            await stream.close()
+
+        a.set_stream_handler(TProtocol(OLD), note)
+        conn = muxed(b, a)
+        # A length-prefixed message, as bitswap's are: after "na" the responder reads
+        # it as the next multistream-select message, and refuses it.
+        message = negotiate.encode_delim(b"\x0a\x02want")
+        assert await negotiate.open_stream_sending(b, a.get_id(), NEW, message) is None
+        await trio.sleep(0.2)  # time for the responder to act on whatever it read
+        assert handled == []
+        # The connection is fine and carries the next stream.
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        await stream.write(b"ping")
+        assert await _read_exactly(stream, 4) == b"ping"
+        assert handled == [OLD]
+        assert muxed(b, a) is conn
+        await stream.reset()
