@@ -20,6 +20,11 @@ by default) from one peer to another over 127.0.0.1, in MB/s (10^6 bytes per sec
   page cache may cost a host page fault, and a fresh store is all new pages (130 to
   930 MB/s on the development machine).
 
+Beside them, `small_image`: the time to fetch a 200 KB image (one block, a typical
+chat photo) from one peer, ours and py-libp2p's bitswap, in ms, measured the same way
+(two processes, a fresh client host each time). A file this size is all latency: two
+streams opened, one round trip each way, one block stored.
+
 Every transfer goes server to client, as a fetch does, and the clock runs from the
 request to the last byte (store_write: from the call to its return). Connections are
 set up before; the bitswap clients get a fresh host and an empty store for every run,
@@ -79,6 +84,8 @@ STREAM_WRITE = 256 * 1024
 TARGET_MB_S = 40.0
 TARGET_SPEEDUP = 2.0
 TRANSFER_TIMEOUT = 120.0
+SMALL_SIZE = 200_000  # small_image: one block
+SMALL_KINDS = ("ours", "baseline_bitswap")
 
 
 def payload(size: int) -> bytes:
@@ -347,14 +354,15 @@ async def _one(
         results[kind] = f"{type(exc).__name__}: {exc}"
 
 
-def measure_two_process(size: int, repeat: int) -> dict[str, list[float] | str]:
+def measure_two_process(size: int, repeat: int,
+                        kinds: tuple[str, ...] = KINDS) -> dict[str, list[float] | str]:
     """Each server in a child process (this script with --serve), the client here."""
-    results: dict[str, list[float] | str] = {kind: [] for kind in KINDS}
+    results: dict[str, list[float] | str] = {kind: [] for kind in kinds}
     children: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="gc-bench-") as scratch_dir:
         try:
             servers: dict[str, tuple[str, str]] = {}
-            for kind in KINDS:
+            for kind in kinds:
                 if kind not in SERVERS:
                     servers[kind] = NO_PEER
                     continue
@@ -427,12 +435,31 @@ def summarize(rates: dict[str, list[float] | str]) -> dict[str, Any]:
     return out
 
 
+def summarize_small(rates: dict[str, list[float] | str]) -> dict[str, Any]:
+    """small_image: each kind's fetch times in ms (from its rates)."""
+    out: dict[str, Any] = {"size_kb": SMALL_SIZE / 1e3}
+    for kind in SMALL_KINDS:
+        key = "ms" if kind == "ours" else f"{kind}_ms"
+        values = rates[kind]
+        if isinstance(values, str):
+            out[key] = None
+            out[f"{key}_error"] = values
+            continue
+        times = [SMALL_SIZE / (rate * 1e6) * 1e3 for rate in values]
+        out[key] = round(statistics.median(times), 2)
+        out[f"{key}_min"] = round(min(times), 2)
+        out[f"{key}_max"] = round(max(times), 2)
+    return out
+
+
 def measure(size: int, repeat: int) -> dict[str, Any]:
-    """All five figures in both topologies, the kinds alternating to spread the noise."""
+    """All five figures in both topologies, the kinds alternating to spread the noise;
+    then the small image's times (three times as many fetches: each is short)."""
     runs = {
         "two_process": measure_two_process(size, repeat),
         "in_process": measure_in_process(size, repeat),
     }
+    small = measure_two_process(SMALL_SIZE, 3 * repeat, SMALL_KINDS)
     headline = summarize(runs["two_process"])
     in_process = summarize(runs["in_process"])
     result: dict[str, Any] = {
@@ -451,6 +478,7 @@ def measure(size: int, repeat: int) -> dict[str, Any]:
             ),
         },
         "in_process": in_process,
+        "small_image": summarize_small(small),
         "runs": {
             topology: {
                 kind: [round(v, 1) for v in values] if isinstance(values, list) else values
