@@ -26,6 +26,8 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   test_identify_observed_addr.py.
 - `quick_stream_locks`: one host's swarm (`notify_opened_stream`) and the
   `NetStream`s it announces; test_stream_state_lock.py.
+- `answer_multistream_in_one_write`: one host's swarm (its stream handler);
+  test_multiselect_responder.py.
 
 Not a patch but a reading aid: `live_connections` leaves out the connections the
 swarm still lists while they close; test_swarm_closing_connections.py.
@@ -38,13 +40,14 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import trio
-from libp2p.abc import IHost, IMuxedConn, INetConn, INetwork, ISecureConn
+from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream, INetwork, ISecureConn
 from libp2p.custom_types import TProtocol
 from libp2p.identity.identify import identify
 from libp2p.peer.id import ID
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 
 from ..core import varint
+from . import negotiate
 from .locks import QuickLock
 
 log = logging.getLogger(__name__)
@@ -288,5 +291,30 @@ def quick_stream_locks(host: IHost) -> Undo:
     def undo() -> None:
         if vars(swarm).get("notify_opened_stream") is notify_opened_stream:
             del swarm.notify_opened_stream
+
+    return undo
+
+
+def answer_multistream_in_one_write(host: IHost) -> Undo:
+    """Answer multistream-select on the streams peers open with
+    `negotiate.serve_inbound` instead of the host's own handler.
+
+    py-libp2p 0.8.1's host writes its header, then the echo of the protocol: two
+    writes even to a dialer that proposed with its header, which go, js and we do
+    (test_multiselect_responder.py). Every DHT query, sync session, presence fetch
+    and bitswap link to us opens such a stream. The host's registered handlers are
+    the ones run. Set on this host's swarm only; the undo puts the host's back.
+    """
+    network = cast(Any, host.get_network())
+    stock = network.common_stream_handler
+
+    async def handle(stream: INetStream) -> None:
+        await negotiate.serve_inbound(host, stream)
+
+    network.set_stream_handler(handle)
+
+    def undo() -> None:
+        if network.common_stream_handler is handle:
+            network.set_stream_handler(stock)
 
     return undo

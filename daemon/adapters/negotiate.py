@@ -13,6 +13,14 @@ responder that lacks the protocol says "na" and we propose the next one, one at 
 time). The replies are read byte-exact, so nothing of the protocol's own first bytes
 is taken from the stream.
 
+`serve_inbound` is the other side, for the streams peers open to us: a dialer that
+proposed with its header (go, js, ours) gets our header and the answer in one write
+too. py-libp2p's host writes its header first and the answer after reading the
+proposal: two writes, each a yamux frame, a Noise message and a syscall, and two
+wake-ups of the dialer (tests/upstream/test_multiselect_responder.py). A dialer that
+waits for our header before it proposes (py-libp2p's `new_stream`) still gets it at
+once: we write it alone when nothing more has arrived.
+
 `open_stream_sending` goes one step further for a protocol the peer announced (in
 identify): the protocol's first message goes in that same write, so the peer has it
 one round trip sooner, as with go-libp2p's lazy negotiation (`NewStream` with a
@@ -22,21 +30,32 @@ multistream-select messages and refuses them: nothing of them reaches a handler.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.utils.varint import encode_delim
+
+from .yamux import YamuxStream
+
+log = logging.getLogger(__name__)
 
 HEADER = "/multistream/1.0.0"
 NOT_AVAILABLE = "na"
 # A multistream-select message is a protocol name and a newline; names are short.
 MAX_MESSAGE = 1024
 NEGOTIATE_TIMEOUT_S = 10.0
+# Proposals one inbound stream may make before we give up on it.
+MAX_PROPOSALS = 32
+# What a stream that a peer reset or closed raises into its handler: not a bug.
+_STREAM_ERRORS = (BaseLibp2pError, OSError, EOFError, trio.BrokenResourceError,
+                  trio.ClosedResourceError)
 
 _T = TypeVar("_T")
 
@@ -81,6 +100,62 @@ async def open_stream_sending(host: IHost, peer: ID, protocol: str, first: bytes
         return None
     stream.set_protocol(TProtocol(protocol))
     return stream
+
+
+async def serve_inbound(host: IHost, stream: INetStream, *,
+                        timeout_s: float = NEGOTIATE_TIMEOUT_S) -> None:
+    """Answer multistream-select on a stream the peer opened, then run the handler
+    `host` holds for the protocol chosen (as py-libp2p's host does, in fewer writes).
+    A stream that breaks the exchange or stalls past `timeout_s` is reset, and so is
+    one whose handler raises: the exception is logged, and goes no further."""
+    handlers = host.get_mux().handlers
+    try:
+        protocol = await _negotiated(stream, _answer(stream, handlers), timeout_s)
+    except NegotiationError as exc:
+        log.debug("inbound stream from %s: %s", stream.muxed_conn.peer_id, exc)
+        return
+    handler = handlers[TProtocol(protocol)]
+    assert handler is not None  # _answer chooses only protocols with a handler
+    stream.set_protocol(TProtocol(protocol))
+    try:
+        await handler(stream)
+    except Exception as exc:
+        # py-libp2p lets a handler's exception out into the connection's nursery, and
+        # the host's whole swarm goes down with it (tests/upstream/
+        # test_stream_handler_errors.py): here it ends that stream only.
+        peer = stream.muxed_conn.peer_id
+        if isinstance(exc, _STREAM_ERRORS):
+            log.debug("%s stream from %s ended: %r", protocol, peer, exc)
+        else:
+            log.exception("the %s handler failed on a stream from %s", protocol, peer)
+        await _reset(stream)
+
+
+async def _answer(stream: INetStream, handlers: dict[TProtocol | None, Any]) -> str:
+    await _read_header(stream)
+    pending = encode_delim(HEADER.encode())
+    for _ in range(MAX_PROPOSALS):
+        if pending and not _buffered(stream):
+            await stream.write(pending)  # the dialer may wait for it to propose
+            pending = b""
+        proposal = await _read_message(stream)
+        if handlers.get(TProtocol(proposal)) is not None:
+            await stream.write(pending + encode_delim(proposal.encode()))
+            return proposal
+        if proposal == "ls":  # as py-libp2p answers it: the names in one message
+            names = "".join(f"{p}\n" for p in handlers if p is not None)
+            reply = encode_delim(names.encode())
+        else:
+            reply = encode_delim(NOT_AVAILABLE.encode())
+        await stream.write(pending + reply)
+        pending = b""
+    raise NegotiationError(f"more than {MAX_PROPOSALS} proposals")
+
+
+def _buffered(stream: INetStream) -> bool:
+    """Whether bytes the peer sent wait unread on the stream (our yamux only)."""
+    muxed = getattr(stream, "muxed_stream", None)
+    return isinstance(muxed, YamuxStream) and muxed.buffered > 0
 
 
 async def _negotiated(stream: INetStream, exchange: Awaitable[_T], timeout_s: float) -> _T:

@@ -367,6 +367,11 @@ class YamuxStream(IMuxedStream):
     def closed(self) -> bool:
         return self.recv_closed and self.send_closed
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return len(self._buffer) - self._offset
+
     # -- IMuxedStream ---------------------------------------------------------------
 
     async def read(self, n: int | None = -1) -> bytes:

@@ -6,12 +6,20 @@ test_bitswap_interop.py, where every stream we open goes through it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
 import pytest
 import trio
-from libp2p.abc import INetStream
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamReset
+from libp2p.utils.varint import encode_delim
 
 from gossipchat.daemon.adapters import negotiate
+from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from harness.libp2p_hosts import muxed, running_pair, stock_host
 
 OLD = "/gossipchat-test/echo/1.0.0"
@@ -162,3 +170,133 @@ async def test_a_refused_protocol_takes_none_of_the_first_bytes() -> None:
         assert handled == [OLD]
         assert muxed(b, a) is conn
         await stream.reset()
+
+
+def _our_host() -> IHost:
+    return new_libp2p_host(create_new_key_pair())
+
+
+def _counted(handler: Callable[[INetStream], Awaitable[None]],
+             writes: list[bytes]) -> Callable[[INetStream], Awaitable[None]]:
+    """A swarm stream handler that records what the responder writes, then runs
+    `handler` (the host's answer to multistream-select)."""
+    async def handle(stream: Any) -> None:
+        real = stream.write
+
+        async def write(data: bytes) -> None:
+            writes.append(bytes(data))
+            await real(data)
+
+        stream.write = write
+        await handler(stream)
+    return handle
+
+
+HELLO_WRITES = [encode_delim(negotiate.HEADER.encode()) + encode_delim(OLD.encode()),
+                b"hello"]
+
+
+async def test_our_host_answers_a_pipelined_proposal_in_one_write() -> None:
+    async with running_pair(_our_host(), _our_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        writes: list[bytes] = []
+        a.get_network().set_stream_handler(
+            _counted(partial(negotiate.serve_inbound, a), writes))
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        assert await _read_exactly(stream, 5) == b"hello"
+        await stream.write(b"ping")
+        assert await _read_exactly(stream, 4) == b"ping"
+        assert writes[:2] == HELLO_WRITES
+        await stream.close()
+
+
+async def test_our_host_is_what_new_libp2p_host_builds() -> None:
+    # The daemon's host answers this way (libp2p_patches.answer_multistream_in_one_write).
+    async with running_pair(_our_host(), _our_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        handler = a.get_network().common_stream_handler  # type: ignore[attr-defined]
+        writes: list[bytes] = []
+        a.get_network().set_stream_handler(_counted(handler, writes))
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        assert await _read_exactly(stream, 5) == b"hello"
+        assert writes[:2] == HELLO_WRITES
+        await stream.reset()
+
+
+async def test_a_dialer_that_waits_for_our_header_gets_it_first() -> None:
+    # py-libp2p's own new_stream writes its header, then waits for ours to propose.
+    async with running_pair(_our_host(), stock_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        writes: list[bytes] = []
+        a.get_network().set_stream_handler(
+            _counted(partial(negotiate.serve_inbound, a), writes))
+        with trio.fail_after(5):
+            stream = await b.new_stream(a.get_id(), [TProtocol(OLD)])
+            assert await _read_exactly(stream, 5) == b"hello"
+        assert writes[:3] == [encode_delim(negotiate.HEADER.encode()),
+                              encode_delim(OLD.encode()), b"hello"]
+        await stream.reset()
+
+
+async def test_our_host_refuses_what_it_lacks_and_takes_the_next_proposal() -> None:
+    async with running_pair(_our_host(), _our_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        stream = await negotiate.open_stream(b, a.get_id(), [NEW, OLD])
+        assert stream.get_protocol() == OLD
+        assert await _read_exactly(stream, 5) == b"hello"
+        await stream.reset()
+        with pytest.raises(negotiate.NegotiationError, match="not supported by the peer"):
+            await negotiate.open_stream(b, a.get_id(), [NEW])
+
+
+async def test_our_host_lists_its_protocols() -> None:
+    async with running_pair(_our_host(), _our_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        stream = await b.get_network().new_stream(a.get_id())
+        await stream.write(encode_delim(negotiate.HEADER.encode()) + encode_delim(b"ls"))
+        with trio.fail_after(5):
+            assert await negotiate._read_message(stream) == negotiate.HEADER
+            listing = await negotiate._read_message(stream)
+        assert OLD in listing.split("\n")
+        await stream.reset()
+
+
+async def test_our_host_resets_a_dialer_that_stalls() -> None:
+    async with running_pair(_our_host(), _our_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
+        a.get_network().set_stream_handler(partial(negotiate.serve_inbound, a, timeout_s=0.5))
+        stream = await b.get_network().new_stream(a.get_id())
+        await stream.write(encode_delim(negotiate.HEADER.encode()))  # and no proposal
+        with trio.fail_after(5):
+            assert await negotiate._read_message(stream) == negotiate.HEADER
+            with pytest.raises(StreamReset):
+                await stream.read(100)
+        # The connection is fine and carries the next stream.
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        assert await _read_exactly(stream, 5) == b"hello"
+        await stream.reset()
+
+
+async def test_a_handler_that_raises_ends_its_stream_only(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # py-libp2p's own host goes down (tests/upstream/test_stream_handler_errors.py).
+    async def fragile(stream: INetStream) -> None:
+        if await stream.read(1) == b"!":
+            raise RuntimeError("a bug in a handler")
+        await stream.write(b"ok")
+        await stream.close()
+
+    async with running_pair(_our_host(), _our_host()) as (a, b):
+        a.set_stream_handler(TProtocol(OLD), fragile)
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        await stream.write(b"!")
+        with trio.fail_after(5), pytest.raises(StreamReset):
+            await stream.read(2)
+        # The host answers the next stream, on the same connection.
+        conn = muxed(b, a)
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        await stream.write(b"?")
+        assert await _read_exactly(stream, 2) == b"ok"
+        assert muxed(b, a) is conn
+    failures = [r for r in caplog.records if r.exc_info and r.levelname == "ERROR"]
+    assert [str(r.exc_info[1]) for r in failures] == ["a bug in a handler"]
