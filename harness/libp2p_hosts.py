@@ -8,7 +8,7 @@ one through `each_host`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -60,6 +60,23 @@ async def running_pair(a: IHost, b: IHost) -> AsyncIterator[tuple[IHost, IHost]]
             await stack.enter_async_context(host.run(listen_addrs=LOOPBACK))
         await b.connect(PeerInfo(a.get_id(), a.get_addrs()))
         yield a, b
+
+
+def recording_writes(handler: Callable[[INetStream], Awaitable[None]],
+                     writes: list[bytes]) -> Callable[[INetStream], Awaitable[None]]:
+    """A swarm stream handler (`host.get_network().set_stream_handler`) that records
+    each write the responder makes on a stream, then runs `handler` (the host's own
+    answer to multistream-select, or ours)."""
+    async def handle(stream: Any) -> None:
+        real = stream.write
+
+        async def write(data: bytes) -> None:
+            writes.append(bytes(data))
+            await real(data)
+
+        stream.write = write
+        await handler(stream)
+    return handle
 
 
 def muxed(host: IHost, peer: IHost) -> Any:

@@ -6,9 +6,7 @@ test_bitswap_interop.py, where every stream we open goes through it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
 
 import pytest
 import trio
@@ -20,7 +18,7 @@ from libp2p.utils.varint import encode_delim
 
 from gossipchat.daemon.adapters import negotiate
 from gossipchat.daemon.adapters.p2p import new_libp2p_host
-from harness.libp2p_hosts import muxed, running_pair, stock_host
+from harness.libp2p_hosts import muxed, recording_writes, running_pair, stock_host
 
 OLD = "/gossipchat-test/echo/1.0.0"
 NEW = "/gossipchat-test/echo/2.0.0"
@@ -176,22 +174,6 @@ def _our_host() -> IHost:
     return new_libp2p_host(create_new_key_pair())
 
 
-def _counted(handler: Callable[[INetStream], Awaitable[None]],
-             writes: list[bytes]) -> Callable[[INetStream], Awaitable[None]]:
-    """A swarm stream handler that records what the responder writes, then runs
-    `handler` (the host's answer to multistream-select)."""
-    async def handle(stream: Any) -> None:
-        real = stream.write
-
-        async def write(data: bytes) -> None:
-            writes.append(bytes(data))
-            await real(data)
-
-        stream.write = write
-        await handler(stream)
-    return handle
-
-
 HELLO_WRITES = [encode_delim(negotiate.HEADER.encode()) + encode_delim(OLD.encode()),
                 b"hello"]
 
@@ -201,7 +183,7 @@ async def test_our_host_answers_a_pipelined_proposal_in_one_write() -> None:
         a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
         writes: list[bytes] = []
         a.get_network().set_stream_handler(
-            _counted(partial(negotiate.serve_inbound, a), writes))
+            recording_writes(partial(negotiate.serve_inbound, a), writes))
         stream = await negotiate.open_stream(b, a.get_id(), [OLD])
         assert await _read_exactly(stream, 5) == b"hello"
         await stream.write(b"ping")
@@ -216,7 +198,7 @@ async def test_our_host_is_what_new_libp2p_host_builds() -> None:
         a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
         handler = a.get_network().common_stream_handler  # type: ignore[attr-defined]
         writes: list[bytes] = []
-        a.get_network().set_stream_handler(_counted(handler, writes))
+        a.get_network().set_stream_handler(recording_writes(handler, writes))
         stream = await negotiate.open_stream(b, a.get_id(), [OLD])
         assert await _read_exactly(stream, 5) == b"hello"
         assert writes[:2] == HELLO_WRITES
@@ -229,7 +211,7 @@ async def test_a_dialer_that_waits_for_our_header_gets_it_first() -> None:
         a.set_stream_handler(TProtocol(OLD), _greet_then_echo)
         writes: list[bytes] = []
         a.get_network().set_stream_handler(
-            _counted(partial(negotiate.serve_inbound, a), writes))
+            recording_writes(partial(negotiate.serve_inbound, a), writes))
         with trio.fail_after(5):
             stream = await b.new_stream(a.get_id(), [TProtocol(OLD)])
             assert await _read_exactly(stream, 5) == b"hello"

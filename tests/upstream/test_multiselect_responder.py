@@ -12,14 +12,12 @@ fail, the patch can be reconsidered.
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
 from gossipchat.daemon.adapters import negotiate
-from harness.libp2p_hosts import running_pair, stock_host
+from harness.libp2p_hosts import recording_writes, running_pair, stock_host
 
 ECHO = TProtocol("/gossipchat-test/echo/1.0.0")
 
@@ -34,18 +32,7 @@ async def test_the_host_answers_a_pipelined_proposal_in_two_writes() -> None:
         a.set_stream_handler(ECHO, _hello)
         writes: list[bytes] = []
         stock = a._swarm_stream_handler  # type: ignore[attr-defined]
-
-        async def counted(stream: Any) -> None:
-            real = stream.write
-
-            async def write(data: bytes) -> None:
-                writes.append(bytes(data))
-                await real(data)
-
-            stream.write = write
-            await stock(stream)
-
-        a.get_network().set_stream_handler(counted)
+        a.get_network().set_stream_handler(recording_writes(stock, writes))
         stream = await negotiate.open_stream(b, a.get_id(), [ECHO])  # header + proposal
         with trio.fail_after(5):
             got = b""
