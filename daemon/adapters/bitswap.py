@@ -61,12 +61,12 @@ Rules of this module:
   before it sends, as boxo's message queue does; a peer's wants are answered at once.
   A link that sent nothing for LINGER_MAX_S sends its first news at once (a fetch's
   first wants, 1.3 ms sooner) and gathers what follows.
-- A new stream's first message goes with its multistream-select negotiation when the
-  peer announced bitswap 1.2 in identify (adapters/negotiate.py, as go-libp2p does):
-  the peer has it a round trip sooner. That message holds one block at most.
   Cancels to peers that were asked only want-have are lazy (core.bitswap.wantlist):
   they go out with the next message to the peer, or after 0.1 s. A 5 MB image to 20
   members took each member about 150 messages out and as many in; now about 100.
+- A new stream's first message goes with its multistream-select negotiation when the
+  peer announced bitswap 1.2 in identify (adapters/negotiate.py, as go-libp2p does):
+  the peer has it a round trip sooner. That message holds one block at most.
 - libp2p exceptions stop here: callers see `FetchError` and its subclasses,
   `unixfs.InvalidDagError` (the DAG itself is bad or too large) and
   `blockstore.BlockStoreError` (the local disk failed).
