@@ -15,7 +15,7 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -77,6 +77,52 @@ def recording_writes(handler: Callable[[INetStream], Awaitable[None]],
         stream.write = write
         await handler(stream)
     return handle
+
+
+class SilentNotifee(INotifee):
+    """A notifee that ignores every event, as most do."""
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        pass
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+HELLO = TProtocol("/gossipchat-test/hello/1.0.0")
+
+
+async def one_stream(a: IHost, b: IHost) -> None:
+    """b opens a stream to a; a's handler writes 5 bytes and closes; b reads them and
+    closes. Returns once both ends are done with it."""
+    done = trio.Event()
+
+    async def hello(stream: INetStream) -> None:
+        await stream.write(b"hello")
+        await stream.close()
+        done.set()
+
+    a.set_stream_handler(HELLO, hello)
+    stream = await b.new_stream(a.get_id(), [HELLO])
+    with trio.fail_after(10):
+        got = b""
+        while len(got) < 5:
+            got += await stream.read(5 - len(got))
+        await stream.close()
+        await done.wait()
+        await trio.sleep(0.1)  # the accepting end announces the close after its handler
 
 
 def muxed(host: IHost, peer: IHost) -> Any:

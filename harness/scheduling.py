@@ -27,3 +27,25 @@ async def steps_of(awaitable: Awaitable[object]) -> int:
     finally:
         trio.lowlevel.remove_instrument(counter)
     return counter.steps
+
+
+class TaskSpawns(trio.abc.Instrument):
+    """The names of the trio tasks spawned while it is installed:
+    `with TaskSpawns() as spawns: ...`, then `spawns.named(...)`."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+    def named(self, suffix: str) -> int:
+        """How many of the tasks spawned have a name ending with `suffix`."""
+        return sum(1 for name in self.names if name.endswith(suffix))
+
+    def __enter__(self) -> TaskSpawns:
+        trio.lowlevel.add_instrument(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        trio.lowlevel.remove_instrument(self)

@@ -28,6 +28,8 @@ The patches, what each reaches, and the test that shows why (in tests/upstream/)
   `NetStream`s it announces; test_stream_state_lock.py.
 - `answer_multistream_in_one_write`: one host's swarm (its stream handler);
   test_multiselect_responder.py.
+- `skip_unheard_stream_events`: one host's swarm (`_notify`);
+  test_stream_notifications.py.
 
 Not a patch but a reading aid: `live_connections` leaves out the connections the
 swarm still lists while they close; test_swarm_closing_connections.py.
@@ -35,6 +37,8 @@ swarm still lists while they close; test_swarm_closing_connections.py.
 
 from __future__ import annotations
 
+import dis
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -316,5 +320,65 @@ def answer_multistream_in_one_write(host: IHost) -> Undo:
     def undo() -> None:
         if network.common_stream_handler is handle:
             network.set_stream_handler(stock)
+
+    return undo
+
+
+# --------------------------------------------------------------------------------------
+# Stream events nobody listens to
+
+_STREAM_EVENTS = frozenset({"opened_stream", "closed_stream"})
+# What a body of `pass`, a docstring or `return None` compiles to, in 3.11 to 3.13.
+_EMPTY_BODY_OPS = frozenset({"RESUME", "RETURN_GENERATOR", "POP_TOP", "NOP", "LOAD_CONST",
+                             "RETURN_VALUE", "RETURN_CONST"})
+
+
+@functools.cache
+def does_nothing(function: Callable[..., Any]) -> bool:
+    """Whether `function`'s body does nothing but return None (`pass`, a docstring,
+    `return None`), read from its bytecode. Anything else, or what has no bytecode of
+    its own (a builtin, a callable object), counts as doing something."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return False
+    for instruction in dis.get_instructions(code):
+        if instruction.opname not in _EMPTY_BODY_OPS:
+            return False
+        if instruction.opname in ("LOAD_CONST", "RETURN_CONST") \
+                and instruction.argval is not None:
+            return False
+    return True
+
+
+def _unheard(notifee: Any, event: str) -> bool:
+    method = getattr(notifee, event, None)
+    return method is not None and does_nothing(getattr(method, "__func__", method))
+
+
+def skip_unheard_stream_events(host: IHost) -> Undo:
+    """Announce a stream's opening and closing only when some notifee listens.
+
+    py-libp2p 0.8.1's swarm announces every stream it opens, accepts and closes to
+    every notifee, each in a task of its own in a nursery of its own, and the
+    notifees a daemon's host has (the swarm's tag store, identify, our network,
+    GossipSub and bitswap) all ignore stream events: ten tasks and four nurseries per
+    stream on each side for nothing (test_stream_notifications.py). When every notifee's
+    handler for the event does nothing, the event is skipped; otherwise all are called
+    as py-libp2p calls them. The resource bookkeeping `notify_closed_stream` does
+    before it announces is untouched. Set on this host's swarm only.
+    """
+    swarm = cast(Any, host.get_network())
+    stock = swarm._notify
+
+    async def _notify(method: str, *args: Any) -> None:
+        if method in _STREAM_EVENTS and all(_unheard(n, method) for n in swarm.notifees):
+            return
+        await stock(method, *args)
+
+    swarm._notify = _notify
+
+    def undo() -> None:
+        if vars(swarm).get("_notify") is _notify:
+            del swarm._notify
 
     return undo

@@ -392,6 +392,7 @@ def new_libp2p_host(key_pair: KeyPair, muxer: type[yamux.Yamux] = yamux.Yamux) -
     libp2p_patches.identify_observes_its_own_connection(host)
     libp2p_patches.quick_stream_locks(host)
     libp2p_patches.answer_multistream_in_one_write(host)
+    libp2p_patches.skip_unheard_stream_events(host)
     return host
 
 

@@ -9,7 +9,7 @@ import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
 import multiaddr
 import trio
-from libp2p.abc import INetStream
+from libp2p.abc import INetStream, INetwork
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.identity.identify.identify import ID as identify_id
@@ -17,11 +17,12 @@ from libp2p.identity.identify.identify import ID as identify_id
 from gossipchat.daemon.adapters import libp2p_patches, yamux
 from gossipchat.daemon.adapters.locks import QuickLock
 from gossipchat.daemon.adapters.p2p import P2PNetwork, new_libp2p_host
-from harness.libp2p_hosts import muxed, running_pair, stock_host
-from harness.scheduling import steps_of
+from harness.libp2p_hosts import SilentNotifee, muxed, one_stream, running_pair, stock_host
+from harness.scheduling import TaskSpawns, steps_of
 
 SINK = TProtocol("/gossipchat-test/sink/1.0.0")
 ECHOLESS = TProtocol("/gossipchat-test/keep/1.0.0")
+NOTIFY_TASK = "Swarm._notify.<locals>._call"
 
 
 def _module_functions() -> dict[str, object]:
@@ -37,6 +38,20 @@ async def test_a_network_run_in_process_leaves_py_libp2p_pubsub_as_it_is() -> No
         assert _module_functions() == before
         nursery.cancel_scope.cancel()
     assert _module_functions() == before
+
+
+async def test_a_running_networks_notifees_all_ignore_stream_events() -> None:
+    """What makes skip_unheard_stream_events pay on a daemon's host: a notifee that
+    listens to stream events brings the tasks back for every stream."""
+    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.run)
+        notifees = network.host.get_network().notifees
+        assert len(notifees) >= 4  # tag store, identify, the network's, GossipSub's
+        for notifee in notifees:
+            assert libp2p_patches.does_nothing(type(notifee).opened_stream), notifee
+            assert libp2p_patches.does_nothing(type(notifee).closed_stream), notifee
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_negotiated_muxer_is_built_and_the_undo_restores_the_stock_one() -> None:
@@ -122,3 +137,80 @@ async def test_a_quick_lock_excludes_and_queues_in_order() -> None:
                 await trio.sleep(0.01)  # b queues before c
     assert order == ["a in", "a out", "b in", "b out", "c in", "c out"]
     assert not lock.locked()
+
+
+class _Listening(SilentNotifee):
+    """Hears stream openings."""
+
+    def __init__(self) -> None:
+        self.opened: list[INetStream] = []
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        self.opened.append(stream)
+
+
+async def test_stream_events_no_notifee_hears_spawn_nothing_and_heard_ones_are_announced(
+) -> None:
+    async with running_pair(new_libp2p_host(create_new_key_pair()),
+                            new_libp2p_host(create_new_key_pair())) as (a, b):
+        notifees = a.get_network().notifees
+        assert len(notifees) >= 2  # the swarm's tag store and identify, at least
+        assert all(libp2p_patches.does_nothing(type(n).opened_stream) for n in notifees)
+        with TaskSpawns() as spawns:
+            await one_stream(a, b)
+        assert spawns.named(NOTIFY_TASK) == 0
+        # One notifee that listens: the event goes to every notifee, as py-libp2p sends it.
+        listening = _Listening()
+        b.get_network().register_notifee(listening)
+        with TaskSpawns() as spawns:
+            await one_stream(a, b)
+        assert len(listening.opened) == 1
+        assert spawns.named(NOTIFY_TASK) == len(b.get_network().notifees)  # b's opening
+
+
+async def test_skipping_unheard_stream_events_is_undone() -> None:
+    a, b = stock_host(), stock_host()
+    undo = libp2p_patches.skip_unheard_stream_events(b)
+    async with running_pair(a, b):
+        with TaskSpawns() as spawns:
+            await one_stream(a, b)
+        assert spawns.named(NOTIFY_TASK) == 2 * len(a.get_network().notifees)  # a's alone
+        undo()
+        with TaskSpawns() as spawns:
+            await one_stream(a, b)
+        assert spawns.named(NOTIFY_TASK) == 4 * len(a.get_network().notifees)
+
+
+class _Bodies:
+    def empty(self) -> None:
+        pass
+
+    def documented(self) -> None:
+        """Nothing."""
+
+    def returns_none(self) -> None:
+        return None
+
+    def ellipsis(self) -> None:
+        ...
+
+    async def awaits(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def returns_one(self) -> int:
+        return 1
+
+    def stores(self) -> None:
+        self.x = 1
+
+
+def test_does_nothing_reads_empty_bodies_only() -> None:
+    assert libp2p_patches.does_nothing(_Bodies.empty)
+    assert libp2p_patches.does_nothing(_Bodies.documented)
+    assert libp2p_patches.does_nothing(_Bodies.returns_none)
+    assert libp2p_patches.does_nothing(_Bodies.ellipsis)
+    assert libp2p_patches.does_nothing(SilentNotifee.opened_stream)
+    assert not libp2p_patches.does_nothing(_Bodies.awaits)
+    assert not libp2p_patches.does_nothing(_Bodies.returns_one)
+    assert not libp2p_patches.does_nothing(_Bodies.stores)
+    assert not libp2p_patches.does_nothing(len)  # no bytecode of its own
