@@ -39,6 +39,13 @@ changes the mechanics:
 - Each stream announces a 1 MiB receive window in its SYN or ACK (go-yamux grows to
   16 MiB; 1 MiB keeps a loopback pipe full with bounded memory per stream) and
   returns credit once half of it has been read, not on every read.
+- A stream's SYN (opened here) or ACK (opened by the peer) goes out with the first
+  frame the stream sends, in the same Noise message, and alone only when the stream
+  waits to read before it has sent anything. A short exchange (a DHT query, a
+  multistream-select answer) took a message and a syscall more for each on its own.
+  The frames on the wire are the same, in the same order; go-yamux too ACKs a stream
+  only once its application accepts it. A stream reset before its SYN went out
+  sends nothing: the peer never heard of it.
 - A peer that overruns its window, sends an unknown frame type or a bad version, or
   fails Noise authentication loses the connection (GO_AWAY protocol error).
 - A ping every 30 s; a peer that leaves one unanswered for 30 s is hung up on, so a
@@ -335,6 +342,7 @@ class YamuxStream(IMuxedStream):
         self.recv_closed = False  # the peer's FIN (or a reset)
         self.send_closed = False  # our FIN (or a reset)
         self.reset_received = False  # a reset either way, or the connection's end
+        self._announce = b""  # our SYN or ACK until it goes with the stream's first frame
 
     # -- fed by the connection's reading task ------------------------------------
 
@@ -389,6 +397,12 @@ class YamuxStream(IMuxedStream):
                 raise MuxedStreamReset("Stream was reset")
             if self.recv_closed:
                 raise MuxedStreamEOF("Stream is closed for receiving")
+            if self._announce:  # the peer may wait for it before it sends more
+                try:
+                    await self.conn._send(b"", self)
+                except MuxedConnUnavailable:
+                    pass  # the reading task ends the stream
+                continue
             await self._readable.wait()
             self._readable = trio.Event()
             self._reads_without_yield = 0
@@ -423,7 +437,7 @@ class YamuxStream(IMuxedStream):
             return
         self._recv_window += delta
         try:
-            await self.conn._send(header(TYPE_WINDOW_UPDATE, 0, self.stream_id, delta))
+            await self.conn._send(header(TYPE_WINDOW_UPDATE, 0, self.stream_id, delta), self)
         except MuxedConnUnavailable:
             pass  # the connection is gone: the data was read all the same
 
@@ -447,7 +461,7 @@ class YamuxStream(IMuxedStream):
             frames.append(header(TYPE_DATA, 0, self.stream_id, len(body)))
             frames.append(body)
         try:
-            self.conn._send_nowait(b"".join(frames))
+            self.conn._send_nowait(self._announced(b"".join(frames)))
         except MuxedConnUnavailable:
             return False
         self._send_window -= size
@@ -474,7 +488,7 @@ class YamuxStream(IMuxedStream):
                     frames.append(body)
                 self._send_window -= size
                 try:
-                    await self.conn._send(b"".join(frames))
+                    await self.conn._send(b"".join(frames), self)
                 except MuxedConnUnavailable as error:
                     raise MuxedStreamReset("Connection closed") from error
                 sent += size
@@ -486,13 +500,17 @@ class YamuxStream(IMuxedStream):
         self.send_closed = True
         self._writable.set()
         try:
-            await self.conn._send(header(TYPE_WINDOW_UPDATE, FLAG_FIN, self.stream_id, 0))
+            await self.conn._send(header(TYPE_WINDOW_UPDATE, FLAG_FIN, self.stream_id, 0), self)
         except MuxedConnUnavailable:
             pass
         self.conn._forget_if_done(self)
 
     async def reset(self) -> None:
-        finished = self.reset_received or self.closed  # nothing left to tell the peer
+        # Nothing left to tell the peer, or it never heard of the stream (its SYN
+        # did not go out); an ACK not sent yet need not go before the reset.
+        finished = (self.reset_received or self.closed
+                    or (bool(self._announce) and self.conn._opened_here(self)))
+        self._announce = b""
         self._on_reset()
         self.conn._forget_if_done(self)
         if finished:
@@ -501,6 +519,13 @@ class YamuxStream(IMuxedStream):
             await self.conn._send(header(TYPE_WINDOW_UPDATE, FLAG_RST, self.stream_id, 0))
         except MuxedConnUnavailable:
             pass
+
+    def _announced(self, frames: bytes) -> bytes:
+        """frames, after our SYN or ACK if it has not gone yet (then it goes now)."""
+        if not self._announce:
+            return frames
+        announce, self._announce = self._announce, b""
+        return announce + frames
 
     def set_deadline(self, ttl: int) -> None:
         raise NotImplementedError("yamux streams have no deadlines; use trio timeouts")
@@ -642,12 +667,13 @@ class Yamux(IMuxedConn):
         stream = YamuxStream(self, stream_id)
         stream._recv_window = self.window
         self.streams[stream_id] = stream
-        delta = self.window - INITIAL_WINDOW
-        try:
-            await self._send(header(TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id, delta))
-        except MuxedConnUnavailable as error:
+        if self.event_closed.is_set() or self._write_error is not None:
             self.streams.pop(stream_id, None)
-            raise MuxedStreamError("Connection is closed") from error
+            raise MuxedStreamError("Connection is closed")
+        # Sent with the stream's first frame (see the module's rules).
+        stream._announce = header(TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id,
+                                  self.window - INITIAL_WINDOW)
+        await trio.lowlevel.checkpoint_if_cancelled()
         return stream
 
     async def accept_stream(self) -> IMuxedStream:
@@ -661,8 +687,10 @@ class Yamux(IMuxedConn):
 
     # -- writing --------------------------------------------------------------------
 
-    async def _send(self, data: bytes) -> None:
-        """Send frames, in the order of the calls.
+    async def _send(self, data: bytes, stream: YamuxStream | None = None) -> None:
+        """Send frames, in the order of the calls; `stream`'s SYN or ACK first if it
+        has not gone yet (taken when the frames are queued, so nothing of the stream's
+        can pass it). Empty data sends that alone, or nothing.
 
         When nothing is queued or being sent, the caller's task seals and hands the
         frames to the kernel itself (over TCP and Noise): no hop through the writing
@@ -681,7 +709,10 @@ class Yamux(IMuxedConn):
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
-        self._send_nowait(data)
+        if stream is not None:
+            data = stream._announced(data)
+        if data:
+            self._send_nowait(data)
         # Cancellation still reaches the caller here, but no scheduling round: the
         # writing task runs once the caller next waits, and takes everything queued
         # by then in one send.
@@ -892,10 +923,13 @@ class Yamux(IMuxedConn):
             return None
         self.streams[stream_id] = stream
         self.inbound_open += 1
-        self._queue(
-            header(TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, self.window - INITIAL_WINDOW)
-        )
+        # Sent with the stream's first frame (see the module's rules).
+        stream._announce = header(TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id,
+                                  self.window - INITIAL_WINDOW)
         return stream
+
+    def _opened_here(self, stream: YamuxStream) -> bool:
+        return stream.stream_id % 2 == self._next_id % 2
 
     def _forget_if_done(self, stream: YamuxStream) -> None:
         """Drop a stream from the table once both sides are done with it.
@@ -903,7 +937,7 @@ class Yamux(IMuxedConn):
         Its object lives on with its buffer for whoever still holds it."""
         if stream.closed and self.streams.get(stream.stream_id) is stream:
             del self.streams[stream.stream_id]
-            if stream.stream_id % 2 != self._next_id % 2:
+            if not self._opened_here(stream):
                 self.inbound_open -= 1
 
     # -- the end --------------------------------------------------------------------

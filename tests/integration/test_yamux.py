@@ -23,7 +23,7 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
 from libp2p.stream_muxer.exceptions import MuxedStreamReset
 from libp2p.stream_muxer.yamux.yamux import Yamux as StockYamux
 
-from gossipchat.daemon.adapters import yamux
+from gossipchat.daemon.adapters import negotiate, yamux
 from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from harness.libp2p_hosts import SmallReadSink, muxed, running_pair, stock_host
 
@@ -297,6 +297,96 @@ async def test_a_reset_reaches_the_other_side_as_a_reset() -> None:
             await stream.write(b"after reset")
 
 
+class SealedLog:
+    """The yamux frames a connection seals, message by message: (type, flags, stream
+    id) of each frame, one list per Noise message."""
+
+    def __init__(self, conn: yamux.Yamux) -> None:
+        writer = conn._writer
+        assert isinstance(writer, yamux._NoiseWriter)
+        self.messages: list[list[tuple[int, int, int]]] = []
+        real = writer.seal
+
+        def seal(data: bytes) -> bytes:
+            self.messages.append(frames_of(bytes(data)))
+            return real(data)
+
+        writer.seal = seal  # type: ignore[method-assign]
+
+    def of(self, stream_id: int) -> list[list[tuple[int, int, int]]]:
+        """The messages that carried a frame of `stream_id`, only its frames."""
+        return [frames for message in self.messages
+                if (frames := [f for f in message if f[2] == stream_id])]
+
+
+def frames_of(data: bytes) -> list[tuple[int, int, int]]:
+    out, pos = [], 0
+    while pos < len(data):
+        _version, kind, flags, stream_id, length = yamux.HEADER.unpack_from(data, pos)
+        out.append((kind, flags, stream_id))
+        pos += yamux.HEADER_SIZE + (length if kind == yamux.TYPE_DATA else 0)
+    return out
+
+
+WU, DATA = yamux.TYPE_WINDOW_UPDATE, yamux.TYPE_DATA
+
+
+async def test_a_streams_syn_and_ack_go_with_its_first_frames() -> None:
+    """A short exchange (propose a protocol, get the answer and 4 bytes echoed, close)
+    takes one Noise message per turn: the opener's SYN goes with its proposal, the
+    answerer's ACK with its answer, not each alone before them."""
+    async with pair(our_host, our_host) as (a, b):
+        log_a, log_b = SealedLog(muxed(a, b)), SealedLog(muxed(b, a))
+        stream = await negotiate.open_stream(b, a.get_id(), [ECHO])
+        with trio.fail_after(10):
+            await stream.write(b"ping")
+            assert await stream.read(4) == b"ping"
+            await stream.close()
+            with pytest.raises(StreamEOF):
+                await stream.read(1)
+        sid = stream.muxed_stream.stream_id  # type: ignore[attr-defined]
+        assert log_b.of(sid)[0] == [(WU, yamux.FLAG_SYN, sid), (DATA, 0, sid)]
+        assert log_a.of(sid)[0] == [(WU, yamux.FLAG_ACK, sid), (DATA, 0, sid)]
+        assert sum(1 for m in log_a.of(sid) + log_b.of(sid)
+                   for f in m if f[0] == WU and f[1] & (yamux.FLAG_SYN | yamux.FLAG_ACK)) == 2
+
+
+async def test_a_stream_that_reads_before_it_writes_announces_itself_alone() -> None:
+    """A stream opened to wait for the peer's first bytes sends its SYN alone when
+    its read waits; the peer's answerer, waiting to read first too (it waits for
+    multistream-select's header), sends its ACK alone in turn."""
+    async with pair(our_host, our_host) as (a, b):
+        conn_a, conn_b = muxed(a, b), muxed(b, a)
+        log_a, log_b = SealedLog(conn_a), SealedLog(conn_b)
+        stream = await conn_b.open_stream()
+        assert log_b.of(stream.stream_id) == []
+        with trio.move_on_after(0.5):
+            await stream.read(1)  # nothing comes: a waits for the header
+        sid = stream.stream_id
+        assert log_b.of(sid) == [[(WU, yamux.FLAG_SYN, sid)]]
+        assert log_a.of(sid) == [[(WU, yamux.FLAG_ACK, sid)]]
+        assert conn_a.inbound_open == 1
+        await stream.reset()
+        await settled(lambda: conn_a.inbound_open == 0)
+
+
+async def test_a_stream_reset_before_its_syn_went_out_sends_nothing() -> None:
+    async with pair(our_host, our_host) as (a, b):
+        conn_a, conn_b = muxed(a, b), muxed(b, a)
+        log_b = SealedLog(conn_b)
+        unheard = await conn_b.open_stream()
+        await unheard.reset()
+        with pytest.raises(MuxedStreamReset):
+            await unheard.write(b"x")
+        stream = await b.new_stream(a.get_id(), [ECHO])  # the connection carries on
+        with trio.fail_after(10):
+            await stream.write(b"ping")
+            assert await stream.read(4) == b"ping"
+        assert log_b.of(unheard.stream_id) == []
+        assert unheard.stream_id not in conn_b.streams
+        assert conn_a.streams_refused == 0
+
+
 async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
     """Reading 4 MB a byte-prefix-and-body at a time (as gossipsub does) costs a
     handful of WINDOW_UPDATE frames, not one per read as py-libp2p's yamux sends."""
@@ -305,9 +395,9 @@ async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
         conn = muxed(a, b)  # a reads what b sends
         original = conn._send
 
-        async def counting_send(data: bytes) -> None:
+        async def counting_send(data: bytes, stream: yamux.YamuxStream | None = None) -> None:
             sent_frames.append(bytes(data[:12]))
-            await original(data)
+            await original(data, stream)
 
         conn._send = counting_send
         sink = SmallReadSink()
@@ -436,6 +526,8 @@ async def test_a_peer_holds_at_most_max_inbound_streams_open(
     async with pair(our_host, our_host) as (a, b):
         conn_a, conn_b = muxed(a, b), muxed(b, a)
         held = [await conn_b.open_stream() for _ in range(8)]
+        for stream in held:
+            await stream.write(b"?")  # the SYN goes with a stream's first frame
         await settled(lambda: conn_a.inbound_open == 8)
         refused = await conn_b.open_stream()
         with trio.fail_after(10), pytest.raises(MuxedStreamReset):
