@@ -299,7 +299,8 @@ def quick_stream_locks(host: IHost) -> Undo:
     return undo
 
 
-def answer_multistream_in_one_write(host: IHost) -> Undo:
+def answer_multistream_in_one_write(host: IHost,
+                                    on_fault: Callable[[str], None] | None = None) -> Undo:
     """Answer multistream-select on the streams peers open with
     `negotiate.serve_inbound` instead of the host's own handler.
 
@@ -307,13 +308,15 @@ def answer_multistream_in_one_write(host: IHost) -> Undo:
     writes even to a dialer that proposed with its header, which go, js and we do
     (test_multiselect_responder.py). Every DHT query, sync session, presence fetch
     and bitswap link to us opens such a stream. The host's registered handlers are
-    the ones run. Set on this host's swarm only; the undo puts the host's back.
+    the ones run; a handler that fails (raises anything but a stream error) is
+    reported to `on_fault` with its protocol. Set on this host's swarm only; the undo
+    puts the host's back.
     """
     network = cast(Any, host.get_network())
     stock = network.common_stream_handler
 
     async def handle(stream: INetStream) -> None:
-        await negotiate.serve_inbound(host, stream)
+        await negotiate.serve_inbound(host, stream, on_fault=on_fault)
 
     network.set_stream_handler(handle)
 

@@ -31,7 +31,7 @@ multistream-select messages and refuses them: nothing of them reaches a handler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -103,11 +103,14 @@ async def open_stream_sending(host: IHost, peer: ID, protocol: str, first: bytes
 
 
 async def serve_inbound(host: IHost, stream: INetStream, *,
-                        timeout_s: float = NEGOTIATE_TIMEOUT_S) -> None:
+                        timeout_s: float = NEGOTIATE_TIMEOUT_S,
+                        on_fault: Callable[[str], None] | None = None) -> None:
     """Answer multistream-select on a stream the peer opened, then run the handler
     `host` holds for the protocol chosen (as py-libp2p's host does, in fewer writes).
     A stream that breaks the exchange or stalls past `timeout_s` is reset, and so is
-    one whose handler raises: the exception is logged, and goes no further."""
+    one whose handler raises: the exception is logged, and goes no further. A handler
+    that raises anything but a stream error (a bug) is also reported to `on_fault`
+    with its protocol."""
     handlers = host.get_mux().handlers
     try:
         protocol = await _negotiated(stream, _answer(stream, handlers), timeout_s)
@@ -128,6 +131,8 @@ async def serve_inbound(host: IHost, stream: INetStream, *,
             log.debug("%s stream from %s ended: %r", protocol, peer, exc)
         else:
             log.exception("the %s handler failed on a stream from %s", protocol, peer)
+            if on_fault is not None:
+                on_fault(protocol)
         await _reset(stream)
 
 

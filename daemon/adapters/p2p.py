@@ -370,13 +370,15 @@ class _Advertiser:
         return list(self._last[1])
 
 
-def new_libp2p_host(key_pair: KeyPair, muxer: type[yamux.Yamux] = yamux.Yamux) -> IHost:
+def new_libp2p_host(key_pair: KeyPair, muxer: type[yamux.Yamux] = yamux.Yamux, *,
+                    on_handler_fault: Callable[[str], None] | None = None) -> IHost:
     """A py-libp2p host as a daemon runs it: Noise only, our own yamux, dialable addrs.
 
     Noise only: TLS in 0.8.1 cannot do mutual auth well and secio is obsolete. The
     yamux is `adapters.yamux`, the same protocol at a fraction of py-libp2p's CPU.
     The advertised addresses are `_Advertiser`'s. py-libp2p's auto-connector is off:
-    the connection manager and the redialer decide whom to dial.
+    the connection manager and the redialer decide whom to dial. A stream handler
+    that fails is reported to `on_handler_fault` with its protocol.
     """
     security = {
         NOISE_PROTOCOL_ID: NoiseTransport(
@@ -391,7 +393,7 @@ def new_libp2p_host(key_pair: KeyPair, muxer: type[yamux.Yamux] = yamux.Yamux) -
     libp2p_patches.no_auto_connector(host)
     libp2p_patches.identify_observes_its_own_connection(host)
     libp2p_patches.quick_stream_locks(host)
-    libp2p_patches.answer_multistream_in_one_write(host)
+    libp2p_patches.answer_multistream_in_one_write(host, on_handler_fault)
     libp2p_patches.skip_unheard_stream_events(host)
     return host
 
@@ -409,7 +411,8 @@ class P2PNetwork:
         self.host: IHost = new_libp2p_host(key_pair, yamux.configured(
             self.limits.streams_per_connection,
             lambda: self.stats.refused_streams.update(["per_connection"]),
-            receive_window=self.limits.stream_window))
+            receive_window=self.limits.stream_window),
+            on_handler_fault=lambda protocol: self.stats.stream_faults.update([protocol]))
         # Inbound streams each peer holds open, by protocol (max_streams_per_protocol).
         self._inbound_streams: Counter[tuple[str, str]] = Counter()
         # GossipSub v1.1 (core/gossipsub) with go's D, D_lo, D_hi, a 1 s heartbeat and

@@ -8,11 +8,15 @@ import os
 import libp2p.pubsub.gossipsub as gossipsub_module
 import libp2p.pubsub.pubsub as pubsub_module
 import multiaddr
+import pytest
 import trio
 from libp2p.abc import INetStream, INetwork
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.identity.identify.identify import ID as identify_id
+from libp2p.host.exceptions import StreamFailure
+from libp2p.network.stream.exceptions import StreamReset
+from libp2p.peer.peerinfo import PeerInfo
 
 from gossipchat.daemon.adapters import libp2p_patches, yamux
 from gossipchat.daemon.adapters.locks import QuickLock
@@ -51,6 +55,28 @@ async def test_a_running_networks_notifees_all_ignore_stream_events() -> None:
         for notifee in notifees:
             assert libp2p_patches.does_nothing(type(notifee).opened_stream), notifee
             assert libp2p_patches.does_nothing(type(notifee).closed_stream), notifee
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failing_handler_on_a_networks_host_is_counted_as_a_stream_fault() -> None:
+    """A handler registered on the host itself (as gossip and bitswap are), not
+    through P2PNetwork.set_stream_handler, that raises: its stream is reset and the
+    fault shows in the network's stream_faults (status.faults), by protocol."""
+    async def broken(stream: INetStream) -> None:
+        raise ValueError("a bug")
+
+    network = P2PNetwork(os.urandom(32), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.run)
+        network.host.set_stream_handler(SINK, broken)
+        dialer = stock_host()
+        async with dialer.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            await dialer.connect(PeerInfo(network.host.get_id(), network.host.get_addrs()))
+            with trio.fail_after(10), pytest.raises((StreamFailure, StreamReset)):
+                # The reset may come before py-libp2p's dialer read the echo.
+                stream = await dialer.new_stream(network.host.get_id(), [SINK])
+                await stream.read(1)
+        assert network.stats.stream_faults == {str(SINK): 1}
         nursery.cancel_scope.cancel()
 
 

@@ -256,12 +256,17 @@ async def test_a_handler_that_raises_ends_its_stream_only(
         caplog: pytest.LogCaptureFixture) -> None:
     # py-libp2p's own host goes down (tests/upstream/test_stream_handler_errors.py).
     async def fragile(stream: INetStream) -> None:
-        if await stream.read(1) == b"!":
+        first = await stream.read(1)
+        if first == b"!":
             raise RuntimeError("a bug in a handler")
+        if first == b"r":  # the peer resets: a stream error, not a fault of ours
+            await stream.read(1)
         await stream.write(b"ok")
         await stream.close()
 
-    async with running_pair(_our_host(), _our_host()) as (a, b):
+    faults: list[str] = []
+    a = new_libp2p_host(create_new_key_pair(), on_handler_fault=faults.append)
+    async with running_pair(a, _our_host()) as (a, b):
         a.set_stream_handler(TProtocol(OLD), fragile)
         stream = await negotiate.open_stream(b, a.get_id(), [OLD])
         await stream.write(b"!")
@@ -273,5 +278,15 @@ async def test_a_handler_that_raises_ends_its_stream_only(
         await stream.write(b"?")
         assert await _read_exactly(stream, 2) == b"ok"
         assert muxed(b, a) is conn
+        # A stream the peer resets under the handler ends it with a stream error:
+        # logged at debug level, not a fault. (That handler has run by the time the
+        # next stream on the connection is answered.)
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        await stream.write(b"r")
+        await stream.reset()
+        stream = await negotiate.open_stream(b, a.get_id(), [OLD])
+        await stream.write(b"?")
+        assert await _read_exactly(stream, 2) == b"ok"
     failures = [r for r in caplog.records if r.exc_info and r.levelname == "ERROR"]
     assert [str(r.exc_info[1]) for r in failures] == ["a bug in a handler"]
+    assert faults == [OLD]
