@@ -13,8 +13,8 @@ import trio
 from libp2p.abc import INetStream, INetwork
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.identity.identify.identify import ID as identify_id
 from libp2p.host.exceptions import StreamFailure
+from libp2p.identity.identify.identify import ID as identify_id
 from libp2p.network.stream.exceptions import StreamReset
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -72,10 +72,13 @@ async def test_a_failing_handler_on_a_networks_host_is_counted_as_a_stream_fault
         dialer = stock_host()
         async with dialer.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             await dialer.connect(PeerInfo(network.host.get_id(), network.host.get_addrs()))
-            with trio.fail_after(10), pytest.raises((StreamFailure, StreamReset)):
-                # The reset may come before py-libp2p's dialer read the echo.
+            async def open_and_read() -> None:
                 stream = await dialer.new_stream(network.host.get_id(), [SINK])
                 await stream.read(1)
+
+            # The reset may come before py-libp2p's dialer read the echo.
+            with trio.fail_after(10), pytest.raises((StreamFailure, StreamReset)):
+                await open_and_read()
         assert network.stats.stream_faults == {str(SINK): 1}
         nursery.cancel_scope.cancel()
 
