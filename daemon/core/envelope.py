@@ -19,6 +19,7 @@ import hashlib
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import cbor2
@@ -78,9 +79,10 @@ class Envelope:
     wire: bytes = field(repr=False)
     version: int = VERSION
 
-    @property
+    @cached_property
     def id(self) -> bytes:
-        """sha256 of the wire bytes."""
+        """sha256 of the wire bytes (computed once: intake, the store, sync and the
+        feeds all ask)."""
         return message_id(self.wire)
 
     @property
