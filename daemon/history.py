@@ -12,11 +12,8 @@ Rules:
   (adapters/store.py).
 - Every state change happens in synchronous code between awaits, so no task sees half
   an update.
-- `publish` returns only after its message is committed to the store. It is handed to
-  gossip at once, before the local feeds hear of it, when none of ours waits before it
-  and gossip takes it without a wait; otherwise the publish task sends it after those,
-  in order. (Through the task it left a scheduling round and the RPC's answer later:
-  0.25 ms of the 1.2 ms from `send` to the wire, measured idle.)
+- `publish` returns only after its message is committed to the store; getting it out
+  to the room is the publish task's job from then on.
 - Everything from the network is decoded and verified before it is stored; what fails
   is dropped and counted by reason in `stats.rejected`.
 - A store that fails (full disk, damaged page) never stops intake: verified envelopes
@@ -168,7 +165,6 @@ class History:
         self._next_subscription = 1
         self._outbound: deque[tuple[str, bytes]] = deque()
         self._outbound_ready = trio.Event()
-        self._publishing = False  # the publish task holds one it took off the queue
         self.store_health = StoreHealth()
         self._pending = PendingEnvelopes()
         self._store_retry = Backoff()
@@ -278,18 +274,10 @@ class History:
         state.clock.observe(env.lamport)
         state.saw(self.identity.peer_id_text, self.nick_name, ts)
         self.stats.sent += 1
-        self._publish(topic_for(room), env.wire)
         self._deliver([env])
-        return env
-
-    def _publish(self, topic: str, wire: bytes) -> None:
-        """Hand one of our messages to gossip now, or queue it for the publish task
-        behind the ones before it."""
-        if not self._outbound and not self._publishing \
-                and self.network.publish_nowait(topic, wire):
-            return
-        self._outbound.append((topic, wire))
+        self._outbound.append((topic_for(room), env.wire))
         self._outbound_ready.set()
+        return env
 
     @property
     def outbound_queued(self) -> int:
@@ -302,13 +290,10 @@ class History:
                 self._outbound_ready = trio.Event()
                 await self._outbound_ready.wait()
             topic, wire = self._outbound.popleft()
-            self._publishing = True
             try:
                 await self.network.publish(topic, wire)
             except Exception as exc:  # py-libp2p raises assorted errors mid-teardown
                 log.warning("publish to %s failed: %s", topic, exc)
-            finally:
-                self._publishing = False
 
     # what we hear
 

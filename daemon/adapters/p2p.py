@@ -872,14 +872,6 @@ class P2PNetwork:
         self.stats.publish_waits += self.pubsub.publish_waits - waits
         self.stats.published += 1
 
-    def publish_nowait(self, topic: str, data: bytes) -> bool:
-        """Publish if that needs no wait at all; False (nothing done) if it would wait:
-        then `publish` does it."""
-        if not self.pubsub.publish_nowait(topic, data):
-            return False
-        self.stats.published += 1
-        return True
-
     # streams
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:

@@ -271,30 +271,16 @@ class PubSub:
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish, first waiting (bounded) while a target's queue has no room."""
-        size = _publish_size(data)
+        size = len(data) + 256  # from, seqno, topic, signature, key and framing
         if not self.router.has_room(topic, size):
             self.publish_waits += 1
             with trio.move_on_after(PUBLISH_WAIT_S):
                 while not self.router.has_room(topic, size):
                     await self._room.wait()
-        await self._changes_send.send(self._publishing(topic, data))
 
-    def publish_nowait(self, topic: str, data: bytes) -> bool:
-        """Publish if that needs no wait at all; False (nothing done) if a target's
-        queue has no room, the router's queue is full or the router has stopped: then
-        `publish` does it (or fails)."""
-        if not self.router.has_room(topic, _publish_size(data)):
-            return False
-        try:
-            self._changes_send.send_nowait(self._publishing(topic, data))
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
-        return True
-
-    def _publishing(self, topic: str, data: bytes) -> Callable[[], None]:
         def publish() -> None:
             self.router.publish(topic, data, trio.current_time())
-        return publish
+        await self._changes_send.send(publish)
 
     def topic_peers(self, topic: str) -> list[str]:
         """Peers that announced `topic`."""
@@ -498,12 +484,6 @@ class PubSub:
     def _frame(self, peer: str, frame: bytes) -> None:
         for delivery in self.router.handle_rpc(peer, frame, trio.current_time()):
             self._deliver(delivery)
-
-
-def _publish_size(data: bytes) -> int:
-    """Room a published message takes in a queue: from, seqno, topic, signature, key
-    and framing beside the data."""
-    return len(data) + 256
 
 
 def _frames_of(box: Outbox) -> tuple[bytes, int]:
