@@ -16,6 +16,18 @@ Samples in epoll and in idle threads' waits are not busy and are left out. A pro
 daemon runs slower (py-spy pauses it for each sample), so the figures of these runs
 are not the bench's: only the shares are. Needs py-spy (the `bench` extra).
 
+py-spy counts a thread as busy when the kernel says it may run, also while it waits
+for a core. On this 2-core machine, with 10 or 20 daemons, that is much of the time, and
+such samples land where a process lost its core: most often a `send` that woke the
+daemon at the other end (in a 20-daemon join, 31% of one member's samples were in
+yamux's socket send). So each scenario is also sampled with `perf record -e cpu-clock`
+(time on a CPU only) over all its daemons, and profiles.md gets the split of that CPU
+time by library: the Python interpreter (our code and every pure-Python library),
+libsodium (Ed25519), the kernel, libc, SQLite, the ChaCha20 of Noise and so on. It
+names no Python function (Python 3.11 gives perf no frames), but it is the honest
+share of each. Needs `perf` (Debian: `apt-get install linux-perf`); without it that
+table says so and the rest is written as before.
+
 The scenarios, each smaller than bench.run's so that the whole takes minutes:
 - burst: 10 daemons, 1,000 messages from 3 senders; a sender and a forwarder.
 - idle: the same 10 daemons for 30 s once the burst has settled; one member.
@@ -82,6 +94,22 @@ LAYERS: tuple[tuple[str, str], ...] = (
 )
 IDLE_LEAVES = re.compile(r"epoll|select \(|Condition\.wait|_wait \(threading|poll \(")
 
+PERF_HZ = 1000
+# (library, pattern on the shared object perf names), first match wins.
+LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("Python interpreter (our code, pure-Python libraries)", r"^libpython|^python3"),
+    ("libsodium (Ed25519)", r"^_sodium"),
+    ("kernel (syscalls, loopback TCP, scheduling, page faults)", r"^\[kernel|^\[vdso"),
+    ("libc (memcpy, malloc)", r"^libc\.so|^libm\.so|^ld-linux"),
+    ("SQLite", r"sqlite3"),
+    ("cryptography (Noise's ChaCha20-Poly1305)", r"^_rust\.abi3"),
+    ("OpenSSL (hashlib's sha-256)", r"^libcrypto|^_hashlib"),
+    ("cbor2", r"^_cbor2"),
+    ("orjson", r"^orjson"),
+    ("Pillow, zlib (posting images)", r"^_imaging|^_webp|^libjpeg|^libpng|^libwebp|^libz\.|"
+                                      r"^libtiff|^libopenjp"),
+)
+
 
 @dataclass
 class Profile:
@@ -135,6 +163,68 @@ class Profile:
         return "\n".join(out) + "\n"
 
 
+@dataclass
+class CpuSplit:
+    """CPU time of a scenario's daemons by library, from `perf record -e cpu-clock`."""
+
+    title: str
+    samples: int = 0
+    wall_s: float = 0.0
+    libraries: collections.Counter[str] = field(default_factory=collections.Counter)
+    others: collections.Counter[str] = field(default_factory=collections.Counter)
+    missing: str = ""  # why there is no split
+
+    @classmethod
+    def read(cls, title: str, path: Path, wall_s: float) -> CpuSplit:
+        """Summarize a perf.data file by shared object."""
+        report = subprocess.run(
+            ["perf", "report", "-i", str(path), "--no-children", "--sort", "dso", "--stdio",
+             "-g", "none", "-q", "-n"], capture_output=True, text=True, timeout=300)
+        split = cls.parse(title, report.stdout, wall_s)
+        if not split.samples:
+            split.missing = f"perf recorded nothing: {report.stderr.strip()[:200]}"
+        return split
+
+    @classmethod
+    def parse(cls, title: str, report: str, wall_s: float) -> CpuSplit:
+        """Sum `perf report -n --sort dso -q` lines (share, samples, object) by library."""
+        split = cls(title, wall_s=wall_s)
+        for line in report.splitlines():
+            fields = line.split()
+            if len(fields) < 3 or not fields[1].isdigit():
+                continue
+            n, dso = int(fields[1]), " ".join(fields[2:])
+            library = library_of(dso)
+            split.samples += n
+            split.libraries[library] += n
+            if library == "other":
+                split.others[dso] += n
+        return split
+
+    def markdown(self) -> str:
+        """The table of one scenario."""
+        head = f"### {self.title}\n"
+        if self.missing:
+            return f"{head}\n{self.missing}\n"
+        cpu = self.samples / PERF_HZ
+        out = [head, f"{self.samples} samples at {PERF_HZ} Hz: {cpu:.1f} s of CPU in "
+               f"{self.wall_s:.0f} s\n", "| library | share |", "| --- | ---: |"]
+        for library, n in self.libraries.most_common():
+            out.append(f"| {library} | {100 * n / self.samples:.1f}% |")
+        if self.others:
+            out += ["", "Other: " + ", ".join(
+                f"`{dso}` {100 * n / self.samples:.1f}%" for dso, n in self.others.most_common(5))]
+        return "\n".join(out) + "\n"
+
+
+def library_of(dso: str) -> str:
+    """The library a shared object belongs to (LIBRARIES), or 'other'."""
+    for library, pattern in LIBRARIES:
+        if re.search(pattern, dso):
+            return library
+    return "other"
+
+
 def layer_of(frame: str) -> str:
     """The layer a frame's file belongs to (LAYERS), or 'other'."""
     path = frame[frame.rfind("(") + 1 :].rstrip(")")
@@ -145,23 +235,35 @@ def layer_of(frame: str) -> str:
 
 
 class Recorder:
-    """py-spy on some daemons while a `record` block runs; the summaries in `profiles`."""
+    """py-spy on some daemons, and perf on all of a scenario's, while a `record` block
+    runs; the summaries in `profiles` and `splits`."""
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         self.profiles: list[Profile] = []
+        self.splits: list[CpuSplit] = []
+        self.perf = shutil.which("perf")
 
     @contextmanager
-    def record(self, targets: list[tuple[str, DaemonProcess]]) -> Iterator[None]:
-        """Record each (title, daemon) while the block runs."""
+    def record(self, targets: list[tuple[str, DaemonProcess]], title: str,
+               everyone: list[DaemonProcess]) -> Iterator[None]:
+        """Record each (title, daemon) with py-spy and `everyone` with perf, together
+        under `title`, while the block runs."""
+        perf_out = self.scratch / f"perf-{len(self.splits)}.data"
+        perf = None
+        if self.perf is not None:
+            perf = subprocess.Popen(
+                [self.perf, "record", "-e", "cpu-clock", "-F", str(PERF_HZ), "-o",
+                 str(perf_out), "-p", ",".join(str(d.pid) for d in everyone)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         spies = []
-        for i, (title, daemon) in enumerate(targets):
+        for i, (spy_title, daemon) in enumerate(targets):
             out = self.scratch / f"{len(self.profiles) + i}.txt"
             spy = subprocess.Popen(
                 [str(BIN / "py-spy"), "record", "--pid", str(daemon.pid), "--rate",
                  str(RATE_HZ), "--format", "raw", "--output", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            spies.append((title, out, spy))
+            spies.append((spy_title, out, spy))
         time.sleep(1.0)  # py-spy attaches
         started = time.monotonic()
         try:
@@ -170,11 +272,22 @@ class Recorder:
             wall = time.monotonic() - started
             for _, _, spy in spies:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
-            for title, out, spy in spies:
+            if perf is not None:
+                perf.send_signal(signal.SIGINT)
+            for spy_title, out, spy in spies:
                 _, err = spy.communicate(timeout=60)
                 if not out.exists():
-                    raise RuntimeError(f"py-spy wrote nothing for {title}: {err.strip()}")
-                self.profiles.append(Profile.read(title, out, wall))
+                    raise RuntimeError(f"py-spy wrote nothing for {spy_title}: {err.strip()}")
+                self.profiles.append(Profile.read(spy_title, out, wall))
+            if perf is None:
+                self.splits.append(CpuSplit(title, missing="perf is not installed "
+                                            "(Debian: apt-get install linux-perf)"))
+            else:
+                _, err = perf.communicate(timeout=120)
+                if perf_out.exists():
+                    self.splits.append(CpuSplit.read(title, perf_out, wall))
+                else:
+                    self.splits.append(CpuSplit(title, missing=f"perf failed: {err.strip()}"))
 
 
 def scenario_burst(rec: Recorder) -> None:
@@ -187,13 +300,14 @@ def scenario_burst(rec: Recorder) -> None:
         sender = senders[0]
         forwarder = next(i for i in range(cfg.daemons) if i not in senders)
         with rec.record([("burst: a sender (10 daemons, 1,000 messages)", daemons[sender]),
-                         ("burst: a forwarder", daemons[forwarder])]):
+                         ("burst: a forwarder", daemons[forwarder])],
+                        "burst (10 daemons, 1,000 messages)", daemons):
             rounds = burst.run_rounds(cluster, cfg, burst.gossipchat_round)
         print(f"   burst converged in {rounds[0].converge_s} s (profiled)", flush=True)
         wait_quiet([d.pid for d in daemons], below_cores=burst.quiet_cores(len(daemons)),
                    timeout=60)
         with rec.record([("idle: a member of the same room, after the burst, 30 s",
-                          daemons[forwarder])]):
+                          daemons[forwarder])], "idle (10 daemons, 30 s)", daemons):
             time.sleep(30)
 
 
@@ -210,7 +324,8 @@ def scenario_propagation(rec: Recorder) -> None:
         try:
             wait_quiet([d.pid for d in daemons], timeout=60)
             with rec.record([("propagation: a member (20 daemons, 20 messages/s)",
-                              daemons[n // 2])]):
+                              daemons[n // 2])], "propagation (20 daemons, 20 messages/s)",
+                            daemons):
                 start = time.monotonic()
                 for i in range(int(rate * seconds)):
                     # The pacing is the scenario itself, not a wait for a condition.
@@ -233,7 +348,8 @@ def scenario_fetch(rec: Recorder) -> None:
         cluster.join_all(room)
         cluster.wait_room_known(room)
         with rec.record([(f"fetch: the poster ({FETCH_IMAGES} images of 10 MB, one at a "
-                          "time, two daemons)", poster), ("fetch: the fetcher", fetcher)]), \
+                          "time, two daemons)", poster), ("fetch: the fetcher", fetcher)],
+                        "fetch (2 daemons)", [poster, fetcher]), \
                 poster.client(timeout=60) as sender, fetcher.client(timeout=120) as client:
             for image in images:
                 cid: str = sender.send_image(room, image)["image"]["cid"]
@@ -260,7 +376,8 @@ def scenario_fanout(rec: Recorder) -> None:
         image = Path(tmp) / "image.png"
         size = fanout.make_noisy_png(image, int(cfg.size_mb * fanout.MIB), cfg.seed)
         with rec.record([("fanout: the poster (5 MB to 19 members)", daemons[0]),
-                         ("fanout: a member", daemons[cfg.daemons // 2])]):
+                         ("fanout: a member", daemons[cfg.daemons // 2])],
+                        "fanout (20 daemons, 5 MB)", daemons):
             result = fanout._round(cluster, cfg, 0, image, size)
         print(f"   fanout: all have it in {result['all_have_s']} s, sender uploaded "
               f"{result['sender_upload_ratio']}x (profiled)", flush=True)
@@ -272,7 +389,8 @@ def scenario_rpc(rec: Recorder) -> None:
         (daemon,) = cluster.start_many(1)
         daemon.call("join", room="prof-rpc")
         for method in ("status", "blocked"):
-            with rec.record([(f"rpc: `{method}`, one call at a time", daemon)]):
+            with rec.record([(f"rpc: `{method}`, one call at a time", daemon)],
+                            f"rpc `{method}`", [daemon]):
                 rate = rpc_calls.sequential_calls(daemon, method, 4.0)
             print(f"   rpc {method}: {rate:.0f} calls/s (profiled)", flush=True)
 
@@ -317,7 +435,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}. "
         "py-spy samples of real gossipchatd processes; shares of busy samples only "
         "(a profiled daemon runs slower, so the bench's own figures are elsewhere).\n",
+        "## CPU time by library (perf)\n",
+        "Every daemon of each scenario, sampled on CPU time only: the honest split "
+        "between the interpreter and the native libraries (see the module's doc).\n",
     ]
+    lines += [split.markdown() for split in rec.splits]
+    lines += ["## Python functions (py-spy)\n",
+              "Runnable-but-waiting samples count as busy here (see the module's doc): "
+              "read the shares within the interpreter's part.\n"]
     lines += [p.markdown() for p in rec.profiles]
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / "profiles.md"

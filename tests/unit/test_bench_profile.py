@@ -1,4 +1,5 @@
-"""bench/profile.py's reading of py-spy's collapsed stacks (pure code, no py-spy)."""
+"""bench/profile.py's reading of py-spy's collapsed stacks and of perf's report by
+shared object (pure code, no py-spy, no perf)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.profile import Profile, layer_of
+from bench.profile import CpuSplit, Profile, layer_of, library_of
 
 
 @pytest.mark.parametrize(("frame", "layer"), [
@@ -49,3 +50,39 @@ def test_collapsed_stacks_are_summed_and_idle_waits_left_out(tmp_path: Path) -> 
     text = prof.markdown()
     assert "| Ed25519 signatures | 75.0% |" in text
     assert "- 75.0% `crypto_sign_open (nacl/bindings/crypto_sign.py)`" in text
+
+
+@pytest.mark.parametrize(("dso", "library"), [
+    ("libpython3.11.so.1.0", "Python interpreter (our code, pure-Python libraries)"),
+    ("_sodium.abi3.so", "libsodium (Ed25519)"),
+    ("[kernel.kallsyms]", "kernel (syscalls, loopback TCP, scheduling, page faults)"),
+    ("libc.so.6", "libc (memcpy, malloc)"),
+    ("libsqlite3.so.0.8.6", "SQLite"),
+    ("_rust.abi3.so", "cryptography (Noise's ChaCha20-Poly1305)"),
+    ("libcrypto.so.3", "OpenSSL (hashlib's sha-256)"),
+    ("_cbor2.cpython-311-x86_64-linux-gnu.so", "cbor2"),
+    ("_imaging.cpython-311-x86_64-linux-gnu.so", "Pillow, zlib (posting images)"),
+    ("libz.so.1.2.13", "Pillow, zlib (posting images)"),
+    ("_struct.cpython-311-x86_64-linux-gnu.so", "other"),
+])
+def test_shared_objects_fall_in_their_library(dso: str, library: str) -> None:
+    assert library_of(dso) == library
+
+
+def test_perfs_report_is_summed_by_library() -> None:
+    report = (
+        "    58.57%          9003  libpython3.11.so.1.0                         \n"
+        "    20.03%          3079  _sodium.abi3.so                              \n"
+        "     8.72%          1340  [kernel.kallsyms]                            \n"
+        "     0.05%             8  [vdso]                                       \n"
+        "     0.12%            19  _struct.cpython-311-x86_64-linux-gnu.so      \n"
+        "# a comment line\n")
+    split = CpuSplit.parse("burst", report, wall_s=4.0)
+    assert split.samples == 9003 + 3079 + 1340 + 8 + 19
+    kernel = "kernel (syscalls, loopback TCP, scheduling, page faults)"
+    assert split.libraries[kernel] == 1348
+    assert split.libraries["other"] == 19
+    text = split.markdown()
+    assert "13449 samples at 1000 Hz: 13.4 s of CPU in 4 s" in text
+    assert "| libsodium (Ed25519) | 22.9% |" in text
+    assert "Other: `_struct.cpython-311-x86_64-linux-gnu.so` 0.1%" in text
