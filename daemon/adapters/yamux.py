@@ -401,7 +401,9 @@ class YamuxStream(IMuxedStream):
                 try:
                     await self.conn._send(b"", self)
                 except MuxedConnUnavailable:
-                    pass  # the reading task ends the stream
+                    # Over: the reading task ends the stream. Trying again would spin
+                    # (the send fails before any checkpoint) and starve that task.
+                    self._announce = b""
                 continue
             await self._readable.wait()
             self._readable = trio.Event()

@@ -387,6 +387,18 @@ async def test_a_stream_reset_before_its_syn_went_out_sends_nothing() -> None:
         assert conn_a.streams_refused == 0
 
 
+async def test_a_read_that_would_announce_on_a_failed_connection_ends_with_it() -> None:
+    """A stream that waits to read before its SYN went out, on a connection whose
+    socket failed: the SYN cannot go, and the read ends with the connection (a reset)
+    instead of trying to send it again in a loop that never yields."""
+    async with pair(our_host, our_host) as (a, b):
+        conn_b = muxed(b, a)
+        stream = await conn_b.open_stream()
+        conn_b._write_failed(OSError("a broken pipe, for the test"))
+        with trio.fail_after(10), pytest.raises(MuxedStreamReset):
+            await stream.read(1)
+
+
 async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
     """Reading 4 MB a byte-prefix-and-body at a time (as gossipsub does) costs a
     handful of WINDOW_UPDATE frames, not one per read as py-libp2p's yamux sends."""
