@@ -217,21 +217,23 @@ class CpuSplit:
         return "\n".join(out) + "\n"
 
 
+def _first_match(table: tuple[tuple[str, str], ...], text: str) -> str:
+    """The name of the first (name, pattern) of `table` whose pattern `text` matches, or
+    'other'."""
+    for name, pattern in table:
+        if re.search(pattern, text):
+            return name
+    return "other"
+
+
 def library_of(dso: str) -> str:
     """The library a shared object belongs to (LIBRARIES), or 'other'."""
-    for library, pattern in LIBRARIES:
-        if re.search(pattern, dso):
-            return library
-    return "other"
+    return _first_match(LIBRARIES, dso)
 
 
 def layer_of(frame: str) -> str:
     """The layer a frame's file belongs to (LAYERS), or 'other'."""
-    path = frame[frame.rfind("(") + 1 :].rstrip(")")
-    for layer, pattern in LAYERS:
-        if re.search(pattern, path):
-            return layer
-    return "other"
+    return _first_match(LAYERS, frame[frame.rfind("(") + 1 :].rstrip(")"))
 
 
 class Recorder:

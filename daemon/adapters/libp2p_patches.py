@@ -336,11 +336,12 @@ _EMPTY_BODY_OPS = frozenset({"RESUME", "RETURN_GENERATOR", "POP_TOP", "NOP", "LO
                              "RETURN_VALUE", "RETURN_CONST"})
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def does_nothing(function: Callable[..., Any]) -> bool:
     """Whether `function`'s body does nothing but return None (`pass`, a docstring,
     `return None`), read from its bytecode. Anything else, or what has no bytecode of
-    its own (a builtin, a callable object), counts as doing something."""
+    its own (a builtin, a callable object), counts as doing something. Remembered per
+    function: the notifees' handlers are a handful of class methods."""
     code = getattr(function, "__code__", None)
     if code is None:
         return False
@@ -364,7 +365,7 @@ def skip_unheard_stream_events(host: IHost) -> Undo:
     py-libp2p 0.8.1's swarm announces every stream it opens, accepts and closes to
     every notifee, each in a task of its own in a nursery of its own, and the
     notifees a daemon's host has (the swarm's tag store, identify, our network,
-    GossipSub and bitswap) all ignore stream events: ten tasks and four nurseries per
+    GossipSub and bitswap) all ignore stream events: ten tasks and two nurseries per
     stream on each side for nothing (test_stream_notifications.py). When every notifee's
     handler for the event does nothing, the event is skipped; otherwise all are called
     as py-libp2p calls them. The resource bookkeeping `notify_closed_stream` does
