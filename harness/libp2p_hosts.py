@@ -14,6 +14,7 @@ from typing import Any
 
 import multiaddr
 import trio
+import trio.testing
 from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -122,7 +123,8 @@ async def one_stream(a: IHost, b: IHost) -> None:
             got += await stream.read(5 - len(got))
         await stream.close()
         await done.wait()
-        await trio.sleep(0.1)  # the accepting end announces the close after its handler
+        # The accepting end announces the close after its handler returns.
+        await trio.testing.wait_all_tasks_blocked()
 
 
 def muxed(host: IHost, peer: IHost) -> Any:
