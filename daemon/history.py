@@ -302,12 +302,16 @@ class History:
         """The topic validator of chat rooms (P2PNetwork.subscribe), run before GossipSub
         forwards a message: decode and verify it once, count what is refused in
         `rejected`, and hand the envelope on. Only what no honest peer forwards is
-        REJECTed (core/scoring.py `judge`); the rest is left to `accept_gossip`."""
+        REJECTed (core/scoring.py `judge`); the rest is left to `accept_gossip`.
+
+        `origin` signed the gossip message (the router checks StrictSign before any
+        validator): when it is the envelope's author, that signature is the author's
+        over these bytes, and the envelope's own is left to sync (core/envelope.py)."""
         room = room_of_topic(topic)
         if room is None:
             return Validation.IGNORE, None
         try:
-            env = env_codec.decode(data, now_ms=now_ms())
+            env = env_codec.decode(data, now_ms=now_ms(), signed_by=origin or None)
         except EnvelopeError as exc:
             outcome = judge(exc.reason)
             if outcome is Validation.REJECT:

@@ -19,9 +19,11 @@ Rules:
   deliver (in a 1,000-message burst in 50 daemons, 29,000 of the 49,000
   deliveries), and each such message was then decoded and verified a second time
   when its gossip copy came.
-- Every envelope a peer pushes or returns is decoded and verified exactly like a live
-  one, and must belong to the session's room; a peer breaking the protocol has its
-  stream reset and the error counted.
+- Every envelope a peer pushes or returns is decoded and verified, its own signature
+  included (no gossip message's signature vouches for it), and must belong to the
+  session's room; a peer breaking the protocol has its stream reset and the error
+  counted. Likewise every envelope we push or return has had its own signature
+  checked (`_servable`).
 - The service's tasks own its state (the schedule and its backoff, per-room state,
   stats), all on the one trio thread: the scheduler task starts sessions, and each
   session task, when it ends, updates its own pair's schedule and the stats itself,
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
+from .core import envelope as env_codec
 from .core import reconcile, syncwire, ticks, varint
 from .core.reconcile import ReconcileError
 from .core.rooms import topic_for
@@ -112,6 +115,7 @@ class SyncStats:
     bytes_received: int = 0
     repaired: int = 0
     pushed: int = 0
+    withheld: int = 0  # envelopes asked for or due but not served: see `_servable`
     errors: Counter[str] = field(default_factory=Counter)
     last_session: dict[str, Any] = field(default_factory=dict)
 
@@ -341,7 +345,7 @@ class SyncService:
                 raise SyncProtocolError(f"expected Reconcile, got {type(answer).__name__}")
             message = initiator.receive(answer.data)
         have, need = sorted(initiator.have), sorted(initiator.need)
-        for batch in syncwire.batches(self.store.wires(have)):
+        for batch in syncwire.batches(self._servable(have)):
             await framed.send(Push(batch))
         repaired = 0
         for start in range(0, len(need), syncwire.MAX_IDS_PER_WANT):
@@ -399,13 +403,39 @@ class SyncService:
                     state.repaired += added
                     self.stats.repaired += added
                 case Want(ids):
-                    parts = syncwire.batches(self.store.wires(ids)) or [()]
+                    parts = syncwire.batches(self._servable(ids)) or [()]
                     for i, batch in enumerate(parts):
                         await framed.send(Envelopes(batch, last=i == len(parts) - 1))
                 case Done():
                     return
                 case _:
                     raise SyncProtocolError(f"unexpected {type(frame).__name__}")
+
+    def _servable(self, ids: list[bytes] | tuple[bytes, ...]) -> list[bytes]:
+        """The stored envelopes of `ids` that sync may hand on.
+
+        An envelope whose own signature was never checked (a gossip message's
+        signature by its author vouched for it; core/envelope.py) is checked now, once:
+        a peer gets only envelopes it can check itself. One whose signature fails (its
+        author sent it so on purpose) stays ours but is never served, and counts in
+        `withheld` each time it would have been.
+        """
+        out: list[bytes] = []
+        checked: list[bytes] = []
+        for wire, signature_checked in self.store.wires(ids):
+            if not signature_checked:
+                env = env_codec.from_trusted_wire(wire, signature_checked=False)
+                if not env_codec.signature_valid(env):
+                    self.stats.withheld += 1
+                    continue
+                checked.append(env.id)
+            out.append(wire)
+        if checked:
+            try:
+                self.store.mark_signatures_checked(checked)
+            except StoreUnavailable:
+                pass  # checked again next time
+        return out
 
     def _fail(self, what: str, room: str, peer: str, exc: BaseException) -> None:
         self.stats.sessions_failed += 1
@@ -420,6 +450,7 @@ class SyncService:
             "sessions_served": self.stats.sessions_served,
             "repaired": self.stats.repaired,
             "pushed": self.stats.pushed,
+            "withheld": self.stats.withheld,
             "bytes_sent": self.stats.bytes_sent,
             "bytes_received": self.stats.bytes_received,
             "errors": dict(self.stats.errors),

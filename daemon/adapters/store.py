@@ -6,7 +6,12 @@ Rules:
   safe with FULL, see `durability` in config.toml).
 - Message ids are unique; inserting a message twice is a no-op that returns False.
 - History order is (lamport, author, id), the same on every node.
-- Only verified envelopes are written; reads decode them without re-verifying.
+- Only envelopes their authors signed are written; reads decode them without
+  re-verifying. Each row says whether the envelope's own signature was checked
+  (`signature_checked`): a gossip message's signature by the same author may have
+  vouched for it instead (core/envelope.py), and sync checks it before serving it.
+- Schema 2 adds that column to schema 1; a schema-1 store is migrated on open (its
+  rows were all checked), and this build refuses any other schema.
 - One owner: the node's trio thread calls it directly. Each call is a few hundred
   microseconds, cheaper than a hop to a worker thread.
 - This is the edge where sqlite3 errors become the project's: a full disk raises
@@ -49,7 +54,7 @@ from ..errors import StorageFull, StoreDamaged, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # The WAL's size at which a commit checkpoints by itself (see the rules): 64 MiB of 4 KiB
 # pages, far past what the owner's worker-thread checkpoints let it reach.
 AUTO_CHECKPOINT_PAGES = 16384
@@ -65,7 +70,8 @@ CREATE TABLE IF NOT EXISTS messages (
     nick TEXT NOT NULL,
     cid TEXT,
     wire BLOB NOT NULL,
-    received_ms INTEGER NOT NULL
+    received_ms INTEGER NOT NULL,
+    signature_checked INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_order ON messages (room, lamport, author, id);
 CREATE INDEX IF NOT EXISTS messages_sync ON messages (room, ts, id);
@@ -227,8 +233,11 @@ class Store:
             self._db.execute(f"PRAGMA wal_autocheckpoint={AUTO_CHECKPOINT_PAGES}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._check_integrity()
-            self._db.executescript(_SCHEMA)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:
+                self._migrate_from_1()
+                version = SCHEMA_VERSION
+            self._db.executescript(_SCHEMA)
             if version == 0:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
@@ -240,6 +249,23 @@ class Store:
                 self._db.close()  # connect() itself never reads a page, so _db is set
                 raise StoreCheckFailed(path, str(exc)) from exc
             raise StoreError(f"cannot open store {path}: {exc}") from exc
+
+    def _migrate_from_1(self) -> None:
+        # Schema 1 stored only envelopes whose own signature was checked: the new
+        # column's default says so for every row. One transaction: a crash leaves 1.
+        # (sqlite3 errors go to __init__'s handler, as every error of opening does.)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE messages ADD COLUMN"
+                       " signature_checked INTEGER NOT NULL DEFAULT 1")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        log.info("store %s migrated from schema 1 to %d", self.path, SCHEMA_VERSION)
 
     def _check_integrity(self) -> None:
         # quick_check reads every page but skips the index-content cross-checks of
@@ -334,8 +360,8 @@ class Store:
             for env in envelopes:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO messages"
-                    " (id, room, author, lamport, ts, kind, nick, cid, wire, received_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " (id, room, author, lamport, ts, kind, nick, cid, wire, received_ms,"
+                    " signature_checked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         env.id,
                         env.room,
@@ -347,6 +373,7 @@ class Store:
                         env.body.get("cid") if env.kind == "image" else None,
                         env.wire,
                         received_ms,
+                        env.signature_checked,
                     ),
                 )
                 if cur.rowcount:
@@ -450,18 +477,26 @@ class Store:
         ).fetchall()
         return ItemSet.from_items((int(r[0]), bytes(r[1])) for r in rows)
 
-    def wires(self, ids: Iterable[bytes]) -> list[bytes]:
-        """The wire bytes of stored messages, skipping unknown ids."""
+    def wires(self, ids: Iterable[bytes]) -> list[tuple[bytes, bool]]:
+        """The wire bytes of stored messages, each with whether its own signature was
+        checked (see the rules), skipping unknown ids."""
         wanted = list(ids)
-        out: list[bytes] = []
+        out: list[tuple[bytes, bool]] = []
         # One query per chunk, not per id: a sync Want carries up to 2,048 ids.
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT wire FROM messages WHERE id IN ({marks})", chunk).fetchall()
-            out.extend(bytes(r[0]) for r in rows)
+                f"SELECT wire, signature_checked FROM messages WHERE id IN ({marks})",
+                chunk).fetchall()
+            out.extend((bytes(r[0]), bool(r[1])) for r in rows)
         return out
+
+    def mark_signatures_checked(self, ids: Iterable[bytes]) -> None:
+        """Record that these messages' own signatures were found good."""
+        with self._transaction() as db:
+            db.executemany("UPDATE messages SET signature_checked = 1 WHERE id = ?",
+                           ((i,) for i in ids))
 
     # images
 

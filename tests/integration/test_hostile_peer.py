@@ -14,7 +14,7 @@ from libp2p.network.stream.exceptions import StreamError
 
 from gossipchat.daemon.core import envelope, peerid
 from harness.daemons import Cluster
-from harness.libp2p_hosts import gossip_peer
+from harness.libp2p_hosts import gossip_peer, make_node
 from harness.waiting import wait_for
 
 
@@ -94,3 +94,46 @@ async def test_bad_envelopes_and_frames_are_dropped_and_counted(cluster: Cluster
     wait_for(lambda: sum(d.call("status")["sync"]["errors"].values()) >= 1,
              message="the garbage sync session counted")
     assert d.call("id")["peer_id"] == d.peer_id
+
+
+async def test_what_only_a_gossip_signature_vouched_for_is_kept_but_never_synced(
+        cluster: Cluster) -> None:
+    """An author whose gossip messages are signed (StrictSign) but whose envelope
+    signature is broken on purpose: the daemon takes the author's word once, from the
+    gossip signature (docs/protocol.md §3.4), and checks the envelope's own signature
+    only when sync would hand it on; the broken one is never served."""
+    d = cluster.start("d")
+    d.call("join", room="den")
+    topic = "/gossipchat/1/room/den"
+    node = make_node()
+    author = node[0].get_id().to_bytes()
+    sign = node[0].get_private_key().sign
+    ts = time.time_ns() // 1_000_000
+    honest = envelope.create(room="den", author=author, lamport=1, ts_ms=ts, kind="text",
+                             body={"text": "honest"}, sign=sign)
+    items = cbor2.loads(envelope.create(room="den", author=author, lamport=2, ts_ms=ts,
+                                        kind="text", body={"text": "sent broken"},
+                                        sign=sign).wire)
+    items[7] = bytes(64)
+    broken = cbor2.dumps(items, canonical=True)
+    async with gossip_peer(d.addr, topic, node=node) as ((_, _, pubsub), _):
+        await pubsub.publish(topic, honest.wire)
+        await pubsub.publish(topic, broken)
+        await trio.to_thread.run_sync(lambda: wait_for(
+            lambda: len(d.call("history", room="den")) == 2, message="both kept"))
+    status = d.call("status")
+    assert status["rejected"] == {}, status["rejected"]
+    assert status["gossip"]["score"]["invalid"] == {}, status["gossip"]["score"]
+    # Restarted, it holds no gossip cache: whatever reaches e comes from its store.
+    d.stop()
+    d.start()
+    e = cluster.start("e")
+    e.call("join", room="den")
+    e.call("connect", addr=d.addr)
+    wait_for(lambda: [m["text"] for m in e.call("history", room="den")] == ["honest"],
+             message="e synced the honest one")
+    wait_for(lambda: d.call("status")["sync"]["withheld"] >= 1,
+             message="d withheld the broken one")
+    assert [m["text"] for m in d.call("history", room="den")] == ["honest", "sent broken"]
+    assert [m["text"] for m in e.call("history", room="den")] == ["honest"]
+    assert e.call("status")["rejected"] == {}  # nothing to refuse: never sent

@@ -188,3 +188,56 @@ def test_text_may_hold_newlines_and_escapes() -> None:
 def test_a_stored_envelope_with_a_bad_nick_shows_none() -> None:
     stored = envelope.from_trusted_wire(_signed_raw({"text": "hi", "nick": "\u202eevil"}))
     assert stored.nick == ""
+
+
+def _with_signature(env: envelope.Envelope, signature: bytes) -> bytes:
+    items = cbor2.loads(env.wire)
+    items[7] = signature
+    return cbor2.dumps(items, canonical=True)
+
+
+def test_a_gossip_signature_by_the_author_stands_in_for_the_envelope_s_own() -> None:
+    env = make()
+    vouched = envelope.decode(env.wire, now_ms=NOW, signed_by=ALICE.peer_id)
+    assert vouched == env
+    assert not vouched.signature_checked
+    assert envelope.signature_valid(vouched)  # checked when asked (sync asks)
+    # Alice's gossip signature vouches for bytes she sent with a broken signature of
+    # their own: they decode, and the check sync makes finds the break.
+    broken = _with_signature(env, bytes(64))
+    kept = envelope.decode(broken, now_ms=NOW, signed_by=ALICE.peer_id)
+    assert not kept.signature_checked
+    assert not envelope.signature_valid(kept)
+    assert not envelope.signature_valid(
+        envelope.from_trusted_wire(broken, signature_checked=False))
+
+
+@pytest.mark.parametrize("signed_by", [None, b"", "mallory"])
+def test_anyone_else_s_signature_vouches_for_nothing(signed_by: bytes | str | None) -> None:
+    """Without a gossip signature by the author, the envelope's own is checked."""
+    voucher = MALLORY.peer_id if signed_by == "mallory" else signed_by
+    assert isinstance(voucher, bytes | None)
+    broken = _with_signature(make(), bytes(64))
+    with pytest.raises(EnvelopeError) as err:
+        envelope.decode(broken, now_ms=NOW, signed_by=voucher)
+    assert err.value.reason == "bad_signature"
+    checked = envelope.decode(make().wire, now_ms=NOW, signed_by=voucher)
+    assert checked.signature_checked
+
+
+def test_a_vouched_envelope_passes_every_other_rule() -> None:
+    env = make()
+    short = _with_signature(env, bytes(63))
+    with pytest.raises(EnvelopeError) as err:
+        envelope.decode(short, now_ms=NOW, signed_by=ALICE.peer_id)
+    assert err.value.reason == "bad_signature"
+    items = cbor2.loads(env.wire)
+    items[6] = {"text": "x" * (envelope.MAX_TEXT_BYTES + 1)}
+    with pytest.raises(EnvelopeError) as err:
+        envelope.decode(cbor2.dumps(items, canonical=True), now_ms=NOW,
+                        signed_by=ALICE.peer_id)
+    assert err.value.reason == "too_large"
+    with pytest.raises(EnvelopeError) as err:
+        envelope.decode(env.wire, now_ms=env.ts_ms - envelope.MAX_FUTURE_SKEW_MS - 1,
+                        signed_by=ALICE.peer_id)
+    assert err.value.reason == "future"
