@@ -92,7 +92,12 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("RPC and JSON", r"^rpc/|^json/"),
     ("py-libp2p, multiaddr, base58", r"^libp2p/|^multiaddr/|^base58/"),
 )
-IDLE_LEAVES = re.compile(r"epoll|select \(|Condition\.wait|_wait \(threading|poll \(")
+# Leaves that are waits, not work. trio's cached worker threads wait for their next job
+# in a lock's acquire, a C call that py-spy does not show, so the waiting thread's leaf
+# is its loop, `WorkerThread._work` (a thread running a job has that job's frames below
+# it); py-spy counted those waits as busy, up to 84% of an idle member's samples.
+IDLE_LEAVES = re.compile(r"epoll|select \(|Condition\.wait|_wait \(threading|poll \(|"
+                         r"^WorkerThread\._work \(trio/")
 
 PERF_HZ = 1000
 # (library, pattern on the shared object perf names), first match wins.

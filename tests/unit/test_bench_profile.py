@@ -42,14 +42,21 @@ def test_collapsed_stacks_are_summed_and_idle_waits_left_out(tmp_path: Path) -> 
         "Router._message (daemon/core/gossipsub/router.py:300) 10\n"
         "<module> (gossipchatd:6);run (daemon/main.py:120);"
         "EpollIOManager.get_events (trio/_core/_io_epoll.py:240);epoll (<native>) 500\n"
+        # a cached worker thread waiting for a job, and one running a job
+        "_bootstrap (threading.py:1002);WorkerThread._work (trio/_core/_thread_cache.py:211)"
+        " 700\n"
+        "_bootstrap (threading.py:1002);WorkerThread._work (trio/_core/_thread_cache.py:213);"
+        "WorkerThread._handle_job (trio/_core/_thread_cache.py:185);"
+        "_write_file (daemon/adapters/blockstore.py:561) 5\n"
         "not a sample line\n")
     prof = Profile.read("t", raw, wall_s=1.0)
-    assert prof.busy == 40
-    assert prof.layers == {"Ed25519 signatures": 30, "gossipsub router": 10}
+    assert prof.busy == 45
+    assert prof.layers == {"Ed25519 signatures": 30, "gossipsub router": 10,
+                           "store (SQLite, block files)": 5}
     assert prof.incl_counts["run (daemon/main.py)"] == 40
     text = prof.markdown()
-    assert "| Ed25519 signatures | 75.0% |" in text
-    assert "- 75.0% `crypto_sign_open (nacl/bindings/crypto_sign.py)`" in text
+    assert "| Ed25519 signatures | 66.7% |" in text
+    assert "- 66.7% `crypto_sign_open (nacl/bindings/crypto_sign.py)`" in text
 
 
 @pytest.mark.parametrize(("dso", "library"), [
