@@ -118,6 +118,7 @@ class Node:
         self.images = ImageService(self.room_history, store, network, config, blocks,
                                    BlockExchange(network, blocks,
                                                  max_wants_per_peer=config.max_wants_per_peer))
+        network.on_topic_peer = self.presence.topic_peer
         self.room_history.on_gap = self.sync.suspect_gap
         self.room_history.on_image = self._on_image
         self.room_history.on_store_recovered = self._on_store_recovered

@@ -31,6 +31,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 import random
 import struct
 import time
@@ -59,8 +60,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-# For WARM_S after a join the schedule looks every FAST_TICK_S for new room peers, so
-# the first records cross as fast as the first messages.
+# For WARM_S after a join, a room peer that appears (its subscription arrives) is looked
+# at within FAST_TICK_S, and every new one is fetched from at once, so the first records
+# cross as fast as the first messages. (Until 2026-12-06 the schedule polled every
+# FAST_TICK_S for them instead: 300 ticks per daemon per join.)
 FAST_TICK_S = 0.05
 WARM_S = 15.0
 MIN_TICK_GAP_S = 0.1
@@ -230,19 +233,35 @@ class PresenceService:
             self._tick()
             ticked = trio.current_time()
             warm = any(ticked < t for t in self._warm_until.values())
-            period, gap = (FAST_TICK_S, FAST_TICK_S) if warm else (TICK_S, MIN_TICK_GAP_S)
-            # A quiet room ticks on the daemon's shared grid (core/ticks.py), a wake-up
-            # runs the tick at once, but never sooner than `gap` after the last one.
-            with trio.move_on_at(max(ticks.next_at(ticked, period), ticked + gap)):
+            gap = FAST_TICK_S if warm else MIN_TICK_GAP_S
+            # The tick runs on the daemon's shared grid (core/ticks.py), when an
+            # announcement falls due, and on a wake-up (a room peer appeared, a
+            # connection dropped, a member was heard of), but never sooner than `gap`
+            # after the last one.
+            due = min(ticks.next_at(ticked, TICK_S), self._announcement_due())
+            with trio.move_on_at(max(due, ticked + gap)):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             if trio.current_time() < ticked + gap:
                 await trio.sleep_until(ticked + gap)
 
+    def _announcement_due(self) -> float:
+        """When the next announcement falls due (rooms that wait for a peer wait for
+        its subscription instead)."""
+        return min((at for room, at in self._next_announce.items()
+                    if room not in self._waiting_for_peer), default=math.inf)
+
     def wake(self) -> None:
         """Run the manager now (a connection dropped, a member appeared)."""
         self._woken = True
         self._wakeup.set()
+
+    def topic_peer(self, peer: str, topic: str) -> None:
+        """`peer` subscribed to `topic` (P2PNetwork.on_topic_peer): a new peer of a
+        joined room's presence topic is announced to and fetched from at the next tick,
+        a light one (the manager's plan waits for its own time)."""
+        if codec.room_of_topic(topic) in self.directories:
+            self._wakeup.set()
 
     # rooms
 
@@ -341,10 +360,10 @@ class PresenceService:
 
     def _tick(self) -> None:
         """A full tick (every TICK_S, and when woken) reads our addresses and runs the
-        manager; the fast ticks of a warm room in between only look for new room peers
-        to announce to and fetch from (the manager's plan and our addresses' parsing
-        20 times a second were ~3% of a forwarding member's CPU in a burst that
-        follows a join)."""
+        manager; the ticks in between (a new room peer, an announcement due) only look
+        for new room peers to announce to and fetch from (the manager's plan and our
+        addresses' parsing 20 times a second were ~3% of a forwarding member's CPU in
+        a burst that follows a join)."""
         assert self._nursery is not None
         now = trio.current_time()
         connected = self.network.connected_peers()

@@ -429,6 +429,10 @@ class P2PNetwork:
         self.router.on_invalid = self._invalid
         self.router.on_validator_error = self._validator_failed
         self.router.on_refused = self._outbound_dropped
+        # A peer subscribed to a topic, (peer id, topic): the node's to route (presence
+        # looks for new room members on this instead of polling).
+        self.on_topic_peer: Callable[[str, str], None] = lambda peer, topic: None
+        self.router.on_subscribed = lambda peer, topic: self.on_topic_peer(peer, topic)
         self.gossip_limiter = GossipLimiter(self.limits.gossip_rate, self.limits.gossip_burst,
                                             ban_s=self.scoring.ban_s)
         # Before any check: a message the gate drops is never signature-checked at all.

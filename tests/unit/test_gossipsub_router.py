@@ -161,6 +161,27 @@ def test_a_peer_that_forgot_us_learns_our_topics_again_when_we_greet_it() -> Non
     assert "b" in a.mesh[TOPIC]  # grafted at once: the mesh had room
 
 
+def test_a_new_subscription_is_reported_once() -> None:
+    net = Net()
+    for name in "ab":
+        net.add(name)
+    heard: list[tuple[str, str]] = []
+    net.nodes["a"].router.on_subscribed = lambda peer, topic: heard.append((peer, topic))
+    net.link("a", "b")
+    net.nodes["a"].router.join(TOPIC, net.now)
+    net.nodes["b"].router.join(TOPIC, net.now)
+    net.flush()
+    assert heard == [("b", TOPIC)]
+    net.nodes["b"].router.greet("a")  # b announces the same subscription again
+    net.flush()
+    assert heard == [("b", TOPIC)]
+    net.nodes["b"].router.leave(TOPIC, net.now)
+    net.flush()
+    net.nodes["b"].router.join(TOPIC, net.now)
+    net.flush()
+    assert heard == [("b", TOPIC), ("b", TOPIC)]
+
+
 def test_a_burst_to_one_peer_goes_out_in_one_frame() -> None:
     net = _room("ab", [("a", "b")])
     before = len(net.frames)

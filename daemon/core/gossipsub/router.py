@@ -137,6 +137,8 @@ class Router:
         self.on_validator_error: Callable[[str, str, Exception], None] = (
             lambda topic, peer, exc: None)
         self.on_refused: Callable[[str], None] = lambda peer: None
+        # A peer announced a subscription it did not hold: (peer, topic).
+        self.on_subscribed: Callable[[str, str], None] = lambda peer, topic: None
         self.px_offers: list[rpc.PxPeer] = []
         # Peers whose outbox got something since the adapter last looked.
         self.dirty: set[str] = set()
@@ -320,8 +322,11 @@ class Router:
 
     def _subscription(self, peer: str, state: _Peer, sub: rpc.SubOpt, now: float) -> None:
         if sub.subscribe:
+            new = sub.topic not in state.topics
             state.topics.add(sub.topic)
             self.topic_peers.setdefault(sub.topic, set()).add(peer)
+            if new:
+                self.on_subscribed(peer, sub.topic)
             # A peer joining a topic of ours while our mesh has room is grafted at once,
             # not at the next heartbeat: what we forward meanwhile would reach it by
             # neither path (the heartbeat grafts it before its gossip, which skips mesh
