@@ -46,6 +46,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from ..core import inbound as inbound_policy
 from ..core import peerid, scoring, ticks
+from ..core import relay as relay_rules
 from ..core.addrs import advertised_addrs
 from ..core.gossipsub.router import Delivery, GossipParams, Router
 from ..core.inbound import InboundLimits
@@ -532,6 +533,17 @@ class P2PNetwork:
         for conn in relayed:
             await _close_quietly(conn)
         return len(relayed)
+
+    async def close_crossed_circuits(self, peer_id: str) -> list[Any]:
+        """Close the relayed connections to a peer that crossed ours (both sides dialed
+        at once: `core.relay.crossed_circuits`); the muxed connections closed."""
+        conns = [conn for conn in libp2p_patches.live_connections(
+            self.host.get_network(), _peer_id(peer_id)) if _ip_remote(conn.muxed_conn) is None]
+        drop = [conns[i] for i in relay_rules.crossed_circuits(
+            self.peer_id, peer_id, [not _is_inbound(conn) for conn in conns])]
+        for conn in drop:
+            await _close_quietly(conn)
+        return [conn.muxed_conn for conn in drop]
 
     def snapshot(self) -> list[PeerSnapshot]:
         """Connected peers with their addresses and the topics they subscribe to."""

@@ -22,12 +22,17 @@ using). This module speaks the same wire with py-libp2p's generated protobufs
   them at half their lifetime, retrying with backoff on failure, and advertises
   `<relay addr>/p2p/<relay>/p2p-circuit` (identify, presence, `id`). CONNECT goes to
   the relay named in the address; no RESERVE first.
+- Crossing dials: when two members dial each other through relays at once, each
+  side closes the circuit the higher peer id dialed as soon as the other is up
+  (`core.relay.crossed_circuits`), so they keep one connection, and only the side
+  that accepted the kept circuit starts a hole punch.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -109,10 +114,14 @@ class Relay:
         self._failures: dict[str, tuple[int, float]] = {}  # relay -> (count, retry at)
         self.stats: dict[str, int] = {"reserve_ok": 0, "reserve_failed": 0,
                                       "circuits_dialed": 0, "circuits_accepted": 0,
-                                      "dial_failed": 0, "stop_refused": 0}
+                                      "dial_failed": 0, "stop_refused": 0,
+                                      "crossed_closed": 0}
         network.circuit_dialer = self.dial
         # Told of each circuit accepted here (the DCUtR initiator, adapters/dcutr.py).
         self.on_inbound_circuit: Callable[[str], None] | None = None
+        self._dialing: Counter[str] = Counter()  # peer -> circuit dials to it under way
+        # Peers whose circuit to us waits for ours to it before a punch (crossing).
+        self._deferred_punch: set[str] = set()
 
     # hop (relay side)
 
@@ -272,16 +281,36 @@ class Relay:
         swarm: Any = self.network.host.get_network()
         try:
             limit = msg.limit if msg.HasField("limit") else None
-            await swarm.upgrade_inbound_raw_conn(CircuitConnection(raw, False, addr, limit),
-                                                 addr)
+            muxed = await swarm.upgrade_inbound_raw_conn(
+                CircuitConnection(raw, False, addr, limit), addr)
         except Exception as exc:  # Noise or muxer failures end this circuit only
             log.info("relay: inbound circuit from %s via %s failed: %s", src, relay, exc)
             await stream.reset()
             return
         self.stats["circuits_accepted"] += 1
         log.info("relay: inbound circuit from %s via %s", src, relay)
-        if self.on_inbound_circuit is not None:
-            self.on_inbound_circuit(src.to_base58())
+        peer = src.to_base58()
+        if muxed in await self._close_crossed(peer):
+            return  # ours to it is the one both sides keep: no punch from this side
+        if peer in self._dialing and self.network.peer_id < peer:
+            # Our own circuit to it is on its way and will replace this one; punch
+            # only if it fails (`dial`).
+            self._deferred_punch.add(peer)
+            return
+        self._punch(peer)
+
+    def _punch(self, peer: str) -> None:
+        if self.on_inbound_circuit is not None and self.network.is_connected(peer):
+            self.on_inbound_circuit(peer)
+
+    async def _close_crossed(self, peer: str) -> list[Any]:
+        """After a circuit to or from `peer` came up: close the ones that crossed."""
+        closed = await self.network.close_crossed_circuits(peer)
+        if closed:
+            self.stats["crossed_closed"] += len(closed)
+            log.info("relay: %s and this node dialed each other at once; closed %d "
+                     "crossed circuit(s)", peer, len(closed))
+        return closed
 
     # client: dialing
 
@@ -292,9 +321,28 @@ class Relay:
             raise PeerUnreachable(f"{addr_text!r} is not <relay>/p2p-circuit/p2p/<peer>")
         dest = dest_part[len("/p2p/"):].split("/")[0]
         relay = relay_part.rsplit("/p2p/", 1)[1]
+        ours = False
+        self._dialing[dest] += 1
+        try:
+            ours = await self._dial(relay_part, relay, dest)
+        finally:
+            self._dialing[dest] -= 1
+            if not self._dialing[dest]:
+                del self._dialing[dest]
+                if dest in self._deferred_punch:
+                    self._deferred_punch.discard(dest)
+                    if not ours:  # the circuit it dialed us on is the one kept: punch
+                        self._punch(dest)
+        return dest
+
+    async def _dial(self, relay_part: str, relay: str, dest: str) -> bool:
+        """Dial the circuit; True if ours is up, False if the peer's circuit to us
+        (it dialed us at the same moment) is the connection instead."""
         try:
             if not self.network.is_connected(relay):
                 await self.network.connect(relay_part)
+            if self.network.is_connected(dest):
+                return False  # it dialed us meanwhile
             with trio.fail_after(MESSAGE_TIMEOUT_S):
                 raw = await negotiate.open_stream(self.network.host, ID.from_base58(relay),
                                                   [HOP])
@@ -312,16 +360,20 @@ class Relay:
             swarm: Any = self.network.host.get_network()
             with trio.fail_after(MESSAGE_TIMEOUT_S):
                 limit = reply.limit if reply.HasField("limit") else None
-                await swarm.upgrade_outbound_raw_conn(
+                conn = await swarm.upgrade_outbound_raw_conn(
                     CircuitConnection(raw, True, addr, limit), ID.from_base58(dest))
         except PeerUnreachable:
             self.stats["dial_failed"] += 1
             raise
         except Exception as exc:  # swarm, stream, protobuf and timeout errors
+            if self.network.is_connected(dest):
+                # The peer dialed us at the same moment and its circuit is the one
+                # both sides keep: ours was closed under the upgrade.
+                return False
             self.stats["dial_failed"] += 1
             raise PeerUnreachable(f"peer unreachable through relay {relay}: {exc}") from None
         self.stats["circuits_dialed"] += 1
-        return dest
+        return conn.muxed_conn not in await self._close_crossed(dest)
 
     # client: reservations
 

@@ -10,11 +10,15 @@ and the limits it enforces (daemon/adapters/relay.py does the wire and the splic
 - Each circuit carries at most `circuit_bytes` per direction for at most
   `circuit_duration_s` seconds; the adapter then resets both streams (never writes
   anything into the spliced data).
+- Two members that dial each other through relays at the same moment get a circuit
+  each way. Both keep the circuits the lower peer id dialed and close the others
+  (`crossed_circuits`): the same ones on both sides, with no message between them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # circuit v2 Status values (HopMessage / StopMessage).
@@ -106,3 +110,13 @@ class RelayBook:
         """Live reservations."""
         self._expire(now)
         return len(self._reservations)
+
+
+def crossed_circuits(us: str, them: str, dialed_by_us: Sequence[bool]) -> list[int]:
+    """Of our relayed connections to `them` (True where we dialed it), the indices to
+    close: the ones the higher peer id dialed, once one the lower peer id dialed is up.
+    Both ends compute the same split, so each connection is kept or closed by both."""
+    lower_dials = us < them  # True: the circuits we dialed are the ones kept
+    if lower_dials not in dialed_by_us:
+        return []
+    return [i for i, ours in enumerate(dialed_by_us) if ours != lower_dials]

@@ -54,3 +54,19 @@ def test_presence_records_carry_relayed_addresses() -> None:
                 f"/ip4/198.18.0.1/tcp/4001/p2p/{RELAY}/p2p-circuit/p2p/{ME}"):
         with pytest.raises(PresenceError):
             check_addr(bad)
+
+
+def test_crossed_circuits_keep_the_lower_peer_ids_on_both_sides() -> None:
+    low, high = "12D3KooWA", "12D3KooWB"
+    # Each side lists its circuits to the other as "dialed by us"; both close the same one.
+    assert relay.crossed_circuits(low, high, [True, False]) == [1]  # theirs
+    assert relay.crossed_circuits(high, low, [False, True]) == [1]  # ours
+    assert relay.crossed_circuits(high, low, [True, False]) == [0]
+    # Until the lower peer id's circuit is up, nothing is closed: the higher one's may
+    # be the only connection there is.
+    assert relay.crossed_circuits(low, high, [False]) == []
+    assert relay.crossed_circuits(high, low, [True]) == []
+    assert relay.crossed_circuits(low, high, [True]) == []
+    assert relay.crossed_circuits(low, high, []) == []
+    # Two of the higher one's and one of the lower one's: both of the higher go.
+    assert relay.crossed_circuits(low, high, [False, True, False]) == [0, 2]
