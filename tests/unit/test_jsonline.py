@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gossipchat.rpc import jsonline
+
+
+@pytest.fixture(autouse=True)
+def every_line_through_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The equivalence is the point here: lines of any length go through orjson."""
+    monkeypatch.setattr(jsonline, "ORJSON_FROM_BYTES", 0)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
@@ -40,7 +48,22 @@ def test_what_orjson_reads_otherwise_is_read_by_json(line: bytes) -> None:
 def test_bad_lines_raise_json_s_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for use_orjson in (True, False):
         if not use_orjson:
-            monkeypatch.setattr(jsonline, "orjson", None)
+            monkeypatch.setattr(jsonline, "_orjson", False)
         with pytest.raises(json.JSONDecodeError):
             jsonline.decode_line(b'{"a": ')
         assert jsonline.decode_line(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+
+
+def test_short_lines_do_not_import_orjson_and_long_ones_do() -> None:
+    # A one-shot p2pctl call reads one short answer: importing orjson would cost more
+    # than it saves. A fresh interpreter, so that nothing imported it before.
+    script = (
+        "import sys; from gossipchat.rpc import jsonline\n"
+        "assert jsonline.decode_line(b'{\"a\": 1}') == {'a': 1}\n"
+        "assert 'orjson' not in sys.modules\n"
+        "line = b'[' + b','.join([b'1234'] * 400) + b']'\n"
+        "assert len(line) >= jsonline.ORJSON_FROM_BYTES\n"
+        "assert jsonline.decode_line(line) == [1234] * 400\n"
+        "assert 'orjson' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
