@@ -24,6 +24,11 @@ How:
 - self_p50_ms is the sender's own feed: send to the message showing up in the
   sender's `watch`, no network involved (for the baseline: publish to the raw
   node's own subscription), the fixed cost under every other figure.
+- by_hop splits the latencies by how far the receiver is from the sender in the
+  dialed graph (hops, all rounds pooled): pairs, p50_ms and p90_ms for each distance.
+  It tells the cost of a hop from the length of the paths. The daemons may dial
+  more members by themselves; at 20 daemons they hold about the dialed graph
+  (5.8 live connections each against 5.7 dialed, measured 2026-12-06).
 
 Baselines: the same number of bare GossipSub processes with the daemon's parameters,
 the same topology and seed, the same rate and rotation, the same warm-up and
@@ -36,7 +41,7 @@ A baseline that fails becomes {"error": ...} in its place; ours still stands.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -79,6 +84,7 @@ class RoundResult:
 
     latencies_ms: list[float] = field(default_factory=list)
     self_ms: list[float] = field(default_factory=list)
+    by_hop: dict[int, list[float]] = field(default_factory=dict)  # distance -> latencies
     expected: int = 0
     late_or_lost: int = 0
     warmup_s: float = 0.0
@@ -102,6 +108,39 @@ class RoundResult:
         }
 
 
+def hop_distances(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int | None]]:
+    """distances[a][b]: the fewest edges from node a to node b (None if unreachable)."""
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    distances: list[list[int | None]] = []
+    for start in range(n):
+        row: list[int | None] = [None] * n
+        row[start] = 0
+        queue = [start]
+        for node in queue:
+            further = (row[node] or 0) + 1  # every node queued has its distance
+            for other in neighbours[node]:
+                if row[other] is None:
+                    row[other] = further
+                    queue.append(other)
+        distances.append(row)
+    return distances
+
+
+def by_hop_summary(rounds: Sequence[RoundResult]) -> dict[str, dict[str, Any]]:
+    """Latencies by hop distance, all rounds pooled (see the module's doc)."""
+    pooled: dict[int, list[float]] = {}
+    for result in rounds:
+        for hops, latencies in result.by_hop.items():
+            pooled.setdefault(hops, []).extend(latencies)
+    return {str(hops): {"pairs": len(latencies),
+                        "p50_ms": rounded(percentile(latencies, 50)),
+                        "p90_ms": rounded(percentile(latencies, 90))}
+            for hops, latencies in sorted(pooled.items())}
+
+
 def all_have(arrivals: list[dict[str, float]], tag: str) -> bool:
     """True once every arrival record holds tag."""
     return all(tag in record for record in arrivals)
@@ -109,8 +148,10 @@ def all_have(arrivals: list[dict[str, float]], tag: str) -> bool:
 
 def _paced_round(n: int, cfg: PropagationConfig, round_no: int,
                  send: Callable[[int, str], None],
-                 arrived: Callable[[int, str], float | None]) -> RoundResult:
-    """Send cfg.messages at cfg.rate from rotating senders; collect latencies."""
+                 arrived: Callable[[int, str], float | None],
+                 hops: Sequence[Sequence[int | None]] = ()) -> RoundResult:
+    """Send cfg.messages at cfg.rate from rotating senders; collect latencies (by hop
+    distance too, given `hops` from `hop_distances`)."""
     sent: list[tuple[str, int, float]] = []
     start = time.monotonic() + 0.2
     for i in range(cfg.messages):
@@ -144,7 +185,11 @@ def _paced_round(n: int, cfg: PropagationConfig, round_no: int,
             if at is None or at > deadline_wall:
                 result.late_or_lost += 1
             else:
-                result.latencies_ms.append((at - sent_at) * 1000.0)
+                latency = (at - sent_at) * 1000.0
+                result.latencies_ms.append(latency)
+                distance = hops[sender][j] if hops else None
+                if distance is not None:
+                    result.by_hop.setdefault(distance, []).append(latency)
     return result
 
 
@@ -174,7 +219,8 @@ def _run_gossipchat(cfg: PropagationConfig, edges: list[tuple[int, int]]
                 def arrived(j: int, tag: str) -> float | None:
                     return watchers[j].arrivals.get(tag)
 
-                result = _paced_round(cfg.daemons, cfg, r, send, arrived)
+                result = _paced_round(cfg.daemons, cfg, r, send, arrived,
+                                      hop_distances(cfg.daemons, edges))
                 result.warmup_s, result.settle_s, result.settle_load_cores = (
                     warmup_s, settle_s, load)
                 result.subscriptions_unseen = len(missing)
@@ -209,7 +255,8 @@ def _run_raw(cfg: PropagationConfig, edges: list[tuple[int, int]],
             def arrived(j: int, tag: str) -> float | None:
                 return nodes[j].arrivals.get(tag)
 
-            result = _paced_round(cfg.daemons, cfg, r, send, arrived)
+            result = _paced_round(cfg.daemons, cfg, r, send, arrived,
+                                  hop_distances(cfg.daemons, edges))
             result.warmup_s, result.settle_s, result.settle_load_cores = (
                 warmup_s, settle_s, load)
             results.append(result)
@@ -224,7 +271,8 @@ def _baseline(what: str, rounds: list[RoundResult], idle: float) -> dict[str, An
     runs = [r.summary() for r in rounds]
     return {"what": what,
             "measured_at": "inside the node as its subscription yields, wall clock",
-            **aggregate(runs, KEYS), "idle_load_cores": rounded(idle), "runs": runs}
+            **aggregate(runs, KEYS), "by_hop": by_hop_summary(rounds),
+            "idle_load_cores": rounded(idle), "runs": runs}
 
 
 def run(cfg: PropagationConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
@@ -246,6 +294,7 @@ def run(cfg: PropagationConfig) -> tuple[dict[str, Any], dict[str, list[float]]]
         "deadline_s_after_last_send": cfg.grace_s,
         "measured_at": "watch subscription per daemon (Client in a thread), time.time()",
         **aggregate(ours_runs, KEYS),
+        "by_hop": by_hop_summary(ours),
         "idle_load_cores": rounded(ours_idle),
         "runs": ours_runs,
         "baseline": raw_section or _baseline(
