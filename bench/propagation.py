@@ -149,9 +149,9 @@ def all_have(arrivals: list[dict[str, float]], tag: str) -> bool:
 def _paced_round(n: int, cfg: PropagationConfig, round_no: int,
                  send: Callable[[int, str], None],
                  arrived: Callable[[int, str], float | None],
-                 hops: Sequence[Sequence[int | None]] = ()) -> RoundResult:
-    """Send cfg.messages at cfg.rate from rotating senders; collect latencies (by hop
-    distance too, given `hops` from `hop_distances`)."""
+                 hops: Sequence[Sequence[int | None]]) -> RoundResult:
+    """Send cfg.messages at cfg.rate from rotating senders; collect latencies, also by
+    hop distance (`hops` from `hop_distances`)."""
     sent: list[tuple[str, int, float]] = []
     start = time.monotonic() + 0.2
     for i in range(cfg.messages):
@@ -187,7 +187,7 @@ def _paced_round(n: int, cfg: PropagationConfig, round_no: int,
             else:
                 latency = (at - sent_at) * 1000.0
                 result.latencies_ms.append(latency)
-                distance = hops[sender][j] if hops else None
+                distance = hops[sender][j]
                 if distance is not None:
                     result.by_hop.setdefault(distance, []).append(latency)
     return result

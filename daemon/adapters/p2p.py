@@ -524,12 +524,15 @@ class P2PNetwork:
                                                 _peer_id(peer_id))
         return any(_ip_remote(conn.muxed_conn) is not None for conn in conns)
 
+    def _relayed_connections(self, peer_id: str) -> list[INetConn]:
+        """The live connections to a peer that run over a relay, not over IP."""
+        return [conn for conn in libp2p_patches.live_connections(
+            self.host.get_network(), _peer_id(peer_id)) if _ip_remote(conn.muxed_conn) is None]
+
     async def close_relayed(self, peer_id: str) -> int:
         """Close the relayed connections to a peer (a direct one replaced them, DCUtR);
         the number closed."""
-        conns = libp2p_patches.live_connections(self.host.get_network(),
-                                                _peer_id(peer_id))
-        relayed = [conn for conn in conns if _ip_remote(conn.muxed_conn) is None]
+        relayed = self._relayed_connections(peer_id)
         for conn in relayed:
             await _close_quietly(conn)
         return len(relayed)
@@ -537,10 +540,9 @@ class P2PNetwork:
     async def close_crossed_circuits(self, peer_id: str) -> list[Any]:
         """Close the relayed connections to a peer that crossed ours (both sides dialed
         at once: `core.relay.crossed_circuits`); the muxed connections closed."""
-        conns = [conn for conn in libp2p_patches.live_connections(
-            self.host.get_network(), _peer_id(peer_id)) if _ip_remote(conn.muxed_conn) is None]
-        drop = [conns[i] for i in relay_rules.crossed_circuits(
-            self.peer_id, peer_id, [not _is_inbound(conn) for conn in conns])]
+        relayed = self._relayed_connections(peer_id)
+        drop = [relayed[i] for i in relay_rules.crossed_circuits(
+            self.peer_id, peer_id, [not _is_inbound(conn) for conn in relayed])]
         for conn in drop:
             await _close_quietly(conn)
         return [conn.muxed_conn for conn in drop]

@@ -300,8 +300,8 @@ class Relay:
         self._punch(peer)
 
     def _punch(self, peer: str) -> None:
-        if self.on_inbound_circuit is not None and self.network.is_connected(peer):
-            self.on_inbound_circuit(peer)
+        if self.on_inbound_circuit is not None:
+            self.on_inbound_circuit(peer)  # DCUtR counts a peer gone by then
 
     async def _close_crossed(self, peer: str) -> list[Any]:
         """After a circuit to or from `peer` came up: close the ones that crossed."""

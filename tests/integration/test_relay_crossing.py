@@ -59,9 +59,8 @@ async def test_crossing_relayed_dials_leave_one_connection_the_lower_peer_ids(
                 await trio.sleep(0.05)
         closed = relay_a.stats["crossed_closed"] + relay_b.stats["crossed_closed"]
         assert closed in (1, 2), (relay_a.stats, relay_b.stats)
-        # Only the side that accepted the kept circuit starts a hole punch (DCUtR's B).
-        # high accepted the kept circuit, so high punches to low (DCUtR's B); low,
-        # which accepted the closed one, does not.
+        # Only the side that accepted the kept circuit starts a hole punch (DCUtR's B):
+        # high punches to low; low, which accepted the closed one, does not.
         assert punched == [low.peer_id]
 
         # The kept connection carries streams both ways.
