@@ -42,6 +42,7 @@ from .adapters.identity import Identity
 from .adapters.p2p import GossipMessage, P2PNetwork
 from .adapters.store import Store
 from .core import envelope as env_codec
+from .core import ticks
 from .core.envelope import CHAT_KINDS, Envelope, EnvelopeError
 from .core.rooms import RoomState, check_room_name, room_of_topic, topic_for
 from .core.scoring import Validation, judge
@@ -506,7 +507,8 @@ class History:
         done = store.commits
         last = trio.current_time()
         while True:
-            await trio.sleep(CHECKPOINT_POLL_S)
+            # On the daemon's shared grid (core/ticks.py), with its other timers.
+            await trio.sleep_until(ticks.next_at(trio.current_time(), CHECKPOINT_POLL_S))
             waiting = store.commits - done
             now = trio.current_time()
             if waiting < CHECKPOINT_COMMITS and not (waiting and now - last >= CHECKPOINT_IDLE_S):

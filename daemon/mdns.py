@@ -33,6 +33,7 @@ import trio
 from .adapters.mdns import MulticastSocket
 from .adapters.p2p import P2PNetwork
 from .core import mdns as core
+from .core import ticks
 from .errors import GossipchatError
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,12 @@ class MdnsService:
                 await self._send(sock, core.build_response(self.instance, self.announced),
                                  "response")
             self._dial_due()
-            deadline = min(next_query, next_refresh, next_addrs_check,
-                           trio.current_time() + MAX_TICK_S)
+            # The schedule runs on the daemon's shared grid (core/ticks.py): a query,
+            # a refresh or an address check falls due at most a tick late, and the
+            # loop wakes with the daemon's other timers, not in a phase of its own
+            # (a wake-up apart costs a quiet daemon more than the work it does).
+            # Answers keep their own time: the core spaces them from the query.
+            deadline = ticks.next_at(trio.current_time(), MAX_TICK_S)
             answer_at = self.state.next_answer_at()
             if answer_at is not None:
                 deadline = min(deadline, answer_at)

@@ -48,6 +48,7 @@ UNKNOWN_RETRY_S = 5.0
 RECHECK_S = 300.0
 ASK_AGAIN_S = 60.0  # a server asked this recently is asked again only if nobody else is
 ADDRS_POLL_S = 2.0
+ROUND_GRID_S = 1.0  # rounds start on whole ticks of the shared grid
 
 
 def _varint(n: int) -> bytes:
@@ -273,10 +274,14 @@ class AutoNAT:
                 next_round = time.monotonic() + (RECHECK_S if settled else UNKNOWN_RETRY_S)
                 if not servers:
                     next_round = time.monotonic() + 1.0
-            # Our addresses are looked at on the daemon's shared grid (core/ticks.py).
+            # Both wake-ups are on the daemon's shared grid (core/ticks.py): the
+            # address poll, and the next round rounded up to a whole tick. With nobody
+            # to ask, a round is due every second, and unrounded it woke the daemon
+            # a second time each second, in a phase of its own.
             wake = trio.current_time()
+            round_at = wake + max(0.0, next_round - time.monotonic())
             await trio.sleep_until(min(ticks.next_at(wake, ADDRS_POLL_S),
-                                       wake + max(0.0, next_round - time.monotonic())))
+                                       ticks.next_at(round_at, ROUND_GRID_S)))
 
     def verdict(self) -> str:
         """public, private or unknown (fixed when forced)."""
