@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .adapters import kadaddrs
+from .adapters import kadaddrs, timers
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
 from .core import kadwire, ticks
 from .core.connmgr import AddressBackoff
@@ -184,7 +184,7 @@ class DhtService:
             task_status.started()
             while True:
                 self._tick(trio.current_time())
-                await trio.sleep_until(ticks.next_at(trio.current_time(), TICK_S))
+                await timers.sleep_until(ticks.next_at(trio.current_time(), TICK_S))
 
     def _tick(self, now: float) -> None:
         assert self._nursery is not None

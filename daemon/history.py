@@ -38,6 +38,7 @@ from typing import Any
 
 import trio
 
+from .adapters import timers
 from .adapters.identity import Identity
 from .adapters.p2p import GossipMessage, P2PNetwork
 from .adapters.store import Store
@@ -508,7 +509,7 @@ class History:
         last = trio.current_time()
         while True:
             # On the daemon's shared grid (core/ticks.py), with its other timers.
-            await trio.sleep_until(ticks.next_at(trio.current_time(), CHECKPOINT_POLL_S))
+            await timers.sleep_until(ticks.next_at(trio.current_time(), CHECKPOINT_POLL_S))
             waiting = store.commits - done
             now = trio.current_time()
             if waiting < CHECKPOINT_COMMITS and not (waiting and now - last >= CHECKPOINT_IDLE_S):

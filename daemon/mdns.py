@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from .adapters import timers
 from .adapters.mdns import MulticastSocket
 from .adapters.p2p import P2PNetwork
 from .core import mdns as core
@@ -158,8 +159,7 @@ class MdnsService:
             answer_at = self.state.next_answer_at()
             if answer_at is not None:
                 deadline = min(deadline, answer_at)
-            with trio.move_on_at(deadline):
-                await self._wakeup.wait()
+            await timers.wait(self._wakeup, deadline)
             self._wakeup = trio.Event()
 
     async def _send(self, sock: MulticastSocket, packet: bytes, kind: str) -> None:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 import trio
 
+from .adapters import timers
 from .adapters.p2p import GossipMessage, P2PNetwork, Stream, StreamClosedError
 from .core import connmgr, plaincbor, ticks
 from .core import presence as codec
@@ -239,11 +240,10 @@ class PresenceService:
             # connection dropped, a member was heard of), but never sooner than `gap`
             # after the last one.
             due = min(ticks.next_at(ticked, TICK_S), self._announcement_due())
-            with trio.move_on_at(max(due, ticked + gap)):
-                await self._wakeup.wait()
+            await timers.wait(self._wakeup, max(due, ticked + gap))
             self._wakeup = trio.Event()
             if trio.current_time() < ticked + gap:
-                await trio.sleep_until(ticked + gap)
+                await timers.sleep_until(ticked + gap)
 
     def _announcement_due(self) -> float:
         """When the next announcement falls due (rooms that wait for a peer wait for

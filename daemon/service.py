@@ -21,6 +21,7 @@ from gossipchat.rpc.limits import RpcLimits
 from gossipchat.rpc.server import RpcServer, SocketInUse
 
 from .adapters import identity as identity_store
+from .adapters import timers
 from .adapters.blockstore import BlockStore, BlockStoreError
 from .adapters.p2p import NetworkLimits, P2PNetwork, resolve_listen_addrs
 from .adapters.store import Store, StoreCheckFailed, StoreError
@@ -195,6 +196,7 @@ class Daemon:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
                     try:
+                        await nursery.start(timers.run_timers)
                         await nursery.start(self.node.run)
                         await nursery.start(self.mdns.run)
                         await nursery.start(self.dht.run)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .adapters import timers
 from .adapters.p2p import P2PNetwork, Stream, StreamClosedError
 from .core import envelope as env_codec
 from .core import reconcile, syncwire, ticks, varint
@@ -195,8 +196,7 @@ class SyncService:
                 self._start_due_sessions()
                 # Sessions come due on the daemon's shared one-second grid
                 # (core/ticks.py); `sync_now` does not wait for it.
-                with trio.move_on_at(ticks.next_at(trio.current_time(), TICK_S)):
-                    await self._wakeup.wait()
+                await timers.wait(self._wakeup, ticks.next_at(trio.current_time(), TICK_S))
                 self._wakeup = trio.Event()
 
     def _start_due_sessions(self) -> None:

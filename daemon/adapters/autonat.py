@@ -35,6 +35,7 @@ from libp2p.peer.id import ID
 
 from ..core import autonat as policy
 from ..core import ticks
+from . import timers
 from .p2p import P2PNetwork, Stream
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,7 @@ class AutoNAT:
             # a second time each second, in a phase of its own.
             wake = trio.current_time()
             round_at = wake + max(0.0, next_round - time.monotonic())
-            await trio.sleep_until(min(ticks.next_at(wake, ADDRS_POLL_S),
+            await timers.sleep_until(min(ticks.next_at(wake, ADDRS_POLL_S),
                                        ticks.next_at(round_at, ROUND_GRID_S)))
 
     def verdict(self) -> str:

@@ -53,7 +53,7 @@ from ..core.inbound import InboundLimits
 from ..core.ratelimit import GossipLimiter, Verdict
 from ..core.scoring import ChatScoring, Validation
 from ..errors import InvalidArgument, PeerBlocked, PeerUnreachable
-from . import libp2p_patches, negotiate, yamux
+from . import libp2p_patches, negotiate, timers, yamux
 from .interfaces import interface_ips
 from .pubsub import PubSub
 
@@ -769,7 +769,7 @@ class P2PNetwork:
         below the disconnect threshold, banning them like flooders (py-libp2p has no
         disconnect threshold; tests/upstream/test_peer_scoring.py)."""
         while True:
-            await trio.sleep_until(ticks.next_at(trio.current_time(), scoring.HEARTBEAT_S))
+            await timers.sleep_until(ticks.next_at(trio.current_time(), scoring.HEARTBEAT_S))
             self.check_scores()
 
     def check_scores(self) -> None:

@@ -37,7 +37,7 @@ from libp2p.peer.id import ID
 from ..core import ticks, varint
 from ..core.gossipsub.outbox import Outbox
 from ..core.gossipsub.router import Delivery, Router, TopicValidator
-from . import libp2p_patches, negotiate
+from . import libp2p_patches, negotiate, timers
 from .yamux import YamuxStream
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class PubSub:
 
     async def _heartbeats(self) -> None:
         while True:
-            await trio.sleep_until(ticks.next_at(trio.current_time(), HEARTBEAT_S))
+            await timers.sleep_until(ticks.next_at(trio.current_time(), HEARTBEAT_S))
             self._sweep_links()
             await self._changes_send.send(self._heartbeat)
 

@@ -49,7 +49,7 @@ from ..core import autonat as autonat_policy
 from ..core import relay as book
 from ..core import ticks
 from ..errors import PeerUnreachable
-from . import negotiate
+from . import negotiate, timers
 from .autonat import AutoNAT, read_message, write_message
 from .p2p import P2PNetwork, Stream, StreamClosedError
 
@@ -435,7 +435,7 @@ class Relay:
                         break
                     await self._reserve_on(relay)
             self._advertise()
-            await trio.sleep_until(ticks.next_at(trio.current_time(), RESERVE_POLL_S))
+            await timers.sleep_until(ticks.next_at(trio.current_time(), RESERVE_POLL_S))
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve hop and stop, and keep reservations, until cancelled."""

@@ -81,6 +81,7 @@ from libp2p.stream_muxer.exceptions import (
 
 from ..core import ticks
 from ..errors import ProtocolError  # a peer breaking yamux: closed with GO_AWAY
+from . import timers
 from .locks import QuickLock
 
 logger = logging.getLogger(__name__)
@@ -807,7 +808,7 @@ class Yamux(IMuxedConn):
             while True:
                 # On the daemon's shared grid (core/ticks.py): a quiet daemon pings
                 # all of its connections in one wake-up, not one each.
-                await trio.sleep_until(ticks.next_at(trio.current_time(), self.keepalive_s))
+                await timers.sleep_until(ticks.next_at(trio.current_time(), self.keepalive_s))
                 self._ping_id = (self._ping_id + 1) & 0xFFFFFFFF
                 self._pong = trio.Event()
                 sent = trio.current_time()
