@@ -282,7 +282,7 @@ class AutoNAT:
             wake = trio.current_time()
             round_at = wake + max(0.0, next_round - time.monotonic())
             await timers.sleep_until(min(ticks.next_at(wake, ADDRS_POLL_S),
-                                       ticks.next_at(round_at, ROUND_GRID_S)))
+                                         ticks.next_at(round_at, ROUND_GRID_S)))
 
     def verdict(self) -> str:
         """public, private or unknown (fixed when forced)."""
