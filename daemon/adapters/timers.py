@@ -18,6 +18,12 @@ Rules:
   until the event is set or the deadline comes, whichever is first. Both are
   checkpoints, and cancelling a task that waits in them works as it does for trio's
   own: the task leaves the timer's heap at once.
+- `wait` is for a wake-up event that its owner replaces after each wait (the services'
+  `_wakeup`): at the deadline the timer task sets the event itself, where trio's
+  `move_on_at` would leave it unset.
+- An abandoned deadline (its waiter woke sooner or was cancelled) stays in the heap,
+  marked dead, until it comes or reaches the top: at most one per wait, gone within
+  the wait's own horizon (a second for the one-second loops).
 - Without a timer task running in this trio run (unit tests that run one piece, or
   after the daemon's timer task ended) both fall back to trio's own timeouts: same
   behaviour, the old cost. When the timer task ends, every task parked on it is woken
@@ -40,12 +46,11 @@ __all__ = ["run_timers", "sleep_until", "wait"]
 
 
 class _Entry:
-    __slots__ = ("callback", "deadline", "live")
+    __slots__ = ("callback", "live")
 
-    def __init__(self, deadline: float, callback: Callable[[], object]) -> None:
-        self.deadline = deadline
+    def __init__(self, callback: Callable[[], object]) -> None:
         self.callback = callback
-        self.live = True
+        self.live = True  # False once fired, or its waiter left: skipped in the heap
 
 
 class _Timers:
@@ -57,7 +62,7 @@ class _Timers:
         self.scope: trio.CancelScope | None = None
 
     def call_at(self, deadline: float, callback: Callable[[], object]) -> _Entry:
-        entry = _Entry(deadline, callback)
+        entry = _Entry(callback)
         heapq.heappush(self.heap, (deadline, next(self.order), entry))
         assert self.scope is not None
         if deadline < self.scope.deadline:
