@@ -266,6 +266,7 @@ class Node:
                 "bucket_low": int(self.network.gossip_limiter.lowest_tokens),
                 "score": self.network.score_view(connected),
                 "copies_dropped": self.network.router.duplicates,
+                "copies_withheld": self.network.router.withdrawn,
                 "frames_in": self.network.pubsub.frames_in,
                 "frames_out": self.network.pubsub.frames_out,
                 "intake_batches": self.stats.intake_batches,

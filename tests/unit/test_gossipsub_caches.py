@@ -94,3 +94,49 @@ def test_outbox_refuses_past_its_byte_bound_and_counts() -> None:
     assert box.refused == 1
     box.take_frame()
     assert box.has_room(one)
+
+
+def test_outbox_withdraws_a_queued_message_by_id_and_sends_the_rest() -> None:
+    box = Outbox()
+    fields = [_msg_field(i) for i in range(3)]
+    for i, field in enumerate(fields):
+        assert box.push_message(field, f"id{i}".encode())
+    assert box.withdraw(b"id1")
+    assert not box.withdraw(b"id1")  # once
+    assert not box.withdraw(b"unknown")
+    assert box.queued_bytes == len(fields[0]) + len(fields[2])
+    assert box.withdrawn == 1
+    frame = box.take_frame()
+    assert frame is not None
+    assert [rpc.message_field(m) for m in rpc.decode_rpc(frame).publish] == [
+        fields[0], fields[2]]
+    assert not box.withdraw(b"id0")  # it has left
+    assert box.queued_bytes == 0
+    assert not box
+
+
+def test_outbox_with_everything_withdrawn_is_empty_and_queues_anew() -> None:
+    box = Outbox()
+    assert box.push_message(_msg_field(0), b"a")
+    assert box.push_message(_msg_field(1), b"b")
+    assert box.withdraw(b"a")
+    assert box.withdraw(b"b")
+    assert not box
+    assert box.take_frame() is None
+    assert box.push_message(_msg_field(0), b"a")  # the same id may be queued again
+    frame = box.take_frame()
+    assert frame is not None
+    assert len(rpc.decode_rpc(frame).publish) == 1
+
+
+def test_outbox_queues_a_message_id_once_until_it_leaves() -> None:
+    box = Outbox()
+    assert box.push_message(_msg_field(0), b"a")
+    assert box.push_message(_msg_field(0), b"a")  # queued already: not twice
+    frame = box.take_frame()
+    assert frame is not None
+    assert len(rpc.decode_rpc(frame).publish) == 1
+    assert box.push_message(_msg_field(0), b"a")  # gone: queued again
+    frame = box.take_frame()
+    assert frame is not None
+    assert len(rpc.decode_rpc(frame).publish) == 1

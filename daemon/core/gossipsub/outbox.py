@@ -9,6 +9,9 @@ Rules:
   and counted, never silently lost; publishers wait for room first (`has_room`), so
   only forwarded gossip is ever refused, and history sync repairs that.
 - Subscriptions and control go first: they are small and they shape the mesh.
+- A queued message can be withdrawn by its id before it leaves (`withdraw`): the
+  router does so when the peer sends us the same message first, as js-libp2p's
+  gossipsub leaves out the peers that sent a copy while it validated.
 - One owner: the router pushes, the peer's writer takes frames; neither blocks.
 """
 
@@ -38,13 +41,18 @@ class Outbox:
         self.max_frame = max_frame
         self._subs: list[bytes] = []
         self._control: list[bytes] = []
-        self._msgs: deque[bytes] = deque()
+        # Queued `publish` fields as [field, id] (the id None when the pusher gave
+        # none); a withdrawn one is emptied in place and skipped when frames are taken.
+        self._msgs: deque[list[bytes | None]] = deque()
+        self._by_id: dict[bytes, list[bytes | None]] = {}
+        self._live = 0  # queued messages not withdrawn
         self.queued_bytes = 0  # bytes of queued messages
         self.refused = 0  # messages refused for want of room
+        self.withdrawn = 0  # messages withdrawn before they left
         self.frames = 0
 
     def __bool__(self) -> bool:
-        return bool(self._subs or self._control or self._msgs)
+        return bool(self._subs or self._control or self._live)
 
     def has_room(self, size: int) -> bool:
         """Whether a message field of `size` bytes fits now."""
@@ -58,14 +66,37 @@ class Outbox:
         """Queue an encoded ControlMessage sub-field (ihave, iwant, graft or prune)."""
         self._control.append(piece)
 
-    def push_message(self, field_bytes: bytes) -> bool:
-        """Queue an encoded `publish` field; False (and counted) if it does not fit."""
+    def push_message(self, field_bytes: bytes, msg_id: bytes | None = None) -> bool:
+        """Queue an encoded `publish` field (under its message id, if given, for
+        `withdraw`); False (and counted) if it does not fit."""
+        if msg_id is not None and msg_id in self._by_id:
+            return True  # queued already: it leaves once
         size = len(field_bytes)
         if size + 16 > self.max_frame or not self.has_room(size):
             self.refused += 1
             return False
-        self._msgs.append(field_bytes)
+        entry: list[bytes | None] = [field_bytes, msg_id]
+        self._msgs.append(entry)
+        if msg_id is not None:
+            self._by_id[msg_id] = entry
+        self._live += 1
         self.queued_bytes += size
+        return True
+
+    def withdraw(self, msg_id: bytes) -> bool:
+        """Unqueue the message with this id if it has not left yet; True if it was
+        queued."""
+        entry = self._by_id.pop(msg_id, None)
+        if entry is None:
+            return False
+        field_bytes = entry[0]
+        assert field_bytes is not None
+        entry[0] = None
+        self._live -= 1
+        self.queued_bytes -= len(field_bytes)
+        self.withdrawn += 1
+        if not self._live:
+            self._msgs.clear()
         return True
 
     def take_frame(self) -> bytes | None:
@@ -94,11 +125,20 @@ class Outbox:
             parts.append(_CONTROL_KEY + varint.encode(len(payload)) + payload)
             size += _field_len(control_len)
         msgs = self._msgs
-        while msgs and size + len(msgs[0]) <= self.max_frame:
-            piece = msgs.popleft()
-            parts.append(piece)
-            size += len(piece)
-            self.queued_bytes -= len(piece)
+        while msgs:
+            field_bytes, msg_id = msgs[0]
+            if field_bytes is None:  # withdrawn
+                msgs.popleft()
+                continue
+            if size + len(field_bytes) > self.max_frame:
+                break
+            msgs.popleft()
+            if msg_id is not None:
+                del self._by_id[msg_id]  # one entry per id (push_message)
+            parts.append(field_bytes)
+            size += len(field_bytes)
+            self.queued_bytes -= len(field_bytes)
+            self._live -= 1
         if not parts:
             return None
         self.frames += 1

@@ -11,6 +11,10 @@ Rules (libp2p/specs pubsub/gossipsub v1.0 and v1.1, in go-libp2p-pubsub's shape)
   topic validator (ACCEPT, IGNORE, REJECT), and only ACCEPTed messages are cached and
   forwarded to the topic's mesh. REJECT and a bad signature cost the forwarder (P4),
   a first ACCEPTed delivery earns it credit (P2).
+- A copy still queued for a peer that sends us the same message is withdrawn: the
+  peer has it (js-libp2p's gossipsub leaves out the peers that sent a copy while it
+  validated). The adapter sends what a batch of frames queued at the batch's end, so
+  a peer whose copy arrived in the same batch is not sent ours.
 - Our own messages are signed once, encoded once, and flood-published to every peer
   of the topic whose score is at least the publish threshold (go's default).
 - Peers are the adapter's peer id strings; `add_peer` is told each peer's binary id
@@ -143,6 +147,7 @@ class Router:
         # Peers whose outbox got something since the adapter last looked.
         self.dirty: set[str] = set()
         self.duplicates = 0
+        self.withdrawn = 0  # queued copies not sent: the peer sent us the message first
         self.malformed = 0
 
     # peers
@@ -202,11 +207,11 @@ class Router:
             state.outbox.push_control(piece)
             self.dirty.add(peer)
 
-    def _push_message(self, peer: str, wire: bytes) -> None:
+    def _push_message(self, peer: str, wire: bytes, msg_id: bytes) -> None:
         state = self.peers.get(peer)
         if state is None:
             return
-        if state.outbox.push_message(wire):
+        if state.outbox.push_message(wire, msg_id):
             self.dirty.add(peer)
         else:
             self.on_refused(peer)
@@ -290,7 +295,7 @@ class Router:
         if not self.params.flood_publish and topic not in self.subscriptions:
             targets = set(self.fanout[topic])
         for peer in targets:
-            self._push_message(peer, wire)
+            self._push_message(peer, wire, msg_id)
         return msg_id
 
     # what peers send
@@ -309,9 +314,10 @@ class Router:
         for sub in message.subscriptions:
             self._subscription(peer, state, sub, now)
         deliveries: list[Delivery] = []
-        for _ in range(message.known):
+        for msg_id in message.known:
             # Copies of messages seen already, left undecoded: counted as `_message`
             # counts them, each through the forwarder's gate first.
+            self._had(state, msg_id)
             if self.gate(peer):
                 self.duplicates += 1
         for msg in message.publish:
@@ -359,6 +365,7 @@ class Router:
             # A copy of one of ours comes back after its id left the seen cache: it is
             # still ours, not news.
             self.duplicates += 1
+            self._had(self.peers[peer], msg_id)
             return
         if signing.check(msg) is not None:
             # Not marked seen: a genuine copy from an honest peer may follow.
@@ -383,7 +390,12 @@ class Router:
                 self.mcache.put(msg_id, topic, wire)
             for target in self.mesh.get(topic, ()):
                 if target != peer and self.peers[target].peer_bytes != msg.from_id:
-                    self._push_message(target, wire)
+                    self._push_message(target, wire, msg_id)
+
+    def _had(self, state: _Peer, msg_id: bytes) -> None:
+        """The peer sent us a message: it has it, so a copy still queued for it stays."""
+        if state.outbox.withdraw(msg_id):
+            self.withdrawn += 1
 
     def _validate(self, peer: str, topic: str, msg: rpc.Message) -> tuple[Validation, Any]:
         validate = self.validators.get(topic)
@@ -434,7 +446,7 @@ class Router:
                 continue
             if cached.ask(peer) > self.params.max_iwant_retransmit:
                 continue
-            self._push_message(peer, cached.wire)
+            self._push_message(peer, cached.wire, msg_id)
 
     def _graft(self, peer: str, topics: tuple[str, ...], now: float) -> list[str]:
         """Take GRAFTs; the topics to PRUNE back."""

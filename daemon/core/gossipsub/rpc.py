@@ -135,7 +135,8 @@ class RPC:
     subscriptions: tuple[SubOpt, ...] = ()
     publish: tuple[Message, ...] = ()
     control: Control = field(default_factory=Control)
-    known: int = 0  # messages left undecoded: their id was in decode_rpc's `seen`
+    # The ids of messages left undecoded: their id was in decode_rpc's `seen`.
+    known: tuple[bytes, ...] = ()
 
 
 # decoding
@@ -305,11 +306,11 @@ def _peek_id(view: memoryview) -> bytes | None:
 
 def decode_rpc(buf: bytes | memoryview, *, seen: Container[bytes] = ()) -> RPC:
     """One RPC frame (without its length prefix). Messages whose id is in `seen` are
-    not decoded, only counted in `RPC.known` (see the module rules)."""
+    not decoded, only listed by id in `RPC.known` (see the module rules)."""
     subs: list[SubOpt] = []
     publish: list[Message] = []
     control = Control()
-    known = 0
+    known: list[bytes] = []
     try:
         for number, _wire, value in iter_fields(buf):
             if number == 1:
@@ -317,14 +318,14 @@ def decode_rpc(buf: bytes | memoryview, *, seen: Container[bytes] = ()) -> RPC:
             elif number == 2:
                 view = _view(value)
                 if seen and (msg_id := _peek_id(view)) is not None and msg_id in seen:
-                    known += 1
+                    known.append(msg_id)
                     continue
                 publish.append(decode_message(view))
             elif number == 3:
                 control = _decode_control(_view(value))
     except ProtobufError as exc:
         raise RpcError(str(exc)) from None
-    return RPC(tuple(subs), tuple(publish), control, known)
+    return RPC(tuple(subs), tuple(publish), control, tuple(known))
 
 
 # encoding
