@@ -443,47 +443,94 @@ class PubSub:
                 self._inbound.pop(text, None)
 
     async def _read_frames(self, stream: INetStream, text: str) -> None:
-        buf = bytearray()
+        frames = _FrameSplitter(self, text)
+        # Our yamux stream hands its bytes to the splitter from the connection's
+        # reading task (YamuxStream.sink), which queues each whole frame for the
+        # router at once: no wake-up of this task per frame. This task reads only
+        # while the router's queue is full (then the peer feels it, as the rules
+        # say), and py-libp2p's NetStream.read, with its lock and two layers of calls
+        # a read, is not in the way: its state is only for its own reads and writes,
+        # and this stream has none.
+        muxed = getattr(stream, "muxed_stream", None)
+        yamux = muxed if isinstance(muxed, YamuxStream) else None
+        read = yamux.read if yamux is not None else stream.read
         try:
             while True:
-                chunk = await stream.read(READ_CHUNK)
+                while frames.backlog:
+                    await self._changes_send.send(frames.backlog.popleft())
+                if frames.error is not None:
+                    break
+                if yamux is not None and yamux.sink(frames.take):
+                    await yamux.sink_done()
+                    if yamux.recv_closed and not yamux.buffered:
+                        return
+                    continue
+                chunk = await read(READ_CHUNK)
                 if not chunk:
                     return
-                buf += chunk
-                pos = 0
-                while True:
-                    try:
-                        head = varint.decode_prefix(buf, pos)
-                    except varint.VarintError:
-                        self._on_refused("meshsub frame")
-                        await _reset_quietly(stream)
-                        return
-                    if head is None:
-                        break
-                    length, start = head
-                    if length > MAX_INBOUND_FRAME:
-                        log.info("%s sent a %d-byte pubsub frame: resetting", text, length)
-                        self._on_refused("meshsub frame")
-                        await _reset_quietly(stream)
-                        return
-                    if len(buf) < start + length:
-                        break
-                    frame = bytes(buf[start:start + length])
-                    pos = start + length
-                    self.frames_in += 1
-                    change = lambda frame=frame: self._frame(text, frame)  # noqa: E731
-                    try:  # no scheduling round while the router keeps up
-                        self._changes_send.send_nowait(change)
-                    except trio.WouldBlock:
-                        await self._changes_send.send(change)
-                if pos:
-                    del buf[:pos]
+                frames.take(chunk)
         except Exception as exc:  # a reset or closed stream raises a spread of types
             log.debug("pubsub stream from %s ended: %s", text, exc)
+            return
+        finally:
+            if yamux is not None:
+                yamux.unsink()
+        log.info("%s: %s: resetting its pubsub stream", text, frames.error)
+        self._on_refused("meshsub frame")
+        await _reset_quietly(stream)
 
     def _frame(self, peer: str, frame: bytes) -> None:
         for delivery in self.router.handle_rpc(peer, frame, trio.current_time()):
             self._deliver(delivery)
+
+
+class _FrameSplitter:
+    """A peer's inbound pubsub bytes, cut into frames queued for the router."""
+
+    def __init__(self, service: PubSub, text: str) -> None:
+        self._service = service
+        self._text = text
+        self._buf = bytearray()
+        self.backlog: deque[Callable[[], None]] = deque()  # waiting for room, in order
+        self.error: str | None = None  # why the stream must be reset
+
+    def take(self, data: bytes | memoryview) -> bool:
+        """Queue every whole frame in what arrived; False once one had to wait for
+        room in the router's queue (it is in `backlog`) or the stream broke the rules."""
+        service = self._service
+        buf = self._buf
+        buf += data
+        pos = 0
+        while self.error is None:
+            try:
+                head = varint.decode_prefix(buf, pos)
+            except varint.VarintError:
+                self.error = "a bad frame length"
+                break
+            if head is None:
+                break
+            length, start = head
+            if length > MAX_INBOUND_FRAME:
+                self.error = f"a {length}-byte frame"
+                break
+            if len(buf) < start + length:
+                break
+            frame = bytes(buf[start:start + length])
+            pos = start + length
+            service.frames_in += 1
+            change = lambda frame=frame, text=self._text: service._frame(text, frame)  # noqa: E731
+            if self.backlog:
+                self.backlog.append(change)
+                continue
+            try:
+                service._changes_send.send_nowait(change)
+            except trio.WouldBlock:
+                self.backlog.append(change)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.error = "the router has stopped"  # shutting down
+        if pos:
+            del buf[:pos]
+        return not self.backlog and self.error is None
 
 
 def _frames_of(box: Outbox) -> tuple[bytes, int]:

@@ -344,6 +344,8 @@ class YamuxStream(IMuxedStream):
         self.send_closed = False  # our FIN (or a reset)
         self.reset_received = False  # a reset either way, or the connection's end
         self._announce = b""  # our SYN or ACK until it goes with the stream's first frame
+        # Takes data as it arrives, from the reading task, instead of the buffer (sink).
+        self._sink: Callable[[bytes | memoryview], bool] | None = None
 
     # -- fed by the connection's reading task ------------------------------------
 
@@ -354,6 +356,13 @@ class YamuxStream(IMuxedStream):
                 f"window of {self._recv_window}"
             )
         self._recv_window -= len(data)
+        take = self._sink
+        if take is not None:
+            if not take(data):
+                self._sink = None  # what follows buffers for `read`, not credited
+                self._readable.set()
+            self._credit_now(len(data))
+            return
         self._buffer += data
         self._readable.set()
 
@@ -427,6 +436,47 @@ class YamuxStream(IMuxedStream):
             self._offset = end
         await self._credit(len(data))
         return data
+
+    def sink(self, take: Callable[[bytes | memoryview], bool]) -> bool:
+        """Hand what arrives to `take`, in the connection's reading task, instead of
+        buffering it for `read`: a reader that only splits the bytes into messages
+        for another task's queue saves its own wake-up on every frame.
+
+        `take` must consume all it is given at once (a view valid only during the
+        call). It returns False to stop: what arrives afterwards buffers for `read`,
+        and the peer's window is credited only as `read` takes it, so a consumer that
+        falls behind pushes back on the peer as a reader does. Data `take` consumed is
+        credited at once. Not installed (False) while data waits in the buffer, while
+        our ACK has not gone (`read` sends it), or once the peer closed its side:
+        read first. `sink_done` waits for the end; `unsink` removes it."""
+        if self._offset < len(self._buffer) or self._announce or self.recv_closed:
+            return False
+        self._sink = take
+        return True
+
+    async def sink_done(self) -> None:
+        """Wait until the sink stopped or the peer closed or reset the stream."""
+        while self._sink is not None and not self.recv_closed:
+            await self._readable.wait()
+            self._readable = trio.Event()
+        self._sink = None
+
+    def unsink(self) -> None:
+        """Stop handing data to the sink (its task is gone): it buffers again."""
+        self._sink = None
+
+    def _credit_now(self, consumed: int) -> None:
+        """`_credit` from the reading task: the update is queued, never waited for."""
+        self._unacked += consumed
+        window = self.conn.window
+        if self._unacked < window // 2 or self.recv_closed:
+            return
+        delta = (window - self._recv_window) - (len(self._buffer) - self._offset)
+        self._unacked = 0
+        if delta <= 0:
+            return
+        self._recv_window += delta
+        self.conn._queue(header(TYPE_WINDOW_UPDATE, 0, self.stream_id, delta))
 
     async def _credit(self, consumed: int) -> None:
         """Give the peer back the window it used once half of ours is read."""

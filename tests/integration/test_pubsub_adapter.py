@@ -150,3 +150,64 @@ async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None
                 await trio.sleep(0.05)
         assert network.stats.stream_faults == {}
         nursery.cancel_scope.cancel()
+
+
+async def test_more_frames_at_once_than_the_routers_queue_holds_all_arrive_in_order() -> None:
+    """2,000 one-subscription frames in one write: past the router's queue (256) the
+    rest wait in the stream's backlog, then the stream is read, not sunk, until the
+    router catches up; every frame is handled, the last one last."""
+    network = P2PNetwork(os.urandom(32), LOOPBACK)
+    junk = stock_host()
+
+    async def swallow(stream: INetStream) -> None:  # takes our frames, says nothing
+        while await stream.read(65536):
+            pass
+
+    junk.set_stream_handler(TProtocol("/meshsub/1.1.0"), swallow)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.run)
+        await nursery.start(run_host, junk)
+        await network.subscribe(TOPIC)
+        ours = network.host
+        await junk.connect(PeerInfo(ours.get_id(), ours.get_addrs()))
+        stream = await junk.new_stream(ours.get_id(), [TProtocol("/meshsub/1.1.0")])
+
+        def frame(topic: str, subscribe: bool) -> bytes:
+            sub = b"\x08" + bytes([subscribe]) + b"\x12" + bytes([len(topic)]) + topic.encode()
+            return varint.encode(len(sub) + 2) + b"\x0a" + bytes([len(sub)]) + sub
+
+        await stream.write(frame(TOPIC, True))  # the stream's first bytes: read, not sunk
+        with trio.fail_after(10):
+            while network.topic_peers(TOPIC) != [junk.get_id().to_base58()]:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        before = network.pubsub.frames_in
+        resubscribed = 0
+        reported = network.router.on_subscribed
+
+        def counting(peer: str, topic: str) -> None:
+            nonlocal resubscribed
+            resubscribed += topic == TOPIC
+            reported(peer, topic)
+
+        network.router.on_subscribed = counting
+        # Unsubscribe and subscribe in turn, 2,000 frames ending subscribed, then one
+        # to another topic: once that one is handled, all the others were, in order.
+        flood = b"".join(frame(TOPIC, i % 2 == 1) for i in range(2000))
+        await stream.write(flood + frame("/last", True))
+        with trio.fail_after(20):
+            while not network.topic_peers("/last"):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert network.pubsub.frames_in - before == 2001
+        assert resubscribed == 1000  # each subscribe after its unsubscribe: none lost
+        # Again, now that the stream is sunk (the first flood came through reads).
+        muxed_stream = next(iter(network.pubsub._inbound.values()))[0].muxed_stream
+        assert muxed_stream._sink is not None
+        await stream.write(flood + frame("/last2", True))
+        with trio.fail_after(20):
+            while not network.topic_peers("/last2"):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert resubscribed == 2000
+        assert network.topic_peers(TOPIC) == [junk.get_id().to_base58()]
+        assert network.topic_peers(TOPIC) == [junk.get_id().to_base58()]
+        assert network.stats.refused_streams == {}
+        nursery.cancel_scope.cancel()

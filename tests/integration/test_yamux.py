@@ -420,6 +420,108 @@ async def test_reads_give_the_window_back_in_batches_not_per_read() -> None:
     assert len(window_updates) <= 12, len(window_updates)
 
 
+class _Sunk:
+    """A stream handler that hands the stream's bytes to a sink (YamuxStream.sink)
+    once it may, reading until then; `stop_after` bytes make the sink stop."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.got = bytearray()
+        self.read_bytes = 0  # of `got`, what came through `read`
+        self.stop_after = stop_after
+        self.installed = trio.Event()
+        self.stopped = trio.Event()
+        self.stream: yamux.YamuxStream | None = None
+
+    def take(self, data: bytes | memoryview) -> bool:
+        self.got += data
+        return self.stop_after is None or len(self.got) < self.stop_after
+
+    async def __call__(self, stream: INetStream) -> None:
+        muxed_stream = stream.muxed_stream
+        assert isinstance(muxed_stream, yamux.YamuxStream)
+        self.stream = muxed_stream
+        while not muxed_stream.sink(self.take):
+            await self.read_some(muxed_stream)
+        self.installed.set()
+        await muxed_stream.sink_done()
+        self.stopped.set()
+
+    async def read_some(self, muxed_stream: yamux.YamuxStream) -> bool:
+        try:
+            chunk = await muxed_stream.read(1 << 16)
+        except Exception:  # EOF or reset
+            return False
+        self.got += chunk
+        self.read_bytes += len(chunk)
+        return bool(chunk)
+
+
+async def test_a_sink_takes_every_byte_in_order_and_gives_the_window_back() -> None:
+    """4 MB through a 1 MiB window, all taken by the sink from the reading task: the
+    window is credited as it takes them, or the writer would stall at 1 MiB."""
+    data = pattern(4 * MB)
+    sunk = _Sunk()
+    async with pair(our_host, our_host) as (a, b):
+        a.set_stream_handler(SINK, sunk)
+        stream = await b.new_stream(a.get_id(), [SINK])
+        with trio.fail_after(30):
+            await stream.write(data[:1000])
+            await sunk.installed.wait()
+            for start in range(1000, len(data), 64 * 1024):
+                await stream.write(data[start : start + 64 * 1024])
+            await stream.close()
+            await sunk.stopped.wait()  # the FIN ends sink_done
+    assert bytes(sunk.got) == data
+    assert sunk.read_bytes <= 1000  # only what came before the sink went in was read
+    assert sunk.stream is not None
+    assert sunk.stream.recv_closed
+
+
+async def test_a_sink_that_stops_leaves_the_rest_to_read_and_the_peer_waits() -> None:
+    """A sink that stops after 100 KB: what follows buffers unread and uncredited, so
+    a 3 MB writer stalls at the window; reading takes the rest, in order."""
+    data = pattern(3 * MB)
+    sunk = _Sunk(stop_after=100_000)
+    written = 0
+    async with pair(our_host, our_host) as (a, b):
+        a.set_stream_handler(SINK, sunk)
+        stream = await b.new_stream(a.get_id(), [SINK])
+
+        async def writer() -> None:
+            nonlocal written
+            for start in range(0, len(data), 64 * 1024):
+                await stream.write(data[start : start + 64 * 1024])
+                written = start + 64 * 1024
+            await stream.close()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                await sunk.stopped.wait()
+                await trio.sleep(0.5)
+                assert written < 2 * MB  # stalled on the window nobody credits
+                assert sunk.stream is not None
+                assert sunk.stream.buffered > 0
+                while await sunk.read_some(sunk.stream):
+                    pass
+    assert bytes(sunk.got) == data
+
+
+async def test_unsink_buffers_again() -> None:
+    sunk = _Sunk()
+    async with pair(our_host, our_host) as (a, b):
+        a.set_stream_handler(SINK, sunk)
+        stream = await b.new_stream(a.get_id(), [SINK])
+        with trio.fail_after(10):
+            await stream.write(b"first")
+            await sunk.installed.wait()
+            assert sunk.stream is not None
+            sunk.stream.unsink()
+            await stream.write(b"second")
+            assert await sunk.stream.read(100) == b"second"
+    assert bytes(sunk.got) == b"first"
+
+
 async def test_a_peer_that_overruns_its_window_loses_the_connection() -> None:
     async with pair(our_host, our_host) as (a, b):
         arrived = trio.Event()
