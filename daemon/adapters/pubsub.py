@@ -475,6 +475,8 @@ class PubSub:
         finally:
             if yamux is not None:
                 yamux.unsink()
+        if frames.error is _STOPPED:
+            return  # shutting down: the peer did nothing wrong
         log.info("%s: %s: resetting its pubsub stream", text, frames.error)
         self._on_refused("meshsub frame")
         await _reset_quietly(stream)
@@ -482,6 +484,9 @@ class PubSub:
     def _frame(self, peer: str, frame: bytes) -> None:
         for delivery in self.router.handle_rpc(peer, frame, trio.current_time()):
             self._deliver(delivery)
+
+
+_STOPPED = "the router has stopped"  # a _FrameSplitter's error when we shut down
 
 
 class _FrameSplitter:
@@ -527,7 +532,7 @@ class _FrameSplitter:
             except trio.WouldBlock:
                 self.backlog.append(change)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.error = "the router has stopped"  # shutting down
+                self.error = _STOPPED
         if pos:
             del buf[:pos]
         return not self.backlog and self.error is None

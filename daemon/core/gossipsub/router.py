@@ -393,7 +393,7 @@ class Router:
                     self._push_message(target, wire, msg_id)
 
     def _had(self, state: _Peer, msg_id: bytes) -> None:
-        """The peer sent us a message: it has it, so a copy still queued for it stays."""
+        """The peer sent us a message: it has it, so a copy queued for it is unqueued."""
         if state.outbox.withdraw(msg_id):
             self.withdrawn += 1
 
