@@ -465,30 +465,30 @@ class YamuxStream(IMuxedStream):
         """Stop handing data to the sink (its task is gone): it buffers again."""
         self._sink = None
 
-    def _credit_now(self, consumed: int) -> None:
-        """`_credit` from the reading task: the update is queued, never waited for."""
+    def _owed(self, consumed: int) -> int:
+        """Count `consumed` bytes as taken; the window to give the peer back now (once
+        half of ours is taken), else 0."""
         self._unacked += consumed
         window = self.conn.window
         if self._unacked < window // 2 or self.recv_closed:
-            return
+            return 0
         delta = (window - self._recv_window) - (len(self._buffer) - self._offset)
         self._unacked = 0
         if delta <= 0:
-            return
+            return 0
         self._recv_window += delta
-        self.conn._queue(header(TYPE_WINDOW_UPDATE, 0, self.stream_id, delta))
+        return delta
+
+    def _credit_now(self, consumed: int) -> None:
+        """`_credit` from the reading task: the update is queued, never waited for."""
+        if delta := self._owed(consumed):
+            self.conn._queue(header(TYPE_WINDOW_UPDATE, 0, self.stream_id, delta))
 
     async def _credit(self, consumed: int) -> None:
         """Give the peer back the window it used once half of ours is read."""
-        self._unacked += consumed
-        window = self.conn.window
-        if self._unacked < window // 2 or self.recv_closed:
+        delta = self._owed(consumed)
+        if not delta:
             return
-        delta = (window - self._recv_window) - (len(self._buffer) - self._offset)
-        self._unacked = 0
-        if delta <= 0:
-            return
-        self._recv_window += delta
         try:
             await self.conn._send(header(TYPE_WINDOW_UPDATE, 0, self.stream_id, delta), self)
         except MuxedConnUnavailable:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import multiaddr
 import trio
-from libp2p.abc import INetStream
+from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -110,11 +110,14 @@ async def test_a_replaced_connection_loses_no_message() -> None:
         assert got.data == b"and back"
 
 
-async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None:
+@asynccontextmanager
+async def _with_junk_peer() -> AsyncIterator[tuple[P2PNetwork, IHost]]:
+    """Our network in TOPIC, and a stock host connected to it that takes our frames
+    and says nothing (the tests write its streams by hand)."""
     network = P2PNetwork(os.urandom(32), LOOPBACK)
     junk = stock_host()
 
-    async def swallow(stream: INetStream) -> None:  # takes our frames, says nothing
+    async def swallow(stream: INetStream) -> None:
         while await stream.read(65536):
             pass
 
@@ -125,6 +128,13 @@ async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None
         await network.subscribe(TOPIC)
         ours = network.host
         await junk.connect(PeerInfo(ours.get_id(), ours.get_addrs()))
+        yield network, junk
+        nursery.cancel_scope.cancel()
+
+
+async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None:
+    async with _with_junk_peer() as (network, junk):
+        ours = network.host
         protocol = [TProtocol("/meshsub/1.1.0")]
         streams = [await junk.new_stream(ours.get_id(), protocol) for _ in range(3)]
         # Past two, the newest stream wins (as in go): the oldest is reset.
@@ -149,28 +159,14 @@ async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None
             while network.topic_peers(TOPIC) != [junk.get_id().to_base58()]:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         assert network.stats.stream_faults == {}
-        nursery.cancel_scope.cancel()
 
 
 async def test_more_frames_at_once_than_the_routers_queue_holds_all_arrive_in_order() -> None:
     """2,000 one-subscription frames in one write: past the router's queue (256) the
     rest wait in the stream's backlog, then the stream is read, not sunk, until the
     router catches up; every frame is handled, the last one last."""
-    network = P2PNetwork(os.urandom(32), LOOPBACK)
-    junk = stock_host()
-
-    async def swallow(stream: INetStream) -> None:  # takes our frames, says nothing
-        while await stream.read(65536):
-            pass
-
-    junk.set_stream_handler(TProtocol("/meshsub/1.1.0"), swallow)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(network.run)
-        await nursery.start(run_host, junk)
-        await network.subscribe(TOPIC)
-        ours = network.host
-        await junk.connect(PeerInfo(ours.get_id(), ours.get_addrs()))
-        stream = await junk.new_stream(ours.get_id(), [TProtocol("/meshsub/1.1.0")])
+    async with _with_junk_peer() as (network, junk):
+        stream = await junk.new_stream(network.host.get_id(), [TProtocol("/meshsub/1.1.0")])
 
         def frame(topic: str, subscribe: bool) -> bytes:
             sub = b"\x08" + bytes([subscribe]) + b"\x12" + bytes([len(topic)]) + topic.encode()
@@ -210,4 +206,3 @@ async def test_more_frames_at_once_than_the_routers_queue_holds_all_arrive_in_or
         assert network.topic_peers(TOPIC) == [junk.get_id().to_base58()]
         assert network.topic_peers(TOPIC) == [junk.get_id().to_base58()]
         assert network.stats.refused_streams == {}
-        nursery.cancel_scope.cancel()
