@@ -514,7 +514,9 @@ async def test_unsink_buffers_again() -> None:
         stream = await b.new_stream(a.get_id(), [SINK])
         with trio.fail_after(10):
             await stream.write(b"first")
-            await sunk.installed.wait()
+            await sunk.installed.wait()  # maybe before "first" arrived: wait for it
+            while bytes(sunk.got) != b"first":  # noqa: ASYNC110
+                await trio.sleep(0.01)
             assert sunk.stream is not None
             sunk.stream.unsink()
             await stream.write(b"second")
