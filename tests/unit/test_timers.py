@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 import trio
 import trio.testing
 
 from gossipchat.daemon.adapters import timers
 
 
-def run(main: object) -> None:
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))  # type: ignore[arg-type]
+def run(main: Callable[[], Awaitable[None]],
+        instruments: Sequence[trio.abc.Instrument] = ()) -> None:
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0),
+             instruments=instruments)
+
+
+def run_with_timers(body: Callable[[trio.Nursery], Awaitable[None]], *,
+                    timer_name: str = "timer",
+                    instruments: Sequence[trio.abc.Instrument] = ()) -> None:
+    """Run `body` on the mock clock beside a running timer task, then stop both."""
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(timers.run_timers, name=timer_name)
+            await body(nursery)
+            nursery.cancel_scope.cancel()
+
+    run(main, instruments)
 
 
 class StepCounter(trio.abc.Instrument):
@@ -29,65 +46,56 @@ def test_sleepers_wake_at_their_deadlines_in_order() -> None:
         await timers.sleep_until(deadline)
         woke.append((name, trio.current_time()))
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(timers.run_timers)
-            start = trio.current_time()
-            for name, after in (("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)):
-                nursery.start_soon(sleeper, name, start + after)
-            await trio.sleep(5)
-            assert [n for n, _ in woke] == ["a", "a2", "b", "c"] or \
-                [n for n, _ in woke] == ["a2", "a", "b", "c"]
-            for name, at in woke:
-                assert at - start == {"a": 1.0, "a2": 1.0, "b": 2.0, "c": 3.0}[name]
-            nursery.cancel_scope.cancel()
+    async def body(nursery: trio.Nursery) -> None:
+        start = trio.current_time()
+        for name, after in (("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)):
+            nursery.start_soon(sleeper, name, start + after)
+        await trio.sleep(5)
+        assert [n for n, _ in woke] == ["a", "a2", "b", "c"] or \
+            [n for n, _ in woke] == ["a2", "a", "b", "c"]
+        for name, at in woke:
+            assert at - start == {"a": 1.0, "a2": 1.0, "b": 2.0, "c": 3.0}[name]
 
-    run(main)
+    run_with_timers(body)
 
 
 def test_an_earlier_deadline_rearms_the_timer() -> None:
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(timers.run_timers)
-            start = trio.current_time()
-            late_done = trio.Event()
+    async def body(nursery: trio.Nursery) -> None:
+        start = trio.current_time()
+        late_done = trio.Event()
 
-            async def late() -> None:
-                await timers.sleep_until(start + 100)
-                late_done.set()
+        async def late() -> None:
+            await timers.sleep_until(start + 100)
+            late_done.set()
 
-            nursery.start_soon(late)
-            await trio.sleep(0.1)  # the timer now sleeps until start + 100
-            await timers.sleep_until(start + 1)
-            assert trio.current_time() - start == 1.0
-            assert not late_done.is_set()
-            await late_done.wait()
-            assert trio.current_time() - start == 100.0
-            nursery.cancel_scope.cancel()
+        nursery.start_soon(late)
+        await trio.sleep(0.1)  # the timer now sleeps until start + 100
+        await timers.sleep_until(start + 1)
+        assert trio.current_time() - start == 1.0
+        assert not late_done.is_set()
+        await late_done.wait()
+        assert trio.current_time() - start == 100.0
 
-    run(main)
+    run_with_timers(body)
 
 
 def test_wait_returns_on_the_event_or_at_the_deadline() -> None:
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(timers.run_timers)
-            start = trio.current_time()
-            event = trio.Event()
-            await timers.wait(event, start + 2)
-            assert trio.current_time() - start == 2.0  # nobody set it: the deadline
+    async def body(nursery: trio.Nursery) -> None:
+        start = trio.current_time()
+        event = trio.Event()
+        await timers.wait(event, start + 2)
+        assert trio.current_time() - start == 2.0  # nobody set it: the deadline
 
-            event = trio.Event()
-            nursery.start_soon(_set_after, event, 0.5)
-            await timers.wait(event, trio.current_time() + 10)
-            assert trio.current_time() - start == 2.5
-            # The abandoned deadline fires into nothing: a later wait is not cut short.
-            event = trio.Event()
-            await timers.wait(event, trio.current_time() + 20)
-            assert trio.current_time() - start == 22.5
-            nursery.cancel_scope.cancel()
+        event = trio.Event()
+        nursery.start_soon(_set_after, event, 0.5)
+        await timers.wait(event, trio.current_time() + 10)
+        assert trio.current_time() - start == 2.5
+        # The abandoned deadline fires into nothing: a later wait is not cut short.
+        event = trio.Event()
+        await timers.wait(event, trio.current_time() + 20)
+        assert trio.current_time() - start == 22.5
 
-    run(main)
+    run_with_timers(body)
 
 
 async def _set_after(event: trio.Event, delay: float) -> None:
@@ -96,22 +104,19 @@ async def _set_after(event: trio.Event, delay: float) -> None:
 
 
 def test_a_cancelled_sleeper_leaves_and_is_never_woken_again() -> None:
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(timers.run_timers)
-            start = trio.current_time()
-            with trio.move_on_after(0.5) as scope:
-                await timers.sleep_until(start + 5)
-            assert scope.cancelled_caught
-            assert trio.current_time() - start == 0.5
-            # Its deadline passes while this task sleeps elsewhere: rescheduling it
-            # then would be an error trio raises (a task woken twice).
-            await trio.sleep(10)
-            await timers.sleep_until(trio.current_time() + 1)
-            assert trio.current_time() - start == 11.5
-            nursery.cancel_scope.cancel()
+    async def body(nursery: trio.Nursery) -> None:
+        start = trio.current_time()
+        with trio.move_on_after(0.5) as scope:
+            await timers.sleep_until(start + 5)
+        assert scope.cancelled_caught
+        assert trio.current_time() - start == 0.5
+        # Its deadline passes while this task sleeps elsewhere: rescheduling it
+        # then would be an error trio raises (a task woken twice).
+        await trio.sleep(10)
+        await timers.sleep_until(trio.current_time() + 1)
+        assert trio.current_time() - start == 11.5
 
-    run(main)
+    run_with_timers(body)
 
 
 def test_past_deadlines_and_no_timer_task_fall_back_to_trio() -> None:
@@ -156,18 +161,14 @@ def test_parked_tasks_wake_when_the_timer_task_ends_and_sleep_on() -> None:
 def test_a_second_timer_task_in_the_run_leaves_the_work_to_the_first() -> None:
     instrument = StepCounter()
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(timers.run_timers, name="first")
-            await nursery.start(timers.run_timers, name="second")
-            start = trio.current_time()
-            for _ in range(5):
-                await timers.sleep_until(trio.current_time() + 1)
-            assert trio.current_time() - start == 5.0
-            nursery.cancel_scope.cancel()
+    async def body(nursery: trio.Nursery) -> None:
+        await nursery.start(timers.run_timers, name="second")
+        start = trio.current_time()
+        for _ in range(5):
+            await timers.sleep_until(trio.current_time() + 1)
+        assert trio.current_time() - start == 5.0
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0),
-             instruments=[instrument])
+    run_with_timers(body, timer_name="first", instruments=[instrument])
     assert instrument.steps.get("first", 0) >= 5
     assert instrument.steps.get("second", 0) <= 2  # started, then slept for good
 
@@ -175,22 +176,18 @@ def test_a_second_timer_task_in_the_run_leaves_the_work_to_the_first() -> None:
 def test_many_sleepers_cost_the_timer_one_wake_up_per_instant() -> None:
     instrument = StepCounter()
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(timers.run_timers, name="timer")
-            start = trio.current_time()
+    async def body(nursery: trio.Nursery) -> None:
+        start = trio.current_time()
 
-            async def tick() -> None:
-                for k in range(1, 11):
-                    await timers.sleep_until(start + k)
+        async def tick() -> None:
+            for k in range(1, 11):
+                await timers.sleep_until(start + k)
 
-            async with trio.open_nursery() as ticking:
-                for _ in range(8):
-                    ticking.start_soon(tick)
-            assert trio.current_time() - start == 10.0
-            nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as ticking:
+            for _ in range(8):
+                ticking.start_soon(tick)
+        assert trio.current_time() - start == 10.0
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0),
-             instruments=[instrument])
+    run_with_timers(body, instruments=[instrument])
     # One wake-up of the timer per second for eight loops (plus start and end).
     assert 10 <= instrument.steps["timer"] <= 13
