@@ -34,6 +34,7 @@ import os
 import random
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ FETCH_RETRY_MAX_S = 1.0  # doubling up to this
 # How long a fetch waits for a peer that lacks the image to get it (peers keep our
 # want-have and say HAVE then) before it looks again at who is connected.
 FETCH_PATIENCE_S = 5.0
+# Verdicts of claim checks kept (see `_mismatch`): a CID names its bytes, so a check of
+# the same claim against the same CID always ends the same way.
+CLAIM_VERDICTS_KEPT = 256
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -164,6 +168,11 @@ class ImageService:
         # Fetches under way by root; a second fetch of the same image joins the first.
         self._running: dict[bytes, _RunningFetch] = {}
         self.fetches_joined = 0
+        # Claim checks by (root, claim): their verdicts (None: the bytes match), and
+        # the checks under way, which a second check of the same waits for.
+        self._verdicts: OrderedDict[tuple[bytes, imaging.ImageClaim], str | None] = \
+            OrderedDict()
+        self._checking: dict[tuple[bytes, imaging.ImageClaim], trio.Event] = {}
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve bitswap and work the auto-fetch queue until cancelled."""
@@ -481,14 +490,38 @@ class ImageService:
 
     # checking what messages say
 
-    async def _mismatch(self, data: bytes, claim: imaging.ImageClaim) -> str | None:
-        """Why `data` is not the image `claim` describes, or None if it is."""
+    async def _mismatch(self, root: bytes, data: bytes,
+                        claim: imaging.ImageClaim) -> str | None:
+        """Why `data`, the file under `root`, is not the image `claim` describes, or
+        None if it is.
+
+        Each (root, claim) is checked once: a `fetch` that joined an auto-fetch of the
+        same message waits for the auto-fetch's check instead of queueing a second one
+        behind it (a worker-thread hop each, the last steps before a member of a busy
+        room holds the image).
+        """
+        key = (root, claim)
+        while (running := self._checking.get(key)) is not None:
+            await running.wait()
+        if key in self._verdicts:
+            self._verdicts.move_to_end(key)
+            return self._verdicts[key]
+        done = self._checking[key] = trio.Event()
         try:
-            await trio.to_thread.run_sync(imaging.check_claim, data, claim, self.limits,
-                                          limiter=self._pillow)
-        except imaging.ImageError as exc:
-            return str(exc)
-        return None
+            try:
+                await trio.to_thread.run_sync(imaging.check_claim, data, claim, self.limits,
+                                              limiter=self._pillow)
+            except imaging.ImageError as exc:
+                reason: str | None = str(exc)
+            else:
+                reason = None
+            self._verdicts[key] = reason
+            while len(self._verdicts) > CLAIM_VERDICTS_KEPT:
+                self._verdicts.popitem(last=False)
+        finally:
+            del self._checking[key]
+            done.set()
+        return reason
 
     async def _judge_messages_of(self, cid: str, root: bytes, data: bytes) -> None:
         """After an explicit fetch: check the joined rooms' messages naming this CID.
@@ -500,15 +533,11 @@ class ImageService:
         messages = [m for m in self.store.image_messages(cid) if m.room in joined]
         verdicts = self.store.image_verdicts(m.id for m in messages)
         matched = False
-        checked: dict[imaging.ImageClaim, str | None] = {}  # reposts say the same
         for env in messages:
             if env.id in verdicts:
                 matched = matched or verdicts[env.id] is None
                 continue
-            claim = _claim_of(env)
-            if claim not in checked:
-                checked[claim] = await self._mismatch(data, claim)
-            reason = checked[claim]
+            reason = await self._mismatch(root, data, _claim_of(env))  # reposts: once
             if reason is None:
                 self._record(env, None)
                 matched = True
@@ -605,7 +634,7 @@ class ImageService:
             # DAG fetched for someone else are not this message's to evict.
             self._refuse(env, root, exc.message, evict=False)
             return
-        reason = await self._mismatch(data, claim)
+        reason = await self._mismatch(root, data, claim)
         if reason is not None:
             self._refuse(env, root, reason, evict=True)
             return
