@@ -53,8 +53,10 @@ Rules of this module:
   at every room member (fewer at the original poster and over a relay); the server
   packs several blocks into each message (up to `target_message_size`; one block per
   message over a relayed connection, which a relay may cut at a byte limit) and reads
-  the next message's blocks off disk while the current one is written; the reader
-  takes large chunks off the stream. Disk I/O runs in worker threads, beside the
+  the next message's blocks off disk while the current one is written; over our
+  yamux, inbound messages are cut out and queued for the engine by the connection's
+  reading task (`YamuxStream.sink`), elsewhere read off the stream in large chunks.
+  Disk I/O runs in worker threads, beside the
   network work rather than in its way, so a slow disk never stalls the event loop.
 - Small messages are gathered: a link that wakes for our own news (wants, cancels,
   HAVE for a block that just arrived) waits 1 ms after the last item (20 ms at most)
@@ -78,7 +80,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import count
@@ -120,6 +122,7 @@ from ..errors import ProtocolError  # a peer sent bytes that are no bitswap mess
 from . import negotiate
 from .blockstore import BlockStore, BlockStoreError
 from .libp2p_patches import live_connections
+from .yamux import YamuxStream
 
 __all__ = [
     "DEFAULT_MAX_BLOCK_SIZE",
@@ -749,31 +752,122 @@ class Bitswap:
         await _quiet_close(stream)
 
     async def _read_messages(self, stream: INetStream, peer: ID) -> None:
-        """Read messages off a stream and hand them to the engine until it ends."""
-        reader = _FrameReader(stream, self._max_message)
-        while True:
-            try:
-                msg = await reader.next_message()
-                if msg is None:
+        """Read messages off a stream and hand them to the engine until it ends.
+
+        Over our yamux the stream hands its bytes to a `_MessageSink` from the
+        connection's reading task (`YamuxStream.sink`), which queues each whole message
+        for the engine at once: this task does not wake for every frame of a block
+        message, and py-libp2p's NetStream.read (a lock and two layers a read) is not
+        in the way. Other muxers are read with a `_FrameReader`.
+        """
+        muxed = getattr(stream, "muxed_stream", None)
+        try:
+            if isinstance(muxed, YamuxStream):
+                await self._sink_messages(muxed, peer)
+            else:
+                reader = _FrameReader(stream, self._max_message)
+                while (msg := await reader.next_message()) is not None:
+                    await self._command(self._inbound(peer, msg))
+        except ProtocolError as exc:
+            logger.info("bitswap: bad message from %s: %s", peer, exc)
+            self.stats.protocol_errors += 1
+            self.stats.peer(peer).protocol_errors += 1
+            await _quiet_reset(stream)
+        except BitswapStoppedError:
+            await _quiet_reset(stream)
+        except _NET_ERRORS:
+            return
+
+    async def _sink_messages(self, stream: YamuxStream, peer: ID) -> None:
+        """`_read_messages` through a sink; this task reads only while the engine's
+        queue is full, and then the stream's window is not credited: the peer waits,
+        as it would for a slow reader. Ends at the stream's clean end (ProtocolError
+        inside a message) or its reset."""
+        sink = _MessageSink(self, peer)
+        try:
+            while True:
+                while sink.backlog:
+                    await self._command(sink.backlog.popleft())
+                if sink.error is not None:
+                    raise sink.error
+                if sink.stopped:
+                    raise BitswapStoppedError("bitswap stopped")
+                if sink.ended:
                     return
-            except ProtocolError as exc:
-                logger.info("bitswap: bad message from %s: %s", peer, exc)
-                self.stats.protocol_errors += 1
-                self.stats.peer(peer).protocol_errors += 1
-                await _quiet_reset(stream)
-                return
-            except _NET_ERRORS:
-                return
-            self.stats.messages_received += 1
-            # Verification starts here: one sha2-256 per block, before the engine sees it.
-            # Inline, not in a thread: the reader must not wait for a thread to be
-            # scheduled before it reads on (hashing costs ~0.7 ms per MB).
-            digests = [hashlib.sha256(data).digest() for _, data in msg.blocks]
+                if stream.sink(sink.take):
+                    await stream.sink_done()
+                    if stream.reset_received:
+                        return  # as a read of a reset stream ends: not the peer's fault
+                    if stream.recv_closed and not stream.buffered:
+                        sink.at_end()
+                    continue
+                try:
+                    chunk = await stream.read(_READ_SIZE)
+                except EOFError:
+                    chunk = b""
+                if chunk:
+                    sink.take(chunk)
+                else:
+                    sink.at_end()
+        finally:
+            stream.unsink()
+
+    def _inbound(self, peer: ID, msg: Message) -> _Inbound:
+        """A message read off a peer's stream, counted, as the engine takes it."""
+        self.stats.messages_received += 1
+        # Verification starts here: one sha2-256 per block, before the engine sees it.
+        # Inline, not in a thread: the reader must not wait for a thread to be
+        # scheduled before it reads on (hashing costs ~0.7 ms per MB).
+        return _Inbound(peer, msg, [hashlib.sha256(data).digest() for _, data in msg.blocks])
+
+
+class _MessageSink:
+    """A peer's inbound bitswap bytes, cut into messages queued for the engine."""
+
+    def __init__(self, engine: Bitswap, peer: ID) -> None:
+        self._engine = engine
+        self._peer = peer
+        self._decoder = FrameDecoder(engine._max_message)
+        self.backlog: deque[_Inbound] = deque()  # waiting for room in the queue, in order
+        self.error: ProtocolError | None = None  # the stream broke the rules: reset it
+        self.stopped = False  # the engine stopped: reset the stream
+        self.ended = False  # the stream ended cleanly, between messages
+
+    def take(self, data: bytes | memoryview) -> bool:
+        """Queue every whole message in what arrived (copied: a sink's view lasts only
+        the call); False once one had to wait for room (it is in `backlog`), the
+        stream broke the rules or the engine stopped."""
+        self._decoder.feed(bytes(data))
+        channel = self._engine._commands_send
+        while self.error is None and not self.stopped:
             try:
-                await self._command(_Inbound(peer, msg, digests))
-            except BitswapStoppedError:
-                await _quiet_reset(stream)
-                return
+                msg = self._decoder.next_message()
+            except ProtocolError as exc:
+                self.error = exc
+                break
+            if msg is None:
+                break
+            command = self._engine._inbound(self._peer, msg)
+            if self.backlog:
+                self.backlog.append(command)
+                continue
+            if channel is None:
+                self.stopped = True
+                break
+            try:
+                channel.send_nowait(command)
+            except trio.WouldBlock:
+                self.backlog.append(command)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self.stopped = True
+        return not self.backlog and self.error is None and not self.stopped
+
+    def at_end(self) -> None:
+        """The peer closed its side: nothing may be left of a message."""
+        if self._decoder.buffered:
+            self.error = ProtocolError("stream ended inside a message")
+        else:
+            self.ended = True
 
 
 class _DisconnectNotifee(INotifee):

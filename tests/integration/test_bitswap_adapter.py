@@ -27,6 +27,7 @@ from gossipchat.daemon.adapters.bitswap import (
     WantEntry,
 )
 from gossipchat.daemon.adapters.blockstore import BlockStore
+from gossipchat.daemon.adapters.p2p import new_libp2p_host
 from gossipchat.daemon.core import unixfs, varint
 from harness.libp2p_hosts import run_host, stock_host
 
@@ -59,9 +60,12 @@ async def start_node(
     directory: Path,
     *,
     store_class: type[BlockStore] = BlockStore,
+    ours: bool = False,
     **options: Any,
 ) -> Node:
-    host = stock_host()
+    """A bitswap node on a stock py-libp2p host, or with `ours` on a host as
+    gossipchatd builds it (our yamux: inbound messages go through its sink)."""
+    host = new_libp2p_host(create_new_key_pair()) if ours else stock_host()
     await nursery.start(run_host, host)
     store = store_class(directory)
     service = Bitswap(host, store, **options)
@@ -689,3 +693,64 @@ def test_message_decoder_fuzz(data: bytes) -> None:
     except bitswap.ProtocolError:
         return
     assert isinstance(msg, bitswap.Message)
+
+
+# Inbound messages through the yamux sink (Bitswap._sink_messages)
+
+
+async def test_a_flood_of_messages_in_one_write_is_answered_whole(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """600 messages in one write, far past the engine's queue of 64: the sink queues
+    what fits, the rest waits in its backlog (the stream falls back to reads, its
+    window uncredited), and every message is handled, in order."""
+    node = await start_node(nursery, tmp_path / "node", ours=True)
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    missing = [unixfs.import_file(f"missing {i}".encode()).root for i in range(600)]
+    stream = await peer.host.new_stream(node.id, [PROTOCOL_ID_120])
+    nursery.start_soon(peer.watch_own_stream, stream)
+    await stream.write(b"".join(
+        bitswap.encode_frame(PROTOCOL_ID_120, wants=[WantEntry(cid, send_dont_have=True)])
+        for cid in missing))
+    await wait_for(lambda: len(peer.presences()) == len(missing), within=30)
+    assert [p.cid for p in peer.presences()] == missing
+    assert not any(p.have for p in peer.presences())
+    assert node.bitswap.stats.messages_received == len(missing)
+    assert node.bitswap.stats.protocol_errors == 0
+
+
+async def test_a_stream_that_ends_inside_a_message_is_a_protocol_error(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    node = await start_node(nursery, tmp_path / "node", ours=True)
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    root = node.store.import_file(b"asked for first")
+    stream = await peer.host.new_stream(node.id, [PROTOCOL_ID_120])
+    whole = bitswap.encode_frame(PROTOCOL_ID_120, wants=[WantEntry(root)])
+    await stream.write(whole + whole[:5])
+    await wait_for(lambda: len(peer.blocks()) == 1)  # the whole message was handled
+    await stream.close()
+    await wait_for(lambda: node.bitswap.stats.protocol_errors == 1)
+    assert node.bitswap.stats.messages_received == 1
+
+
+async def test_a_stream_reset_inside_a_message_is_no_protocol_error(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    node = await start_node(nursery, tmp_path / "node", ours=True)
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    root = node.store.import_file(b"asked for first")
+    stream = await peer.host.new_stream(node.id, [PROTOCOL_ID_120])
+    whole = bitswap.encode_frame(PROTOCOL_ID_120, wants=[WantEntry(root)])
+    await stream.write(whole + whole[:5])
+    await wait_for(lambda: len(peer.blocks()) == 1)
+    await stream.reset()
+    await wait_for(lambda: not node.bitswap._inbound_streams)
+    assert node.bitswap.stats.protocol_errors == 0
+    # The peer is still served, on a new stream.
+    again = node.store.import_file(b"asked for again")
+    await send_wants(nursery, peer, node, PROTOCOL_ID_120, [WantEntry(again)])
+    await wait_for(lambda: len(peer.blocks()) == 2)
