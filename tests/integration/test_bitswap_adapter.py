@@ -720,9 +720,11 @@ async def test_a_flood_of_messages_in_one_write_is_answered_whole(
     assert node.bitswap.stats.protocol_errors == 0
 
 
-async def test_a_stream_that_ends_inside_a_message_is_a_protocol_error(
+async def one_and_a_half_messages(
     nursery: trio.Nursery, tmp_path: Path
-) -> None:
+) -> tuple[Node, RawPeer, INetStream]:
+    """A node on our host, and a raw peer's stream that sent it a whole message (a
+    want, answered) and the first bytes of another."""
     node = await start_node(nursery, tmp_path / "node", ours=True)
     peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
     await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
@@ -731,6 +733,13 @@ async def test_a_stream_that_ends_inside_a_message_is_a_protocol_error(
     whole = bitswap.encode_frame(PROTOCOL_ID_120, wants=[WantEntry(root)])
     await stream.write(whole + whole[:5])
     await wait_for(lambda: len(peer.blocks()) == 1)  # the whole message was handled
+    return node, peer, stream
+
+
+async def test_a_stream_that_ends_inside_a_message_is_a_protocol_error(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    node, _, stream = await one_and_a_half_messages(nursery, tmp_path)
     await stream.close()
     await wait_for(lambda: node.bitswap.stats.protocol_errors == 1)
     assert node.bitswap.stats.messages_received == 1
@@ -739,14 +748,7 @@ async def test_a_stream_that_ends_inside_a_message_is_a_protocol_error(
 async def test_a_stream_reset_inside_a_message_is_no_protocol_error(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    node = await start_node(nursery, tmp_path / "node", ours=True)
-    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
-    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
-    root = node.store.import_file(b"asked for first")
-    stream = await peer.host.new_stream(node.id, [PROTOCOL_ID_120])
-    whole = bitswap.encode_frame(PROTOCOL_ID_120, wants=[WantEntry(root)])
-    await stream.write(whole + whole[:5])
-    await wait_for(lambda: len(peer.blocks()) == 1)
+    node, peer, stream = await one_and_a_half_messages(nursery, tmp_path)
     await stream.reset()
     await wait_for(lambda: not node.bitswap._inbound_streams)
     assert node.bitswap.stats.protocol_errors == 0
