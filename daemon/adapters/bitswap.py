@@ -788,6 +788,8 @@ class Bitswap:
             while True:
                 while sink.backlog:
                     await self._command(sink.backlog.popleft())
+                if sink.failure is not None:
+                    raise sink.failure  # a bug: the caller logs it and resets the stream
                 if sink.error is not None:
                     raise sink.error
                 if sink.stopped:
@@ -832,11 +834,21 @@ class _MessageSink:
         self.error: ProtocolError | None = None  # the stream broke the rules: reset it
         self.stopped = False  # the engine stopped: reset the stream
         self.ended = False  # the stream ended cleanly, between messages
+        # A bug met in `take`, raised in the stream's own task: it runs in the
+        # connection's reading task, and must not end the connection.
+        self.failure: Exception | None = None
 
     def take(self, data: bytes | memoryview) -> bool:
         """Queue every whole message in what arrived (copied: a sink's view lasts only
         the call); False once one had to wait for room (it is in `backlog`), the
         stream broke the rules or the engine stopped."""
+        try:
+            return self._take(data)
+        except Exception as exc:
+            self.failure = exc
+            return False
+
+    def _take(self, data: bytes | memoryview) -> bool:
         self._decoder.feed(bytes(data))
         channel = self._engine._commands_send
         while self.error is None and not self.stopped:
@@ -860,7 +872,8 @@ class _MessageSink:
                 self.backlog.append(command)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 self.stopped = True
-        return not self.backlog and self.error is None and not self.stopped
+        return not self.backlog and self.error is None and not self.stopped \
+            and self.failure is None
 
     def at_end(self) -> None:
         """The peer closed its side: nothing may be left of a message."""

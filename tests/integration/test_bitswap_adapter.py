@@ -756,3 +756,30 @@ async def test_a_stream_reset_inside_a_message_is_no_protocol_error(
     again = node.store.import_file(b"asked for again")
     await send_wants(nursery, peer, node, PROTOCOL_ID_120, [WantEntry(again)])
     await wait_for(lambda: len(peer.blocks()) == 2)
+
+
+async def test_a_bug_met_in_the_sink_ends_that_stream_not_the_connection(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink runs in the connection's reading task: an exception there is handed to
+    the stream's own task, logged and counted, and the stream is reset; the
+    connection and the node carry on."""
+    node = await start_node(nursery, tmp_path / "node", ours=True)
+    peer = await start_raw_peer(nursery, PROTOCOL_ID_120)
+    await peer.host.connect(PeerInfo(node.id, node.host.get_addrs()))
+    poison = unixfs.import_file(b"meets a bug").root
+    inbound = bitswap.Bitswap._inbound
+
+    def broken_for_poison(engine: Any, sender: ID, msg: bitswap.Message) -> Any:
+        if any(entry.cid == poison for entry in msg.wants):
+            raise RuntimeError("a bug")
+        return inbound(engine, sender, msg)
+
+    monkeypatch.setattr(bitswap.Bitswap, "_inbound", broken_for_poison)
+    await send_wants(nursery, peer, node, PROTOCOL_ID_120, [WantEntry(poison)])
+    await wait_for(lambda: node.bitswap.stats.stream_faults == 1)
+    assert not node.bitswap._inbound_streams
+    root = node.store.import_file(b"served all the same")
+    await send_wants(nursery, peer, node, PROTOCOL_ID_120, [WantEntry(root)])
+    await wait_for(lambda: len(peer.blocks()) == 1)
+    assert len(node.host.get_network().get_connections(peer.host.get_id())) == 1
