@@ -122,7 +122,7 @@ from ..errors import ProtocolError  # a peer sent bytes that are no bitswap mess
 from . import negotiate
 from .blockstore import BlockStore, BlockStoreError
 from .libp2p_patches import live_connections
-from .yamux import YamuxStream
+from .yamux import YamuxStream, feed_sink
 
 __all__ = [
     "DEFAULT_MAX_BLOCK_SIZE",
@@ -779,40 +779,26 @@ class Bitswap:
             return
 
     async def _sink_messages(self, stream: YamuxStream, peer: ID) -> None:
-        """`_read_messages` through a sink; this task reads only while the engine's
-        queue is full, and then the stream's window is not credited: the peer waits,
-        as it would for a slow reader. Ends at the stream's clean end (ProtocolError
-        inside a message) or its reset."""
+        """`_read_messages` through a sink (`yamux.feed_sink`): this task reads only
+        while the engine's queue is full, and then the stream's window is not
+        credited: the peer waits, as it would for a slow reader. Ends at the stream's
+        clean end (ProtocolError inside a message) or quietly at its reset."""
         sink = _MessageSink(self, peer)
-        try:
-            while True:
-                while sink.backlog:
-                    await self._command(sink.backlog.popleft())
-                if sink.failure is not None:
-                    raise sink.failure  # a bug: the caller logs it and resets the stream
-                if sink.error is not None:
-                    raise sink.error
-                if sink.stopped:
-                    raise BitswapStoppedError("bitswap stopped")
-                if sink.ended:
-                    return
-                if stream.sink(sink.take):
-                    await stream.sink_done()
-                    if stream.reset_received:
-                        return  # as a read of a reset stream ends: not the peer's fault
-                    if stream.recv_closed and not stream.buffered:
-                        sink.at_end()
-                    continue
-                try:
-                    chunk = await stream.read(_READ_SIZE)
-                except EOFError:
-                    chunk = b""
-                if chunk:
-                    sink.take(chunk)
-                else:
-                    sink.at_end()
-        finally:
-            stream.unsink()
+
+        async def catch_up() -> bool:
+            while sink.backlog:
+                await self._command(sink.backlog.popleft())
+            return not sink.broken
+
+        await feed_sink(stream, sink.take, catch_up, _READ_SIZE)
+        if sink.failure is not None:
+            raise sink.failure  # a bug: the caller logs it and resets the stream
+        if sink.error is not None:
+            raise sink.error
+        if sink.stopped:
+            raise BitswapStoppedError("bitswap stopped")
+        if not stream.reset_received:  # a reset ends as a read of it does: quietly
+            sink.check_end()
 
     def _inbound(self, peer: ID, msg: Message) -> _Inbound:
         """A message read off a peer's stream, counted, as the engine takes it."""
@@ -833,7 +819,6 @@ class _MessageSink:
         self.backlog: deque[_Inbound] = deque()  # waiting for room in the queue, in order
         self.error: ProtocolError | None = None  # the stream broke the rules: reset it
         self.stopped = False  # the engine stopped: reset the stream
-        self.ended = False  # the stream ended cleanly, between messages
         # A bug met in `take`, raised in the stream's own task: it runs in the
         # connection's reading task, and must not end the connection.
         self.failure: Exception | None = None
@@ -872,15 +857,17 @@ class _MessageSink:
                 self.backlog.append(command)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 self.stopped = True
-        return not self.backlog and self.error is None and not self.stopped \
-            and self.failure is None
+        return not self.backlog and not self.broken
 
-    def at_end(self) -> None:
-        """The peer closed its side: nothing may be left of a message."""
+    @property
+    def broken(self) -> bool:
+        """True once nothing more is taken: a bug, a broken rule, the engine gone."""
+        return self.failure is not None or self.error is not None or self.stopped
+
+    def check_end(self) -> None:
+        """The peer closed its side: `ProtocolError` if it left a message unfinished."""
         if self._decoder.buffered:
-            self.error = ProtocolError("stream ended inside a message")
-        else:
-            self.ended = True
+            raise ProtocolError("stream ended inside a message")
 
 
 class _DisconnectNotifee(INotifee):

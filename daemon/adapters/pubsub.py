@@ -38,7 +38,7 @@ from ..core import ticks, varint
 from ..core.gossipsub.outbox import Outbox
 from ..core.gossipsub.router import Delivery, Router, TopicValidator
 from . import libp2p_patches, negotiate, timers
-from .yamux import YamuxStream
+from .yamux import YamuxStream, feed_sink
 
 log = logging.getLogger(__name__)
 
@@ -452,29 +452,26 @@ class PubSub:
         # a read, is not in the way: its state is only for its own reads and writes,
         # and this stream has none.
         muxed = getattr(stream, "muxed_stream", None)
-        yamux = muxed if isinstance(muxed, YamuxStream) else None
-        read = yamux.read if yamux is not None else stream.read
+
+        async def catch_up() -> bool:
+            while frames.backlog:
+                await self._changes_send.send(frames.backlog.popleft())
+            return frames.error is None
+
         try:
-            while True:
-                while frames.backlog:
-                    await self._changes_send.send(frames.backlog.popleft())
-                if frames.error is not None:
-                    break
-                if yamux is not None and yamux.sink(frames.take):
-                    await yamux.sink_done()
-                    if yamux.recv_closed and not yamux.buffered:
+            if isinstance(muxed, YamuxStream):
+                await feed_sink(muxed, frames.take, catch_up, READ_CHUNK)
+            else:
+                while await catch_up():
+                    chunk = await stream.read(READ_CHUNK)
+                    if not chunk:
                         return
-                    continue
-                chunk = await read(READ_CHUNK)
-                if not chunk:
-                    return
-                frames.take(chunk)
+                    frames.take(chunk)
         except Exception as exc:  # a reset or closed stream raises a spread of types
             log.debug("pubsub stream from %s ended: %s", text, exc)
             return
-        finally:
-            if yamux is not None:
-                yamux.unsink()
+        if frames.error is None:
+            return  # the stream ended
         if frames.error is _STOPPED:
             return  # shutting down: the peer did nothing wrong
         log.info("%s: %s: resetting its pubsub stream", text, frames.error)

@@ -590,6 +590,34 @@ class YamuxStream(IMuxedStream):
         return self
 
 
+async def feed_sink(stream: YamuxStream, take: Callable[[bytes | memoryview], bool],
+                    catch_up: Callable[[], Awaitable[bool]], read_size: int) -> None:
+    """Hand everything that arrives on `stream` to `take`, until the stream ends (the
+    peer's FIN or a reset): through `stream.sink` while `take` keeps up, by reads
+    (`take` given each chunk) while what it returned False for waits.
+
+    For a reader that only cuts the bytes into messages for another task's queue:
+    before each sink or read, `catch_up()` sends what `take` could not queue at once
+    (its backlog), and returns False to stop early (the stream broke a rule, the
+    consumer is gone). The caller tells a reset from a FIN by `reset_received`."""
+    try:
+        while await catch_up():
+            if stream.sink(take):
+                await stream.sink_done()
+                if stream.recv_closed and not stream.buffered:
+                    return
+                continue
+            try:
+                chunk = await stream.read(read_size)
+            except MuxedStreamEOF:
+                return
+            if not chunk:
+                return
+            take(chunk)
+    finally:
+        stream.unsink()
+
+
 class Yamux(IMuxedConn):
     """One yamux session over one secure connection."""
 
