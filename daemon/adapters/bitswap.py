@@ -122,7 +122,7 @@ from ..errors import ProtocolError  # a peer sent bytes that are no bitswap mess
 from . import negotiate
 from .blockstore import BlockStore, BlockStoreError
 from .libp2p_patches import live_connections
-from .yamux import YamuxStream, feed_sink
+from .yamux import Sink, YamuxStream, feed_sink
 
 __all__ = [
     "DEFAULT_MAX_BLOCK_SIZE",
@@ -809,7 +809,7 @@ class Bitswap:
         return _Inbound(peer, msg, [hashlib.sha256(data).digest() for _, data in msg.blocks])
 
 
-class _MessageSink:
+class _MessageSink(Sink):
     """A peer's inbound bitswap bytes, cut into messages queued for the engine."""
 
     def __init__(self, engine: Bitswap, peer: ID) -> None:
@@ -819,21 +819,11 @@ class _MessageSink:
         self.backlog: deque[_Inbound] = deque()  # waiting for room in the queue, in order
         self.error: ProtocolError | None = None  # the stream broke the rules: reset it
         self.stopped = False  # the engine stopped: reset the stream
-        # A bug met in `take`, raised in the stream's own task: it runs in the
-        # connection's reading task, and must not end the connection.
-        self.failure: Exception | None = None
 
-    def take(self, data: bytes | memoryview) -> bool:
+    def _take(self, data: bytes | memoryview) -> bool:
         """Queue every whole message in what arrived (copied: a sink's view lasts only
         the call); False once one had to wait for room (it is in `backlog`), the
         stream broke the rules or the engine stopped."""
-        try:
-            return self._take(data)
-        except Exception as exc:
-            self.failure = exc
-            return False
-
-    def _take(self, data: bytes | memoryview) -> bool:
         self._decoder.feed(bytes(data))
         channel = self._engine._commands_send
         while self.error is None and not self.stopped:

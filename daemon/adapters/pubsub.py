@@ -38,7 +38,7 @@ from ..core import ticks, varint
 from ..core.gossipsub.outbox import Outbox
 from ..core.gossipsub.router import Delivery, Router, TopicValidator
 from . import libp2p_patches, negotiate, timers
-from .yamux import YamuxStream, feed_sink
+from .yamux import Sink, YamuxStream, feed_sink
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +456,7 @@ class PubSub:
         async def catch_up() -> bool:
             while frames.backlog:
                 await self._changes_send.send(frames.backlog.popleft())
-            return frames.error is None
+            return frames.error is None and frames.failure is None
 
         try:
             if isinstance(muxed, YamuxStream):
@@ -469,6 +469,14 @@ class PubSub:
                     frames.take(chunk)
         except Exception as exc:  # a reset or closed stream raises a spread of types
             log.debug("pubsub stream from %s ended: %s", text, exc)
+            return
+        if frames.failure is not None:
+            # A bug of ours met while cutting frames (in the connection's reading task,
+            # when sunk): it ends this stream, never the connection or the router.
+            log.error("pubsub stream from %s failed; resetting it", text,
+                      exc_info=frames.failure)
+            self._on_bug("pubsub stream")
+            await _reset_quietly(stream)
             return
         if frames.error is None:
             return  # the stream ended
@@ -486,7 +494,7 @@ class PubSub:
 _STOPPED = "the router has stopped"  # a _FrameSplitter's error when we shut down
 
 
-class _FrameSplitter:
+class _FrameSplitter(Sink):
     """A peer's inbound pubsub bytes, cut into frames queued for the router."""
 
     def __init__(self, service: PubSub, text: str) -> None:
@@ -496,9 +504,10 @@ class _FrameSplitter:
         self.backlog: deque[Callable[[], None]] = deque()  # waiting for room, in order
         self.error: str | None = None  # why the stream must be reset
 
-    def take(self, data: bytes | memoryview) -> bool:
+    def _take(self, data: bytes | memoryview) -> bool:
         """Queue every whole frame in what arrived; False once one had to wait for
-        room in the router's queue (it is in `backlog`) or the stream broke the rules."""
+        room in the router's queue (it is in `backlog`) or the stream broke the rules.
+        (A bug met here is `failure`, see `yamux.Sink`.)"""
         service = self._service
         buf = self._buf
         buf += data

@@ -590,6 +590,28 @@ class YamuxStream(IMuxedStream):
         return self
 
 
+class Sink:
+    """What a `feed_sink` consumer derives from: `take` runs in the connection's reading
+    task, so a bug met in `_take` must not end the connection. It is kept in
+    `failure` (and nothing more is taken), for the stream's own task to raise."""
+
+    failure: Exception | None = None
+
+    def take(self, data: bytes | memoryview) -> bool:
+        """`_take`, or False once it raised (see `failure`)."""
+        if self.failure is not None:
+            return False
+        try:
+            return self._take(data)
+        except Exception as exc:
+            self.failure = exc
+            return False
+
+    def _take(self, data: bytes | memoryview) -> bool:
+        """Consume data (a view valid only during the call); False to stop sinking."""
+        raise NotImplementedError
+
+
 async def feed_sink(stream: YamuxStream, take: Callable[[bytes | memoryview], bool],
                     catch_up: Callable[[], Awaitable[bool]], read_size: int) -> None:
     """Hand everything that arrives on `stream` to `take`, until the stream ends (the

@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import multiaddr
+import pytest
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 
-from gossipchat.daemon.adapters import libp2p_patches
+from gossipchat.daemon.adapters import libp2p_patches, pubsub
 from gossipchat.daemon.adapters.p2p import GossipMessage, P2PNetwork
 from gossipchat.daemon.core import varint
 from harness.libp2p_hosts import run_host, stock_host
@@ -132,6 +133,11 @@ async def _with_junk_peer() -> AsyncIterator[tuple[P2PNetwork, IHost]]:
         nursery.cancel_scope.cancel()
 
 
+def _subscription_frame(topic: str, subscribe: bool = True) -> bytes:
+    sub = b"\x08" + bytes([subscribe]) + b"\x12" + bytes([len(topic)]) + topic.encode()
+    return varint.encode(len(sub) + 2) + b"\x0a" + bytes([len(sub)]) + sub
+
+
 async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None:
     async with _with_junk_peer() as (network, junk):
         ours = network.host
@@ -153,8 +159,7 @@ async def test_extra_streams_and_oversize_frames_are_reset_and_counted() -> None
             while network.stats.refused_streams["meshsub frame"] < 1:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         # The other stream still carries a subscription.
-        sub = b"\x08\x01\x12" + bytes([len(TOPIC)]) + TOPIC.encode()
-        await streams[1].write(varint.encode(len(sub) + 2) + b"\x0a" + bytes([len(sub)]) + sub)
+        await streams[1].write(_subscription_frame(TOPIC))
         with trio.fail_after(10):
             while network.topic_peers(TOPIC) != [junk.get_id().to_base58()]:  # noqa: ASYNC110
                 await trio.sleep(0.05)
@@ -168,11 +173,7 @@ async def test_more_frames_at_once_than_the_routers_queue_holds_all_arrive_in_or
     async with _with_junk_peer() as (network, junk):
         stream = await junk.new_stream(network.host.get_id(), [TProtocol("/meshsub/1.1.0")])
 
-        def frame(topic: str, subscribe: bool) -> bytes:
-            sub = b"\x08" + bytes([subscribe]) + b"\x12" + bytes([len(topic)]) + topic.encode()
-            return varint.encode(len(sub) + 2) + b"\x0a" + bytes([len(sub)]) + sub
-
-        await stream.write(frame(TOPIC, True))  # the stream's first bytes: read, not sunk
+        await stream.write(_subscription_frame(TOPIC))  # the stream's first bytes: read, not sunk
         with trio.fail_after(10):
             while network.topic_peers(TOPIC) != [junk.get_id().to_base58()]:  # noqa: ASYNC110
                 await trio.sleep(0.05)
@@ -188,8 +189,8 @@ async def test_more_frames_at_once_than_the_routers_queue_holds_all_arrive_in_or
         network.router.on_subscribed = counting
         # Unsubscribe and subscribe in turn, 2,000 frames ending subscribed, then one
         # to another topic: once that one is handled, all the others were, in order.
-        flood = b"".join(frame(TOPIC, i % 2 == 1) for i in range(2000))
-        await stream.write(flood + frame("/last", True))
+        flood = b"".join(_subscription_frame(TOPIC, i % 2 == 1) for i in range(2000))
+        await stream.write(flood + _subscription_frame("/last"))
         with trio.fail_after(20):
             while not network.topic_peers("/last"):  # noqa: ASYNC110
                 await trio.sleep(0.05)
@@ -198,10 +199,55 @@ async def test_more_frames_at_once_than_the_routers_queue_holds_all_arrive_in_or
         # Again, now that the stream is sunk (the first flood came through reads).
         muxed_stream = next(iter(network.pubsub._inbound.values()))[0].muxed_stream
         assert muxed_stream._sink is not None
-        await stream.write(flood + frame("/last2", True))
+        await stream.write(flood + _subscription_frame("/last2"))
         with trio.fail_after(20):
             while not network.topic_peers("/last2"):  # noqa: ASYNC110
                 await trio.sleep(0.05)
         assert resubscribed == 2000
         assert network.topic_peers(TOPIC) == [junk.get_id().to_base58()]
         assert network.stats.refused_streams == {}
+
+
+async def test_a_bug_met_while_cutting_frames_ends_that_stream_not_the_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sunk stream's frames are cut in the connection's reading task: a bug there is
+    handed to the stream's own task, logged and counted, and the stream is reset; the
+    connection, the router and the peer's next stream carry on."""
+    async with _with_junk_peer() as (network, junk):
+        ours = network.host.get_id()
+        protocol = [TProtocol("/meshsub/1.1.0")]
+        stream = await junk.new_stream(ours, protocol)
+        await stream.write(_subscription_frame(TOPIC))  # read, not sunk: a stream's first
+        with trio.fail_after(10):
+            while network.topic_peers(TOPIC) != [junk.get_id().to_base58()]:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        muxed_stream = next(iter(network.pubsub._inbound.values()))[0].muxed_stream
+        assert muxed_stream._sink is not None  # what follows is cut by the reading task
+        poison = _subscription_frame("/poison")
+        take = pubsub._FrameSplitter._take
+
+        def broken_for_poison(splitter: pubsub._FrameSplitter, data: bytes) -> bool:
+            if bytes(data).endswith(b"/poison"):
+                raise RuntimeError("a bug")
+            return take(splitter, data)
+
+        monkeypatch.setattr(pubsub._FrameSplitter, "_take", broken_for_poison)
+        await stream.write(poison)
+        with trio.fail_after(10):
+            while network.stats.stream_faults["pubsub stream"] < 1:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        with trio.fail_after(10):  # the stream is reset
+            try:
+                while await stream.read(65536):
+                    pass
+            except Exception as exc:  # a reset stream raises a spread of types
+                print(f"poisoned stream: {type(exc).__name__}")
+        assert not network.topic_peers("/poison")
+        # The connection carries on: a new stream from the peer is served on it.
+        again = await junk.new_stream(ours, protocol)
+        await again.write(_subscription_frame("/after"))
+        with trio.fail_after(10):
+            while network.topic_peers("/after") != [junk.get_id().to_base58()]:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        assert len(network.host.get_network().get_connections(junk.get_id())) == 1
+        assert network.stats.stream_faults == {"pubsub stream": 1}
