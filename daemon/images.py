@@ -96,8 +96,13 @@ class PreparedImage:
 
 
 def prepare(data: bytes, limits: imaging.ImageLimits, keep_metadata: bool) -> PreparedImage:
-    """Check, strip and thumbnail (CPU-bound: run it in a worker thread)."""
-    info = imaging.inspect(data, limits)
+    """Check, strip and thumbnail (CPU-bound: run it in a worker thread).
+
+    The pixels are decoded once: the thumbnail decodes the first frame of the bytes
+    that will be posted (stripped of metadata), and that is the check that they
+    decode, with `inspect`'s guard. (`inspect` and then the thumbnail decoded it
+    twice: a 5 MB PNG took 45 ms to prepare, a 12-megapixel JPEG 170 ms.)"""
+    info = imaging.read_header(data, limits)
     shared = data if keep_metadata else imaging.strip_metadata(data, info)
     thumbnail, _mime = imaging.make_thumbnail(shared, limits=limits)
     return PreparedImage(shared, info, thumbnail)

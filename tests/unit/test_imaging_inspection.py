@@ -29,6 +29,7 @@ from gossipchat.daemon.core.imaging import (
     check_claim,
     inspect,
     make_thumbnail,
+    read_header,
     strip_metadata,
 )
 from tests.unit.imaging_samples import (
@@ -100,6 +101,25 @@ def test_inspect_rejects_corrupt_pixel_data() -> None:
     data[idat + 10 : idat + 30] = bytes(20)  # breaks the zlib stream, CRC stays stale
     with pytest.raises(NotAnImage, match="cannot decode the PNG data"):
         inspect(bytes(data))
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_read_header_answers_as_inspect(name: str) -> None:
+    assert read_header(SAMPLES[name]) == inspect(SAMPLES[name])
+
+
+def test_read_header_decodes_no_pixel() -> None:
+    """It refuses what the container and header show, and nothing else: the pixels
+    are for the decode that follows it (see test_image_prepare.py)."""
+    data = bytearray(SAMPLES["PNG"])
+    idat = data.index(b"IDAT")
+    data[idat + 10 : idat + 30] = bytes(20)  # breaks the zlib stream, CRC stays stale
+    assert read_header(bytes(data)) == inspect(SAMPLES["PNG"])
+    for broken in (b"", b"hello, world\n" * 20, b"\x89PNG\r\n\x1a\n"):
+        with pytest.raises(NotAnImage, match=r"^not an image: "):
+            read_header(broken)
+    with pytest.raises(ImageTooLarge):
+        read_header(SAMPLES["PNG"], ImageLimits(max_bytes=100))
 
 
 def test_too_many_bytes_is_refused_before_parsing() -> None:

@@ -5,7 +5,8 @@ One concern per module; this package re-exports the API the daemon uses:
 - `errors.py`: the refusals (the daemon's own `NotAnImage`, `ImageTooLarge`,
   `ImageMismatch`, and the finer `UnsupportedFormat`, `DecompressionBomb`).
 - `formats.py`: the accepted formats, `ImageLimits`, `ImageInfo`, `ImageClaim`.
-- `inspection.py`: recognise and check untrusted bytes (`inspect`, `check_claim`).
+- `inspection.py`: recognise and check untrusted bytes (`inspect`, `read_header`,
+  `check_claim`).
 - `pillow.py`: the guard every call into Pillow runs under.
 - `container.py`, `exif.py`: byte-range editing and the EXIF orientation the
   strippers share; `strip_png.py`, `strip_jpeg.py`, `strip_gif.py`, `strip_webp.py`:
@@ -24,8 +25,8 @@ Rules of this package:
   no Pillow warning escapes.
 - Metadata is removed by editing the container, never by re-encoding pixels, so
   the image shared is exactly the pixels the user picked, byte for byte.
-- Whatever ``inspect`` accepts, ``strip_metadata`` can process: both walk the
-  container with the same parser.
+- Whatever ``inspect`` (or ``read_header``) accepts, ``strip_metadata`` can process:
+  both walk the container with the same parser.
 - Only PNG, JPEG, GIF and WebP are handled; those are the formats whose containers
   this package knows how to clean.
 - Calls may run in a worker thread (they are CPU-bound), but one at a time: the
@@ -45,7 +46,7 @@ from .errors import (
     UnsupportedFormat,
 )
 from .formats import ALLOWED_FORMATS, ImageClaim, ImageInfo, ImageLimits
-from .inspection import check_claim, inspect
+from .inspection import check_claim, inspect, read_header
 from .strip import strip_metadata
 from .strip_jpeg import MAX_JPEG_SCANS
 from .thumbnail import make_thumbnail
@@ -66,5 +67,6 @@ __all__ = [
     "check_claim",
     "inspect",
     "make_thumbnail",
+    "read_header",
     "strip_metadata",
 ]

@@ -1,4 +1,5 @@
-"""Recognising, checking and opening untrusted image bytes: `inspect` and `check_claim`."""
+"""Recognising, checking and opening untrusted image bytes: `inspect`, `read_header`
+and `check_claim`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .pillow import PLUGINS, pillow_guard
 from .strip import STRIPPERS
 from .strip_gif import walk_gif
 
-__all__ = ["check_claim", "inspect", "open_image"]
+__all__ = ["check_claim", "inspect", "open_image", "read_header"]
 
 
 def sniff(data: bytes) -> str | None:
@@ -119,9 +120,27 @@ def inspect(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> ImageInfo:
     Raises ImageTooLarge, DecompressionBomb, UnsupportedFormat or NotAnImage.
     """
     image, fmt = open_image(data, limits)
-    width, height = image.size
+    info = _info(image, fmt)
     with pillow_guard(f"cannot decode the {fmt} data"), image:
         image.load()
+    return info
+
+
+def read_header(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> ImageInfo:
+    """`inspect` up to the pixels: the same checks of size, format, container and
+    pixel count, and the same answer, but nothing is decoded. For bytes that are
+    decoded right after anyway (`make_thumbnail` decodes the first frame, with the
+    same guard), so that a sent image is decoded once, not twice.
+
+    Raises ImageTooLarge, DecompressionBomb, UnsupportedFormat or NotAnImage.
+    """
+    image, fmt = open_image(data, limits)
+    with image:
+        return _info(image, fmt)
+
+
+def _info(image: ImageFile.ImageFile, fmt: str) -> ImageInfo:
+    width, height = image.size
     return ImageInfo(mime=MIME[fmt], format=fmt, width=width, height=height)
 
 
