@@ -208,13 +208,16 @@ function imageUrl(cid) {
 
 function loadFullImage(message, img, bar) {
   // Held already (posted here, or fetched by the daemon itself)? Then no fetch.
+  // The same URL either way: `probe.src` would read back absolute, and the image
+  // element's src would then depend on which way the image came.
+  const url = imageUrl(message.image.cid);
   const probe = new Image();
-  probe.onload = () => showFull(img, probe.src);
+  probe.onload = () => showFull(img, url);
   probe.onerror = () => {
     fetchQueue.push({ message, img, bar });
     pumpFetches();
   };
-  probe.src = imageUrl(message.image.cid);
+  probe.src = url;
 }
 
 function showFull(img, src) {
