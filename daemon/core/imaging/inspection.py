@@ -148,8 +148,9 @@ def check_claim(data: bytes, claim: ImageClaim, limits: ImageLimits = DEFAULT_LI
     """Check fetched bytes against the message that announced them, without decoding.
 
     The byte count, the format named by the magic bytes, and the pixel size that
-    Pillow reads from the header must all be what the message says; the container is
-    walked as `inspect` walks it, but no pixel data is decoded (the sender did that).
+    Pillow reads from the header must all be what the message says (`read_header`):
+    the container is walked as `inspect` walks it, but no pixel data is decoded (the
+    sender did that, making the thumbnail).
     Raises ImageMismatch naming the first difference.
     """
     if len(data) != claim.size:
@@ -159,13 +160,11 @@ def check_claim(data: bytes, claim: ImageClaim, limits: ImageLimits = DEFAULT_LI
         found = MIME[fmt] if fmt is not None else "not an image we accept"
         raise ImageMismatch(f"the bytes are {found}, the message says {claim.mime}")
     try:
-        image, _ = open_image(data, limits)
+        info = read_header(data, limits)
     except ImageError as exc:
         raise ImageMismatch(f"the bytes are no valid {claim.mime}: {exc}") from None
-    with image:
-        width, height = image.size
-    if (width, height) != (claim.width, claim.height):
+    if (info.width, info.height) != (claim.width, claim.height):
         raise ImageMismatch(
-            f"the header says {width}x{height} pixels, "
+            f"the header says {info.width}x{info.height} pixels, "
             f"the message says {claim.width}x{claim.height}"
         )
