@@ -80,7 +80,7 @@ import dataclasses
 import hashlib
 import logging
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import count
@@ -809,14 +809,14 @@ class Bitswap:
         return _Inbound(peer, msg, [hashlib.sha256(data).digest() for _, data in msg.blocks])
 
 
-class _MessageSink(Sink):
+class _MessageSink(Sink[_Inbound]):
     """A peer's inbound bitswap bytes, cut into messages queued for the engine."""
 
     def __init__(self, engine: Bitswap, peer: ID) -> None:
+        super().__init__()
         self._engine = engine
         self._peer = peer
         self._decoder = FrameDecoder(engine._max_message)
-        self.backlog: deque[_Inbound] = deque()  # waiting for room in the queue, in order
         self.error: ProtocolError | None = None  # the stream broke the rules: reset it
         self.stopped = False  # the engine stopped: reset the stream
 
@@ -826,6 +826,7 @@ class _MessageSink(Sink):
         stream broke the rules or the engine stopped."""
         self._decoder.feed(bytes(data))
         channel = self._engine._commands_send
+        send_nowait = None if channel is None else channel.send_nowait
         while self.error is None and not self.stopped:
             try:
                 msg = self._decoder.next_message()
@@ -834,18 +835,7 @@ class _MessageSink(Sink):
                 break
             if msg is None:
                 break
-            command = self._engine._inbound(self._peer, msg)
-            if self.backlog:
-                self.backlog.append(command)
-                continue
-            if channel is None:
-                self.stopped = True
-                break
-            try:
-                channel.send_nowait(command)
-            except trio.WouldBlock:
-                self.backlog.append(command)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
+            if not self._queue(send_nowait, self._engine._inbound(self._peer, msg)):
                 self.stopped = True
         return not self.backlog and not self.broken
 

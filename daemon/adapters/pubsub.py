@@ -494,14 +494,14 @@ class PubSub:
 _STOPPED = "the router has stopped"  # a _FrameSplitter's error when we shut down
 
 
-class _FrameSplitter(Sink):
+class _FrameSplitter(Sink[Callable[[], None]]):
     """A peer's inbound pubsub bytes, cut into frames queued for the router."""
 
     def __init__(self, service: PubSub, text: str) -> None:
+        super().__init__()
         self._service = service
         self._text = text
         self._buf = bytearray()
-        self.backlog: deque[Callable[[], None]] = deque()  # waiting for room, in order
         self.error: str | None = None  # why the stream must be reset
 
     def _take(self, data: bytes | memoryview) -> bool:
@@ -530,14 +530,7 @@ class _FrameSplitter(Sink):
             pos = start + length
             service.frames_in += 1
             change = lambda frame=frame, text=self._text: service._frame(text, frame)  # noqa: E731
-            if self.backlog:
-                self.backlog.append(change)
-                continue
-            try:
-                service._changes_send.send_nowait(change)
-            except trio.WouldBlock:
-                self.backlog.append(change)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not self._queue(service._changes_send.send_nowait, change):
                 self.error = _STOPPED
         if pos:
             del buf[:pos]

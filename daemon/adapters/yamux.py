@@ -62,8 +62,9 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import multiaddr
 import trio
@@ -590,12 +591,26 @@ class YamuxStream(IMuxedStream):
         return self
 
 
-class Sink:
-    """What a `feed_sink` consumer derives from: `take` runs in the connection's reading
-    task, so a bug met in `_take` must not end the connection. It is kept in
-    `failure` (and nothing more is taken), for the stream's own task to raise."""
+T = TypeVar("T")
+
+
+class Sink(Generic[T]):
+    """What a `feed_sink` consumer derives from.
+
+    - `take` runs in the connection's reading task, so a bug met in `_take` must not
+      end the connection. It is kept in `failure` (and nothing more is taken), for the
+      stream's own task to raise.
+    - `_take` hands what it cuts out to the consumer's queue with `_queue`. What finds
+      the queue full waits in `backlog`, in order, with everything after it; `_take`
+      then returns False, the stream stops sinking, and the stream's own task sends
+      the backlog with awaited sends (`feed_sink`'s `catch_up`), so the peer waits as
+      it would for a slow reader.
+    """
 
     failure: Exception | None = None
+
+    def __init__(self) -> None:
+        self.backlog: deque[T] = deque()
 
     def take(self, data: bytes | memoryview) -> bool:
         """`_take`, or False once it raised (see `failure`)."""
@@ -610,6 +625,22 @@ class Sink:
     def _take(self, data: bytes | memoryview) -> bool:
         """Consume data (a view valid only during the call); False to stop sinking."""
         raise NotImplementedError
+
+    def _queue(self, send_nowait: Callable[[T], None] | None, item: T) -> bool:
+        """Hand `item` to the consumer's queue now, or keep it in `backlog` behind what
+        waits there already; False if the consumer is gone (None: never started)."""
+        if self.backlog:
+            self.backlog.append(item)
+            return True
+        if send_nowait is None:
+            return False
+        try:
+            send_nowait(item)
+        except trio.WouldBlock:
+            self.backlog.append(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
 
 
 async def feed_sink(stream: YamuxStream, take: Callable[[bytes | memoryview], bool],
