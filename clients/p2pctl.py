@@ -14,8 +14,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gossipchat.clients.human import FORMATTERS, terminal_width
 from gossipchat.clients.render import format_message, json_line, visible
@@ -111,8 +110,7 @@ def _fetch(args: argparse.Namespace) -> Call:
     return "fetch", params
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """A p2pctl command: the method it calls, and which parameters it offers.
 
     `params` names, in order, the parameters of `method` and of `variants` (methods
