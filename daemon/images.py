@@ -228,7 +228,7 @@ class ImageService:
         }
         if caption:
             body["caption"] = caption
-        already_pinned = result.root in self.blocks.pinned_roots()
+        already_pinned = self.blocks.is_pinned(result.root)
         try:
             self.blocks.pin(result.root)
             await self.blocks.put_many_async(
@@ -707,7 +707,7 @@ class ImageService:
         refused = self.store.unavailable_images_by_author()
         return {
             "blocks": self.blocks.count, "bytes": self.blocks.total_bytes,
-            "quota": self.blocks.quota_bytes, "pinned_images": len(self.blocks.pinned_roots()),
+            "quota": self.blocks.quota_bytes, "pinned_images": self.blocks.pinned_count,
             # Block reads served from the blocks kept in memory (adapters/blockstore.py).
             "blocks_from_memory": self.blocks.hot_hits,
             "auto_fetched": self.auto_fetched, "auto_fetch_failed": self.auto_fetch_failed,

@@ -397,8 +397,18 @@ class BlockStore:
         self._recompute_pinned()
 
     def pinned_roots(self) -> frozenset[bytes]:
-        """The pinned roots, CIDv1 form."""
+        """The pinned roots, CIDv1 form (a copy: `is_pinned` and `pinned_count` ask
+        without one, for `send_image` and `status`)."""
         return frozenset(self._pin_roots)
+
+    def is_pinned(self, root: bytes) -> bool:
+        """Whether `root` (in any CID form) is a pinned root."""
+        return _key(root) in self._pin_roots
+
+    @property
+    def pinned_count(self) -> int:
+        """How many roots are pinned."""
+        return len(self._pin_roots)
 
     # ----------------------------------------------------------------------------------
     # Internals

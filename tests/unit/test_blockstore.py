@@ -211,6 +211,24 @@ def test_shared_blocks_stay_pinned_by_the_other_root(tmp_path: Path) -> None:
     assert store.evict(shared_leaf) == 1  # now nothing protects it
 
 
+def test_is_pinned_and_pinned_count_follow_pin_and_unpin(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    first = store.import_file(pattern(251, 2 * CHUNK_SIZE), pin=True)
+    second = store.import_file(pattern(253, 3 * CHUNK_SIZE), pin=True)
+    unpinned = store.import_file(pattern(241, 2 * CHUNK_SIZE))
+    assert first[:2] == b"\x01\x70"  # CIDv1 dag-pb: its CIDv0 form is the bare multihash
+    assert store.is_pinned(first)
+    assert store.is_pinned(first[2:])
+    assert store.is_pinned(second)
+    assert not store.is_pinned(unpinned)
+    assert store.pinned_count == 2 == len(store.pinned_roots())
+    store.unpin(first[2:])
+    assert not store.is_pinned(first)
+    assert store.is_pinned(second)
+    assert store.pinned_count == 1
+    assert BlockStore(tmp_path).pinned_count == 1  # read back from pins.json
+
+
 def test_evict_drops_the_unpinned_blocks_of_a_dag(tmp_path: Path) -> None:
     store = BlockStore(tmp_path)
     kept = store.import_file(pattern(251, 2 * CHUNK_SIZE), pin=True)
