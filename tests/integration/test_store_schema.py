@@ -61,6 +61,39 @@ def test_a_schema_1_store_is_migrated_with_every_row_checked(tmp_path: Path) -> 
     Store(path).close()  # opens again as schema 2, nothing left to migrate
 
 
+def _indexes(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
+            " AND name NOT LIKE 'sqlite_autoindex%'")}
+    finally:
+        db.close()
+
+
+def test_the_author_index_of_older_stores_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    author, envs = _envelopes(3)
+    store = Store(path)
+    store.add_messages(envs, NOW)
+    store.close()
+    assert _indexes(path) == {"messages_order", "messages_sync", "messages_cid"}
+    # Make it the file a build before 2026-12-07 left: the same, with messages_author.
+    db = sqlite3.connect(path)
+    db.execute("CREATE INDEX messages_author ON messages (author, ts)")
+    db.commit()
+    db.close()
+
+    store = Store(path)
+    try:
+        assert "messages_author" not in _indexes(path)
+        assert _user_version(path) == SCHEMA_VERSION  # no data changed: the same schema
+        assert store.authors("r") == [(peerid.to_text(author), "", NOW + 2)]
+        assert [e.id for e in store.history("r", 10)] == [e.id for e in envs]
+    finally:
+        store.close()
+
+
 def test_a_store_of_an_unknown_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     Store(path).close()
