@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -27,21 +28,31 @@ def _envelopes(count: int) -> tuple[bytes, list[envelope.Envelope]]:
                     for i in range(count)]
 
 
-def _user_version(path: Path) -> int:
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """What `sql` reads from the file, over a connection of its own (the store closed)."""
     db = sqlite3.connect(path)
     try:
-        version: int = db.execute("PRAGMA user_version").fetchone()[0]
-        return version
+        return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+def _user_version(path: Path) -> int:
+    version: int = _rows(path, "PRAGMA user_version")[0][0]
+    return version
+
+
+def _stored(path: Path, envs: list[envelope.Envelope]) -> None:
+    """A store file at path holding envs, closed."""
+    store = Store(path)
+    store.add_messages(envs, NOW)
+    store.close()
 
 
 def test_a_schema_1_store_is_migrated_with_every_row_checked(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     _, envs = _envelopes(3)
-    store = Store(path)
-    store.add_messages(envs, NOW)
-    store.close()
+    _stored(path, envs)
     # Make it the file a schema-1 build left: no column, user_version 1.
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE messages DROP COLUMN signature_checked")
@@ -62,21 +73,15 @@ def test_a_schema_1_store_is_migrated_with_every_row_checked(tmp_path: Path) -> 
 
 
 def _indexes(path: Path) -> set[str]:
-    db = sqlite3.connect(path)
-    try:
-        return {row[0] for row in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
-            " AND name NOT LIKE 'sqlite_autoindex%'")}
-    finally:
-        db.close()
+    return {row[0] for row in _rows(
+        path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
+              " AND name NOT LIKE 'sqlite_autoindex%'")}
 
 
 def test_the_author_index_of_older_stores_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     author, envs = _envelopes(3)
-    store = Store(path)
-    store.add_messages(envs, NOW)
-    store.close()
+    _stored(path, envs)
     assert _indexes(path) == {"messages_order", "messages_sync", "messages_cid"}
     # Make it the file a build before 2026-12-07 left: the same, with messages_author.
     db = sqlite3.connect(path)
