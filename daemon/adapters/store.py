@@ -77,8 +77,8 @@ CREATE INDEX IF NOT EXISTS messages_order ON messages (room, lamport, author, id
 CREATE INDEX IF NOT EXISTS messages_sync ON messages (room, ts, id);
 -- messages_author (author, ts), in stores made before 2026-12-07, served no query
 -- (members' `authors` reads a room through messages_sync) and cost every insert a
--- fourth b-tree and 15% of the file. Dropping it changes no data: an older build
--- makes it again.
+-- fourth b-tree and a sixth of the file (20,000 text messages: 12.8 MB against 10.6).
+-- Dropping it changes no data: an older build makes it again.
 DROP INDEX IF EXISTS messages_author;
 CREATE INDEX IF NOT EXISTS messages_cid ON messages (cid) WHERE cid IS NOT NULL;
 CREATE TABLE IF NOT EXISTS rooms (
