@@ -570,9 +570,8 @@ class Node:
                 if not self._stopping:
                     self.redialer.lost(event.peer_id)
             return
-        if self.network.is_blocked(event.peer_id) and self._nursery is not None:
-            self._nursery.start_soon(self.network.hang_up, event.peer_id)
-            return
+        if self.network.is_blocked(event.peer_id):
+            return  # the network closes its connections as they come up (_admit)
         # A connection coming up is a reason to sync, from both sides. The event of the
         # connection that went before it may have been read only after this one came up
         # (so it did not look like a loss): without this, a pair's routine schedule

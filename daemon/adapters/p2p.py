@@ -672,12 +672,18 @@ class P2PNetwork:
     # limits on what peers make us hold
 
     def _admit(self, conn: INetConn) -> None:
-        """A connection came up: close it at once if it is over an inbound bound or
-        comes from a peer still banned for flooding."""
+        """A connection came up: close it at once if it is over an inbound bound, or
+        comes from a peer on the block list or still banned for flooding.
+
+        Only this connection closes: one that came up after an unblock stays. (Until
+        2026-12-07 the node hung up on a blocked peer from its event task a moment
+        later, and closed whatever connections the peer had by then.)"""
         self._opened[conn] = trio.current_time()
         peer_id = conn.muxed_conn.peer_id.to_base58()
         reason: str | None = None
-        if self.gossip_limiter.is_banned(peer_id, trio.current_time()):
+        if peer_id in self._blocked:
+            reason = "blocked"
+        elif self.gossip_limiter.is_banned(peer_id, trio.current_time()):
             reason = "banned"
         elif _is_inbound(conn):
             others = [_ip_of(other) for other in self._inbound_conns() if other is not conn]
