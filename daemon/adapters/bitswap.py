@@ -44,11 +44,11 @@ Rules of this module:
   (BitTorrent's super-seeding): the asking peer hears HAVE from that other peer
   meanwhile, moves its want there and cancels ours, so a room's poster uploads each
   block about once however the members are connected; not for a peer that is gone
-  (a fetcher that left passes nothing on). 2 s, since a block takes that
-  long to reach a member and its HAVE the others in a busy room: a 5 MB image to 20
-  daemons on 2 cores had the poster upload 4.25x the image at 0.5 s, 3.05x at 1 s and
-  1.75x at 2 s (medians of 6-9 runs), with everyone holding it no later (10.0, 11.5
-  and 8.7 s). A member whose neighbours do not fetch the block waits that much longer.
+  (a fetcher that left passes nothing on). 2 s, chosen when a 5 MB image took 20
+  daemons on 2 cores 9-12 s: the poster then uploaded 4.25x the image at 0.5 s, 3.05x
+  at 1 s and 1.75x at 2 s. Now that it takes them 1-1.5 s, 1 s and 2 s both give 1.0x
+  and the same times (25 rounds each, medians 1.25 and 1.27 s, 2026-12-07), and 0.5 s
+  up to 1.35x. A member whose neighbours do not fetch the block waits that much longer.
 - Speed comes from pipelining: a fetch keeps up to `per_peer_window` blocks in flight
   at every room member (fewer at the original poster and over a relay); the server
   packs several blocks into each message (up to `target_message_size`; one block per
