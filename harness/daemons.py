@@ -329,11 +329,15 @@ def cluster() -> Iterator[Cluster]:
         yield c
 
 
+def sees(a: DaemonProcess, b: DaemonProcess) -> bool:
+    """True while a lists b among its connected peers."""
+    return any(p["peer_id"] == b.peer_id for p in a.call("peers"))
+
+
 def connect(a: DaemonProcess, b: DaemonProcess) -> None:
-    """b dials a and both see the connection."""
+    """b dials a and a sees the connection."""
     b.call("connect", addr=a.addr)
-    wait_for(lambda: any(p["peer_id"] == b.peer_id for p in a.call("peers")),
-             message=f"{a.name} to see {b.name}")
+    wait_for(lambda: sees(a, b), message=f"{a.name} to see {b.name}")
 
 
 def wait_mesh(daemon: DaemonProcess, room: str, peers: int, timeout: float = 20.0) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.daemons import DaemonProcess, connect, texts, wait_mesh
+from harness.daemons import DaemonProcess, connect, sees, texts, wait_mesh
 from harness.netns import Network, Scenario, Segment
 from harness.system_packages import ensure_apt
 from harness.waiting import wait_for
@@ -44,8 +44,7 @@ def test_a_wildcard_listener_advertises_addresses_a_peer_can_dial(netns: Build) 
     b = net.start_daemon("b", "b")
     done = b.cli("connect", ready_addrs(a)[0])
     assert done.returncode == 0, done.stderr
-    wait_for(lambda: any(p["peer_id"] == b.peer_id for p in a.call("peers")),
-             message="a to see b")
+    wait_for(lambda: sees(a, b), message="a to see b")
     seen = next(p for p in a.call("peers") if p["peer_id"] == b.peer_id)
     assert seen["addrs"][0].startswith(f"/ip4/{net.ip('b')}/tcp/"), seen
 
@@ -91,8 +90,7 @@ def test_an_address_two_peers_observe_is_advertised_and_one_peer_is_not_enough(
 
     done = d.cli("connect", addrs[0])
     assert done.returncode == 0, done.stderr
-    wait_for(lambda: any(p["peer_id"] == d.peer_id for p in a.call("peers")),
-             message="a to see d")
+    wait_for(lambda: sees(a, d), message="a to see d")
 
     for peer in (c, d):
         a.call("block", peer=peer.peer_id)
@@ -160,7 +158,7 @@ def test_a_line_of_three_heals_after_its_middle_is_killed(netns: Build) -> None:
     wait_for(lambda: len(a.call("members", room=ROOM)) == 3
              and len(c.call("members", room=ROOM)) == 3, timeout=30,
              message="a and c to know all three")
-    assert not any(p["peer_id"] == c.peer_id for p in a.call("peers"))
+    assert not sees(a, c)
 
     b.kill()
     killed = time.monotonic()

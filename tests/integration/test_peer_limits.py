@@ -24,7 +24,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from gossipchat.clients import RpcError
 from gossipchat.daemon.adapters import bitswap
 from gossipchat.daemon.core import envelope, peerid, syncwire, unixfs
-from harness.daemons import Cluster, DaemonProcess, connect, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, sees, wait_mesh
 from harness.libp2p_hosts import LOOPBACK, gossip_peer, signed_message, stock_host
 from harness.waiting import wait_for
 
@@ -109,7 +109,7 @@ def _dialed(dialer: DaemonProcess, target: DaemonProcess) -> bool:
         dialer.call("connect", addr=target.addr)
     except RpcError:
         return False
-    return any(p["peer_id"] == dialer.peer_id for p in target.call("peers"))
+    return sees(target, dialer)
 
 
 async def _run_host(host: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import time
 
-from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
+from harness.daemons import Cluster, DaemonProcess, connect, sees, texts, wait_mesh
 from harness.waiting import wait_for
 
 ROOM = "line"
-
-
-def _connected(x: DaemonProcess, y: DaemonProcess) -> bool:
-    return any(p["peer_id"] == y.peer_id for p in x.call("peers"))
 
 
 def _members(d: DaemonProcess, room: str) -> dict[str, dict]:
@@ -38,7 +34,7 @@ def test_a_line_of_three_keeps_chatting_after_its_middle_is_killed(cluster: Clus
     wait_for(lambda: "from a" in texts(c, ROOM), message="c to hear a through b")
     wait_for(lambda: "from c" in texts(a, ROOM), message="a to hear c through b")
     # The ends learn of each other from presence and the manager joins them.
-    wait_for(lambda: _connected(a, c), timeout=30, message="the manager to connect a and c")
+    wait_for(lambda: sees(a, c), timeout=30, message="the manager to connect a and c")
     joined_s = time.monotonic() - started
     assert a.peer_id in _members(c, ROOM)
     assert c.peer_id in _members(a, ROOM)
@@ -75,11 +71,11 @@ def test_a_lost_connection_is_replaced_within_seconds(cluster: Cluster) -> None:
              timeout=30, message="a and c to know all three")
     a.call("send", room=ROOM, text="before")
     wait_for(lambda: "before" in texts(c, ROOM), message="c to hear a through b")
-    assert not _connected(a, c)
+    assert not sees(a, c)
 
     b.kill()
     killed = time.monotonic()
-    wait_for(lambda: _connected(a, c), timeout=30, message="the manager to connect a and c")
+    wait_for(lambda: sees(a, c), timeout=30, message="the manager to connect a and c")
     connected_s = time.monotonic() - killed
     a.call("send", room=ROOM, text="a after the kill")
     c.call("send", room=ROOM, text="c after the kill")
@@ -88,7 +84,7 @@ def test_a_lost_connection_is_replaced_within_seconds(cluster: Cluster) -> None:
     wait_for(lambda: "c after the kill" in texts(a, ROOM), timeout=30,
              message="a to hear c without b")
     healed_s = time.monotonic() - killed
-    assert not _connected(a, b)
+    assert not sees(a, b)
     print(f"a-c connected {connected_s:.2f} s after kill -9 of b; "
           f"both ways delivered {healed_s:.2f} s after it")
 
@@ -155,6 +151,6 @@ def test_a_new_member_gets_the_directory_from_the_first_peer_it_meets(
              message="d to know all four")
     assert d.call("status")["presence"]["fetches"] >= 1
     # And the manager connects d to the other members it now knows.
-    wait_for(lambda: _connected(d, b) and _connected(d, c), timeout=30,
+    wait_for(lambda: sees(d, b) and sees(d, c), timeout=30,
              message="d connected to b and c")
     assert not [e for e in d.call("status")["rejected"]]
