@@ -1,7 +1,7 @@
 """Run the benchmark suite: `python -m bench.run --quick` or `--full`.
 
 Scenarios, in this order (each module's docstring says what it measures and how):
-footprint, rpc, propagation, burst, fanout, image_fetch, scale. Footprint goes first,
+footprint, rpc, propagation, burst, fanout, image_fetch, pins, scale. Footprint goes first,
 on a quiet machine, because start-up time is what it measures; scale goes last, so
 that its 50 daemons load no other scenario. Each scenario runs at least
 three times (`--rounds` raises it); its section holds the median of the runs, with
@@ -43,11 +43,12 @@ from typing import Any
 
 from harness import procs
 
-from . import burst, fanout, footprint, propagation, report, rpc_calls, scale
+from . import burst, fanout, footprint, pins, propagation, report, rpc_calls, scale
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS = ("footprint", "rpc", "propagation", "burst", "fanout", "image_fetch", "scale")
+SCENARIOS = ("footprint", "rpc", "propagation", "burst", "fanout", "image_fetch", "pins",
+             "scale")
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         "fanout": lambda: fanout.run(fanout.FanoutConfig(
             daemons=sizes.fanout_daemons, rounds=rounds)),
         "image_fetch": lambda: run_image_fetch(quick),
+        "pins": lambda: pins.run(pins.PinsConfig(rounds=rounds,
+                                                 pinned=1_000 if quick else 10_000)),
         "scale": lambda: scale.run(scale.ScaleConfig(
             daemons=sizes.scale_daemons, messages=sizes.scale_messages, rounds=rounds,
             deadline_s=sizes.scale_deadline_s, idle_window_s=sizes.scale_idle_s)),

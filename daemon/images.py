@@ -669,15 +669,21 @@ class ImageService:
             self._queued.discard(env.id)
 
     def unpin_room(self, room: str) -> None:
-        """Leaving a room: its images become evictable unless another room has them."""
+        """Leaving a room: its images become evictable unless another room has them.
+        One change of the pins for the whole room (BlockStore.unpin_many)."""
         keep = set(self.history.joined_rooms()) - {room}
+        roots = []
         for cid in self.store.image_cids(room):
             if self.store.rooms_with_image(cid) & keep:
                 continue
             try:
-                self.blocks.unpin(unixfs.cid_from_str(cid))
-            except (unixfs.CidError, BlockStoreError) as exc:
+                roots.append(unixfs.cid_from_str(cid))
+            except unixfs.CidError as exc:
                 log.warning("unpin %s: %s", cid, exc)
+        try:
+            self.blocks.unpin_many(roots)
+        except BlockStoreError as exc:
+            log.warning("leaving %s: its %d images stay pinned: %s", room, len(roots), exc)
 
     async def read_local(self, cid: str) -> bytes:
         """The bytes of an image held in the local block store (no network).

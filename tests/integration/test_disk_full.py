@@ -8,53 +8,17 @@ once the filler is gone, carry on by itself with every message A sent.
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from gossipchat.rpc.client import RpcError
 from harness.daemons import Cluster, DaemonProcess, connect, texts, wait_mesh
+from harness.disk import fill, small_filesystem
 from harness.waiting import wait_for
 
 STORAGE_FULL = -32014
-
-
-@contextmanager
-def small_filesystem(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at path (root only), unmounted whatever happens."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; CI runs the suite as root")
-    path.mkdir(mode=0o700)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs on {path}: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Write a file until the file system has not one byte left."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as file:
-        chunk = 1 << 20
-        while chunk:
-            try:
-                file.write(b"\xff" * chunk)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                chunk //= 2
-    return filler
 
 
 def held_or_stored(daemon: DaemonProcess) -> bool:

@@ -314,6 +314,27 @@ def test_bad_caption_is_refused_before_anything_is_stored_or_pinned(cluster: Clu
     assert a.call("status")["images"]["pinned_images"] == 1
 
 
+def test_leaving_a_room_unpins_its_images_but_not_those_another_room_shows(
+        cluster: Cluster) -> None:
+    a = cluster.start("a")
+    for room in ("pics", "other"):
+        a.call("join", room=room)
+    paths = []
+    for n in range(3):
+        paths.append(cluster.root / f"p{n}.png")
+        noisy_png(paths[-1], 32, 32, seed=n)
+    for path in paths:
+        a.call("send_image", room="pics", path=str(path))
+    a.call("send_image", room="other", path=str(paths[0]))  # the same image, again
+    assert a.call("status")["images"]["pinned_images"] == 3
+
+    a.call("leave", room="pics")
+    assert a.call("status")["images"]["pinned_images"] == 1  # what "other" shows
+    a.stop()
+    a = cluster.start("a")  # the pins' change was made durable
+    assert a.call("status")["images"]["pinned_images"] == 1
+
+
 def test_paths_the_daemon_cannot_use_are_named_in_a_path_error(cluster: Cluster) -> None:
     from gossipchat.clients import RpcError
 

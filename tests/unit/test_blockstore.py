@@ -267,6 +267,8 @@ def test_disk_errors_become_block_store_errors(tmp_path: Path) -> None:
     (tmp_path / "tmp").write_bytes(b"")
     with pytest.raises(BlockStoreError, match="cannot write"):
         store.put(*raw_block(b"hello"))
+    # And the pins' journal by a directory.
+    (tmp_path / "pins.log").mkdir()
     with pytest.raises(BlockStoreError, match="cannot save pins"):
         store.pin(raw_block(b"hello")[0])
     assert store.pinned_roots() == frozenset()
