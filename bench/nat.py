@@ -15,7 +15,7 @@ dials b's relayed address. Per try:
   `status.holepunch.last_time_to_direct_s` (circuit to direct, measured inside b);
 - chat latency: `messages` messages, alternately a -> b and b -> a, one every 0.2 s;
   latency is a `watch` subscription's arrival time on the receiver minus the send
-  time (bench/daemons.py Watcher: the daemon's verify-store-notify path and the RPC
+  time (bench/daemons.py WatchHub: the daemon's verify-store-notify path and the RPC
   hop included, as a chat program sees it).
 
 Kinds:
