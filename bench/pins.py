@@ -9,7 +9,10 @@ two 1 KB raw leaves on disk (so that walking a pin reads a root):
 - open_ms: opening the block store (scan, load the pins, walk every pinned DAG);
 - pin_ms: pinning one more image (the median of `ops`), as a received image is;
 - unpin_ms: unpinning one image (the median of `ops`), as a failed send does;
-- leave_room_ms: unpinning `room_images` images at once, as leaving a room does.
+- leave_room_ms: unpinning `room_images` images at once, as leaving a room does;
+- put_full_us: storing one more 1 KB block into a store whose quota the pinned images
+  nearly fill (the median of `ops` x 10 puts, each evicting an older unpinned block),
+  as every block a member receives is once its store is full of its rooms' images.
 
 How: the store is built once per run in a temporary directory (blocks put, pins
 written by the store itself), then opened fresh for the measurements. Each run is
@@ -93,11 +96,24 @@ def one_run(cfg: PinsConfig, directory: Path) -> dict[str, Any]:
     if left != cfg.room_images or store.pinned_count != cfg.pinned - cfg.room_images:
         raise RuntimeError(f"unpinned {left} of {cfg.room_images}; "
                            f"{store.pinned_count} of {cfg.pinned} left pinned")
+    for cid in roots[:cfg.room_images]:
+        store.pin(cid)
+    # The pinned images and 50 cached blocks fill the quota: each put evicts one.
+    total = store.total_bytes
+    store = BlockStore(directory, quota_bytes=total + 50 * 1024)
+    puts = []
+    for n in range(cfg.ops * 10):
+        data = n.to_bytes(8, "big") + b"cache" * 203
+        cid = unixfs.cid_v1(unixfs.CODEC_RAW, data)
+        start = time.perf_counter()
+        store.put(cid, data, verified=True)
+        puts.append(_ms(start) * 1000.0)
     return {"open_ms": rounded(open_ms), "pin_ms": rounded(statistics.median(pins)),
-            "unpin_ms": rounded(statistics.median(unpins)), "leave_room_ms": rounded(leave_ms)}
+            "unpin_ms": rounded(statistics.median(unpins)), "leave_room_ms": rounded(leave_ms),
+            "put_full_us": rounded(statistics.median(puts[len(puts) // 2:]))}
 
 
-KEYS = ("open_ms", "pin_ms", "unpin_ms", "leave_room_ms")
+KEYS = ("open_ms", "pin_ms", "unpin_ms", "leave_room_ms", "put_full_us")
 
 
 def run(cfg: PinsConfig) -> dict[str, Any]:
@@ -106,7 +122,7 @@ def run(cfg: PinsConfig) -> dict[str, Any]:
     for _ in range(cfg.rounds):
         with tempfile.TemporaryDirectory(prefix="gcb-pins-") as tmp:
             runs.append(one_run(cfg, Path(tmp)))
-    return {"pinned": cfg.pinned, "room_images": cfg.room_images,
+    return {"pinned": cfg.pinned, "room_images": cfg.room_images, "rounds": cfg.rounds,
             "ops_per_run": cfg.ops, **aggregate(runs, KEYS), "runs": runs}
 
 

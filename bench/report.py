@@ -91,6 +91,8 @@ TARGETS: tuple[Target, ...] = (
     Target("pins", "pin_ms", "pins: pin one image", "ms", _const(5), False, "<= 5 ms"),
     Target("pins", "leave_room_ms", "pins: leave a room of 100", "ms", _const(250), False,
            "<= 250 ms"),
+    Target("pins", "put_full_us", "pins: a block into a full store", "us", _const(500), False,
+           "<= 500 us"),
     Target("fanout", "all_have_s", "fanout all have 5 MB", "s", _const(3), False, "<= 3 s"),
     Target("fanout", "sender_upload_ratio", "fanout sender upload", "x", _const(3), False,
            "<= 3x the image"),
@@ -219,7 +221,8 @@ def markdown(results: dict[str, Any], verdicts: list[Verdict], plots: list[str])
         else:
             size = {k: section[k] for k in ("daemons", "messages", "rounds", "rate_msg_s",
                                             "size_mb", "rooms", "method", "pipelined",
-                                            "repeat") if k in section}
+                                            "repeat", "pinned", "room_images")
+                    if k in section}
             wall = section.get("wall_s")
             extra = f", {wall:.0f} s" if isinstance(wall, int | float) else ""
             lines.append(f"- **{name}**: {json.dumps(size)}{extra}")

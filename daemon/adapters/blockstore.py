@@ -100,6 +100,11 @@ class BlockStore:
         self._pin_roots: set[bytes] = set()
         self._pin_file = PinFile(self._dir, self._tmp)
         self._pinned: set[bytes] = set()  # every stored-or-expected CID under a pin
+        # The stored blocks no pin protects, least recently used first (the order of
+        # `_lru`): what `_make_room` may evict. Walking `_lru` instead passed every
+        # pinned block on each put near the quota: 4.4 ms a block with 10,000 pinned
+        # images.
+        self._evictable: OrderedDict[bytes, None] = OrderedDict()
         # The links of stored dag-pb blocks read so far (at most one entry per stored
         # block, dropped with it): walking what stays pinned after an unpin reads no
         # file again. With 10,000 images pinned, an unpin took 299 ms reading them.
@@ -250,7 +255,7 @@ class BlockStore:
         # leave every index change to this (the owning) thread.
         if isinstance(result, bytes):
             if key in self._lru:
-                self._lru.move_to_end(key)
+                self._touch(key)
                 self._hot_put(key, result)
             return result
         name = unixfs.cid_to_str(key)
@@ -266,7 +271,7 @@ class BlockStore:
         data = self._hot.get(key)
         if data is not None:
             self._hot.move_to_end(key)
-            self._lru.move_to_end(key)
+            self._touch(key)
             self.hot_hits += 1
         return data
 
@@ -286,9 +291,15 @@ class BlockStore:
 
     def _already(self, key: bytes) -> bool:
         if key in self._lru:
-            self._lru.move_to_end(key)
+            self._touch(key)
             return True
         return False
+
+    def _touch(self, key: bytes) -> None:
+        """A stored block was used: it is now the most recently used."""
+        self._lru.move_to_end(key)
+        if key in self._evictable:
+            self._evictable.move_to_end(key)
 
     def _reserve(self, size: int) -> None:
         # Room is made before the write and held in `_reserved` while it runs, so
@@ -303,6 +314,8 @@ class BlockStore:
         self._total += size
         if key in self._pinned:
             self._pin_walk([key])
+        else:
+            self._evictable[key] = None
 
     def evict(self, root: bytes) -> int:
         """Delete the stored blocks of the DAG under `root` that no pin protects.
@@ -386,7 +399,7 @@ class BlockStore:
         except PinFileError as exc:
             self._pin_roots.discard(key)
             raise BlockStoreError(str(exc)) from exc
-        self._pinned.add(key)
+        self._protect(key)
         self._pin_walk([key])
 
     def unpin(self, root: bytes) -> None:
@@ -440,13 +453,11 @@ class BlockStore:
             raise QuotaExceededError(f"a {size}-byte block exceeds the {self._quota}-byte quota")
         victims: list[bytes] = []
         freed = 0
-        for key, block_size in self._lru.items():
+        for key in self._evictable:
             if used - freed + size <= self._quota:
                 break
-            if key in self._pinned:
-                continue
             victims.append(key)
-            freed += block_size
+            freed += self._lru[key]
         if used - freed + size > self._quota:
             busy = " and writes in progress" if self._reserved else ""
             raise QuotaExceededError(
@@ -466,6 +477,7 @@ class BlockStore:
         size = self._lru.pop(key, None)
         if size is not None:
             self._total -= size
+        self._evictable.pop(key, None)
         hot = self._hot.pop(key, None)
         if hot is not None:
             self._hot_size -= len(hot)
@@ -498,12 +510,17 @@ class BlockStore:
                 continue  # its children get pinned when it arrives (see put)
             for child in self._links(key):
                 if child not in self._pinned:
-                    self._pinned.add(child)
+                    self._protect(child)
                     stack.append(child)
+
+    def _protect(self, key: bytes) -> None:
+        self._pinned.add(key)
+        self._evictable.pop(key, None)
 
     def _recompute_pinned(self) -> None:
         self._pinned = set(self._pin_roots)
         self._pin_walk(self._pin_roots)
+        self._evictable = OrderedDict.fromkeys(k for k in self._lru if k not in self._pinned)
 
     def _clean_tmp(self) -> None:
         for leftover in self._tmp.iterdir():

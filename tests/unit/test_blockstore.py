@@ -229,6 +229,27 @@ def test_is_pinned_and_pinned_count_follow_pin_and_unpin(tmp_path: Path) -> None
     assert BlockStore(tmp_path).pinned_count == 1  # read back from pins.json
 
 
+def test_unpinned_blocks_go_in_their_order_of_use_pinned_ones_never(tmp_path: Path) -> None:
+    a, b, c, d, e, f = (raw_block(bytes([n]) * 10) for n in range(6))
+    store = BlockStore(tmp_path, quota_bytes=40)
+    for cid, data in (a, b, c, d):
+        store.put(cid, data)
+    store.pin(a[0])
+    store.pin(c[0])
+    store.get(b[0])  # used last: order of use a, c, d, b
+    store.unpin(a[0])  # a is unpinned again, and the least recently used
+    store.put(*e)
+    assert not store.has(a[0])
+    store.put(*f)
+    assert not store.has(d[0])
+    assert [store.has(cid) for cid, _ in (b, c, e, f)] == [True] * 4
+    for cid, _ in (b, e, f):
+        store.pin(cid)
+    with pytest.raises(QuotaExceededError, match="full of pinned blocks"):
+        store.put(*raw_block(b"g" * 10))
+    assert store.count == 4
+
+
 def test_evict_drops_the_unpinned_blocks_of_a_dag(tmp_path: Path) -> None:
     store = BlockStore(tmp_path)
     kept = store.import_file(pattern(251, 2 * CHUNK_SIZE), pin=True)
