@@ -61,11 +61,6 @@ class PinFile:
         self._journal_named = False  # its directory entry was fsynced since it was made
         self._must_fold = False  # an append failed and may have left a torn line
 
-    @property
-    def journal_lines(self) -> int:
-        """Changes recorded since the last snapshot."""
-        return self._lines
-
     def load(self) -> set[bytes]:
         """The pinned roots: the snapshot with the journal replayed over it. The journal
         is then folded into the snapshot if it can be (if not, it is kept and grows)."""
