@@ -304,6 +304,7 @@ class _SessionWant:
     peer: ID
     cids: list[bytes]
     kind: _WantKind
+    urgent: bool = False  # the peer had nothing of the session's to answer (Plan.idle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +341,7 @@ class _TheirWants:
 class _OurWants:
     entries: list[WantEntry]
     lazy: bool = False  # cancels that may wait for other news (core.bitswap.wantlist)
+    urgent: bool = False  # a fetch waits on these alone: no linger (_PeerLink._linger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +350,11 @@ class _NewBlocks:
 
 
 _LinkItem: TypeAlias = _TheirWants | _OurWants | _NewBlocks
+
+
+def _goes_at_once(item: _LinkItem) -> bool:
+    """True for what a link sends without lingering (see `_PeerLink._linger`)."""
+    return isinstance(item, _TheirWants) or (isinstance(item, _OurWants) and item.urgent)
 
 
 def _digest(cid: bytes) -> bytes:
@@ -627,7 +634,7 @@ class Bitswap:
             self._nursery.start_soon(link.run)
         return link
 
-    def _carry_out(self, out: Outcome[ID]) -> None:
+    def _carry_out(self, out: Outcome[ID], *, urgent: bool = False) -> None:
         """Send what the wantlist decided: wire entries to links, events to fetches."""
         for peer, entries in out.send.items():
             if all(entry.cancel for entry in entries):
@@ -635,7 +642,7 @@ class Bitswap:
             else:
                 link = self._link(peer)
             if link is not None:
-                link.send(_OurWants(entries))
+                link.send(_OurWants(entries, urgent=urgent))
         for peer, entries in out.lazy.items():
             link = self._links.get(peer)
             if link is not None:
@@ -705,7 +712,7 @@ class Bitswap:
             self._wants.want_block(command.session, command.peer, wanted, out)
         else:
             self._wants.cancel(command.peer, wanted, out)
-        self._carry_out(out)
+        self._carry_out(out, urgent=command.urgent)
 
     def _drop_peer(self, peer: ID, reason: str) -> None:
         logger.warning("bitswap: dropping peer %s: %s", peer, reason)
@@ -1027,7 +1034,7 @@ class _PeerLink:
                 if not self._has_work():
                     continue
                 quiet_for = trio.current_time() - self._last_sent
-                if item is not None and not isinstance(item, _TheirWants) \
+                if item is not None and not _goes_at_once(item) \
                         and quiet_for < _LINGER_MAX_S:
                     await self._linger()
             self._drain()
@@ -1063,6 +1070,8 @@ class _PeerLink:
         each member about 150 small messages out and as many in per image. boxo's
         message queue debounces the same way (1 ms, at most 20). A peer's wants are
         answered at once: the caller does not linger for them, and they end a linger.
+        So do our wants that a fetch waits on alone (`_OurWants.urgent`): the leaves
+        asked once the root arrives, say, lingered 1.0-1.2 ms with nothing to wait for.
         """
         now = trio.current_time()
         last = now + _LINGER_MAX_S
@@ -1072,7 +1081,7 @@ class _PeerLink:
             if quiet.cancelled_caught:
                 return
             self._apply(item)
-            if isinstance(item, _TheirWants):
+            if _goes_at_once(item):
                 return
             now = trio.current_time()
 
@@ -1466,9 +1475,11 @@ class _Fetcher:
         for peer, cids in plan.cancel.items():
             await engine._command(_SessionWant(self._id, peer, cids, "cancel"))
         for peer, cids in plan.want_block.items():
-            await engine._command(_SessionWant(self._id, peer, cids, "block"))
+            await engine._command(_SessionWant(self._id, peer, cids, "block",
+                                               urgent=peer in plan.idle))
         for peer, cids in plan.want_have.items():
-            await engine._command(_SessionWant(self._id, peer, cids, "have"))
+            await engine._command(_SessionWant(self._id, peer, cids, "have",
+                                               urgent=peer in plan.idle))
 
     def _why_not_found(self, reasons: str) -> str:
         wants = self._asm.wants()

@@ -156,6 +156,33 @@ def test_the_only_live_peer_is_asked_for_blocks_without_a_want_have_round() -> N
     assert plan.want_block == {}
 
 
+def test_peers_that_owed_the_fetch_nothing_are_named_idle() -> None:
+    """`Plan.idle`: the peers asked now that had no block in flight and no want-have
+    open before the plan. The fetch waits on their wants alone, so the adapter sends
+    them without lingering for more news (the leaves, once the root has arrived)."""
+    alone: Session[str] = Session(["a"], limits=SessionLimits(window=2), seed=1)
+    plan = alone.plan(CIDS[:1], now=0.0)
+    assert plan.want_block == {"a": [CIDS[0]]}
+    assert plan.idle == {"a"}
+    alone.block(CIDS[0], "a")
+    plan = alone.plan(CIDS[1:], now=0.1)  # the root's children
+    assert len(plan.want_block["a"]) == 2
+    assert plan.idle == {"a"}
+    alone.block(plan.want_block["a"][0], "a")
+    rest = [c for c in CIDS[1:] if c != plan.want_block["a"][0]]
+    more = alone.plan(rest, now=0.2)
+    assert len(more.want_block["a"]) == 1  # the freed slot, while a block is in flight
+    assert more.idle == set()
+
+    room: Session[str] = Session(["a", "b"], fallback=["poster"], seed=1)
+    first = room.plan(CIDS[:2], now=0.0)
+    assert first.idle == {"a", "b", "poster"}
+    room.have("b", CIDS[0], True)  # b answered one want-have; a and the poster none
+    second = room.plan(CIDS[:3], now=0.1)
+    assert second.want_block == {"b": [CIDS[0]]}
+    assert second.idle == set()  # each still owed an answer to a want-have
+
+
 def test_stuck_once_every_peer_said_dont_have_unless_patient() -> None:
     impatient: Session[str] = Session(["a"])
     impatient.plan(CIDS[:1], now=0.0)

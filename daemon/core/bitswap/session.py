@@ -94,6 +94,9 @@ class Plan(Generic[P]):
     want_block: dict[P, list[bytes]] = field(default_factory=dict)
     cancel: dict[P, list[bytes]] = field(default_factory=dict)
     stuck: str | None = None
+    # Peers asked now that had nothing of ours to answer before (no block in flight,
+    # no want-have open): the fetch waits on these wants alone, so they go out at once.
+    idle: set[P] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -375,6 +378,7 @@ class Session(Generic[P]):
         frontier = list(wanted[: self.limits.frontier])
         frontier_set = set(frontier)
         live = [(peer, state) for peer, state in self._peers.items() if state.gone is None]
+        idle = {peer for peer, state in live if not state.in_flight and not state.asked_have}
         self._presume_fallback = bool(live) and all(state.fallback for _, state in live)
         self._presume_alone = len(live) == 1
         for peer, state in live:
@@ -406,6 +410,7 @@ class Session(Generic[P]):
                 continue  # the best holders are busy; a block arriving frees a slot
             self._ask(plan, cid, *chosen, now, ask.peers if ask is not None else [])
         plan.stuck = self._stuck(unserved, now)
+        plan.idle = idle & (plan.want_block.keys() | plan.want_have.keys())
         return plan
 
     def _mine_to_take(self, cid: bytes, now: float) -> bool:
