@@ -104,6 +104,46 @@ def test_prefix_round_trip() -> None:
         unixfs.cid_from_prefix(b"\x01\x55\x12\x20\x00", b"x")  # trailing byte
 
 
+def _b32_by_the_book(body: str) -> bytes | None:
+    """What cid_from_str took base32 to be before it read it with int(): the standard
+    library's decoder, and the encoding of the result read back as the check."""
+    try:
+        raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
+    except ValueError:  # binascii.Error
+        return None
+    return raw if base64.b32encode(raw).decode().lower().rstrip("=") == body.lower() else None
+
+
+_B32_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567", max_size=70)
+_BODIES = (st.binary(min_size=34, max_size=40).map(
+    lambda raw: base64.b32encode(raw).decode().lower().rstrip("="))
+    | _B32_TEXT | st.text(alphabet="abcdefghijklmnopqrstuvwxyz234567018=!A", max_size=70))
+
+
+@given(_BODIES)
+def test_base32_reads_as_the_standard_decoder_with_its_round_trip(body: str) -> None:
+    """Every body, canonical or not, is accepted exactly when the standard decoder
+    reads it and writes it back the same, and then gives the same bytes."""
+    from gossipchat.daemon.core.unixfs.cid import _b32decode
+    expected = _b32_by_the_book(body) if body == body.lower() else None
+    try:
+        got: bytes | None = _b32decode("b" + body, body)
+    except CidError:
+        got = None
+    assert got == expected
+
+
+def test_base32_cids_with_spare_bits_set_or_an_impossible_length_are_refused() -> None:
+    text = cid_to_str(import_file(b"hello").root)
+    last = "abcdefghijklmnopqrstuvwxyz234567".index(text[-1])
+    spare = "abcdefghijklmnopqrstuvwxyz234567"[last | 1]  # 59 chars: 295 bits, 3 spare
+    with pytest.raises(CidError, match="non-canonical"):
+        cid_from_str(text[:-1] + spare)
+    with pytest.raises(CidError, match="invalid base32"):
+        cid_from_str(text + "a")  # 60 characters: no byte count encodes to that
+    assert cid_from_str(text.upper()) == cid_from_str(text)
+
+
 # --------------------------------------------------------------------------------------
 # Fuzz: hostile bytes raise only CidError
 
