@@ -93,6 +93,9 @@ def normalize_cid(cid: bytes) -> bytes:
 
     Both name the same block; stores key by this form so either finds it.
     """
+    if len(cid) == _CIDV1_SHA256_LEN and cid[0] == 1 and cid[1] < 0x80 \
+            and cid[2] == SHA2_256 and cid[3] == _SHA2_256_LEN:
+        return bytes(cid)  # v1 already, as parse_cid's short path reads it
     info = parse_cid(cid)
     if info.version == 1:
         return bytes(cid)
