@@ -18,7 +18,13 @@ from typing import Any, NamedTuple
 
 from gossipchat.clients.human import FORMATTERS, terminal_width
 from gossipchat.clients.render import format_message, json_line, visible
-from gossipchat.rpc.client import Connection, ConnectionLost, DaemonNotRunning, RpcError
+from gossipchat.rpc.client import (
+    Connection,
+    ConnectionLost,
+    DaemonNotRunning,
+    RpcError,
+    check_timeout,
+)
 from gossipchat.rpc.paths import socket_path
 from gossipchat.rpc.table import METHODS, Param
 
@@ -208,6 +214,17 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _seconds(text: str) -> float:
+    """--timeout's value: a positive number of seconds (argparse reports the rest)."""
+    try:
+        value = float(text)
+        check_timeout(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0") from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser: each command's help and arguments come from the method table."""
     parser = argparse.ArgumentParser(
@@ -215,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rpc", metavar="PATH", help="the daemon's socket")
     parser.add_argument("--home", metavar="DIR", help="the daemon's home (socket inside)")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+    parser.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                         help="give up on a call after S seconds")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # --json may also come after the command; SUPPRESS keeps the top-level value.

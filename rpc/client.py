@@ -21,6 +21,15 @@ from .jsonline import decode_line
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 READ_BYTES = 256 * 1024
+MAX_TIMEOUT_S = 1e8  # about three years; a struct timeval holds it everywhere
+
+
+def check_timeout(timeout: float | None) -> None:
+    """`ValueError` unless `timeout` is None (wait for ever) or a finite number of
+    seconds above 0 (a socket timeout of 0 would mean "never wait")."""
+    if timeout is not None and not 0 < timeout < MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be a number of seconds above 0 and below "
+                         f"{MAX_TIMEOUT_S:g}, or None to wait for ever")
 
 
 class RpcError(Exception):
@@ -52,6 +61,7 @@ class Connection:
     """One JSON-RPC connection to the daemon's unix socket."""
 
     def __init__(self, path: Path | str, *, timeout: float | None = None) -> None:
+        check_timeout(timeout)
         self.path = Path(path)
         self._ids = itertools.count(1)
         self._buffer = bytearray()
@@ -99,8 +109,7 @@ class Connection:
         The kernel keeps the bound (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket.
         Python's own socket timeout polls before every send and every recv: two more
         syscalls on each call, a sixth of a sequential call's time here."""
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive, or None to wait for ever")
+        check_timeout(timeout)
         self._sock.settimeout(None)
         micros = 0 if timeout is None else max(1, round(timeout * 1_000_000))
         limit = struct.pack("@ll", *divmod(micros, 1_000_000))  # struct timeval

@@ -85,6 +85,12 @@ def test_p2pctl_without_daemon_exits_3_with_hint(tmp_path: object) -> None:
 def test_p2pctl_usage_error_exits_2() -> None:
     assert run_p2pctl("no-such-command").returncode == 2
     assert run_p2pctl("send").returncode == 2
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        # `--timeout -1` ended in socket.settimeout's traceback (exit 1).
+        out = run_p2pctl("--rpc", "/tmp/gc-nonexistent/rpc.sock", "--timeout", bad, "status")
+        assert out.returncode == 2, out.stderr
+        assert "--timeout" in out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_p2pctl_finds_socket_from_environment(cluster: Cluster) -> None:

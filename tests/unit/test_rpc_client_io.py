@@ -90,12 +90,20 @@ def test_no_timeout_waits_and_a_bad_one_is_refused(peer) -> None:
         conn.recv(4096)
         time.sleep(0.5)
         conn.sendall(_answer(1, "late"))
+        _read_lines(conn, 1)
+        time.sleep(0.3)
+        conn.sendall(_answer(2, "late again"))
 
-    with Connection(peer(late), timeout=0.1) as client:
+    peer_path = peer(late)
+    with Connection(peer_path, timeout=0.1) as client:
         client.settimeout(None)
         assert client.call("id") == "late"
-        with pytest.raises(ValueError, match="positive"):
-            client.settimeout(0)
+        for bad in (0, -1.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="above 0"):
+                client.settimeout(bad)
+        assert client.call("id") == "late again"  # a refused timeout changed nothing
+    with pytest.raises(ValueError, match="above 0"):
+        Connection(peer_path, timeout=0)  # refused before a socket is opened
 
 
 def test_answers_cut_anywhere_and_joined_in_one_read_are_read_whole(peer) -> None:
