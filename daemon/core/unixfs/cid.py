@@ -211,9 +211,10 @@ def _b32decode(text: str, body: str) -> bytes:
     one encoding of some bytes (as `cid_to_str` writes them): a length that no byte
     count has, or unused low bits that are not 0, is refused.
 
-    int() reads the digits at C speed: 1.8 us for a CID, where base64.b32decode and
-    encoding the result again to check it took 16 (the block store reads the name of
-    each block file when it opens, 30,000 of them for 10,000 images)."""
+    int() reads the digits at C speed: cid_from_str takes 3.5 us for a CID, against
+    12.6 with base64.b32decode and the result encoded again as the check (the block
+    store reads the name of each block file when it opens, 30,000 of them for 10,000
+    images)."""
     size = len(body) * 5 // 8
     if (size * 8 + 4) // 5 != len(body) or not _B32_DIGITS.issuperset(body):
         raise CidError(f"invalid base32 CID {text!r}")
