@@ -207,12 +207,17 @@ class WatchHub:
                     continue
                 except OSError as exc:
                     chunk, watcher.ended = b"", f"{type(exc).__name__}: {exc}"
-                if not chunk:
-                    watcher.ended = watcher.ended or "the daemon closed the connection"
-                    selector.unregister(sock)
-                    sock.close()  # type: ignore[union-attr]
-                    continue
-                watcher._take(chunk, time.time())
+                if chunk:
+                    try:
+                        watcher._take(chunk, time.time())
+                        continue
+                    except (ValueError, LookupError, AttributeError) as exc:
+                        # A line the feed should never hold ends that feed, visibly,
+                        # not the thread that reads the others.
+                        watcher.ended = f"unreadable notification: {exc!r}"
+                watcher.ended = watcher.ended or "the daemon closed the connection"
+                selector.unregister(sock)
+                sock.close()  # type: ignore[union-attr]
 
 
 def subscriptions_above(daemon: DaemonProcess, count: int) -> bool:

@@ -11,8 +11,9 @@ two 1 KB raw leaves on disk (so that walking a pin reads a root):
 - unpin_ms: unpinning one image (the median of `ops`), as a failed send does;
 - leave_room_ms: unpinning `room_images` images at once, as leaving a room does;
 - put_full_us: storing one more 1 KB block into a store whose quota the pinned images
-  nearly fill (the median of `ops` x 10 puts, each evicting an older unpinned block),
-  as every block a member receives is once its store is full of its rooms' images.
+  nearly fill, as every block a member receives is once its store is full of its
+  rooms' images: the median of the last half of `ops` x 10 puts (the first 50 fill
+  the room left; from then on each evicts an older unpinned block).
 
 How: the store is built once per run in a temporary directory (blocks put, pins
 written by the store itself), then opened fresh for the measurements. Each run is

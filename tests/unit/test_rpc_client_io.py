@@ -120,7 +120,7 @@ def test_answers_cut_anywhere_and_joined_in_one_read_are_read_whole(peer) -> Non
         conn.sendall(both[:7])
         time.sleep(0.05)
         conn.sendall(both[7:])
-        time.sleep(0.5)
+        _finished.wait(SAFETY_S)
 
     with Connection(peer(pieces), timeout=SAFETY_S) as client:
         assert client.call("a") == big

@@ -56,6 +56,13 @@ class CidInfo:
     digest: bytes
 
 
+def _short_v1(cid: bytes | memoryview) -> bool:
+    """True for the form of every CID we make: v1, a one-byte codec, sha2-256. Its
+    parts sit at fixed offsets, so no varint needs reading."""
+    return len(cid) == _CIDV1_SHA256_LEN and cid[0] == 1 and cid[1] < 0x80 \
+        and cid[2] == SHA2_256 and cid[3] == _SHA2_256_LEN
+
+
 def parse_cid(cid: bytes | memoryview) -> CidInfo:
     """Split a binary CID (v0 or v1) into its parts; `CidError` if it is malformed.
 
@@ -64,9 +71,8 @@ def parse_cid(cid: bytes | memoryview) -> CidInfo:
     raw = bytes(cid)
     if len(raw) == _CIDV0_LEN and raw[0] == SHA2_256 and raw[1] == _SHA2_256_LEN:
         return CidInfo(0, CODEC_DAG_PB, SHA2_256, raw[2:])
-    if len(raw) == _CIDV1_SHA256_LEN and raw[0] == 1 and raw[1] < 0x80 \
-            and raw[2] == SHA2_256 and raw[3] == _SHA2_256_LEN:
-        return CidInfo(1, raw[1], SHA2_256, raw[4:])  # every CID we make: one-byte codec
+    if _short_v1(raw):
+        return CidInfo(1, raw[1], SHA2_256, raw[4:])
     try:
         version, pos = varint.decode(raw, 0, minimal=True)
         if version != 1:
@@ -93,9 +99,8 @@ def normalize_cid(cid: bytes) -> bytes:
 
     Both name the same block; stores key by this form so either finds it.
     """
-    if len(cid) == _CIDV1_SHA256_LEN and cid[0] == 1 and cid[1] < 0x80 \
-            and cid[2] == SHA2_256 and cid[3] == _SHA2_256_LEN:
-        return bytes(cid)  # v1 already, as parse_cid's short path reads it
+    if _short_v1(cid):
+        return bytes(cid)
     info = parse_cid(cid)
     if info.version == 1:
         return bytes(cid)
