@@ -4,12 +4,15 @@ Both ends of the socket read this way: the client its answers, the daemon its re
 orjson is optional here (the client library may run without it) and a dependency of
 the daemon. It is imported at the first line of ORJSON_FROM_BYTES or more: importing
 it takes about 10 ms (it brings in dataclasses, uuid and inspect), a sixth of a
-one-shot `p2pctl send`, whose answer json reads in microseconds.
+one-shot `p2pctl send`, whose answer json reads in microseconds. Once something has
+imported it (the daemon writes its answers with it), it reads short lines too: a
+request line of 60 bytes takes json 2.3 us and orjson 0.3.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -38,12 +41,13 @@ def _fast() -> ModuleType | None:
 
 def decode_line(line: bytes) -> Any:
     """One JSON line as json.loads reads it, through orjson where that gives the same
-    value and the line is long enough to gain from it.
+    value and the line is long enough to gain from it, or orjson is imported already.
 
     What orjson refuses (NaN, a lone surrogate, a byte order mark, nesting past 1024
     levels, a malformed line) goes to json, so its value, its error message or its
     RecursionError is what the caller gets."""
-    if len(line) >= ORJSON_FROM_BYTES and (fast := _fast()) is not None \
+    if (len(line) >= ORJSON_FROM_BYTES or "orjson" in sys.modules) \
+            and (fast := _fast()) is not None \
             and line.translate(_DIGITS_TO_ZERO).find(_LONG_NUMBER) < 0:
         try:
             return fast.loads(line)

@@ -67,3 +67,22 @@ def test_short_lines_do_not_import_orjson_and_long_ones_do() -> None:
         "assert 'orjson' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_short_lines_go_through_orjson_once_it_is_imported() -> None:
+    # The daemon imports orjson to write its answers; its requests are short lines.
+    # A fresh interpreter, with orjson.loads counting what it reads.
+    script = (
+        "import orjson\n"
+        "read = []\n"
+        "loads = orjson.loads\n"
+        "orjson.loads = lambda line: read.append(line) or loads(line)\n"
+        "from gossipchat.rpc import jsonline\n"
+        "line = b'{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"id\"}'\n"
+        "assert len(line) < jsonline.ORJSON_FROM_BYTES\n"
+        "assert jsonline.decode_line(line) == {'jsonrpc': '2.0', 'id': 1, 'method': 'id'}\n"
+        "assert read == [line], read\n"
+        "assert jsonline.decode_line(b'[12345678901234567890]') == [12345678901234567890]\n"
+        "assert read == [line], read  # a long integer still goes to json\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
