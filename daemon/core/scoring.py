@@ -79,6 +79,11 @@ class ChatScoring:
     graylist_threshold: float = -80.0
     disconnect_threshold: float = -400.0
     accept_px_threshold: float = 10.0
+    # Opportunistic grafting (core/gossipsub/router.py) looks for better peers while a
+    # mesh's median score is below this: its median peer was the first to bring us
+    # less than one message in the last ten minutes or so. go asks for a small
+    # positive value (Lotus 3.5, Lighthouse 5, in their larger units).
+    opportunistic_graft_threshold: float = 1.0
     ban_s: float = BAN_S
     # A peer that leaves with a negative score finds it again if it comes back within
     # this time (go's RetainScore; Lotus keeps 6 h): P4's half-life.
@@ -95,6 +100,8 @@ class ChatScoring:
         if not (0 > self.gossip_threshold > self.publish_threshold
                 >= self.graylist_threshold > self.disconnect_threshold):
             out.append("need 0 > gossip > publish >= graylist > disconnect thresholds")
+        if self.opportunistic_graft_threshold < 0:
+            out.append("need opportunistic_graft_threshold >= 0")
         for name, counter in (("first_delivery", self.first_delivery),
                               ("invalid", self.invalid)):
             if counter.weight <= 0 or counter.cap <= 0 or not 0 < counter.decay < 1:

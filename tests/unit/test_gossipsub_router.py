@@ -344,14 +344,14 @@ def test_gossip_repairs_a_lost_forward_through_ihave_iwant() -> None:
     # the IHAVE at the next heartbeat makes c ask for it.
     net = Net()
     for name in "abc":
-        net.add(name, d=1, d_lo=1, d_hi=1)
+        net.add(name, d=1, d_lo=1, d_hi=1, d_score=1, d_out=0)
     net.link("a", "b")
     net.link("a", "c")
     for name in "abc":
         net.nodes[name].router.join(TOPIC, net.now)
     net.flush()
     a = net.nodes["a"].router
-    a.params = GossipParams(d=1, d_lo=1, d_hi=1, flood_publish=False)
+    a.params = GossipParams(d=1, d_lo=1, d_hi=1, d_score=1, d_out=0, flood_publish=False)
     a.mesh[TOPIC] = {"b"}
     a.publish(TOPIC, b"gossiped", net.now)
     net.flush()
@@ -395,7 +395,7 @@ def test_negative_peers_are_pruned_at_the_heartbeat_and_retained() -> None:
 
 def test_mesh_is_trimmed_to_d_above_d_hi_with_px() -> None:
     net = Net()
-    hub = net.add("hub", d=2, d_lo=1, d_hi=3)
+    hub = net.add("hub", d=2, d_lo=1, d_hi=3, d_score=2, d_out=0)
     names = [f"p{i}" for i in range(6)]
     for name in names:
         net.add(name)
@@ -409,6 +409,146 @@ def test_mesh_is_trimmed_to_d_above_d_hi_with_px() -> None:
     pruned = [f for f in net.frames if f[0] == "hub" and rpc.decode_rpc(f[2]).control.prune]
     assert pruned
     assert any(rpc.decode_rpc(f[2]).control.prune[0].peers for f in pruned)
+
+
+def _hub(dialed: int, inbound: int, **params: Any) -> tuple[Net, Node, list[str], list[str]]:
+    """A hub in a room with `dialed` peers it dialed (d0..) and `inbound` that dialed
+    it (i0..); every peer is only linked to the hub."""
+    net = Net()
+    hub = net.add("hub", **params)
+    out = [f"d{i}" for i in range(dialed)]
+    into = [f"i{i}" for i in range(inbound)]
+    for name in out + into:
+        net.add(name)
+    for name in out:
+        net.link("hub", name)
+    for name in into:
+        net.link(name, "hub")
+    for node in net.nodes.values():
+        node.router.join(TOPIC, net.now)
+    net.flush()
+    return net, hub, out, into
+
+
+def _prunes(net: Net, sender: str) -> dict[str, list[rpc.Prune]]:
+    """The PRUNEs `sender` sent so far, by receiver."""
+    out: dict[str, list[rpc.Prune]] = {}
+    for name, peer, frame in net.frames:
+        if name == sender:
+            out.setdefault(peer, []).extend(rpc.decode_rpc(frame).control.prune)
+    return out
+
+
+def test_a_trimmed_mesh_keeps_the_best_scored_and_the_peers_we_dialed() -> None:
+    # go's heartbeat: above D_hi, keep D_score by score and the rest of D at random,
+    # with D_out peers we dialed among them.
+    net, hub, out, into = _hub(2, 10, d=6, d_lo=4, d_hi=8, d_score=4, d_out=2)
+    router = hub.router
+    best = into[:4]
+    for rank, peer in enumerate(best):
+        for _ in range(5 + rank):
+            router.scores.first_delivery(peer, TOPIC)
+    for seed in range(5):
+        router._rng.seed(seed)
+        router.mesh[TOPIC] = set(out + into)
+        router.backoff = type(router.backoff)()
+        net.frames.clear()
+        router.heartbeat(net.now)
+        net.flush()
+        assert router.mesh[TOPIC] == set(best + out), seed
+        pruned = _prunes(net, "hub")
+        assert set(pruned) == set(into[4:])
+        assert all(p.peers for prunes in pruned.values() for p in prunes)  # with PX
+
+
+def test_a_trim_keeps_every_peer_we_dialed_up_to_d_out() -> None:
+    # With no scores at all, the random part would often leave the dialed peers out.
+    for seed in range(10):
+        net, hub, out, into = _hub(3, 12, d=6, d_lo=4, d_hi=8, d_score=4, d_out=2)
+        router = hub.router
+        router._rng.seed(seed)
+        router.mesh[TOPIC] = set(out + into)
+        router.heartbeat(net.now)
+        assert len(router.mesh[TOPIC]) == 6
+        assert len(router.mesh[TOPIC] & set(out)) >= 2, seed
+
+
+def test_a_mesh_short_of_peers_we_dialed_grafts_them() -> None:
+    net, hub, out, into = _hub(2, 5, d=6, d_lo=4, d_hi=12, d_score=4, d_out=2)
+    router = hub.router
+    router.mesh[TOPIC] = set(into)  # at D_lo or more, so the plain top-up does not run
+    net.tick()
+    assert router.mesh[TOPIC] == set(into + out)
+    for name in out:  # they took the GRAFT
+        assert "hub" in net.nodes[name].router.mesh[TOPIC]
+    # Without a dialed peer to be had, nothing changes.
+    net, hub, out, into = _hub(0, 5, d=6, d_lo=4, d_hi=12, d_score=4, d_out=2)
+    hub.router.mesh[TOPIC] = set(into[:4])
+    net.tick()
+    assert hub.router.mesh[TOPIC] == set(into[:4])
+
+
+def test_opportunistic_grafting_brings_in_better_scored_peers_when_the_median_is_low(
+) -> None:
+    params = dict(d=4, d_lo=3, d_hi=8, d_score=2, d_out=1, opportunistic_graft_ticks=3,
+                  opportunistic_graft_peers=2)
+    net, hub, out, _ = _hub(6, 0, **params)
+    router = hub.router
+    meshed, good, idle = out[:3], out[3:5], out[5]
+    for peer in good:
+        for _ in range(3):
+            router.scores.first_delivery(peer, TOPIC)
+
+    def settle() -> None:
+        router.mesh[TOPIC] = set(meshed)
+        router._ticks = 0
+    settle()
+    net.tick()
+    net.tick()
+    assert router.mesh[TOPIC] == set(meshed)  # not on this heartbeat
+    net.tick()  # the third: the median (0) is below the threshold (1)
+    assert router.mesh[TOPIC] == set(meshed + good)
+    assert idle not in router.mesh[TOPIC]  # scored 0, no better than the median
+    # A mesh whose median peer earns its place is left alone.
+    settle()
+    for peer in meshed:
+        router.scores.first_delivery(peer, TOPIC)
+        router.scores.first_delivery(peer, TOPIC)
+    for _ in range(3):
+        net.tick()
+    assert router.mesh[TOPIC] == set(meshed)
+
+
+def test_a_graft_refused_for_a_full_mesh_gets_px_and_one_in_backoff_does_not() -> None:
+    net, hub, out, _ = _hub(2, 0, d=2, d_lo=1, d_hi=2, d_score=1, d_out=0)
+    router = hub.router
+    assert router.mesh[TOPIC] == set(out)  # full: D_hi is 2
+    net.frames.clear()
+    late = net.add("late")
+    net.link("late", "hub")
+    late.router.join(TOPIC, net.now)
+    net.flush()  # late GRAFTs the hub
+    (prune,) = _prunes(net, "hub")["late"]
+    assert {p.peer_id for p in prune.peers} == {net.nodes[n].id_bytes for n in out}
+    assert "late" not in router.mesh[TOPIC]
+    net.frames.clear()
+    graft = rpc.encode_rpc(rpc.RPC(control=rpc.Control(graft=(TOPIC,))))
+    router.handle_rpc("late", graft, net.now)  # again, inside the backoff
+    net.flush()
+    (prune,) = _prunes(net, "hub")["late"]
+    assert prune.peers == ()
+
+
+@pytest.mark.parametrize("params", [
+    dict(d_out=4),  # not below d_lo
+    dict(d=5, d_out=3),  # more than d / 2
+    dict(d_score=7),
+    dict(d_lo=7),
+    dict(opportunistic_graft_ticks=0),
+])
+def test_inconsistent_mesh_numbers_are_refused(params: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match=r"^need "):
+        GossipParams(**params)
 
 
 def test_fanout_publishes_without_subscribing() -> None:

@@ -17,6 +17,16 @@ Rules (libp2p/specs pubsub/gossipsub v1.0 and v1.1, in go-libp2p-pubsub's shape)
   a peer whose copy arrived in the same batch is not sent ours.
 - Our own messages are signed once, encoded once, and flood-published to every peer
   of the topic whose score is at least the publish threshold (go's default).
+- The heartbeat keeps each mesh as go's does (v1.1): GRAFTs up to D below D_lo; above
+  D_hi it keeps the D_score best-scored peers and the rest of D at random, with at
+  least D_out peers we dialed where there are that many; at D_lo or more it GRAFTs
+  peers we dialed while fewer than D_out are in the mesh; and every
+  `opportunistic_graft_ticks` heartbeats, when the mesh's median score is below the
+  opportunistic graft threshold, it GRAFTs a few better-scored peers. Peers we
+  dialed cannot all be chosen by others, which is what makes an eclipse harder.
+- A GRAFT refused because the mesh is full (D_hi, and the peer is not one we dialed)
+  is PRUNEd with PX, so that the peer can find other members; one refused for its
+  score or its backoff is PRUNEd without.
 - Peers are the adapter's peer id strings; `add_peer` is told each peer's binary id
   for PX.
 """
@@ -51,6 +61,10 @@ class GossipParams:
     d_lo: int = 4
     d_hi: int = 12
     d_lazy: int = 6
+    d_score: int = 4  # mesh peers kept by score when the mesh is trimmed
+    d_out: int = 2  # mesh peers that we dialed, kept or grafted where there are any
+    opportunistic_graft_ticks: int = 60
+    opportunistic_graft_peers: int = 2
     fanout_ttl_s: float = 60.0
     history: int = 5
     gossip_windows: int = 3
@@ -66,6 +80,17 @@ class GossipParams:
     flood_publish: bool = True
     max_queue_bytes: int = DEFAULT_MAX_BYTES
     max_frame: int = MAX_FRAME
+
+    def __post_init__(self) -> None:
+        # go-libp2p-pubsub's own checks of these numbers (GossipSubParams.validate).
+        if not 0 < self.d_lo <= self.d <= self.d_hi:
+            raise ValueError("need 0 < d_lo <= d <= d_hi")
+        if not 0 <= self.d_score <= self.d:
+            raise ValueError("need 0 <= d_score <= d")
+        if not 0 <= self.d_out < self.d_lo or self.d_out > self.d // 2:
+            raise ValueError("need 0 <= d_out < d_lo and d_out <= d / 2")
+        if self.opportunistic_graft_ticks < 1 or self.opportunistic_graft_peers < 0:
+            raise ValueError("need opportunistic_graft_ticks >= 1 and _peers >= 0")
 
 
 @dataclass(frozen=True)
@@ -149,6 +174,7 @@ class Router:
         self.duplicates = 0
         self.withdrawn = 0  # queued copies not sent: the peer sent us the message first
         self.malformed = 0
+        self._ticks = 0  # heartbeats so far, for opportunistic grafting
 
     # peers
 
@@ -250,13 +276,22 @@ class Router:
             state.outbox.push_subscription(sub)
             self.dirty.add(peer)
 
-    def _pick(self, topic: str, count: int, now: float, exclude: set[str]) -> list[str]:
-        """Up to `count` random peers of `topic` fit to GRAFT."""
+    def _pick(self, topic: str, count: int, now: float, exclude: set[str], *,
+              outbound: bool = False, above: float | None = None) -> list[str]:
+        """Up to `count` random peers of `topic` fit to GRAFT: not in `exclude` nor in
+        a backoff, with a score of at least 0 (above `above` when given), and only
+        peers we dialed if `outbound`."""
         candidates = [p for p in self.topic_peers.get(topic, ())
                       if p not in exclude and not self.backoff.active(topic, p, now)
-                      and self.scores.score(p) >= 0]
+                      and (score := self.scores.score(p)) >= 0
+                      and (above is None or score > above)
+                      and (not outbound or self._dialed(p))]
         self._rng.shuffle(candidates)
         return candidates[:count]
+
+    def _dialed(self, peer: str) -> bool:
+        state = self.peers.get(peer)
+        return state is not None and state.outbound
 
     # publishing
 
@@ -414,9 +449,9 @@ class Router:
         if iwant:
             self._push_control(peer, _iwant_piece(iwant))
         self._iwant(peer, control.iwant)
-        prunes = self._graft(peer, control.graft, now)
-        for topic in prunes:
-            self._push_control(peer, _prune_piece(topic, self.params.prune_backoff_s))
+        for topic, px in self._graft(peer, control.graft, now):
+            self._push_control(peer, _prune_piece(topic, self.params.prune_backoff_s,
+                                                  self._px_for(topic, peer) if px else ()))
         for prune in control.prune:
             self._prune(peer, prune, now)
 
@@ -448,9 +483,10 @@ class Router:
                 continue
             self._push_message(peer, cached.wire, msg_id)
 
-    def _graft(self, peer: str, topics: tuple[str, ...], now: float) -> list[str]:
-        """Take GRAFTs; the topics to PRUNE back."""
-        prune: list[str] = []
+    def _graft(self, peer: str, topics: tuple[str, ...], now: float
+               ) -> list[tuple[str, bool]]:
+        """Take GRAFTs; the topics to PRUNE back, each with whether to offer PX."""
+        prune: list[tuple[str, bool]] = []
         for topic in topics:
             mesh = self.mesh.get(topic)
             if mesh is None or peer in mesh:
@@ -460,15 +496,15 @@ class Router:
                 # PRUNE (a flood) costs twice.
                 self.scores.penalize(peer, 1.0)
                 self.backoff.add(topic, peer, self.params.prune_backoff_s, now)
-                prune.append(topic)
+                prune.append((topic, False))
                 continue
             if self.scores.score(peer) < 0:
                 self.backoff.add(topic, peer, self.params.prune_backoff_s, now)
-                prune.append(topic)
+                prune.append((topic, False))
                 continue
             if len(mesh) >= self.params.d_hi and not self.peers[peer].outbound:
                 self.backoff.add(topic, peer, self.params.prune_backoff_s, now)
-                prune.append(topic)
+                prune.append((topic, True))  # full: other members may have room
                 continue
             mesh.add(peer)
         return prune
@@ -497,6 +533,7 @@ class Router:
         self.backoff.expire(now)
         self.seen.expire(now)
         params = self.params
+        self._ticks += 1
         for state in self.peers.values():
             state.ihaves = state.iasked = 0
         for topic, mesh in self.mesh.items():
@@ -505,18 +542,17 @@ class Router:
                 self.backoff.add(topic, peer, params.prune_backoff_s, now)
                 self._push_control(peer, _prune_piece(topic, params.prune_backoff_s))
             if len(mesh) < params.d_lo:
-                for peer in self._pick(topic, params.d - len(mesh), now, exclude=mesh):
-                    mesh.add(peer)
-                    self._push_control(peer, _graft_piece(topic))
+                self._graft_all(topic, mesh, self._pick(topic, params.d - len(mesh), now,
+                                                        exclude=mesh))
             if len(mesh) > params.d_hi:
-                ranked = list(mesh)
-                self._rng.shuffle(ranked)
-                ranked.sort(key=self.scores.score, reverse=True)
-                for peer in ranked[params.d:]:
-                    mesh.discard(peer)
-                    self.backoff.add(topic, peer, params.prune_backoff_s, now)
-                    self._push_control(peer, _prune_piece(topic, params.prune_backoff_s,
-                                                          self._px_for(topic, peer)))
+                self._trim(topic, mesh, now)
+            if len(mesh) >= params.d_lo:
+                dialed = sum(1 for p in mesh if self._dialed(p))
+                if dialed < params.d_out:
+                    self._graft_all(topic, mesh, self._pick(
+                        topic, params.d_out - dialed, now, exclude=mesh, outbound=True))
+            if self._ticks % params.opportunistic_graft_ticks == 0 and len(mesh) > 1:
+                self._graft_better(topic, mesh, now)
             self._gossip(topic, mesh)
         for topic in list(self.fanout):
             if self._fanout_used.get(topic, 0.0) + params.fanout_ttl_s < now:
@@ -532,6 +568,51 @@ class Router:
                 peers |= set(self._pick(topic, params.d - len(peers), now, exclude=peers))
             self._gossip(topic, peers)
         self.mcache.shift()
+
+    def _graft_all(self, topic: str, mesh: set[str], peers: list[str]) -> None:
+        for peer in peers:
+            mesh.add(peer)
+            self._push_control(peer, _graft_piece(topic))
+
+    def _trim(self, topic: str, mesh: set[str], now: float) -> None:
+        """Above D_hi: keep the D_score best by score and the rest of D at random, with
+        D_out peers we dialed among them where the mesh has that many (go's
+        heartbeat); PRUNE the others with PX."""
+        params = self.params
+        ranked = list(mesh)
+        self._rng.shuffle(ranked)  # ties in score fall at random
+        ranked.sort(key=self.scores.score, reverse=True)
+        rest = ranked[params.d_score:]
+        self._rng.shuffle(rest)
+        ranked[params.d_score:] = rest
+        keep = ranked[:params.d]
+        short = params.d_out - sum(1 for p in keep if self._dialed(p))
+        if short > 0:
+            # Dialed peers from beyond D take the places of the last kept ones that
+            # we did not dial (the random ones before the best-scored).
+            extra = [p for p in ranked[params.d:] if self._dialed(p)][:short]
+            undialed = [p for p in keep if not self._dialed(p)]
+            out = set(undialed[len(undialed) - len(extra):])
+            keep = [p for p in keep if p not in out] + extra
+        kept = set(keep)
+        for peer in ranked:
+            if peer in kept:
+                continue
+            mesh.discard(peer)
+            self.backoff.add(topic, peer, params.prune_backoff_s, now)
+            self._push_control(peer, _prune_piece(topic, params.prune_backoff_s,
+                                                  self._px_for(topic, peer)))
+
+    def _graft_better(self, topic: str, mesh: set[str], now: float) -> None:
+        """Opportunistic grafting (v1.1): when the mesh's median score is below the
+        threshold, GRAFT a few peers scored above that median, so that a mesh filled
+        with peers that relay nothing first (a sybil's) is mended by the scores."""
+        scores = sorted(self.scores.score(p) for p in mesh)
+        median = scores[len(scores) // 2]
+        if median >= self.scoring.opportunistic_graft_threshold:
+            return
+        self._graft_all(topic, mesh, self._pick(
+            topic, self.params.opportunistic_graft_peers, now, exclude=mesh, above=median))
 
     def _gossip(self, topic: str, exclude: set[str]) -> None:
         ids = self.mcache.gossip_ids(topic)
