@@ -545,10 +545,47 @@ def test_a_graft_refused_for_a_full_mesh_gets_px_and_one_in_backoff_does_not() -
     dict(d_score=7),
     dict(d_lo=7),
     dict(opportunistic_graft_ticks=0),
+    dict(gossip_factor=1.5),
 ])
 def test_inconsistent_mesh_numbers_are_refused(params: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=r"^need "):
         GossipParams(**params)
+
+
+def test_a_graft_before_the_flood_cutoff_costs_twice() -> None:
+    # go: a GRAFT inside a backoff costs one penalty unit, and one more before
+    # `graft_flood_s` after the PRUNE (backoff end + graft_flood_s - prune_backoff_s).
+    graft = rpc.encode_rpc(rpc.RPC(control=rpc.Control(graft=(TOPIC,))))
+    for after, units in [(1.0, 2.0), (5.0, 1.0)]:
+        net = Net()
+        net.add("a")
+        b = net.add("b", prune_backoff_s=10, graft_flood_s=2).router
+        net.link("a", "b")
+        b.join(TOPIC, net.now)
+        net.flush()
+        b.mesh[TOPIC].discard("a")
+        b.backoff.add(TOPIC, "a", 10, net.now)  # as our PRUNE of a does
+        b.handle_rpc("a", graft, net.now + after)
+        assert b.scores.counters("a")[2] == units, after
+        assert "a" not in b.mesh[TOPIC]
+
+
+@pytest.mark.parametrize("factor", [0.25, 0.0])
+def test_ihave_goes_to_a_share_of_the_peers_outside_the_mesh(factor: float) -> None:
+    # v1.1 adaptive gossip: max(D_lazy, gossip_factor x the peers outside the mesh).
+    net, hub, _, _ = _hub(0, 40, gossip_factor=factor)
+    net.tick()
+    hub.router.publish(TOPIC, b"news", net.now)
+    net.flush()
+    net.frames.clear()
+    hub.router.heartbeat(net.now + 1)
+    net.flush()
+    told = {peer for name, peer, frame in net.frames
+            if name == "hub" and rpc.decode_rpc(frame).control.ihave}
+    outside = 40 - len(hub.router.mesh[TOPIC])
+    assert len(told) == max(6, int(factor * outside))
+    assert not told & hub.router.mesh[TOPIC]
+    assert outside >= 28  # enough that the share is more than D_lazy
 
 
 def test_fanout_publishes_without_subscribing() -> None:

@@ -23,6 +23,10 @@ class Backoff:
         """True while we must not GRAFT `peer` on `topic`."""
         return self._until.get((topic, peer), 0.0) > now
 
+    def until(self, topic: str, peer: str) -> float:
+        """When the backoff from `peer` on `topic` ends (0.0 if there is none)."""
+        return self._until.get((topic, peer), 0.0)
+
     def expire(self, now: float) -> None:
         """Forget backoffs that ran out."""
         for key in [k for k, until in self._until.items() if until <= now]:

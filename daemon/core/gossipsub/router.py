@@ -61,6 +61,9 @@ class GossipParams:
     d_lo: int = 4
     d_hi: int = 12
     d_lazy: int = 6
+    # IHAVE goes to this share of the topic's peers outside the mesh, if more than
+    # d_lazy (v1.1 adaptive gossip dissemination).
+    gossip_factor: float = 0.25
     d_score: int = 4  # mesh peers kept by score when the mesh is trimmed
     d_out: int = 2  # mesh peers that we dialed, kept or grafted where there are any
     opportunistic_graft_ticks: int = 60
@@ -91,6 +94,8 @@ class GossipParams:
             raise ValueError("need 0 <= d_out < d_lo and d_out <= d / 2")
         if self.opportunistic_graft_ticks < 1 or self.opportunistic_graft_peers < 0:
             raise ValueError("need opportunistic_graft_ticks >= 1 and _peers >= 0")
+        if not 0 <= self.gossip_factor <= 1:
+            raise ValueError("need 0 <= gossip_factor <= 1")
 
 
 @dataclass(frozen=True)
@@ -491,10 +496,15 @@ class Router:
             mesh = self.mesh.get(topic)
             if mesh is None or peer in mesh:
                 continue  # unknown topics are ignored (spam hardening, as go)
-            if self.backoff.active(topic, peer, now):
-                # A GRAFT in its backoff is a P7-like penalty; one soon after the
-                # PRUNE (a flood) costs twice.
+            until = self.backoff.until(topic, peer)
+            if until > now:
+                # A GRAFT in its backoff costs a behaviour penalty unit (P7 in go), and
+                # one more before go's flood cutoff: `graft_flood_s` after a PRUNE
+                # with our backoff. (With our 10 s for both, every GRAFT inside a
+                # backoff of ours counts as a flood.)
                 self.scores.penalize(peer, 1.0)
+                if now < until + self.params.graft_flood_s - self.params.prune_backoff_s:
+                    self.scores.penalize(peer, 1.0)
                 self.backoff.add(topic, peer, self.params.prune_backoff_s, now)
                 prune.append((topic, False))
                 continue
@@ -624,5 +634,6 @@ class Router:
                       if p not in exclude and self.scores.score(p) >= threshold]
         self._rng.shuffle(candidates)
         piece = _ihave_piece(topic, ids)
-        for peer in candidates[: self.params.d_lazy]:
+        count = max(self.params.d_lazy, int(self.params.gossip_factor * len(candidates)))
+        for peer in candidates[:count]:
             self._push_control(peer, piece)
