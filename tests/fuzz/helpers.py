@@ -96,11 +96,17 @@ def peak_bytes(call: Callable[[], T]) -> tuple[T | BaseException, int]:
 
     tracemalloc sees every allocation through Python's allocators, which is where a
     list, bytes or bytearray sized from a claimed length would come from.
+
+    A failed assert inside `call` is the test's failure, not a result: it is raised.
+    (Returned, it was lost wherever a caller looked only at the peak: a stale list
+    of refusal reasons went unseen that way.)
     """
     tracemalloc.start()
     try:
         try:
             result: Any = call()
+        except AssertionError:
+            raise
         except Exception as exc:
             result = exc
         _, peak = tracemalloc.get_traced_memory()
