@@ -112,3 +112,22 @@ def test_a_seen_id_in_another_field_order_is_decoded_whole() -> None:
     got = rpc.decode_rpc(frame, seen={b"f" + b"\x00" * 8})
     assert got.known == ()
     assert [m.msg_id for m in got.publish] == [b"f" + b"\x00" * 8]
+
+
+@pytest.mark.parametrize("place", [1, 3])
+def test_a_message_with_a_field_0_is_refused_with_or_without_seen_ids(place: int) -> None:
+    # Field number 0 is invalid protobuf. The message reader took it as an unknown
+    # field while the reader that peeks at ids refused it, so a frame was refused or
+    # not by what the receiver had seen (found by `make fuzz`).
+    fields = [len_field(1, b"f" * 38), len_field(2, b"d"), len_field(3, b"\x00" * 8)]
+    fields.insert(place, len_field(0, b"zz"))
+    frame = len_field(2, b"".join(fields))
+    msg_id = b"f" * 38 + b"\x00" * 8
+    for seen in ((), {b"other"}, {msg_id}):
+        if place == 3 and seen == {msg_id}:
+            # Past the id's three fields, a seen message is skipped unread: the rules'
+            # "a broken message with a seen id may be skipped, never more".
+            assert rpc.decode_rpc(frame, seen=seen).known == (msg_id,)
+            continue
+        with pytest.raises(rpc.RpcError, match=r"field (number )?0"):
+            rpc.decode_rpc(frame, seen=seen)

@@ -213,6 +213,8 @@ def decode_message(buf: bytes | memoryview) -> Message:
             value = raw[pos:stop]
             pos = stop
             if number < last or not 1 <= number <= 6:
+                if number == 0:  # invalid in protobuf, as the frame's other readers say
+                    raise RpcError("bad field 0 of wire type 2")
                 canonical = False
             last = number
             if number >= 5 and signed_len < 0:
