@@ -3,7 +3,9 @@ bounded memory, and the frame reader never buffers past its limit plus one read.
 
 from __future__ import annotations
 
-from hypothesis import given
+from dataclasses import replace
+
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gossipchat.daemon.core import kadwire
@@ -31,6 +33,7 @@ def _decode(data: bytes) -> Message | None:
 
 @fuzz_settings()
 @given(hostile(SEEDS, max_size=2048))
+@example(b"\x08\x00\x1a\x02\x0a\x00")  # PUT_VALUE with a record (found by `make fuzz`)
 def test_decode_raises_only_kadwireerror_and_stays_small(data: bytes) -> None:
     result, peak = peak_bytes(lambda: _decode(data))
     assert not isinstance(result, BaseException), result
@@ -38,7 +41,9 @@ def test_decode_raises_only_kadwireerror_and_stays_small(data: bytes) -> None:
     if result is not None:
         assert len(result.closer) <= kadwire.MAX_PEERS
         assert all(len(p.addrs) <= kadwire.MAX_ADDRS_PER_PEER for p in result.providers)
-        assert _decode(kadwire.encode(result)) == result
+        # A record is skipped on decode (this node stores no values), so `encode` has
+        # none to write: all but `has_record` survives the round trip.
+        assert _decode(kadwire.encode(result)) == replace(result, has_record=False)
 
 
 @fuzz_settings(0.5)
