@@ -267,6 +267,7 @@ class Node:
                 "score": self.network.score_view(connected),
                 "copies_dropped": self.network.router.duplicates,
                 "copies_withheld": self.network.router.withdrawn,
+                "broken_promises": self.network.router.broken_promises,
                 "frames_in": self.network.pubsub.frames_in,
                 "frames_out": self.network.pubsub.frames_out,
                 "intake_batches": self.stats.intake_batches,

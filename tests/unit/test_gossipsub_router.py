@@ -629,6 +629,54 @@ def test_iwant_retransmission_is_bounded() -> None:
     assert sent == 2  # 10 asks, of which the first 3 count, in two frames
 
 
+def _promise_room() -> tuple[Net, Router, rpc.Message, bytes]:
+    """a and b in a room, and c (linked to a only) with a message a has not seen;
+    b tells a it has that message (IHAVE), and a asks b for it (IWANT)."""
+    net = _room("abc", [("a", "b"), ("a", "c")])
+    a = net.nodes["a"].router
+    msg = net.nodes["c"].signed(b"promised", 1)
+    ihave = rpc.encode_rpc(rpc.RPC(control=rpc.Control(
+        ihave=(rpc.IHave(TOPIC, (msg.msg_id,)),))))
+    a.handle_rpc("b", ihave, net.now)
+    box = a.outbox("b")
+    assert box is not None
+    frame = box.take_frame()
+    assert frame is not None
+    assert rpc.decode_rpc(frame).control.iwant == (msg.msg_id,)
+    return net, a, msg, rpc.encode_rpc(rpc.RPC(publish=(msg,)))
+
+
+def test_a_peer_that_does_not_send_what_it_advertised_is_charged() -> None:
+    # go's gossip tracer: an IWANT unanswered within iwant_followup_s (3 s) costs the
+    # peer asked one behaviour penalty unit, at the heartbeat after.
+    net, a, _, _ = _promise_room()
+    a.heartbeat(net.now + 2.9)
+    assert a.scores.counters("b")[2] == 0
+    a.heartbeat(net.now + 3.1)
+    assert a.scores.counters("b")[2] == 1.0
+    assert a.broken_promises == 1
+    a.heartbeat(net.now + 4.1)
+    assert a.broken_promises == 1  # charged once
+
+
+@pytest.mark.parametrize("sender", ["b", "c"])
+def test_a_promise_is_kept_by_a_valid_copy_from_anyone(sender: str) -> None:
+    net, a, _, publish = _promise_room()
+    a.handle_rpc(sender, publish, net.now + 1)
+    a.heartbeat(net.now + 3.1)
+    assert a.scores.counters("b")[2] == 0
+    assert a.broken_promises == 0
+
+
+def test_a_copy_with_a_bad_signature_keeps_no_promise() -> None:
+    net, a, msg, _ = _promise_room()
+    forged = rpc.Message(msg.from_id, b"forged", msg.seqno, msg.topics, msg.signature,
+                         msg.key)
+    a.handle_rpc("b", rpc.encode_rpc(rpc.RPC(publish=(forged,))), net.now + 1)
+    a.heartbeat(net.now + 3.1)
+    assert a.broken_promises == 1
+
+
 def test_our_own_message_coming_back_is_never_delivered() -> None:
     net = _room("ab", [("a", "b")])
     a = net.nodes["a"]

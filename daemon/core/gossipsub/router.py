@@ -27,6 +27,10 @@ Rules (libp2p/specs pubsub/gossipsub v1.0 and v1.1, in go-libp2p-pubsub's shape)
 - A GRAFT refused because the mesh is full (D_hi, and the peer is not one we dialed)
   is PRUNEd with PX, so that the peer can find other members; one refused for its
   score or its backoff is PRUNEd without.
+- Each IWANT we send holds its peer to a promise for one of the ids, picked at random
+  (go's gossip tracer): a valid copy from anyone within `iwant_followup_s` keeps it;
+  otherwise the heartbeat charges the peer one behaviour penalty unit. A peer that
+  advertises what it does not send pays for the asking.
 - Peers are the adapter's peer id strings; `add_peer` is told each peer's binary id
   for PX.
 """
@@ -79,6 +83,7 @@ class GossipParams:
     max_ihave_length: int = 5000
     max_ihave_messages: int = 10
     max_iwant_retransmit: int = 3
+    iwant_followup_s: float = 3.0
     px_peers: int = 16
     flood_publish: bool = True
     max_queue_bytes: int = DEFAULT_MAX_BYTES
@@ -180,6 +185,9 @@ class Router:
         self.withdrawn = 0  # queued copies not sent: the peer sent us the message first
         self.malformed = 0
         self._ticks = 0  # heartbeats so far, for opportunistic grafting
+        # IWANT promises: message id -> {peer asked: when the promise breaks}
+        self._promises: dict[bytes, dict[str, float]] = {}
+        self.broken_promises = 0
 
     # peers
 
@@ -414,6 +422,8 @@ class Router:
                 self.on_invalid(peer, topic, "bad_signature")
             return
         self.seen.add(msg_id, now)
+        if self._promises:
+            self._promises.pop(msg_id, None)  # whoever brought it kept the promise
         wire: bytes | None = None
         for topic in topics:
             outcome, checked = self._validate(peer, topic, msg)
@@ -453,6 +463,8 @@ class Router:
         iwant = self._ihave(peer, state, control.ihave)
         if iwant:
             self._push_control(peer, _iwant_piece(iwant))
+            promised = self._promises.setdefault(self._rng.choice(iwant), {})
+            promised.setdefault(peer, now + self.params.iwant_followup_s)
         self._iwant(peer, control.iwant)
         for topic, px in self._graft(peer, control.graft, now):
             self._push_control(peer, _prune_piece(topic, self.params.prune_backoff_s,
@@ -540,6 +552,7 @@ class Router:
     def heartbeat(self, now: float) -> None:
         """Once a second: decay scores, mend meshes and fanout, gossip, shift caches."""
         self.scores.decay(now)
+        self._break_promises(now)
         self.backoff.expire(now)
         self.seen.expire(now)
         params = self.params
@@ -578,6 +591,17 @@ class Router:
                 peers |= set(self._pick(topic, params.d - len(peers), now, exclude=peers))
             self._gossip(topic, peers)
         self.mcache.shift()
+
+    def _break_promises(self, now: float) -> None:
+        """Charge each peer one penalty unit per IWANT promise it let run out."""
+        for msg_id, promised in list(self._promises.items()):
+            for peer, deadline in list(promised.items()):
+                if deadline <= now:
+                    del promised[peer]
+                    self.scores.penalize(peer, 1.0)
+                    self.broken_promises += 1
+            if not promised:
+                del self._promises[msg_id]
 
     def _graft_all(self, topic: str, mesh: set[str], peers: list[str]) -> None:
         for peer in peers:
