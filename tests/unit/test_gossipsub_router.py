@@ -9,6 +9,8 @@ from typing import Any
 
 import nacl.bindings
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from libp2p.pubsub.pb import rpc_pb2
 
 from gossipchat.daemon.core import peerid
@@ -721,3 +723,53 @@ def test_gossip_from_a_peer_below_the_gossip_threshold_is_ignored() -> None:
     have = rpc.encode_rpc(rpc.RPC(control=rpc.Control(ihave=(rpc.IHave(TOPIC, (b"new",)),))))
     a.handle_rpc("b", have, net.now)
     assert box.take_frame() is None  # no IWANT back
+
+
+_PEER = st.tuples(st.booleans(), st.integers(-1, 8),  # dialed, score
+                 st.sampled_from([True, True, True, False]))  # in the mesh
+
+
+@given(peers=st.integers(0, 30).flatmap(  # as many rooms of 20-30 as of 0-10
+           lambda n: st.lists(_PEER, min_size=n, max_size=n)),
+       ticks=st.integers(1, 120), seed=st.integers(0, 2**32 - 1))
+def test_a_heartbeat_leaves_every_mesh_within_its_bounds(
+        peers: list[tuple[bool, int, bool]], ticks: int, seed: int) -> None:
+    # Any mix of peers (dialed or not, scored 0..8 first deliveries or one invalid
+    # message, most in the mesh, so that trims are common): one heartbeat leaves the mesh of known,
+    # non-negative peers; at most D + D_out after a trim; with D_out dialed peers
+    # where enough could be had; never below D_lo while candidates are left.
+    params = GossipParams()
+    hub = Node("hub")
+    router = hub.router
+    router._rng.seed(seed)
+    router.join(TOPIC, 0.0)
+    sub = rpc.encode_rpc(rpc.RPC(subscriptions=(rpc.SubOpt(True, TOPIC),)))
+    for i, (dialed, score, meshed) in enumerate(peers):
+        name = f"p{i}"
+        router.add_peer(name, name.encode(), outbound=dialed)
+        router.handle_rpc(name, sub, 0.0)
+        if score < 0:
+            router.scores.invalid_message(name, TOPIC)
+        for _ in range(score):
+            router.scores.first_delivery(name, TOPIC)
+        if meshed:
+            router.mesh[TOPIC].add(name)
+        else:
+            router.mesh[TOPIC].discard(name)
+    before = set(router.mesh[TOPIC])
+    router._ticks = ticks - 1
+    router.heartbeat(1.0)
+    mesh = router.mesh[TOPIC]
+    assert mesh <= set(router.peers)
+    assert all(router.scores.score(p) >= 0 for p in mesh)
+    fit = {p for p in router.peers if router.scores.score(p) >= 0}
+    dialed_fit = {p for p in fit if router.peers[p].outbound}
+    if len(before & fit) > params.d_hi:
+        assert len(mesh) <= params.d + params.d_out
+        assert len(mesh & dialed_fit) >= min(params.d_out, len(dialed_fit))
+    if len(fit) >= params.d_lo:
+        assert len(mesh) >= params.d_lo
+    if len(mesh) >= params.d_lo:
+        assert len(mesh & dialed_fit) >= min(params.d_out, len(dialed_fit)) or (
+            dialed_fit - mesh <= {p for p in dialed_fit
+                                  if router.backoff.active(TOPIC, p, 1.0)})
