@@ -15,6 +15,7 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from gossipchat.daemon.core import peerid
 from gossipchat.daemon.core.gossipsub import rpc, signing
+from gossipchat.daemon.core.gossipsub.backoff import Backoff
 from gossipchat.daemon.core.gossipsub.router import Delivery, GossipParams, Router
 from gossipchat.daemon.core.protobuf import len_field
 from gossipchat.daemon.core.scoring import DEFAULT, Validation
@@ -453,7 +454,7 @@ def test_a_trimmed_mesh_keeps_the_best_scored_and_the_peers_we_dialed() -> None:
     for seed in range(5):
         router._rng.seed(seed)
         router.mesh[TOPIC] = set(out + into)
-        router.backoff = type(router.backoff)()
+        router.backoff = Backoff()
         net.frames.clear()
         router.heartbeat(net.now)
         net.flush()
@@ -735,9 +736,9 @@ _PEER = st.tuples(st.booleans(), st.integers(-1, 8),  # dialed, score
 def test_a_heartbeat_leaves_every_mesh_within_its_bounds(
         peers: list[tuple[bool, int, bool]], ticks: int, seed: int) -> None:
     # Any mix of peers (dialed or not, scored 0..8 first deliveries or one invalid
-    # message, most in the mesh, so that trims are common): one heartbeat leaves the mesh of known,
-    # non-negative peers; at most D + D_out after a trim; with D_out dialed peers
-    # where enough could be had; never below D_lo while candidates are left.
+    # message, most in the mesh, so that trims are common): one heartbeat leaves the
+    # mesh of known, non-negative peers; at most D + D_out after a trim; with D_out
+    # dialed peers where enough could be had; never below D_lo while candidates last.
     params = GossipParams()
     hub = Node("hub")
     router = hub.router

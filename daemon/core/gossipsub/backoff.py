@@ -21,7 +21,7 @@ class Backoff:
 
     def active(self, topic: str, peer: str, now: float) -> bool:
         """True while we must not GRAFT `peer` on `topic`."""
-        return self._until.get((topic, peer), 0.0) > now
+        return self.until(topic, peer) > now
 
     def until(self, topic: str, peer: str) -> float:
         """When the backoff from `peer` on `topic` ends (0.0 if there is none)."""
